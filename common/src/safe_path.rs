@@ -1,0 +1,1 @@
+//! Being implemented (see the workspace-foundation issue).

@@ -1,0 +1,4 @@
+//! FastTrack-style KaZaA node: supernode or ordinary-node role, ContentHash downloads.
+//!
+//! Status: placeholder. The protocol implementation is tracked in its own issue; this crate exists so the
+//! workspace layout (codec -> protocol -> node, see `../shared/STYLE.md`) is visible from day one.
