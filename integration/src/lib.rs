@@ -1,1 +1,459 @@
-//! placeholder
+//! Test harness for multi-process and interop tests.
+//!
+//! [`Daemon`] starts one of the workspace's binaries (or any program) in its own process group, waits for its
+//! readiness line(s) (`{"event":"listening",...}`, see [`common::telemetry`]) with a deadline, exposes the bound
+//! addresses, keeps its stdout lines, sends its stderr to a log file, and kills the whole process group on drop, so a
+//! failing test never leaves a process behind. [`run_tool`] runs a client to completion with a timeout.
+//!
+//! Binaries are found with [`bin_path`]: the `target/<profile>/` directory this test executable was built into.
+//! `scripts/test.sh` runs `cargo build --workspace --bins` before the tests so they exist and are fresh; when a binary
+//! is missing, [`bin_path`] builds it once with `cargo build --bin` (works under nextest and when run by hand).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+pub use common::telemetry::Listening;
+
+/// Default time a daemon gets to print its readiness line(s).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The workspace root (the parent of this crate's folder).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration crate lives in the workspace root")
+        .to_path_buf()
+}
+
+/// `target/<profile>` for the test executable that is running (tests live in `target/<profile>/deps/`).
+pub fn target_profile_dir() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(deps) = exe.parent() {
+            if deps.file_name().is_some_and(|n| n == "deps") {
+                if let Some(profile) = deps.parent() {
+                    return profile.to_path_buf();
+                }
+            }
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug")
+}
+
+/// Path of a workspace binary such as `"tracker"`, building it once if it is missing.
+pub fn bin_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let dir = target_profile_dir();
+    let path = dir.join(name);
+    if path.exists() {
+        return path;
+    }
+    let built = BUILT.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(name) {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(workspace_root())
+            .args(["build", "--quiet", "--bin", name]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "cargo build --bin {name} failed");
+        built.insert(name.to_owned());
+    }
+    assert!(
+        path.exists(),
+        "{} does not exist after building",
+        path.display()
+    );
+    path
+}
+
+/// How to start a daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonBuilder {
+    program: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    dir: Option<PathBuf>,
+    expect: usize,
+    timeout: Duration,
+    label: String,
+}
+
+impl DaemonBuilder {
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Working directory of the child.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// How many readiness lines to wait for (default 1; 0 = do not wait).
+    pub fn expect_listening(mut self, n: usize) -> Self {
+        self.expect = n;
+        self
+    }
+
+    /// Deadline for the readiness lines.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Starts the process and waits for its readiness lines.
+    pub fn spawn(self) -> Result<Daemon> {
+        let logdir = tempfile::Builder::new()
+            .prefix(&format!("p2plab-{}-", self.label))
+            .tempdir()?;
+        let log_path = logdir.path().join("stderr.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .process_group(0);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        if let Some(d) = &self.dir {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(ev) = Listening::parse(&line) {
+                        let _ = tx.send(ev);
+                    }
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let mut daemon = Daemon {
+            child,
+            label: self.label,
+            listening: Vec::new(),
+            stdout: lines,
+            log_path,
+            _logdir: logdir,
+        };
+        let deadline = Instant::now() + self.timeout;
+        while daemon.listening.len() < self.expect {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(ev) => daemon.listening.push(ev),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(status) = daemon.child.try_wait()? {
+                        bail!(
+                            "{} exited ({status}) before it was ready; stderr:\n{}",
+                            daemon.label,
+                            daemon.log_tail(40)
+                        );
+                    }
+                    if left.is_zero() {
+                        bail!(
+                            "{} printed {} of {} readiness lines within {:?}; stderr:\n{}",
+                            daemon.label,
+                            daemon.listening.len(),
+                            self.expect,
+                            self.timeout,
+                            daemon.log_tail(40)
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = daemon.child.wait()?;
+                    bail!(
+                        "{} closed stdout ({status}) before it was ready; stderr:\n{}",
+                        daemon.label,
+                        daemon.log_tail(40)
+                    );
+                }
+            }
+        }
+        Ok(daemon)
+    }
+}
+
+/// A running daemon; killed with its process group on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    label: String,
+    /// The readiness lines seen so far, in order.
+    pub listening: Vec<Listening>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    log_path: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// A builder for a workspace binary (see [`bin_path`]).
+    pub fn builder(bin: &str) -> DaemonBuilder {
+        Self::builder_path(bin_path(bin))
+    }
+
+    /// A builder for any program.
+    pub fn builder_path(program: impl Into<PathBuf>) -> DaemonBuilder {
+        let program = program.into();
+        let label = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "daemon".into());
+        DaemonBuilder {
+            program,
+            args: Vec::new(),
+            envs: Vec::new(),
+            dir: None,
+            expect: 1,
+            timeout: READY_TIMEOUT,
+            label,
+        }
+    }
+
+    /// Starts workspace binary `bin` with `args` and waits for one readiness line.
+    pub fn spawn(bin: &str, args: &[&str]) -> Result<Daemon> {
+        Self::builder(bin).args(args).spawn()
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listening
+            .first()
+            .expect("daemon printed a readiness line")
+            .addr
+    }
+
+    /// The address of the socket with protocol `proto` (`"tcp"`/`"udp"`) and, if given, name `name`.
+    pub fn addr_of(&self, proto: &str, name: Option<&str>) -> Option<SocketAddr> {
+        self.listening
+            .iter()
+            .find(|l| l.proto == proto && (name.is_none() || l.name.as_deref() == name))
+            .map(|l| l.addr)
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stdout lines printed so far (readiness lines included).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Path of the file collecting the daemon's stderr (its logs).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The last `n` lines of the daemon's stderr.
+    pub fn log_tail(&self, n: usize) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Sends a signal to the daemon (not its group).
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        let pid = i32::try_from(self.child.id())?;
+        let rc = sys::kill(pid, sig);
+        if rc != 0 {
+            return Err(anyhow!(
+                "kill({pid}, {sig}) failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; SIGKILL after that. Returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        if let Some(st) = self.child.try_wait()? {
+            return Ok(st);
+        }
+        self.signal(libc::SIGTERM)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                self.kill_group();
+                let st = self.child.wait()?;
+                bail!(
+                    "{} did not stop within {timeout:?} of SIGTERM (killed: {st})",
+                    self.label
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} still running after {timeout:?}", self.label);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill_group(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            sys::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last stderr lines of {} ---\n{}",
+                self.label,
+                self.log_tail(40)
+            );
+        }
+        self.kill_group();
+        let _ = self.child.wait();
+    }
+}
+
+/// The one system call the harness needs that std does not offer: signalling a process group.
+#[allow(unsafe_code)]
+mod sys {
+    pub(crate) fn kill(pid: i32, sig: i32) -> i32 {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) }
+    }
+}
+
+/// Runs a workspace binary to completion with a timeout (killing it after), capturing its output.
+pub fn run_tool(bin: &str, args: &[&str], timeout: Duration) -> Result<Output> {
+    run_program(&bin_path(bin), args, timeout)
+}
+
+/// Runs any program to completion with a timeout (killing its process group after), capturing its output.
+pub fn run_program(program: &Path, args: &[&str], timeout: Duration) -> Result<Output> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            sys::kill(-pid, libc::SIGKILL);
+        }
+    });
+    let out = child.wait_with_output()?;
+    let _ = tx.send(());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_readiness_and_kills_on_drop() {
+        // A shell pretending to be a daemon: prints a readiness line, then sleeps.
+        let d = Daemon::builder_path("/bin/sh")
+            .args([
+                "-c",
+                r#"echo '{"event":"listening","proto":"udp","addr":"127.0.0.1:9","name":"x"}'; echo hello; exec sleep 60"#,
+            ])
+            .spawn()
+            .unwrap();
+        assert_eq!(d.addr(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(d.addr_of("udp", Some("x")), Some(d.addr()));
+        assert_eq!(d.addr_of("tcp", None), None);
+        let pid = d.pid() as i32;
+        drop(d);
+        assert_ne!(sys::kill(pid, 0), 0, "process group was killed");
+    }
+
+    #[test]
+    fn early_exit_is_reported_with_stderr() {
+        let err = Daemon::builder_path("/bin/sh")
+            .args(["-c", "echo boom >&2; exit 3"])
+            .spawn()
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("boom"), "{msg}");
+    }
+
+    #[test]
+    fn missing_readiness_times_out() {
+        let err = Daemon::builder_path("/bin/sh")
+            .args(["-c", "exec sleep 30"])
+            .timeout(Duration::from_millis(300))
+            .spawn()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("readiness"), "{err:#}");
+    }
+
+    #[test]
+    fn run_program_times_out_and_kills() {
+        let t = Instant::now();
+        let out =
+            run_program(Path::new("/bin/sleep"), &["30"], Duration::from_millis(200)).unwrap();
+        assert!(!out.status.success());
+        assert!(t.elapsed() < Duration::from_secs(20));
+    }
+}
