@@ -266,3 +266,6 @@ pub fn hash_file(
     }
     Ok(hasher.finish())
 }
+
+#[cfg(test)]
+mod tests;
