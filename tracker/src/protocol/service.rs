@@ -1,0 +1,426 @@
+//! Request in, reply bytes out: the whole tracker as one sans-I/O value, whatever the transport.
+//!
+//! [`Service::http_announce`] / [`Service::http_scrape`] take the raw query string of `GET /announce` or
+//! `GET /scrape` (BEP 3, BEP 48) and write the bencoded body; [`Service::udp`] takes one BEP 15 datagram and
+//! writes the reply datagram (or nothing). The node only moves bytes and clocks. Reply buffers are passed
+//! in and reused, so the announce path does not allocate once warm.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::conn_id::{reply_budget, ConnectionIds};
+use super::swarm::{Announce, Config, Refusal, Tracker};
+use crate::codec::http::{self, AnnounceReply, PeerEntry, PeerForm, ScrapeRequest};
+use crate::codec::udp::{self, DecodeError, Request};
+use crate::codec::InfoHash;
+
+/// What a request was, for the stats counters: `kind` is the message type (`announce`, `scrape`,
+/// `connect`), `error` the error kind when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Message type.
+    pub kind: &'static str,
+    /// Error kind (`bad_request`, `not_allowed`, `full`, `bad_connection_id`, `scrape_all_disabled`,
+    /// `unanswerable`), if the request failed.
+    pub error: Option<&'static str>,
+}
+
+impl Outcome {
+    fn ok(kind: &'static str) -> Outcome {
+        Outcome { kind, error: None }
+    }
+    fn err(kind: &'static str, error: &'static str) -> Outcome {
+        Outcome {
+            kind,
+            error: Some(error),
+        }
+    }
+}
+
+/// Options beyond the swarm policy.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceOptions {
+    /// Believe the `ip` parameter (HTTP) / field (UDP). Off by default: anyone could otherwise point a swarm
+    /// at a victim. Useful when the tracker sits behind a NAT with its peers.
+    pub trust_ip_param: bool,
+    /// Sent as `tracker id` in HTTP replies.
+    pub tracker_id: Option<Vec<u8>>,
+}
+
+/// The tracker with its transports' logic.
+#[derive(Debug)]
+pub struct Service {
+    tracker: Tracker,
+    ids: ConnectionIds,
+    rng: StdRng,
+    opts: ServiceOptions,
+    peers: Vec<PeerEntry>,
+}
+
+fn refusal_kind(r: Refusal) -> &'static str {
+    match r {
+        Refusal::NotAllowed => "not_allowed",
+        Refusal::Full => "full",
+    }
+}
+
+impl Service {
+    /// A service whose randomness (peer selection, connection-id key) all comes from `seed`.
+    pub fn new(cfg: Config, opts: ServiceOptions, seed: u64) -> Service {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let ids = ConnectionIds::new(&mut rng);
+        Service {
+            tracker: Tracker::new(cfg),
+            ids,
+            rng,
+            opts,
+            peers: Vec::new(),
+        }
+    }
+
+    /// The swarm state.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// The swarm state, mutably (expiry, restoring counters).
+    pub fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    /// Handles `GET /announce?<query>` from `src`, writing the bencoded body to `out` (cleared first).
+    pub fn http_announce(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        query: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        out.clear();
+        let req = match http::AnnounceRequest::parse(query) {
+            Ok(r) => r,
+            Err(e) => {
+                http::write_failure(out, &e.to_string());
+                return Outcome::err("announce", "bad_request");
+            }
+        };
+        let ip = match req.ip {
+            Some(ip) if self.opts.trust_ip_param => ip.to_canonical(),
+            _ => src.ip().to_canonical(),
+        };
+        let a = Announce {
+            info_hash: req.info_hash,
+            peer_id: req.peer_id,
+            addr: SocketAddr::new(ip, req.port),
+            left: req.left,
+            event: req.event,
+            numwant: req.numwant,
+        };
+        match self
+            .tracker
+            .announce(now, &mut self.rng, &a, &mut self.peers)
+        {
+            Ok(c) => {
+                let cfg = self.tracker.config();
+                let form = if req.compact {
+                    PeerForm::Compact
+                } else {
+                    PeerForm::Dict {
+                        with_peer_id: !req.no_peer_id,
+                    }
+                };
+                http::write_announce(
+                    out,
+                    &AnnounceReply {
+                        interval: cfg.interval,
+                        min_interval: Some(cfg.min_interval),
+                        complete: c.complete,
+                        incomplete: c.incomplete,
+                        tracker_id: self.opts.tracker_id.as_deref(),
+                        warning: None,
+                        peers: &self.peers,
+                        form,
+                    },
+                );
+                Outcome::ok("announce")
+            }
+            Err(r) => {
+                http::write_failure(out, refusal_str(r));
+                Outcome::err("announce", refusal_kind(r))
+            }
+        }
+    }
+
+    /// Handles `GET /scrape?<query>` (BEP 48), writing the bencoded body to `out` (cleared first).
+    pub fn http_scrape(&mut self, query: &[u8], out: &mut Vec<u8>) -> Outcome {
+        out.clear();
+        let req = match ScrapeRequest::parse(query) {
+            Ok(r) => r,
+            Err(e) => {
+                http::write_failure(out, &e.to_string());
+                return Outcome::err("scrape", "bad_request");
+            }
+        };
+        let mut files: Vec<(InfoHash, http::ScrapeCounts)> = if req.info_hashes.is_empty() {
+            if !self.tracker.config().scrape_all {
+                http::write_failure(out, "full scrape is disabled on this tracker");
+                return Outcome::err("scrape", "scrape_all_disabled");
+            }
+            self.tracker.all().collect()
+        } else {
+            req.info_hashes
+                .iter()
+                .map(|h| (*h, self.tracker.scrape(h)))
+                .collect()
+        };
+        http::sort_scrape(&mut files);
+        http::write_scrape(out, &files);
+        Outcome::ok("scrape")
+    }
+
+    /// Handles one BEP 15 datagram from `src`; the reply datagram goes to `out` (cleared first; left empty
+    /// when nothing must be sent). `unix_secs` is the wall clock for connection ids.
+    pub fn udp(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        src: SocketAddr,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        out.clear();
+        let src_ip = src.ip().to_canonical();
+        let req = match Request::decode(packet) {
+            Ok(r) => r,
+            Err(DecodeError::Unsendable(_)) => return Outcome::err("invalid", "unanswerable"),
+            Err(DecodeError::Sendable {
+                transaction_id,
+                connection_id,
+                msg,
+            }) => {
+                let auth = self.ids.check(connection_id, src_ip, unix_secs);
+                udp::write_error(out, transaction_id, msg, reply_budget(packet.len(), auth));
+                return Outcome::err("invalid", "bad_request");
+            }
+        };
+        match req {
+            Request::Connect { transaction_id } => {
+                // 16 bytes in, 16 bytes out: no amplification even for spoofed senders.
+                udp::write_connect(out, transaction_id, self.ids.make(src_ip, unix_secs));
+                Outcome::ok("connect")
+            }
+            Request::Announce(a) => {
+                if !self.ids.check(a.connection_id, src_ip, unix_secs) {
+                    udp::write_error(
+                        out,
+                        a.transaction_id,
+                        "invalid connection id",
+                        reply_budget(packet.len(), false),
+                    );
+                    return Outcome::err("announce", "bad_connection_id");
+                }
+                let ip = if self.opts.trust_ip_param && !a.ip.is_unspecified() {
+                    IpAddr::V4(a.ip)
+                } else {
+                    src_ip
+                };
+                let ann = Announce {
+                    info_hash: a.info_hash,
+                    peer_id: a.peer_id,
+                    addr: SocketAddr::new(ip, a.port),
+                    left: a.left,
+                    event: a.event,
+                    numwant: u32::try_from(a.num_want).ok(),
+                };
+                match self
+                    .tracker
+                    .announce(now, &mut self.rng, &ann, &mut self.peers)
+                {
+                    Ok(c) => {
+                        udp::write_announce(
+                            out,
+                            a.transaction_id,
+                            self.tracker.config().interval,
+                            c.incomplete,
+                            c.complete,
+                            src_ip.is_ipv6(),
+                            self.peers.iter().map(|p| p.addr),
+                        );
+                        Outcome::ok("announce")
+                    }
+                    Err(r) => {
+                        udp::write_error(out, a.transaction_id, refusal_str(r), usize::MAX);
+                        Outcome::err("announce", refusal_kind(r))
+                    }
+                }
+            }
+            Request::Scrape {
+                connection_id,
+                transaction_id,
+                info_hashes,
+            } => {
+                if !self.ids.check(connection_id, src_ip, unix_secs) {
+                    udp::write_error(
+                        out,
+                        transaction_id,
+                        "invalid connection id",
+                        reply_budget(packet.len(), false),
+                    );
+                    return Outcome::err("scrape", "bad_connection_id");
+                }
+                let entries: Vec<(u32, u32, u32)> = info_hashes
+                    .iter()
+                    .map(|h| {
+                        let s = self.tracker.scrape(h);
+                        (
+                            s.complete,
+                            u32::try_from(s.downloaded).unwrap_or(u32::MAX),
+                            s.incomplete,
+                        )
+                    })
+                    .collect();
+                udp::write_scrape(out, transaction_id, &entries);
+                Outcome::ok("scrape")
+            }
+        }
+    }
+}
+
+fn refusal_str(r: Refusal) -> &'static str {
+    match r {
+        Refusal::NotAllowed => "torrent not allowed on this tracker",
+        Refusal::Full => "tracker is full, try again later",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::udp::Response;
+    use crate::codec::{Event, PeerId};
+
+    fn svc() -> Service {
+        Service::new(Config::default(), ServiceOptions::default(), 42)
+    }
+
+    #[test]
+    fn http_announce_compact_and_failure() {
+        let mut s = svc();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let src: SocketAddr = "127.0.0.5:40000".parse().unwrap();
+        let q = b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881&left=5&event=started";
+        assert_eq!(
+            s.http_announce(now, src, q, &mut out),
+            Outcome::ok("announce")
+        );
+        let q2 = b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=cccccccccccccccccccc&port=7000&left=0";
+        s.http_announce(now, "127.0.0.6:1".parse().unwrap(), q2, &mut out);
+        let text = out.clone();
+        // d8:completei1e10:incompletei1e8:intervali1800e12:min intervali900e5:peers6:<127.0.0.5:6881>e
+        let mut want =
+            b"d8:completei1e10:incompletei1e8:intervali1800e12:min intervali900e5:peers6:".to_vec();
+        want.extend_from_slice(&[127, 0, 0, 5, 0x1a, 0xe1]);
+        want.push(b'e');
+        assert_eq!(text, want);
+        let o = s.http_announce(now, src, b"info_hash=short", &mut out);
+        assert_eq!(o.error, Some("bad_request"));
+        assert!(out.starts_with(b"d14:failure reason"));
+    }
+
+    #[test]
+    fn bep15_flow_connect_announce_scrape() {
+        let mut s = svc();
+        let now = Instant::now();
+        let t = 1_700_000_000;
+        let src: SocketAddr = "127.0.0.9:5000".parse().unwrap();
+        let mut out = Vec::new();
+        let mut pkt = Vec::new();
+        Request::Connect { transaction_id: 9 }.encode(&mut pkt);
+        s.udp(now, t, src, &pkt, &mut out);
+        let Some(Response::Connect { connection_id, .. }) = Response::decode(&out, false) else {
+            panic!("no connect reply");
+        };
+        let mk = |cid, peer: u8, port| {
+            Request::Announce(udp::AnnounceRequest {
+                connection_id: cid,
+                transaction_id: 1,
+                info_hash: InfoHash([1; 20]),
+                peer_id: PeerId([peer; 20]),
+                downloaded: 0,
+                left: 10,
+                uploaded: 0,
+                event: Event::Started,
+                ip: std::net::Ipv4Addr::UNSPECIFIED,
+                key: 0,
+                num_want: -1,
+                port,
+            })
+        };
+        pkt.clear();
+        mk(connection_id, 1, 6881).encode(&mut pkt);
+        assert_eq!(s.udp(now, t, src, &pkt, &mut out), Outcome::ok("announce"));
+        // A second peer, from another address with its own connection id.
+        let src2: SocketAddr = "127.0.0.10:5000".parse().unwrap();
+        let cid2 = s.ids.make(src2.ip(), t);
+        pkt.clear();
+        mk(cid2, 2, 7000).encode(&mut pkt);
+        s.udp(now, t, src2, &pkt, &mut out);
+        assert_eq!(
+            Response::decode(&out, false),
+            Some(Response::Announce {
+                transaction_id: 1,
+                interval: 1800,
+                leechers: 2,
+                seeders: 0,
+                peers: vec!["127.0.0.9:6881".parse().unwrap()]
+            })
+        );
+        // The first peer's id is useless from the second address.
+        pkt.clear();
+        mk(connection_id, 2, 7000).encode(&mut pkt);
+        let o = s.udp(now, t, src2, &pkt, &mut out);
+        assert_eq!(o.error, Some("bad_connection_id"));
+        assert!(out.len() <= pkt.len(), "no amplification");
+        pkt.clear();
+        Request::Scrape {
+            connection_id,
+            transaction_id: 3,
+            info_hashes: vec![InfoHash([1; 20]), InfoHash([2; 20])],
+        }
+        .encode(&mut pkt);
+        s.udp(now, t, src, &pkt, &mut out);
+        assert_eq!(
+            Response::decode(&out, false),
+            Some(Response::Scrape {
+                transaction_id: 3,
+                entries: vec![(0, 0, 2), (0, 0, 0)]
+            })
+        );
+    }
+
+    #[test]
+    fn unauthenticated_replies_never_exceed_request() {
+        let mut s = svc();
+        let now = Instant::now();
+        let src: SocketAddr = "10.1.2.3:1".parse().unwrap();
+        let mut out = Vec::new();
+        for len in 0..200usize {
+            for action in 0..4u32 {
+                let mut b = vec![0x11u8; len];
+                if len >= 16 {
+                    b[8..12].copy_from_slice(&action.to_be_bytes());
+                }
+                s.udp(now, 1000, src, &b, &mut out);
+                assert!(
+                    out.len() <= len,
+                    "len {len} action {action}: {} out",
+                    out.len()
+                );
+            }
+        }
+    }
+}

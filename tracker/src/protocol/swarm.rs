@@ -1,0 +1,638 @@
+//! The swarm state of a BEP 3 tracker, sans I/O: which peers are in which torrent, and the counters BEP 48
+//! scrape reports. Time (`now`) and randomness (`rng`) are passed in, so every rule is unit-testable.
+//!
+//! Rules (BEP 3 "Trackers", and what real trackers do):
+//! - A reply lists up to `numwant` peers (capped by [`Config::max_peers`]) chosen at random, never the
+//!   requester itself (same peer id or same address), and no seeders to a peer known to be a seeder
+//!   (`left == 0`): they have nothing to give each other.
+//! - `stopped` removes the peer at once; peers that stop announcing expire after [`Config::peer_timeout`]
+//!   (two intervals by default) in [`Tracker::expire`].
+//! - `complete`/`incomplete` are the current seeders/leechers; `downloaded` counts `completed` events of
+//!   peers not already known as seeders.
+//! - Memory is bounded: at most [`Config::max_torrents`] torrents and [`Config::max_peers_per_torrent`]
+//!   peers per torrent. Eviction policy: a new torrent arriving when the table is full is refused (the client
+//!   sees a failure reason and retries later) rather than pushing out a live swarm, because a flood of fake
+//!   info-hashes must not be able to evict real torrents. [`Tracker::expire`] drops torrents whose peers are
+//!   all gone; torrents with a non-zero `downloaded` counter are kept for their counter until the table is
+//!   more than [`KEEP_EMPTY_FRACTION`] full, and then the least recently active empty ones go first. A flood
+//!   therefore fills the table for at most one peer timeout after it stops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::codec::http::{PeerEntry, ScrapeCounts};
+use crate::codec::{Event, InfoHash, PeerId};
+
+/// Above this fraction of [`Config::max_torrents`], empty torrents kept only for their counters are evicted.
+pub const KEEP_EMPTY_FRACTION: f64 = 0.9;
+/// Swarms up to this size find peers by a linear scan; bigger ones get a peer-id index (saves memory for the
+/// many tiny swarms a tracker mostly holds).
+const LINEAR_SCAN_MAX: usize = 24;
+
+/// Tracker policy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Seconds between re-announces, sent as `interval`.
+    pub interval: u32,
+    /// Seconds sent as `min interval`.
+    pub min_interval: u32,
+    /// A peer not heard from for this long is removed (about two intervals).
+    pub peer_timeout: Duration,
+    /// Cap on peers in one reply, whatever `numwant` says.
+    pub max_peers: u32,
+    /// Peers sent when the client does not say `numwant`.
+    pub default_numwant: u32,
+    /// Cap on torrents held.
+    pub max_torrents: usize,
+    /// Cap on peers per torrent; peers beyond it still get peer lists but are not stored.
+    pub max_peers_per_torrent: usize,
+    /// `None`: open mode, any info-hash. `Some`: only these (an allow-list).
+    pub allow_list: Option<std::collections::HashSet<InfoHash>>,
+    /// Allow a scrape without info-hashes to list every torrent.
+    pub scrape_all: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval: 1800,
+            min_interval: 900,
+            peer_timeout: Duration::from_secs(2 * 1800 + 60),
+            max_peers: 50,
+            default_numwant: 50,
+            max_torrents: 1_000_000,
+            max_peers_per_torrent: 100_000,
+            allow_list: None,
+            scrape_all: true,
+        }
+    }
+}
+
+/// Why an announce was refused (sent as `failure reason` or a UDP error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Allow-list mode and the info-hash is not on it.
+    #[error("torrent not allowed on this tracker")]
+    NotAllowed,
+    /// The torrent table is full (see the eviction policy in the module doc).
+    #[error("tracker is full, try again later")]
+    Full,
+}
+
+/// An announce as the state machine needs it, whatever the transport.
+#[derive(Clone, Copy, Debug)]
+pub struct Announce {
+    /// Torrent.
+    pub info_hash: InfoHash,
+    /// Peer id.
+    pub peer_id: PeerId,
+    /// Where other peers reach it (source IP, announced port).
+    pub addr: SocketAddr,
+    /// Bytes left.
+    pub left: u64,
+    /// Event.
+    pub event: Event,
+    /// Peers wanted (`None`: the default).
+    pub numwant: Option<u32>,
+}
+
+/// Counters returned with every announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SwarmCounts {
+    /// Seeders.
+    pub complete: u32,
+    /// Leechers.
+    pub incomplete: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    peer_id: PeerId,
+    addr: SocketAddr,
+    seeder: bool,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct Torrent {
+    peers: Vec<Peer>,
+    /// Peer id -> position in `peers`, only for swarms above [`LINEAR_SCAN_MAX`].
+    index: Option<HashMap<PeerId, u32>>,
+    seeders: u32,
+    downloaded: u64,
+    last_activity: Instant,
+}
+
+impl Torrent {
+    fn new(now: Instant) -> Torrent {
+        Torrent {
+            peers: Vec::new(),
+            index: None,
+            seeders: 0,
+            downloaded: 0,
+            last_activity: now,
+        }
+    }
+
+    fn counts(&self) -> SwarmCounts {
+        SwarmCounts {
+            complete: self.seeders,
+            incomplete: self.peers.len() as u32 - self.seeders,
+        }
+    }
+
+    fn find(&self, id: &PeerId) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(id).map(|&i| i as usize),
+            None => self.peers.iter().position(|p| p.peer_id == *id),
+        }
+    }
+
+    fn push(&mut self, p: Peer) {
+        if p.seeder {
+            self.seeders += 1;
+        }
+        self.peers.push(p);
+        let i = self.peers.len() - 1;
+        match &mut self.index {
+            Some(ix) => {
+                ix.insert(p.peer_id, i as u32);
+            }
+            None if self.peers.len() > LINEAR_SCAN_MAX => {
+                self.index = Some(
+                    self.peers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (p.peer_id, i as u32))
+                        .collect(),
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        let p = self.peers.swap_remove(i);
+        if p.seeder {
+            self.seeders -= 1;
+        }
+        if let Some(ix) = &mut self.index {
+            ix.remove(&p.peer_id);
+            if let Some(moved) = self.peers.get(i) {
+                ix.insert(moved.peer_id, i as u32);
+            }
+            if self.peers.len() <= LINEAR_SCAN_MAX / 2 {
+                self.index = None;
+            }
+        }
+    }
+
+    /// Fills `out` with up to `n` random peers, skipping the requester and, for a seeder, other seeders.
+    ///
+    /// Selection starts at a random position and walks the list circularly: O(n) rather than
+    /// O(swarm), and every peer is equally likely to be included.
+    fn select(
+        &self,
+        rng: &mut impl Rng,
+        n: usize,
+        me: &PeerId,
+        my_addr: SocketAddr,
+        seeder: bool,
+        out: &mut Vec<PeerEntry>,
+    ) {
+        let len = self.peers.len();
+        if len == 0 || n == 0 {
+            return;
+        }
+        let start = rng.gen_range(0..len);
+        let mut taken = 0;
+        for k in 0..len {
+            let p = &self.peers[(start + k) % len];
+            if p.peer_id == *me || p.addr == my_addr || (seeder && p.seeder) {
+                continue;
+            }
+            out.push(PeerEntry {
+                addr: p.addr,
+                peer_id: p.peer_id,
+            });
+            taken += 1;
+            if taken == n {
+                break;
+            }
+        }
+    }
+}
+
+/// All torrents and their swarms.
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: Config,
+    torrents: HashMap<InfoHash, Torrent>,
+    peers_total: usize,
+}
+
+impl Tracker {
+    /// An empty tracker.
+    pub fn new(cfg: Config) -> Tracker {
+        Tracker {
+            cfg,
+            torrents: HashMap::new(),
+            peers_total: 0,
+        }
+    }
+
+    /// The policy in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Handles one announce: updates the swarm and appends the peers to send to `out` (cleared first).
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        rng: &mut impl Rng,
+        a: &Announce,
+        out: &mut Vec<PeerEntry>,
+    ) -> Result<SwarmCounts, Refusal> {
+        out.clear();
+        if let Some(allow) = &self.cfg.allow_list {
+            if !allow.contains(&a.info_hash) {
+                return Err(Refusal::NotAllowed);
+            }
+        }
+        if !self.torrents.contains_key(&a.info_hash) {
+            if a.event == Event::Stopped {
+                // Nothing to remove and nothing worth creating a torrent for.
+                return Ok(SwarmCounts::default());
+            }
+            if self.torrents.len() >= self.cfg.max_torrents {
+                return Err(Refusal::Full);
+            }
+        }
+        let t = self
+            .torrents
+            .entry(a.info_hash)
+            .or_insert_with(|| Torrent::new(now));
+        t.last_activity = now;
+        let existing = t.find(&a.peer_id);
+        if a.event == Event::Stopped {
+            if let Some(i) = existing {
+                t.remove_at(i);
+                self.peers_total -= 1;
+            }
+            return Ok(t.counts());
+        }
+        let seeder = a.left == 0 || a.event == Event::Completed;
+        match existing {
+            Some(i) => {
+                let p = &mut t.peers[i];
+                if a.event == Event::Completed && !p.seeder {
+                    t.downloaded += 1;
+                }
+                if seeder != p.seeder {
+                    if seeder {
+                        t.seeders += 1;
+                    } else {
+                        t.seeders -= 1;
+                    }
+                }
+                p.seeder = seeder;
+                p.addr = a.addr;
+                p.last_seen = now;
+            }
+            None => {
+                if a.event == Event::Completed {
+                    t.downloaded += 1;
+                }
+                if t.peers.len() < self.cfg.max_peers_per_torrent {
+                    t.push(Peer {
+                        peer_id: a.peer_id,
+                        addr: a.addr,
+                        seeder,
+                        last_seen: now,
+                    });
+                    self.peers_total += 1;
+                }
+            }
+        }
+        let n = a
+            .numwant
+            .unwrap_or(self.cfg.default_numwant)
+            .min(self.cfg.max_peers) as usize;
+        t.select(rng, n, &a.peer_id, a.addr, seeder, out);
+        Ok(t.counts())
+    }
+
+    /// Scrape counters of one torrent (zeros if unknown).
+    pub fn scrape(&self, h: &InfoHash) -> ScrapeCounts {
+        self.torrents
+            .get(h)
+            .map(|t| {
+                let c = t.counts();
+                ScrapeCounts {
+                    complete: c.complete,
+                    downloaded: t.downloaded,
+                    incomplete: c.incomplete,
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every torrent's counters (for a full scrape and the stats page), in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = (InfoHash, ScrapeCounts)> + '_ {
+        self.torrents.keys().map(|h| (*h, self.scrape(h)))
+    }
+
+    /// Number of torrents held.
+    pub fn torrent_count(&self) -> usize {
+        self.torrents.len()
+    }
+
+    /// Number of peers held over all torrents.
+    pub fn peer_count(&self) -> usize {
+        self.peers_total
+    }
+
+    /// Restores a torrent's `downloaded` counter (from the state file). Ignored when not allowed or full.
+    pub fn restore_downloaded(&mut self, now: Instant, h: InfoHash, downloaded: u64) {
+        if let Some(allow) = &self.cfg.allow_list {
+            if !allow.contains(&h) {
+                return;
+            }
+        }
+        if let Some(t) = self.torrents.get_mut(&h) {
+            t.downloaded = t.downloaded.max(downloaded);
+        } else if self.torrents.len() < self.cfg.max_torrents && downloaded > 0 {
+            let mut t = Torrent::new(now);
+            t.downloaded = downloaded;
+            self.torrents.insert(h, t);
+        }
+    }
+
+    /// Removes peers not heard from within the peer timeout and applies the torrent eviction policy (module
+    /// doc). Call it periodically; returns the number of peers removed.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let timeout = self.cfg.peer_timeout;
+        let mut removed = 0;
+        for t in self.torrents.values_mut() {
+            let before = t.peers.len();
+            let mut i = 0;
+            while i < t.peers.len() {
+                if now.saturating_duration_since(t.peers[i].last_seen) > timeout {
+                    t.remove_at(i);
+                } else {
+                    i += 1;
+                }
+            }
+            removed += before - t.peers.len();
+        }
+        self.peers_total -= removed;
+        self.torrents
+            .retain(|_, t| !t.peers.is_empty() || t.downloaded > 0);
+        let keep = (self.cfg.max_torrents as f64 * KEEP_EMPTY_FRACTION) as usize;
+        if self.torrents.len() > keep {
+            let mut empty: Vec<(Instant, InfoHash)> = self
+                .torrents
+                .iter()
+                .filter(|(_, t)| t.peers.is_empty())
+                .map(|(h, t)| (t.last_activity, *h))
+                .collect();
+            empty.sort_unstable();
+            let excess = self.torrents.len() - keep;
+            for (_, h) in empty.into_iter().take(excess) {
+                self.torrents.remove(&h);
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::collections::HashSet;
+
+    fn ann(h: u8, p: u8, left: u64, event: Event) -> Announce {
+        Announce {
+            info_hash: InfoHash([h; 20]),
+            peer_id: PeerId([p; 20]),
+            addr: SocketAddr::from(([127, 0, 0, p], 6881)),
+            left,
+            event,
+            numwant: None,
+        }
+    }
+
+    fn setup() -> (Tracker, StdRng, Instant, Vec<PeerEntry>) {
+        (
+            Tracker::new(Config::default()),
+            StdRng::seed_from_u64(7),
+            Instant::now(),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn never_the_requester_and_counts() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let c = t
+            .announce(now, &mut rng, &ann(1, 1, 10, Event::Started), &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "alone in the swarm");
+        assert_eq!(
+            c,
+            SwarmCounts {
+                complete: 0,
+                incomplete: 1
+            }
+        );
+        t.announce(now, &mut rng, &ann(1, 2, 0, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].peer_id, PeerId([1; 20]));
+        let c = t
+            .announce(now, &mut rng, &ann(1, 1, 10, Event::None), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].peer_id, PeerId([2; 20]));
+        assert_eq!(
+            c,
+            SwarmCounts {
+                complete: 1,
+                incomplete: 1
+            }
+        );
+    }
+
+    #[test]
+    fn seeders_get_no_seeders() {
+        let (mut t, mut rng, now, mut out) = setup();
+        for p in 1..=5 {
+            t.announce(now, &mut rng, &ann(1, p, 0, Event::Started), &mut out)
+                .unwrap();
+        }
+        t.announce(now, &mut rng, &ann(1, 9, 5, Event::Started), &mut out)
+            .unwrap();
+        t.announce(now, &mut rng, &ann(1, 1, 0, Event::None), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1, "a seeder only learns leechers");
+        assert_eq!(out[0].peer_id, PeerId([9; 20]));
+        t.announce(now, &mut rng, &ann(1, 9, 5, Event::None), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 5, "a leecher learns every seeder");
+    }
+
+    #[test]
+    fn stopped_removes_at_once_and_completed_counts_once() {
+        let (mut t, mut rng, now, mut out) = setup();
+        t.announce(now, &mut rng, &ann(1, 1, 10, Event::Started), &mut out)
+            .unwrap();
+        t.announce(now, &mut rng, &ann(1, 1, 0, Event::Completed), &mut out)
+            .unwrap();
+        t.announce(now, &mut rng, &ann(1, 1, 0, Event::Completed), &mut out)
+            .unwrap();
+        let s = t.scrape(&InfoHash([1; 20]));
+        assert_eq!((s.complete, s.incomplete, s.downloaded), (1, 0, 1));
+        let c = t
+            .announce(now, &mut rng, &ann(1, 1, 0, Event::Stopped), &mut out)
+            .unwrap();
+        assert_eq!(c, SwarmCounts::default());
+        assert_eq!(t.peer_count(), 0);
+        assert_eq!(t.scrape(&InfoHash([1; 20])).downloaded, 1);
+    }
+
+    #[test]
+    fn numwant_is_capped_and_selection_is_random() {
+        let cfg = Config {
+            max_peers: 10,
+            ..Config::default()
+        };
+        let mut t = Tracker::new(cfg);
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for p in 0..100u8 {
+            t.announce(now, &mut rng, &ann(1, p, 1, Event::Started), &mut out)
+                .unwrap();
+        }
+        let mut seen = HashSet::new();
+        for _ in 0..50 {
+            let mut a = ann(1, 200, 1, Event::None);
+            a.numwant = Some(1000);
+            t.announce(now, &mut rng, &a, &mut out).unwrap();
+            assert_eq!(out.len(), 10);
+            let ids: HashSet<_> = out.iter().map(|p| p.peer_id).collect();
+            assert_eq!(ids.len(), 10, "no duplicates in a reply");
+            seen.extend(ids);
+        }
+        assert!(
+            seen.len() > 60,
+            "random selection reaches most peers: {}",
+            seen.len()
+        );
+        // Removal from an indexed swarm keeps the index right.
+        for p in 0..100u8 {
+            t.announce(now, &mut rng, &ann(1, p, 1, Event::Stopped), &mut out)
+                .unwrap();
+        }
+        assert_eq!(t.peer_count(), 1);
+        let s = t.scrape(&InfoHash([1; 20]));
+        assert_eq!((s.complete, s.incomplete), (0, 1));
+    }
+
+    #[test]
+    fn peers_expire_after_timeout() {
+        let (mut t, mut rng, now, mut out) = setup();
+        t.announce(now, &mut rng, &ann(1, 1, 1, Event::Started), &mut out)
+            .unwrap();
+        t.announce(now, &mut rng, &ann(2, 2, 1, Event::Started), &mut out)
+            .unwrap();
+        let later = now + Duration::from_secs(3000);
+        t.announce(later, &mut rng, &ann(1, 3, 1, Event::None), &mut out)
+            .unwrap();
+        assert_eq!(t.expire(later), 0, "within two intervals");
+        let much_later = now + t.config().peer_timeout + Duration::from_secs(1);
+        assert_eq!(t.expire(much_later), 2);
+        assert_eq!(t.peer_count(), 1);
+        assert_eq!(t.torrent_count(), 1, "the torrent with no peers is gone");
+    }
+
+    #[test]
+    fn allow_list_and_torrent_cap() {
+        let cfg = Config {
+            allow_list: Some([InfoHash([1; 20]), InfoHash([2; 20])].into()),
+            max_torrents: 1,
+            ..Config::default()
+        };
+        let mut t = Tracker::new(cfg);
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        assert_eq!(
+            t.announce(now, &mut rng, &ann(3, 1, 1, Event::Started), &mut out),
+            Err(Refusal::NotAllowed)
+        );
+        t.announce(now, &mut rng, &ann(1, 1, 1, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(
+            t.announce(now, &mut rng, &ann(2, 1, 1, Event::Started), &mut out),
+            Err(Refusal::Full)
+        );
+        assert_eq!(t.torrent_count(), 1);
+    }
+
+    #[test]
+    fn flood_of_hashes_stays_bounded_and_clears() {
+        let cfg = Config {
+            max_torrents: 100,
+            ..Config::default()
+        };
+        let mut t = Tracker::new(cfg);
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut refused = 0;
+        for i in 0..1000u32 {
+            let mut a = ann(0, 1, 1, Event::Started);
+            a.info_hash.0[..4].copy_from_slice(&i.to_be_bytes());
+            if t.announce(now, &mut rng, &a, &mut out).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(t.torrent_count(), 100);
+        assert_eq!(refused, 900);
+        t.expire(now + t.config().peer_timeout + Duration::from_secs(1));
+        assert_eq!(t.torrent_count(), 0);
+    }
+
+    #[test]
+    fn empty_torrents_with_counters_evicted_oldest_first_when_nearly_full() {
+        let cfg = Config {
+            max_torrents: 10,
+            ..Config::default()
+        };
+        let mut t = Tracker::new(cfg);
+        let now = Instant::now();
+        for i in 0..10u8 {
+            t.restore_downloaded(
+                now + Duration::from_secs(u64::from(i)),
+                InfoHash([i; 20]),
+                5,
+            );
+        }
+        assert_eq!(t.torrent_count(), 10);
+        t.expire(now + Duration::from_secs(20));
+        assert_eq!(t.torrent_count(), 9);
+        assert_eq!(
+            t.scrape(&InfoHash([0; 20])).downloaded,
+            0,
+            "oldest went first"
+        );
+        assert_eq!(t.scrape(&InfoHash([9; 20])).downloaded, 5);
+    }
+}
