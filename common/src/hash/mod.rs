@@ -21,7 +21,7 @@ pub mod uuhash;
 pub use md5tree::{md5_tree, Md5TreeHasher};
 pub use napster::{napster_md5, NapsterMd5Hasher, NAPSTER_MD5_LEN};
 pub use text::{base32_decode, base32_encode, base64_decode, base64_encode, KzMagnet, Sig2Dat};
-pub use uuhash::{uuhash, UuHasher};
+pub use uuhash::{uuhash, uuhash_seek, UuHasher};
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -230,41 +230,263 @@ impl MultiHasher {
 /// Size of the read buffer of [`hash_file`]: large enough that syscalls are noise, small enough for L2.
 pub const HASH_FILE_BUF: usize = 1 << 20;
 
+/// Files smaller than this are hashed on the calling thread only: a thread costs more than it saves.
+pub const PARALLEL_MIN_LEN: u64 = 8 << 20;
+
+/// Relative per-byte cost of each kind (SHA-1 with SHA-NI is about 3x faster than MD5; UUHash and the
+/// Napster MD5 only look at a few hundred KiB).
+fn kind_costs(kinds: HashKinds) -> [(HashKinds, u32); 3] {
+    let only = |f: fn(&mut HashKinds)| {
+        let mut k = HashKinds::default();
+        f(&mut k);
+        k
+    };
+    [
+        (only(|k| k.sha1 = true), if kinds.sha1 { 1 } else { 0 }),
+        (only(|k| k.md5 = true), if kinds.md5 { 3 } else { 0 }),
+        (only(|k| k.kzhash = true), if kinds.kzhash { 3 } else { 0 }),
+    ]
+}
+
+fn union(a: HashKinds, b: HashKinds) -> HashKinds {
+    HashKinds {
+        sha1: a.sha1 || b.sha1,
+        md5: a.md5 || b.md5,
+        uuhash: a.uuhash || b.uuhash,
+        kzhash: a.kzhash || b.kzhash,
+        napster_md5: a.napster_md5 || b.napster_md5,
+    }
+}
+
+/// Splits `kinds` into (calling thread, helper thread) so the heavier side is as light as possible, or
+/// `None` when only one whole-file hash is wanted (nothing to share).
+fn split_kinds(kinds: HashKinds) -> Option<(HashKinds, HashKinds)> {
+    let costs = kind_costs(kinds);
+    let heavy: Vec<_> = costs.iter().filter(|(_, c)| *c > 0).collect();
+    if heavy.len() < 2 {
+        return None;
+    }
+    // At most 3 heavy kinds: try every assignment and keep the most balanced.
+    let mut best: Option<(u32, HashKinds, HashKinds)> = None;
+    for mask in 1..(1u32 << heavy.len()) - 1 {
+        let (mut a, mut b) = (HashKinds::default(), HashKinds::default());
+        let (mut ca, mut cb) = (0, 0);
+        for (i, (k, c)) in heavy.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                b = union(b, *k);
+                cb += c;
+            } else {
+                a = union(a, *k);
+                ca += c;
+            }
+        }
+        if best.is_none_or(|(m, _, _)| ca.max(cb) < m) {
+            best = Some((ca.max(cb), a, b));
+        }
+    }
+    let (_, mut a, b) = best?;
+    // The cheap kinds ride along on the calling thread.
+    a.uuhash = kinds.uuhash;
+    a.napster_md5 = kinds.napster_md5;
+    Some((a, b))
+}
+
+/// How [`hash_file_with`] may use the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parallelism {
+    /// Everything on the calling thread.
+    SingleThread,
+    /// When two or more whole-file hashes are wanted on a large file, the heavier ones are split between the
+    /// calling thread (which also reads) and one helper thread, fed the same buffers.
+    Auto,
+}
+
 /// Hashes a file in one read pass, calling `progress` with the bytes read so far.
 ///
 /// The length is taken from the file's metadata when it is opened, and exactly that many bytes are hashed:
 /// a file that grows meanwhile is hashed up to its old length; one that shrinks gives `UnexpectedEof`.
+/// Uses a second thread when that helps ([`Parallelism::Auto`]). When only the UUHash is wanted, only its
+/// sampled ranges are read.
 pub fn hash_file(
     path: &Path,
     kinds: HashKinds,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<Hashes> {
-    let file = std::fs::File::open(path)?;
+    hash_file_with(path, kinds, Parallelism::Auto, progress)
+}
+
+/// [`hash_file`] with an explicit [`Parallelism`].
+pub fn hash_file_with(
+    path: &Path,
+    kinds: HashKinds,
+    parallelism: Parallelism,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<Hashes> {
+    let mut file = std::fs::File::open(path)?;
     let total_len = file.metadata()?.len();
-    let mut hasher = MultiHasher::new(kinds, total_len);
-    let mut reader = file.take(total_len);
-    let mut buf = vec![0u8; HASH_FILE_BUF.min(total_len.max(1) as usize)];
-    while hasher.position() < total_len {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{} shrank while being hashed ({} of {} bytes)",
-                        path.display(),
-                        hasher.position(),
-                        total_len
-                    ),
-                ))
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        progress(hasher.position());
+    let uuhash_only = HashKinds {
+        uuhash: true,
+        ..HashKinds::default()
+    };
+    if kinds == uuhash_only {
+        let uu = uuhash_seek(&mut file, total_len).map_err(|e| shrank(path, e))?;
+        progress(total_len);
+        return Ok(Hashes {
+            uuhash: Some(uu),
+            ..Hashes::default()
+        });
     }
-    Ok(hasher.finish())
+    let reader = ChunkReader {
+        file: file.take(total_len),
+        path,
+        done: 0,
+        total_len,
+    };
+    match split_kinds(kinds) {
+        Some((mine, theirs))
+            if parallelism == Parallelism::Auto && total_len >= PARALLEL_MIN_LEN =>
+        {
+            hash_two_threads(reader, mine, theirs, progress)
+        }
+        _ => {
+            let mut hasher = MultiHasher::new(kinds, total_len);
+            let mut reader = reader;
+            let mut buf = vec![0u8; HASH_FILE_BUF.min(total_len.max(1) as usize)];
+            while let Some(n) = reader.next_chunk(&mut buf)? {
+                hasher.update(&buf[..n]);
+                progress(reader.done);
+            }
+            Ok(hasher.finish())
+        }
+    }
+}
+
+fn shrank(path: &Path, e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} shrank while being hashed", path.display()),
+        )
+    } else {
+        e
+    }
+}
+
+/// Reads exactly `total_len` bytes in large chunks.
+struct ChunkReader<'a> {
+    file: io::Take<std::fs::File>,
+    path: &'a Path,
+    done: u64,
+    total_len: u64,
+}
+
+impl ChunkReader<'_> {
+    /// Fills `buf` (fully, unless the end comes first); `None` once `total_len` bytes were read.
+    fn next_chunk(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let want = (self.total_len - self.done).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(None);
+        }
+        let mut got = 0;
+        while got < want {
+            match self.file.read(&mut buf[got..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{} shrank while being hashed ({} of {} bytes)",
+                            self.path.display(),
+                            self.done + got as u64,
+                            self.total_len
+                        ),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.done += got as u64;
+        Ok(Some(got))
+    }
+}
+
+/// Buffers queued for the helper thread.
+const IN_FLIGHT: usize = 4;
+
+/// The calling thread reads and hashes `mine`; a helper hashes `theirs` from the same buffers, shared by
+/// `Arc` and recycled once both sides are done with them.
+fn hash_two_threads(
+    mut reader: ChunkReader<'_>,
+    mine: HashKinds,
+    theirs: HashKinds,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<Hashes> {
+    use std::sync::{mpsc, Arc};
+
+    let total_len = reader.total_len;
+    std::thread::scope(|scope| {
+        let (to_helper, from_main) = mpsc::sync_channel::<Arc<Vec<u8>>>(IN_FLIGHT);
+        // Unbounded, so the helper never waits on the main thread; buffers only come from the main thread, which
+        // allocates one only when none is spare, so at most about IN_FLIGHT + 3 exist.
+        let (to_main, recycled) = mpsc::channel::<Arc<Vec<u8>>>();
+        let helper = scope.spawn(move || {
+            let mut hasher = MultiHasher::new(theirs, total_len);
+            for buf in from_main {
+                hasher.update(&buf);
+                // The main thread may be gone (error path); then the buffer is simply dropped.
+                let _ = to_main.send(buf);
+            }
+            hasher
+        });
+
+        let mut hasher = MultiHasher::new(mine, total_len);
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        let result = (|| {
+            loop {
+                let mut buf = spare
+                    .pop()
+                    .or_else(|| {
+                        recycled
+                            .try_recv()
+                            .ok()
+                            .and_then(|a| Arc::try_unwrap(a).ok())
+                    })
+                    .unwrap_or_else(|| vec![0u8; HASH_FILE_BUF]);
+                buf.resize(HASH_FILE_BUF, 0);
+                let Some(n) = reader.next_chunk(&mut buf)? else {
+                    return Ok(());
+                };
+                buf.truncate(n);
+                let shared = Arc::new(buf);
+                if to_helper.send(Arc::clone(&shared)).is_err() {
+                    return Err(io::Error::other("hash helper thread stopped"));
+                }
+                hasher.update(&shared);
+                progress(reader.done);
+                // Our clone is dropped here; the helper hands the buffer back when it is done.
+                drop(shared);
+                while let Ok(a) = recycled.try_recv() {
+                    if let Ok(v) = Arc::try_unwrap(a) {
+                        spare.push(v);
+                    }
+                }
+            }
+        })();
+        drop(to_helper);
+        let theirs = helper
+            .join()
+            .map_err(|_| io::Error::other("hash helper thread panicked"))?;
+        result?;
+        let (a, b) = (hasher.finish(), theirs.finish());
+        Ok(Hashes {
+            sha1: a.sha1.or(b.sha1),
+            md5: a.md5.or(b.md5),
+            uuhash: a.uuhash.or(b.uuhash),
+            kzhash: a.kzhash.or(b.kzhash),
+            napster_md5: a.napster_md5.or(b.napster_md5),
+        })
+    })
 }
 
 #[cfg(test)]

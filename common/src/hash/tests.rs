@@ -310,7 +310,86 @@ fn hash_file_matches_in_memory() {
         assert_eq!(seen.last().copied().unwrap_or(0), n as u64);
     }
     let err = hash_file(&dir.path().join("missing"), HashKinds::ALL, &mut |_| {}).unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
+
+#[test]
+fn two_threads_equal_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = PARALLEL_MIN_LEN as usize + 307_201;
+    let data = mod251(n);
+    let path = dir.path().join("big");
+    std::fs::write(&path, &data).unwrap();
+    let want = hash_file_with(
+        &path,
+        HashKinds::ALL,
+        Parallelism::SingleThread,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(want, one_shot(&data, HashKinds::ALL));
+    for kinds in [
+        HashKinds::ALL,
+        HashKinds {
+            sha1: true,
+            md5: true,
+            ..Default::default()
+        },
+        HashKinds {
+            md5: true,
+            kzhash: true,
+            ..Default::default()
+        },
+        HashKinds {
+            sha1: true,
+            uuhash: true,
+            napster_md5: true,
+            ..Default::default()
+        },
+        HashKinds {
+            uuhash: true,
+            ..Default::default()
+        },
+    ] {
+        let mut last = 0;
+        let got = hash_file_with(&path, kinds, Parallelism::Auto, &mut |p| last = p).unwrap();
+        assert_eq!(got, one_shot(&data, kinds), "{kinds:?}");
+        assert_eq!(last, n as u64);
+    }
+}
+
+#[test]
+fn split_balances_heavy_kinds() {
+    assert_eq!(
+        split_kinds(HashKinds {
+            sha1: true,
+            ..Default::default()
+        }),
+        None
+    );
+    assert_eq!(
+        split_kinds(HashKinds {
+            sha1: true,
+            uuhash: true,
+            ..Default::default()
+        }),
+        None
+    );
+    let (a, b) = split_kinds(HashKinds::ALL).unwrap();
+    // Costs 1 (SHA-1), 3 (MD5), 3 (tree): the best split puts 4 on one side, 3 on the other, each heavy
+    // kind exactly once; the cheap kinds stay on the reading thread.
+    assert_eq!(union(a, b), HashKinds::ALL);
+    assert!(a.sha1 != b.sha1 && a.md5 != b.md5 && a.kzhash != b.kzhash);
+    assert!(a.uuhash && a.napster_md5 && !b.uuhash && !b.napster_md5);
+    let cost = |k: HashKinds| u32::from(k.sha1) + 3 * u32::from(k.md5) + 3 * u32::from(k.kzhash);
+    assert_eq!(cost(a).max(cost(b)), 4);
+    let (a, b) = split_kinds(HashKinds {
+        sha1: true,
+        md5: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(a.sha1 != b.sha1 && a.md5 != b.md5);
 }
 
 #[test]
