@@ -425,6 +425,27 @@ proptest! {
         prop_assert_eq!(hash_chunked(&data, HashKinds::ALL, &sizes), one_shot(&data, HashKinds::ALL));
     }
 
+    /// Napster MD5 over byte soup with tags, frame headers and junk: streaming equals one shot.
+    #[test]
+    fn napster_streaming_equals_one_shot(
+        tag in prop_oneof![
+            Just(Vec::new()),
+            Just(b"ID3\x03\x00\x00\x00\x00\x01\x00".to_vec()),
+            Just(b"ID3\x04\x00\x10\x00\x00\x00\x20".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ],
+        body in proptest::collection::vec(prop_oneof![any::<u8>(), Just(0xFF), Just(0xFB)], 0..4000),
+        chunk in 1usize..600,
+    ) {
+        let mut data = tag;
+        data.extend_from_slice(&body);
+        let mut h = NapsterMd5Hasher::new();
+        for c in data.chunks(chunk) {
+            h.update(c);
+        }
+        prop_assert_eq!(h.finish(), napster_md5(&data));
+    }
+
     #[test]
     fn arbitrary_text_never_panics(s in ".{0,200}") {
         let _ = Sha1Digest::parse_urn(&s);
