@@ -1,1 +1,0 @@
-//! Being implemented (see the workspace-foundation issue).

@@ -1,0 +1,187 @@
+//! Response bodies: small in-memory replies, and files streamed in large chunks.
+//!
+//! A file body is fed by a producer task that reads `chunk_size` bytes at a time with positioned reads on a
+//! blocking thread (page-cache copies never stall the runtime), waiting for rate-limit tokens first. A
+//! one-slot channel between them lets the next read overlap the socket write of the previous chunk while
+//! keeping memory per upload at about three chunks. Dropping the body (the connection ended, for whatever
+//! reason) stops the producer and releases the upload slot.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::AbortHandle;
+
+use crate::ratelimit::RateLimiter;
+use crate::stats::Stats;
+
+/// The body type of every response the server sends.
+#[derive(Debug)]
+pub struct ReplyBody(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Bytes(Option<Bytes>),
+    File(FileBody),
+}
+
+impl ReplyBody {
+    /// An empty body (HEAD, 416 without text).
+    pub(crate) fn empty() -> Self {
+        ReplyBody(Kind::Bytes(None))
+    }
+
+    /// A small in-memory body.
+    pub(crate) fn bytes(b: Bytes) -> Self {
+        ReplyBody(Kind::Bytes((!b.is_empty()).then_some(b)))
+    }
+}
+
+/// Where the bytes of a file body come from and what governs their pace.
+pub(crate) struct FileSource {
+    pub(crate) file: Arc<File>,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) chunk_size: usize,
+    pub(crate) limits: Vec<RateLimiter>,
+}
+
+#[derive(Debug)]
+struct FileBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    remaining: u64,
+    len: u64,
+    stats: Stats,
+    producer: AbortHandle,
+    finished: bool,
+    // Held for as long as the body lives: the upload slot.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ReplyBody {
+    /// Starts streaming `src`; the caller already counted the upload as started and holds `permit`.
+    pub(crate) fn file(src: FileSource, stats: Stats, permit: OwnedSemaphorePermit) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let len = src.len;
+        let producer = tokio::spawn(produce(src, tx)).abort_handle();
+        ReplyBody(Kind::File(FileBody {
+            rx,
+            remaining: len,
+            len,
+            stats,
+            producer,
+            finished: len == 0,
+            _permit: permit,
+        }))
+    }
+}
+
+async fn produce(src: FileSource, tx: mpsc::Sender<io::Result<Bytes>>) {
+    let FileSource {
+        file,
+        mut offset,
+        len,
+        chunk_size,
+        limits,
+    } = src;
+    let mut remaining = len;
+    while remaining > 0 {
+        let mut want = remaining.min(chunk_size as u64);
+        // Tokens taken from an earlier limiter beyond what a later one grants are lost: a small
+        // undershoot of the configured rate, never an overshoot.
+        for lim in &limits {
+            want = lim.acquire_up_to(want).await;
+        }
+        let f = Arc::clone(&file);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want as usize];
+            f.read_exact_at(&mut buf, offset).map(|()| Bytes::from(buf))
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let failed = read.is_err();
+        if tx.send(read).await.is_err() || failed {
+            return;
+        }
+        offset += want;
+        remaining -= want;
+    }
+}
+
+impl Drop for FileBody {
+    fn drop(&mut self) {
+        self.producer.abort();
+        if !self.finished {
+            let sent = self.len - self.remaining;
+            tracing::info!(
+                sent,
+                len = self.len,
+                "upload cut short (peer gone, timed out or read error)"
+            );
+            self.stats.transfers(|t| t.uploads_failed += 1);
+        }
+    }
+}
+
+impl http_body::Body for ReplyBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.0 {
+            Kind::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::File(f) => {
+                if f.remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                match f.rx.poll_recv(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let n = chunk.len() as u64;
+                        f.remaining -= n;
+                        let done = f.remaining == 0;
+                        f.finished = done;
+                        f.stats.transfers(|t| {
+                            t.upload_bytes += n;
+                            if done {
+                                t.uploads_completed += 1;
+                            }
+                        });
+                        Poll::Ready(Some(Ok(Frame::data(chunk))))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::warn!(cause = %e, "reading the shared file failed mid-upload");
+                        f.stats.error("http_file_read");
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    Poll::Ready(None) => {
+                        Poll::Ready(Some(Err(io::Error::other("file producer stopped early"))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Bytes(b) => b.is_none(),
+            Kind::File(f) => f.remaining == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::File(f) => SizeHint::with_exact(f.remaining),
+        }
+    }
+}
