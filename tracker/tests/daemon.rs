@@ -1,0 +1,280 @@
+//! Multi-process tests of the `tracker` binary on 127.0.0.1 port 0: HTTP (BEP 3/23/48), UDP (BEP 15),
+//! bad input, the stats page, allow-list mode, expiry, the state file and clean shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tracker::codec::http::{pct_encode, AnnounceRequest};
+use tracker::codec::udp::{self, Request, Response};
+use tracker::codec::{Event, InfoHash, PeerId};
+
+fn announce_query(h: u8, p: u8, port: u16, left: u64, event: Event) -> String {
+    let a = AnnounceRequest {
+        info_hash: InfoHash([h; 20]),
+        peer_id: PeerId([p; 20]),
+        port,
+        uploaded: 0,
+        downloaded: 0,
+        left,
+        event,
+        numwant: None,
+        compact: true,
+        no_peer_id: false,
+        ip: None,
+        key: None,
+        trackerid: None,
+    };
+    let mut q = String::from("/announce?");
+    a.write_query(&mut q);
+    q
+}
+
+#[test]
+fn http_announce_scrape_and_stats() {
+    let t = Tracker::start(false, &["--interval", "120"]);
+    let (code, body) = t.get(&announce_query(1, 1, 6001, 100, Event::Started));
+    assert_eq!(code, 200);
+    let d = bdecode(&body);
+    assert_eq!(bint(&d[&b"interval"[..]]), 120);
+    assert_eq!(bint(&d[&b"incomplete"[..]]), 1);
+    assert!(bbytes(&d[&b"peers"[..]]).is_empty(), "alone: no peers");
+
+    let (_, body) = t.get(&announce_query(1, 2, 6002, 0, Event::Started));
+    let d = bdecode(&body);
+    assert_eq!(
+        bbytes(&d[&b"peers"[..]]),
+        vec![127, 0, 0, 1, 0x17, 0x71],
+        "the leecher on 127.0.0.1:6001"
+    );
+    assert_eq!(bint(&d[&b"complete"[..]]), 1);
+
+    // Dictionary form with and without peer id.
+    let q = announce_query(1, 3, 6003, 5, Event::Started).replace("compact=1", "compact=0");
+    let d = bdecode(&t.get(&q).1);
+    let bendy::value::Value::List(peers) = &d[&b"peers"[..]] else {
+        panic!("dictionary form expected")
+    };
+    assert_eq!(peers.len(), 2);
+    let q = format!("{q}&no_peer_id=1");
+    let d = bdecode(&t.get(&q).1);
+    let bendy::value::Value::List(peers) = &d[&b"peers"[..]] else {
+        panic!("dictionary form expected")
+    };
+    for p in peers {
+        let bendy::value::Value::Dict(p) = p else {
+            panic!()
+        };
+        assert!(!p.contains_key(&b"peer id"[..]));
+        assert_eq!(bbytes(&p[&b"ip"[..]]), b"127.0.0.1");
+    }
+
+    // Scrape one, many, all.
+    let mut q = String::from("/scrape?info_hash=");
+    pct_encode(&[1; 20], &mut q);
+    q.push_str("&info_hash=");
+    pct_encode(&[9; 20], &mut q);
+    let d = bdecode(&t.get(&q).1);
+    let bendy::value::Value::Dict(files) = &d[&b"files"[..]] else {
+        panic!()
+    };
+    let bendy::value::Value::Dict(f) = &files[&[1u8; 20][..]] else {
+        panic!()
+    };
+    assert_eq!(bint(&f[&b"complete"[..]]), 1);
+    assert_eq!(bint(&f[&b"incomplete"[..]]), 2);
+    assert_eq!(files.len(), 2);
+    let d = bdecode(&t.get("/scrape").1);
+    let bendy::value::Value::Dict(files) = &d[&b"files"[..]] else {
+        panic!()
+    };
+    assert_eq!(files.len(), 1, "full scrape lists every torrent");
+
+    let (code, body) = t.get("/stats");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["torrents"], 1);
+    assert_eq!(v["peers"], 3);
+    assert_eq!(v["list"][0]["info_hash"], hex::encode([1u8; 20]));
+    assert!(v["messages"]["announce"]["in_count"].as_u64().unwrap() >= 4);
+    let (code, body) = t.get("/stats?format=html");
+    assert_eq!(code, 200);
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("<table") && html.contains(&hex::encode([1u8; 20])));
+}
+
+#[test]
+fn bad_http_input_gets_failure_reason_and_tracker_survives() {
+    let t = Tracker::start(false, &[]);
+    for q in [
+        "/announce",
+        "/announce?info_hash=short&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0",
+        "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&numwant=999999999",
+        "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=abc&left=0",
+        "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&event=exploded",
+        "/scrape?info_hash=%zz",
+    ] {
+        let (code, body) = t.get(q);
+        assert_eq!(code, 200, "{q}");
+        let d = bdecode(&body);
+        assert!(d.contains_key(&b"failure reason"[..]), "{q}");
+    }
+    let long = format!("/announce?x={}", "a".repeat(5000));
+    let (_, body) = t.get(&long);
+    let d = bdecode(&body);
+    assert!(String::from_utf8(bbytes(&d[&b"failure reason"[..]]))
+        .unwrap()
+        .contains("too long"));
+    // An oversized header block is refused by the HTTP layer, not by crashing.
+    let big = "x".repeat(20_000);
+    let (code, _) = http_get(t.http, "/announce", &[("X-Big", &big)]);
+    assert!(code >= 400, "got {code}");
+    let (code, _) = t.get("/nope");
+    assert_eq!(code, 404);
+    // Still serving.
+    let (code, body) = t.get(&announce_query(5, 5, 7000, 1, Event::Started));
+    assert_eq!(code, 200);
+    assert!(bdecode(&body).contains_key(&b"interval"[..]));
+}
+
+#[test]
+fn udp_connect_announce_scrape_and_bad_connection_id() {
+    let t = Tracker::start(true, &[]);
+    let to = t.udp.unwrap();
+    let c1 = udp_client();
+    let c2 = udp_client();
+    let connect = |s: &std::net::UdpSocket| {
+        let mut p = Vec::new();
+        Request::Connect { transaction_id: 77 }.encode(&mut p);
+        match Response::decode(&udp_roundtrip(s, to, &p).expect("connect reply"), false) {
+            Some(Response::Connect {
+                transaction_id: 77,
+                connection_id,
+            }) => connection_id,
+            r => panic!("bad connect reply {r:?}"),
+        }
+    };
+    let ann = |cid, peer: u8, port, left| {
+        let mut p = Vec::new();
+        Request::Announce(udp::AnnounceRequest {
+            connection_id: cid,
+            transaction_id: 5,
+            info_hash: InfoHash([7; 20]),
+            peer_id: PeerId([peer; 20]),
+            downloaded: 0,
+            left,
+            uploaded: 0,
+            event: Event::Started,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            key: 1,
+            num_want: -1,
+            port,
+        })
+        .encode(&mut p);
+        p
+    };
+    let id1 = connect(&c1);
+    let id2 = connect(&c2);
+    udp_roundtrip(&c1, to, &ann(id1, 1, 6881, 0)).unwrap();
+    let r = Response::decode(
+        &udp_roundtrip(&c2, to, &ann(id2, 2, 6882, 10)).unwrap(),
+        false,
+    );
+    assert_eq!(
+        r,
+        Some(Response::Announce {
+            transaction_id: 5,
+            interval: 1800,
+            leechers: 1,
+            seeders: 1,
+            peers: vec!["127.0.0.1:6881".parse().unwrap()],
+        })
+    );
+    // A forged connection id gets a short error, never a peer list.
+    let bad = ann(id1 ^ 0xdead_beef, 3, 6883, 10);
+    let reply = udp_roundtrip(&c2, to, &bad).unwrap();
+    assert!(reply.len() <= bad.len());
+    assert!(matches!(
+        Response::decode(&reply, false),
+        Some(Response::Error { .. })
+    ));
+    // Junk too short to answer is dropped; the tracker keeps serving.
+    c1.send_to(&[1, 2, 3], to).unwrap();
+    let mut p = Vec::new();
+    Request::Scrape {
+        connection_id: id1,
+        transaction_id: 9,
+        info_hashes: vec![InfoHash([7; 20])],
+    }
+    .encode(&mut p);
+    assert_eq!(
+        Response::decode(&udp_roundtrip(&c1, to, &p).unwrap(), false),
+        Some(Response::Scrape {
+            transaction_id: 9,
+            entries: vec![(1, 0, 1)]
+        })
+    );
+}
+
+#[test]
+fn allow_list_mode_refuses_other_torrents() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("allow.txt");
+    std::fs::write(&list, format!("# allowed\n{}\n", hex::encode([1u8; 20]))).unwrap();
+    let t = Tracker::start(false, &["--allow-list", list.to_str().unwrap()]);
+    let d = bdecode(&t.get(&announce_query(1, 1, 6001, 1, Event::Started)).1);
+    assert!(d.contains_key(&b"interval"[..]));
+    let d = bdecode(&t.get(&announce_query(2, 1, 6001, 1, Event::Started)).1);
+    assert_eq!(
+        bbytes(&d[&b"failure reason"[..]]),
+        b"torrent not allowed on this tracker"
+    );
+}
+
+#[test]
+fn silent_peers_expire() {
+    let t = Tracker::start(false, &["--interval", "1", "--peer-timeout", "1"]);
+    t.get(&announce_query(1, 1, 6001, 1, Event::Started));
+    let gone = eventually(Duration::from_secs(20), || {
+        let v: serde_json::Value = serde_json::from_slice(&t.get("/stats").1).unwrap();
+        v["peers"] == 0
+    });
+    assert!(gone, "the silent peer was never expired");
+}
+
+#[test]
+fn counters_survive_restart_and_stats_file_written_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let stats = dir.path().join("stats.json");
+    let args = [
+        "--state-file",
+        state.to_str().unwrap(),
+        "--stats-file",
+        stats.to_str().unwrap(),
+    ];
+    let mut t = Tracker::start(false, &args);
+    t.get(&announce_query(4, 1, 6001, 10, Event::Started));
+    t.get(&announce_query(4, 1, 6001, 0, Event::Completed));
+    let status = t.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let snap = common::stats::StatsSnapshot::read_json(&stats).unwrap();
+    assert_eq!(snap.proto, "tracker");
+    assert_eq!(snap.messages["announce"].in_count, 2);
+    assert_eq!(snap.messages["announce_reply"].out_count, 2);
+    drop(t);
+
+    let t = Tracker::start(false, &args);
+    let mut q = String::from("/scrape?info_hash=");
+    pct_encode(&[4; 20], &mut q);
+    let d = bdecode(&t.get(&q).1);
+    let bendy::value::Value::Dict(files) = &d[&b"files"[..]] else {
+        panic!()
+    };
+    let bendy::value::Value::Dict(f) = &files[&[4u8; 20][..]] else {
+        panic!()
+    };
+    assert_eq!(bint(&f[&b"downloaded"[..]]), 1, "counter restored");
+    assert_eq!(bint(&f[&b"complete"[..]]), 0, "peers are not restored");
+}
