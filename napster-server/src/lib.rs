@@ -11,3 +11,4 @@
 //! The protocol is described in `shared/protocols/napster.md` (summarising OpenNap's `napster.txt`).
 
 pub mod codec;
+pub mod protocol;

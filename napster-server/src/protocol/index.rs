@@ -1,0 +1,244 @@
+//! The server's file table and its inverted whole-word index (notes §2: matching is by whole word).
+//!
+//! Every shared file gets a [`FileId`] that is never reused, so postings (the ids of the files holding a
+//! word) stay sorted by construction: a search intersects them with binary searches, starting from the
+//! shortest list, and a removal deletes the id from each of its words' lists.
+
+use std::collections::HashMap;
+
+use super::search::{path_words, words, Kind, Query};
+use super::ConnId;
+
+/// Identifies one shared file inside the server, unique for the server's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId(pub u64);
+
+/// A shared file as the server keeps it.
+#[derive(Debug, Clone)]
+pub struct FileRec {
+    /// The user sharing it.
+    pub owner: ConnId,
+    /// Path as shared.
+    pub path: Box<str>,
+    /// MD5 text as shared.
+    pub md5: Box<str>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bitrate.
+    pub bitrate: u32,
+    /// Sample rate.
+    pub freq: u32,
+    /// Duration in seconds.
+    pub secs: u32,
+    /// Media kind.
+    pub kind: Kind,
+}
+
+/// The file table plus postings.
+#[derive(Debug, Default)]
+pub struct Index {
+    files: HashMap<FileId, FileRec>,
+    postings: HashMap<Box<str>, Vec<FileId>>,
+    next: u64,
+    total_bytes: u64,
+}
+
+impl Index {
+    /// Number of shared files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when nothing is shared.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Sum of shared sizes in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// A file by id.
+    pub fn get(&self, id: FileId) -> Option<&FileRec> {
+        self.files.get(&id)
+    }
+
+    /// Adds a file and indexes its words.
+    pub fn insert(&mut self, rec: FileRec) -> FileId {
+        let id = FileId(self.next);
+        self.next += 1;
+        for w in path_words(&rec.path) {
+            match self.postings.get_mut(w.as_str()) {
+                Some(list) => list.push(id),
+                None => {
+                    self.postings.insert(w.into_boxed_str(), vec![id]);
+                }
+            }
+        }
+        self.total_bytes += rec.size;
+        self.files.insert(id, rec);
+        id
+    }
+
+    /// Removes a file; returns it if it was present.
+    pub fn remove(&mut self, id: FileId) -> Option<FileRec> {
+        let rec = self.files.remove(&id)?;
+        self.total_bytes -= rec.size;
+        for w in path_words(&rec.path) {
+            if let Some(list) = self.postings.get_mut(w.as_str()) {
+                if let Ok(pos) = list.binary_search(&id) {
+                    list.remove(pos);
+                }
+                if list.is_empty() {
+                    self.postings.remove(w.as_str());
+                }
+            }
+        }
+        Some(rec)
+    }
+
+    /// Files matching `q`'s words, kind and numeric filters, for which `accept` (owner-based rules: own
+    /// files, firewall pairs, link speed) is true; at most `q.max_results`, oldest share first.
+    pub fn search(
+        &self,
+        q: &Query,
+        mut accept: impl FnMut(&FileRec) -> bool,
+    ) -> Vec<(FileId, &FileRec)> {
+        let mut lists: Vec<&Vec<FileId>> = Vec::with_capacity(q.include.len());
+        for w in &q.include {
+            match self.postings.get(w.as_str()) {
+                Some(l) => lists.push(l),
+                None => return Vec::new(),
+            }
+        }
+        lists.sort_by_key(|l| l.len());
+        let Some((first, rest)) = lists.split_first() else {
+            return Vec::new();
+        };
+        let excluded: Vec<&Vec<FileId>> = q
+            .exclude
+            .iter()
+            .filter_map(|w| self.postings.get(w.as_str()))
+            .collect();
+        let mut out = Vec::new();
+        for &id in first.iter() {
+            if out.len() >= q.max_results {
+                break;
+            }
+            if !rest.iter().all(|l| l.binary_search(&id).is_ok())
+                || excluded.iter().any(|l| l.binary_search(&id).is_ok())
+            {
+                continue;
+            }
+            let Some(f) = self.files.get(&id) else {
+                continue;
+            };
+            let num_ok =
+                |c: Option<(super::search::Cmp, u64)>, v: u64| c.is_none_or(|(c, n)| c.test(v, n));
+            if q.kind.accepts(f.kind)
+                && num_ok(q.bitrate, f.bitrate.into())
+                && num_ok(q.freq, f.freq.into())
+                && num_ok(q.size, f.size)
+                && num_ok(q.duration, f.secs.into())
+                && accept(f)
+            {
+                out.push((id, f));
+            }
+        }
+        out
+    }
+
+    /// Approximate heap bytes used by the index (for the benchmark's memory-per-file figure).
+    pub fn heap_estimate(&self) -> usize {
+        let file_bytes: usize = self
+            .files
+            .values()
+            .map(|f| f.path.len() + f.md5.len())
+            .sum();
+        let posting_bytes: usize = self
+            .postings
+            .iter()
+            .map(|(k, v)| k.len() + v.capacity() * size_of::<FileId>() + 48)
+            .sum();
+        file_bytes + self.files.capacity() * (size_of::<(FileId, FileRec)>() + 1) + posting_bytes
+    }
+}
+
+/// True when `text` contains the whole word `w` (used by tests and by callers without an index).
+pub fn has_word(text: &str, w: &str) -> bool {
+    words(text).any(|x| x == w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::search::parse;
+    use super::*;
+
+    fn rec(owner: u64, path: &str, bitrate: u32) -> FileRec {
+        FileRec {
+            owner: ConnId(owner),
+            path: path.into(),
+            md5: "0".repeat(32).into(),
+            size: 1000,
+            bitrate,
+            freq: 44100,
+            secs: 200,
+            kind: Kind::Mp3,
+        }
+    }
+
+    #[test]
+    fn whole_word_and_and_exclusion() {
+        let mut ix = Index::default();
+        ix.insert(rec(1, r"C:\mp3\Beatles - Hey Jude.mp3", 128));
+        ix.insert(rec(1, r"C:\mp3\Cowboy Junkies - Sweet Jane.mp3", 192));
+        let b = ix.insert(rec(2, r"C:\mp3\Beatles - Let It Be (live).mp3", 320));
+        fn names_in(ix: &Index, q: &str) -> Vec<String> {
+            let q = parse(q, 100).unwrap();
+            ix.search(&q, |_| true)
+                .into_iter()
+                .map(|(_, f)| f.path.to_string())
+                .collect()
+        }
+        assert!(
+            names_in(&ix, r#"FILENAME CONTAINS "cow""#).is_empty(),
+            "no substring match"
+        );
+        assert_eq!(names_in(&ix, r#"FILENAME CONTAINS "cowboy""#).len(), 1);
+        assert_eq!(
+            names_in(
+                &ix,
+                r#"FILENAME CONTAINS "beatles" FILENAME CONTAINS "jude""#
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            names_in(&ix, r#"FILENAME CONTAINS "beatles -live""#).len(),
+            1
+        );
+        assert_eq!(
+            names_in(
+                &ix,
+                r#"FILENAME CONTAINS "beatles" FILENAME EXCLUDES "jude""#
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            names_in(&ix, r#"FILENAME CONTAINS "mp3" BITRATE "AT LEAST" 192"#).len(),
+            2
+        );
+        assert_eq!(
+            names_in(&ix, r#"FILENAME CONTAINS "mp3" MAX_RESULTS 1"#).len(),
+            1
+        );
+        assert!(ix.remove(b).is_some());
+        assert!(ix.remove(b).is_none());
+        assert!(names_in(&ix, r#"FILENAME CONTAINS "live""#).is_empty());
+        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.total_bytes(), 2000);
+        assert!(has_word("Hey Jude", "jude"));
+    }
+}

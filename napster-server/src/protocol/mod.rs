@@ -1,0 +1,1154 @@
+//! The sans-I/O OpenNap server: every rule of the directory lives here, nothing here touches a socket or a
+//! clock (notes §1–§2 and §7; OpenNap `napster.txt`).
+//!
+//! # Driving it
+//! - Input: [`Server::on_connect`], [`Server::handle_frame`], [`Server::on_disconnect`],
+//!   [`Server::handle_timeout`] and [`Server::search_delivered`], each with the current time.
+//! - Output: after every input call drain [`Server::poll_transmit`] (frames to send, connections to close
+//!   after their queued frames are written); ask [`Server::poll_timeout`] when to call `handle_timeout`
+//!   next, and [`Server::read_pause`] whether flood control wants reading from a connection paused.
+//!
+//! A connection is `AwaitLogin` until a 2/6 succeeds (only types 2, 4, 6, 7, 11, 300, 920 are accepted;
+//! anything else gets `0 "invalid command"` and a close), then logged in (unknown types get
+//! `404 "Unknown command code N"` and the connection stays).
+
+pub mod accounts;
+pub mod index;
+pub mod search;
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+
+use crate::codec::fields::FieldError;
+use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
+use crate::codec::{ip, Frame};
+use accounts::{hash_password, verify_password, Account, FileStore, Level};
+use index::{FileId, FileRec, Index};
+use search::Kind;
+
+/// Identifies one client connection (assigned by the node, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Something the node must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// Queue this frame on the connection.
+    Frame(ConnId, Frame),
+    /// Close the connection once the frames queued before this are written.
+    Close(ConnId),
+}
+
+/// Types a connection may send before logging in (notes §1).
+pub const PRE_LOGIN_TYPES: [u16; 7] = [2, 4, 6, 7, 11, 300, 920];
+
+/// Types exempt from flood control, so a client can share a large library at login (notes §7).
+pub const FLOOD_EXEMPT_TYPES: [u16; 8] = [100, 102, 110, 870, 10300, 207, 208, 303];
+
+/// Longest nick (notes §6).
+pub const MAX_NICK_LEN: usize = 19;
+
+/// Longest channel name and topic we keep.
+pub const MAX_CHANNEL_LEN: usize = 32;
+
+/// Longest client-version string kept (OpenNap cuts it to 32).
+pub const MAX_CLIENT_LEN: usize = 32;
+
+/// Nicks nobody may take (besides the server's own name).
+pub const RESERVED_NICKS: [&str; 4] = ["operserv", "chanserv", "nickserv", "operator"];
+
+/// Server policy. Defaults are OpenNap's (notes §6).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Name used in `anon@<name>` login acks, the MOTD and server pings.
+    pub server_name: String,
+    /// Most simultaneous connections (`max_connections`).
+    pub max_connections: usize,
+    /// Most files one user may share (`max_shared`).
+    pub max_shared: usize,
+    /// Cap on MAX_RESULTS (`max_results`).
+    pub max_results: usize,
+    /// Searches whose results the client has not read yet (`max_searches`).
+    pub max_searches: u32,
+    /// Most 212 entries per browse (`max_browse_result`).
+    pub max_browse: usize,
+    /// Refuse guest logins of unregistered nicks.
+    pub registered_only: bool,
+    /// Time a connection has to log in.
+    pub login_timeout: Duration,
+    /// A second login of an active nick within this time of the first gets "Connecting too fast"; after it,
+    /// the old session is killed as a ghost (748).
+    pub ghost_kill: Duration,
+    /// Commands allowed per flood window before reading is paused (`flood_commands`).
+    pub flood_commands: u32,
+    /// The flood window (`flood_time`).
+    pub flood_time: Duration,
+    /// Channels one user may be on.
+    pub max_user_channels: usize,
+    /// Hotlist entries per user.
+    pub max_hotlist: usize,
+    /// Extra MOTD lines after the built-in ones.
+    pub motd: Vec<String>,
+    /// Banned nicks or dotted-quad IPs.
+    pub bans: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "p2p-lab".into(),
+            max_connections: 1000,
+            max_shared: 5000,
+            max_results: 100,
+            max_searches: 3,
+            max_browse: 500,
+            registered_only: false,
+            login_timeout: Duration::from_secs(60),
+            ghost_kill: Duration::from_secs(5),
+            flood_commands: 100,
+            flood_time: Duration::from_secs(10),
+            max_user_channels: 5,
+            max_hotlist: 32,
+            motd: vec!["Welcome to the p2p-lab OpenNap-compatible server.".into()],
+            bans: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct User {
+    nick: String,
+    level: Level,
+    port: u16,
+    speed: u8,
+    client: String,
+    login_at: Instant,
+    files: HashMap<u64, FileId>,
+    downloads: u32,
+    uploads: u32,
+    channels: Vec<String>,
+    hotlist: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    ip: Ipv4Addr,
+    user: Option<User>,
+    pending_searches: u32,
+    flood_start: Instant,
+    flood_count: u32,
+    throttle_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    name: String,
+    topic: String,
+    members: Vec<ConnId>,
+}
+
+/// The whole directory server state.
+pub struct Server {
+    cfg: Config,
+    conns: HashMap<ConnId, Conn>,
+    nicks: HashMap<String, ConnId>,
+    accounts: FileStore,
+    index: Index,
+    channels: BTreeMap<String, Channel>,
+    watchers: HashMap<String, Vec<ConnId>>,
+    out: VecDeque<Transmit>,
+    login_deadlines: VecDeque<(Instant, ConnId)>,
+    rng: StdRng,
+    start: Instant,
+    start_unix: u64,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("users", &self.nicks.len())
+            .field("files", &self.index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn path_key(path: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+/// Checks a nick against OpenNap's rules (notes §7).
+pub fn valid_nick(nick: &str, server_name: &str) -> bool {
+    let lower = nick.to_ascii_lowercase();
+    !nick.is_empty()
+        && nick.len() <= MAX_NICK_LEN
+        && nick
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && !b"%$*?.!\",\\".contains(&b))
+        && !nick.starts_with(['#', '&', ':', '-'])
+        && !RESERVED_NICKS.contains(&lower.as_str())
+        && lower != server_name.to_ascii_lowercase()
+}
+
+fn valid_channel(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL_LEN
+        && name
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && b != b'"')
+}
+
+const ZERO_MD5: &str = "00000000000000000000000000000000";
+
+impl Server {
+    /// A server with policy `cfg` and account store `accounts`; `rng` salts password hashes; `now` and
+    /// `now_unix` anchor the clock (Unix time is derived from `now` afterwards, for whowas).
+    pub fn new(
+        mut cfg: Config,
+        accounts: FileStore,
+        rng: StdRng,
+        now: Instant,
+        now_unix: u64,
+    ) -> Self {
+        for b in &mut cfg.bans {
+            b.make_ascii_lowercase();
+        }
+        Server {
+            cfg,
+            conns: HashMap::new(),
+            nicks: HashMap::new(),
+            accounts,
+            index: Index::default(),
+            channels: BTreeMap::new(),
+            watchers: HashMap::new(),
+            out: VecDeque::new(),
+            login_deadlines: VecDeque::new(),
+            rng,
+            start: now,
+            start_unix: now_unix,
+        }
+    }
+
+    /// Users logged in.
+    pub fn users(&self) -> usize {
+        self.nicks.len()
+    }
+
+    /// Files shared.
+    pub fn files(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Open connections (logged in or not).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Approximate heap bytes of the file index (benchmark figure).
+    pub fn index_heap_estimate(&self) -> usize {
+        self.index.heap_estimate()
+    }
+
+    /// The account store (to flush it at shutdown).
+    pub fn accounts(&self) -> &FileStore {
+        &self.accounts
+    }
+
+    /// Adds a ban on a nick or a dotted-quad IP; matching users online are disconnected.
+    pub fn ban(&mut self, now: Instant, pattern: &str) {
+        let p = pattern.to_ascii_lowercase();
+        self.cfg.bans.push(p.clone());
+        let victims: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.ip.to_string() == p
+                    || c.user
+                        .as_ref()
+                        .is_some_and(|u| u.nick.to_ascii_lowercase() == p)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for v in victims {
+            self.error_close(now, v, "You are banned");
+        }
+    }
+
+    fn is_banned(&self, s: &str) -> bool {
+        let s = s.to_ascii_lowercase();
+        self.cfg.bans.contains(&s)
+    }
+
+    /// Next frame to send or connection to close, in order.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.login_deadlines.front().map(|(t, _)| *t)
+    }
+
+    /// If flood control wants reading from `conn` paused, until when.
+    pub fn read_pause(&self, conn: ConnId, now: Instant) -> Option<Instant> {
+        self.conns.get(&conn)?.throttle_until.filter(|t| *t > now)
+    }
+
+    /// The node wrote a 202 to `conn`'s socket: one pending search less.
+    pub fn search_delivered(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.pending_searches = c.pending_searches.saturating_sub(1);
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, t: u16, text: &str) {
+        if t == ty::SEARCH_END {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.pending_searches += 1;
+            }
+        }
+        self.out
+            .push_back(Transmit::Frame(conn, Frame::text(t, text)));
+    }
+
+    fn notice(&mut self, conn: ConnId, text: &str) {
+        self.send(conn, ty::NOTICE, text);
+    }
+
+    fn error_close(&mut self, now: Instant, conn: ConnId, text: &str) {
+        self.out
+            .push_back(Transmit::Frame(conn, Frame::text(ty::ERROR, text)));
+        self.close(now, conn);
+    }
+
+    fn close(&mut self, now: Instant, conn: ConnId) {
+        self.out.push_back(Transmit::Close(conn));
+        self.drop_conn(now, conn);
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.start_unix + now.saturating_duration_since(self.start).as_secs()
+    }
+
+    /// A new TCP connection from `ip`.
+    pub fn on_connect(&mut self, now: Instant, conn: ConnId, ip: Ipv4Addr) {
+        if self.conns.len() >= self.cfg.max_connections {
+            let text = format!("This server is full ({} connections)", self.conns.len());
+            self.out
+                .push_back(Transmit::Frame(conn, Frame::text(ty::ERROR, &text)));
+            self.out.push_back(Transmit::Close(conn));
+            return;
+        }
+        if self.is_banned(&ip.to_string()) {
+            self.out.push_back(Transmit::Frame(
+                conn,
+                Frame::text(ty::ERROR, "You are banned"),
+            ));
+            self.out.push_back(Transmit::Close(conn));
+            return;
+        }
+        self.conns.insert(
+            conn,
+            Conn {
+                ip,
+                user: None,
+                pending_searches: 0,
+                flood_start: now,
+                flood_count: 0,
+                throttle_until: None,
+            },
+        );
+        self.login_deadlines
+            .push_back((now + self.cfg.login_timeout, conn));
+    }
+
+    /// The connection is gone (closed by the peer, an I/O error, or after a [`Transmit::Close`]).
+    pub fn on_disconnect(&mut self, now: Instant, conn: ConnId) {
+        self.drop_conn(now, conn);
+    }
+
+    /// Expires logins that took too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, conn)) = self.login_deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.login_deadlines.pop_front();
+            if self.conns.get(&conn).is_some_and(|c| c.user.is_none()) {
+                tracing::debug!(conn = conn.0, "login timeout");
+                self.close(now, conn);
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(u) = c.user else {
+            return;
+        };
+        let lower = u.nick.to_ascii_lowercase();
+        if self.nicks.get(&lower) == Some(&conn) {
+            self.nicks.remove(&lower);
+        }
+        for id in u.files.values() {
+            self.index.remove(*id);
+        }
+        for ch in &u.channels {
+            self.leave_channel(conn, ch, &u.nick, u.files.len(), u.speed);
+        }
+        for h in &u.hotlist {
+            if let Some(w) = self.watchers.get_mut(h) {
+                w.retain(|x| *x != conn);
+                if w.is_empty() {
+                    self.watchers.remove(h);
+                }
+            }
+        }
+        if let Some(ws) = self.watchers.get(&lower).cloned() {
+            for w in ws {
+                self.send(w, ty::HOTLIST_OFF, &u.nick);
+            }
+        }
+        let unix = self.unix(now);
+        self.accounts.touch(&u.nick, unix);
+        tracing::debug!(nick = %u.nick, "user left");
+    }
+
+    fn user(&self, conn: ConnId) -> Option<&User> {
+        self.conns.get(&conn)?.user.as_ref()
+    }
+
+    fn user_mut(&mut self, conn: ConnId) -> Option<&mut User> {
+        self.conns.get_mut(&conn)?.user.as_mut()
+    }
+
+    fn online(&self, nick: &str) -> Option<(ConnId, &Conn, &User)> {
+        let id = *self.nicks.get(&nick.to_ascii_lowercase())?;
+        let c = self.conns.get(&id)?;
+        Some((id, c, c.user.as_ref()?))
+    }
+
+    /// One frame received from `conn`.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
+        let flood_time = self.cfg.flood_time;
+        let flood_commands = self.cfg.flood_commands;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !FLOOD_EXEMPT_TYPES.contains(&frame.ty) {
+            if now.saturating_duration_since(c.flood_start) >= flood_time {
+                c.flood_start = now;
+                c.flood_count = 0;
+            }
+            c.flood_count += 1;
+            if c.flood_count > flood_commands {
+                c.throttle_until = Some(c.flood_start + flood_time);
+            }
+        }
+        let logged_in = c.user.is_some();
+        if !logged_in && !PRE_LOGIN_TYPES.contains(&frame.ty) {
+            self.error_close(now, conn, "invalid command");
+            return;
+        }
+        let msg = match ClientMsg::decode(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                if matches!(frame.ty, ty::LOGIN | ty::REGISTER) {
+                    if let FieldError::Missing(_) = e {
+                        self.notice(conn, "Too few parameters for login.");
+                    } else {
+                        self.error_close(now, conn, &format!("invalid login: {e}"));
+                    }
+                } else if !logged_in {
+                    self.error_close(now, conn, "invalid command");
+                } else {
+                    self.notice(
+                        conn,
+                        &format!("invalid parameters for command {}: {e}", frame.ty),
+                    );
+                }
+                return;
+            }
+        };
+        self.dispatch(now, conn, msg);
+    }
+
+    fn dispatch(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
+        match msg {
+            ClientMsg::Login(l) => self.login(now, conn, l, None),
+            ClientMsg::Register(l, email) => self.login(now, conn, l, Some(email)),
+            ClientMsg::Version(_) => self.send(conn, ty::VERSION, ""),
+            ClientMsg::NickCheck(n) => {
+                let t = if !valid_nick(&n, &self.cfg.server_name) {
+                    ty::NICK_INVALID
+                } else if self.accounts.get(&n).is_some() || self.online(&n).is_some() {
+                    ty::NICK_TAKEN
+                } else {
+                    ty::NICK_FREE
+                };
+                self.send(conn, t, "");
+            }
+            ClientMsg::Ignored(_) => {}
+            ClientMsg::Share(s) => self.share(conn, s, Kind::Mp3),
+            ClientMsg::ShareDir { dir, files } => {
+                let sep = if dir.ends_with(['\\', '/']) || dir.is_empty() {
+                    ""
+                } else {
+                    "\\"
+                };
+                for mut f in files {
+                    f.path = format!("{dir}{sep}{}", f.path);
+                    self.share(conn, f, Kind::Mp3);
+                }
+            }
+            ClientMsg::ShareAny {
+                path,
+                size,
+                md5,
+                kind,
+            } => match Kind::parse(&kind) {
+                Some(k) => {
+                    // OpenNap reports fixed audio fields for non-mp3 media (notes §2 quirk).
+                    let s = ShareInfo {
+                        path,
+                        md5,
+                        size,
+                        bitrate: 8,
+                        freq: 16000,
+                        secs: 0,
+                    };
+                    self.share(conn, s, k);
+                }
+                None => self.notice(conn, &format!("invalid media type: {kind}")),
+            },
+            ClientMsg::Unshare(path) => {
+                let key = path_key(&path);
+                let found = self.user(conn).and_then(|u| u.files.get(&key).copied());
+                match found.filter(|id| self.index.get(*id).is_some_and(|f| *f.path == *path)) {
+                    Some(id) => {
+                        self.index.remove(id);
+                        if let Some(u) = self.user_mut(conn) {
+                            u.files.remove(&key);
+                        }
+                    }
+                    None => self.notice(conn, "Not sharing that file"),
+                }
+            }
+            ClientMsg::UnshareAll => {
+                let ids: Vec<FileId> = self
+                    .user_mut(conn)
+                    .map(|u| u.files.drain().map(|(_, id)| id).collect())
+                    .unwrap_or_default();
+                for id in &ids {
+                    self.index.remove(*id);
+                }
+                self.send(conn, ty::UNSHARE_ALL, &ids.len().to_string());
+            }
+            ClientMsg::Search(q) => self.search(conn, &q),
+            ClientMsg::Download(nick, path) => self.download(conn, &nick, &path),
+            ClientMsg::PushRequest(nick, path) => self.push_request(conn, &nick, &path),
+            ClientMsg::UploadAccept(nick, path) => self.upload_accept(conn, &nick, &path),
+            ClientMsg::PrivateMessage(to, text) => {
+                let from = self.user(conn).map(|u| u.nick.clone()).unwrap_or_default();
+                match self.online(&to) {
+                    Some((id, _, _)) => self.send(id, ty::PRIVMSG, &format!("{from} {text}")),
+                    None => self.notice(conn, &format!("user {to} is not online")),
+                }
+            }
+            ClientMsg::HotlistAdd(n) | ClientMsg::HotlistInit(n) => self.hotlist_add(conn, &n),
+            ClientMsg::HotlistRemove(n) => {
+                let lower = n.to_ascii_lowercase();
+                if let Some(u) = self.user_mut(conn) {
+                    u.hotlist.retain(|h| *h != lower);
+                }
+                if let Some(w) = self.watchers.get_mut(&lower) {
+                    w.retain(|x| *x != conn);
+                    if w.is_empty() {
+                        self.watchers.remove(&lower);
+                    }
+                }
+            }
+            ClientMsg::Browse(nick) => self.browse(conn, &nick),
+            ClientMsg::Stats => self.send_stats(conn),
+            ClientMsg::DownloadStart => {
+                if let Some(u) = self.user_mut(conn) {
+                    u.downloads += 1;
+                }
+            }
+            ClientMsg::DownloadEnd => {
+                if let Some(u) = self.user_mut(conn) {
+                    u.downloads = u.downloads.saturating_sub(1);
+                }
+            }
+            ClientMsg::UploadStart => {
+                if let Some(u) = self.user_mut(conn) {
+                    u.uploads += 1;
+                }
+            }
+            ClientMsg::UploadEnd => {
+                if let Some(u) = self.user_mut(conn) {
+                    u.uploads = u.uploads.saturating_sub(1);
+                }
+            }
+            ClientMsg::Join(ch) => self.join(conn, &ch),
+            ClientMsg::Part(ch) => {
+                let Some(u) = self.user(conn) else { return };
+                let key = ch.to_ascii_lowercase();
+                if !u.channels.contains(&key) {
+                    self.notice(conn, &format!("You are not on channel {ch}"));
+                    return;
+                }
+                let (nick, shared, speed) = (u.nick.clone(), u.files.len(), u.speed);
+                if let Some(u) = self.user_mut(conn) {
+                    u.channels.retain(|c| *c != key);
+                }
+                let name = self
+                    .channels
+                    .get(&key)
+                    .map(|c| c.name.clone())
+                    .unwrap_or(ch);
+                self.send(conn, ty::PART, &name);
+                self.leave_channel(conn, &key, &nick, shared, speed);
+            }
+            ClientMsg::Public(ch, text) => {
+                let key = ch.to_ascii_lowercase();
+                let nick = self.user(conn).map(|u| u.nick.clone()).unwrap_or_default();
+                match self.channels.get(&key) {
+                    Some(c) if c.members.contains(&conn) => {
+                        let line = format!("{} {nick} {text}", c.name);
+                        for m in c.members.clone() {
+                            self.send(m, ty::PUBLIC_OUT, &line);
+                        }
+                    }
+                    _ => self.notice(conn, &format!("You are not on channel {ch}")),
+                }
+            }
+            ClientMsg::ListChannels => {
+                let lines: Vec<String> = self
+                    .channels
+                    .values()
+                    .map(|c| format!("{} {} {}", c.name, c.members.len(), c.topic))
+                    .collect();
+                for l in lines {
+                    self.send(conn, ty::CHANNEL_ENTRY, &l);
+                }
+                self.send(conn, ty::LIST_CHANNELS, "");
+            }
+            ClientMsg::LinkSpeed(n) => match self.online(&n) {
+                Some((_, _, u)) => {
+                    let line = format!("{} {}", u.nick, u.speed);
+                    self.send(conn, ty::LINK_SPEED_REPLY, &line)
+                }
+                None => self.notice(conn, &format!("user {n} is not online")),
+            },
+            ClientMsg::Whois(n) => self.whois(now, conn, &n),
+            ClientMsg::ServerPing(p) => {
+                let reply = if p.is_empty() {
+                    format!("{} ", self.cfg.server_name)
+                } else {
+                    p
+                };
+                self.send(conn, ty::SERVER_PING, &reply);
+            }
+            ClientMsg::Ping(n) => self.relay_ping(conn, ty::PING, &n),
+            ClientMsg::Pong(n) => self.relay_ping(conn, ty::PONG, &n),
+            ClientMsg::ChangeSpeed(s) => match u8::try_from(s).ok().filter(|s| *s <= 10) {
+                Some(s) => {
+                    if let Some(u) = self.user_mut(conn) {
+                        u.speed = s;
+                    }
+                }
+                None => self.notice(conn, &format!("{s}: invalid speed")),
+            },
+            ClientMsg::ChangeDataPort(p) => match u16::try_from(p) {
+                Ok(p) => {
+                    if let Some(u) = self.user_mut(conn) {
+                        u.port = p;
+                    }
+                }
+                Err(_) => self.notice(conn, &format!("{p}: invalid data port")),
+            },
+            ClientMsg::Unknown(t) => self.notice(conn, &format!("Unknown command code {t}")),
+        }
+    }
+}
+
+impl Server {
+    fn login(&mut self, now: Instant, conn: ConnId, l: Login, register: Option<String>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.user.is_some() {
+            self.notice(conn, "you are already logged in");
+            return;
+        }
+        let ip = c.ip;
+        if !valid_nick(&l.nick, &self.cfg.server_name) {
+            self.send(conn, ty::NICK_INVALID, &format!("Invalid nick: {}", l.nick));
+            self.close(now, conn);
+            return;
+        }
+        let Some(speed) = u8::try_from(l.speed).ok().filter(|s| *s <= 10) else {
+            self.error_close(now, conn, &format!("{}: invalid speed", l.speed));
+            return;
+        };
+        let Ok(port) = u16::try_from(l.port) else {
+            self.error_close(now, conn, &format!("{}: invalid data port", l.port));
+            return;
+        };
+        if self.is_banned(&l.nick) {
+            self.error_close(now, conn, "You are banned");
+            return;
+        }
+        let account = self.accounts.get(&l.nick).cloned();
+        let (level, email, registered) = match (&register, account) {
+            (Some(_), Some(_)) => {
+                self.error_close(now, conn, "Nick registered to another user");
+                return;
+            }
+            (None, Some(a)) => {
+                if !verify_password(&l.password, &a.password_hash) {
+                    self.error_close(now, conn, "Invalid Password");
+                    return;
+                }
+                (a.level, a.email, true)
+            }
+            (None, None) if self.cfg.registered_only => {
+                self.error_close(now, conn, "This server is for registered users only");
+                return;
+            }
+            (None, None) => (Level::User, format!("anon@{}", self.cfg.server_name), false),
+            (Some(email), None) => {
+                if self.online(&l.nick).is_some() {
+                    self.error_close(now, conn, &format!("{} is already active", l.nick));
+                    return;
+                }
+                let stored = hash_password(&l.password, &mut self.rng).and_then(|h| {
+                    self.accounts.insert(Account {
+                        nick: l.nick.clone(),
+                        password_hash: h,
+                        email: email.clone(),
+                        level: Level::User,
+                        last_seen: 0,
+                    })
+                });
+                if let Err(e) = stored {
+                    tracing::error!(cause = %e, nick = %l.nick, "registration not stored");
+                    self.error_close(now, conn, "registration failed: account store unavailable");
+                    return;
+                }
+                tracing::info!(nick = %l.nick, "nick registered");
+                (Level::User, email.clone(), true)
+            }
+        };
+        if let Some((old, old_c, old_u)) = self.online(&l.nick) {
+            if registered || old_c.ip == ip {
+                if now.saturating_duration_since(old_u.login_at) < self.cfg.ghost_kill {
+                    self.error_close(now, conn, "Connecting too fast");
+                    return;
+                }
+                self.send(old, ty::GHOST, "");
+                self.close(now, old);
+            } else {
+                self.error_close(now, conn, &format!("{} is already active", l.nick));
+                return;
+            }
+        }
+        let mut client = l.client;
+        client.truncate(MAX_CLIENT_LEN);
+        let nick = l.nick;
+        let lower = nick.to_ascii_lowercase();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.user = Some(User {
+                nick: nick.clone(),
+                level,
+                port,
+                speed,
+                client,
+                login_at: now,
+                files: HashMap::new(),
+                downloads: 0,
+                uploads: 0,
+                channels: Vec::new(),
+                hotlist: Vec::new(),
+            });
+        }
+        self.nicks.insert(lower.clone(), conn);
+        tracing::debug!(%nick, registered, "user logged in");
+        self.send(conn, ty::LOGIN_ACK, &email);
+        let mut motd = vec![
+            format!(
+                "VERSION p2p-lab napster-server {}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            format!("SERVER {}", self.cfg.server_name),
+            format!("There are {} users online", self.nicks.len()),
+        ];
+        motd.extend(self.cfg.motd.iter().cloned());
+        for line in motd {
+            self.send(conn, ty::MOTD, &line);
+        }
+        self.send_stats(conn);
+        if let Some(ws) = self.watchers.get(&lower).cloned() {
+            for w in ws {
+                self.send(w, ty::HOTLIST_ON, &format!("{nick} {speed}"));
+            }
+        }
+    }
+
+    fn send_stats(&mut self, conn: ConnId) {
+        let line = format!(
+            "{} {} {}",
+            self.nicks.len(),
+            self.index.len(),
+            self.index.total_bytes() >> 30
+        );
+        self.send(conn, ty::STATS, &line);
+    }
+
+    fn share(&mut self, conn: ConnId, s: ShareInfo, kind: Kind) {
+        let max = self.cfg.max_shared;
+        let Some(u) = self.user(conn) else { return };
+        if s.path.is_empty() {
+            self.notice(conn, "invalid share: empty path");
+            return;
+        }
+        if u.files.len() >= max {
+            self.notice(conn, &format!("You may not share more than {max} files"));
+            return;
+        }
+        let key = path_key(&s.path);
+        if u.files.contains_key(&key) {
+            self.notice(conn, "duplicate file");
+            return;
+        }
+        let id = self.index.insert(FileRec {
+            owner: conn,
+            path: s.path.into_boxed_str(),
+            md5: s.md5.into_boxed_str(),
+            size: s.size,
+            bitrate: s.bitrate,
+            freq: s.freq,
+            secs: s.secs,
+            kind,
+        });
+        if let Some(u) = self.user_mut(conn) {
+            u.files.insert(key, id);
+        }
+    }
+
+    fn search(&mut self, conn: ConnId, payload: &str) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let Some(me) = c.user.as_ref() else { return };
+        if c.pending_searches >= self.cfg.max_searches {
+            self.notice(conn, "search failed: too many pending searches");
+            self.send(conn, ty::SEARCH_END, "");
+            return;
+        }
+        if me.level == Level::Leech {
+            self.send(conn, ty::SEARCH_END, "");
+            return;
+        }
+        let q = match search::parse(payload, self.cfg.max_results) {
+            Ok(q) => q,
+            Err(e) => {
+                self.notice(conn, &e.to_string());
+                self.send(conn, ty::SEARCH_END, "");
+                return;
+            }
+        };
+        let my_port = me.port;
+        let conns = &self.conns;
+        let owner = |f: &FileRec| {
+            conns
+                .get(&f.owner)
+                .and_then(|c| c.user.as_ref().map(|u| (c, u)))
+        };
+        let hits = self.index.search(&q, |f| {
+            let Some((_, u)) = owner(f) else { return false };
+            f.owner != conn
+                && !(my_port == 0 && u.port == 0)
+                && q.linespeed
+                    .is_none_or(|(cmp, n)| cmp.test(u.speed.into(), n))
+        });
+        let lines: Vec<String> = hits
+            .into_iter()
+            .filter_map(|(_, f)| {
+                let (c, u) = owner(f)?;
+                Some(format!(
+                    "\"{}\" {} {} {} {} {} {} {} {}",
+                    f.path,
+                    f.md5,
+                    f.size,
+                    f.bitrate,
+                    f.freq,
+                    f.secs,
+                    u.nick,
+                    ip::to_wire(c.ip),
+                    u.speed
+                ))
+            })
+            .collect();
+        for l in lines {
+            self.send(conn, ty::SEARCH_RESULT, &l);
+        }
+        self.send(conn, ty::SEARCH_END, "");
+    }
+
+    fn browse(&mut self, conn: ConnId, nick: &str) {
+        let Some((_, c, u)) = self.online(nick) else {
+            self.send(conn, ty::HOTLIST_OFF, nick);
+            self.send(conn, ty::BROWSE_END, nick);
+            return;
+        };
+        let mut ids: Vec<FileId> = u.files.values().copied().collect();
+        ids.sort_unstable();
+        let lines: Vec<String> = ids
+            .into_iter()
+            .take(self.cfg.max_browse)
+            .filter_map(|id| self.index.get(id))
+            .map(|f| {
+                format!(
+                    "{} \"{}\" {} {} {} {} {}",
+                    u.nick, f.path, f.md5, f.size, f.bitrate, f.freq, f.secs
+                )
+            })
+            .collect();
+        let end = format!("{} {}", u.nick, ip::to_wire(c.ip));
+        for l in lines {
+            self.send(conn, ty::BROWSE_ENTRY, &l);
+        }
+        self.send(conn, ty::BROWSE_END, &end);
+    }
+
+    fn md5_of(&self, owner: &User, path: &str) -> Option<String> {
+        let id = owner.files.get(&path_key(path))?;
+        let f = self.index.get(*id)?;
+        (*f.path == *path).then(|| f.md5.to_string())
+    }
+
+    fn download(&mut self, conn: ConnId, nick: &str, path: &str) {
+        let Some(me) = self.user(conn) else { return };
+        if me.level == Level::Leech {
+            self.notice(conn, "permission denied: you are a leech");
+            return;
+        }
+        let (my_nick, my_port, my_speed) = (me.nick.clone(), me.port, me.speed);
+        let Some((up, up_c, up_u)) = self.online(nick) else {
+            self.send(conn, ty::DOWNLOAD_ERROR, &format!("{nick} \"{path}\""));
+            return;
+        };
+        if up_u.port == 0 {
+            // Firewalled uploader: the downloader learns at once and asks for a push with 500.
+            let md5 = if my_port == 0 {
+                "firewallerror".to_owned()
+            } else {
+                self.md5_of(up_u, path).unwrap_or_else(|| ZERO_MD5.into())
+            };
+            let line = format!(
+                "{} {} 0 \"{path}\" {md5} {}",
+                up_u.nick,
+                ip::to_wire(up_c.ip),
+                up_u.speed
+            );
+            self.send(conn, ty::DOWNLOAD_ACK, &line);
+            return;
+        }
+        self.send(
+            up,
+            ty::UPLOAD_REQUEST,
+            &format!("{my_nick} \"{path}\" {my_speed}"),
+        );
+    }
+
+    fn push_request(&mut self, conn: ConnId, nick: &str, path: &str) {
+        let Some(me) = self.user(conn) else { return };
+        let (my_nick, my_port, my_speed) = (me.nick.clone(), me.port, me.speed);
+        let Some((up, up_c, up_u)) = self.online(nick) else {
+            self.send(conn, ty::DOWNLOAD_ERROR, &format!("{nick} \"{path}\""));
+            return;
+        };
+        if up_u.port != 0 {
+            let n = up_u.nick.clone();
+            self.notice(conn, &format!("{n} is not firewalled"));
+            return;
+        }
+        if my_port == 0 {
+            let line = format!(
+                "{} {} 0 \"{path}\" firewallerror {}",
+                up_u.nick,
+                ip::to_wire(up_c.ip),
+                up_u.speed
+            );
+            self.send(conn, ty::DOWNLOAD_ACK, &line);
+            return;
+        }
+        self.send(
+            up,
+            ty::UPLOAD_REQUEST,
+            &format!("{my_nick} \"{path}\" {my_speed}"),
+        );
+    }
+
+    fn upload_accept(&mut self, conn: ConnId, nick: &str, path: &str) {
+        let Some((me_c, me)) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| Some((c, c.user.as_ref()?)))
+        else {
+            return;
+        };
+        let Some(md5) = self.md5_of(me, path) else {
+            self.notice(conn, "Not sharing that file");
+            return;
+        };
+        let (my_nick, my_ip, my_port, my_speed) = (me.nick.clone(), me_c.ip, me.port, me.speed);
+        let Some((down, down_c, down_u)) = self.online(nick) else {
+            self.notice(conn, &format!("user {nick} is not online"));
+            return;
+        };
+        if my_port == 0 {
+            // We are firewalled: the downloader asked with 500, so tell us (501) where to push.
+            let line = format!(
+                "{} {} {} \"{path}\" {md5} {}",
+                down_u.nick,
+                ip::to_wire(down_c.ip),
+                down_u.port,
+                down_u.speed
+            );
+            self.send(conn, ty::PUSH, &line);
+        } else {
+            let line = format!(
+                "{my_nick} {} {my_port} \"{path}\" {md5} {my_speed}",
+                ip::to_wire(my_ip)
+            );
+            self.send(down, ty::DOWNLOAD_ACK, &line);
+        }
+    }
+
+    fn hotlist_add(&mut self, conn: ConnId, nick: &str) {
+        let max = self.cfg.max_hotlist;
+        let Some(u) = self.user(conn) else { return };
+        let lower = nick.to_ascii_lowercase();
+        if !valid_nick(nick, &self.cfg.server_name)
+            || (u.hotlist.len() >= max && !u.hotlist.contains(&lower))
+        {
+            self.send(conn, ty::HOTLIST_ERROR, nick);
+            return;
+        }
+        if !u.hotlist.contains(&lower) {
+            if let Some(u) = self.user_mut(conn) {
+                u.hotlist.push(lower.clone());
+            }
+            self.watchers.entry(lower).or_default().push(conn);
+        }
+        self.send(conn, ty::HOTLIST_ACK, nick);
+        if let Some((_, _, t)) = self.online(nick) {
+            let line = format!("{} {}", t.nick, t.speed);
+            self.send(conn, ty::HOTLIST_ON, &line);
+        }
+    }
+
+    fn relay_ping(&mut self, conn: ConnId, t: u16, nick: &str) {
+        let from = self.user(conn).map(|u| u.nick.clone()).unwrap_or_default();
+        match self.online(nick) {
+            Some((id, _, _)) => self.send(id, t, &from),
+            None => self.notice(conn, &format!("ping failed, {nick} is not online")),
+        }
+    }
+
+    fn whois(&mut self, now: Instant, conn: ConnId, nick: &str) {
+        if let Some((_, _, u)) = self.online(nick) {
+            let chans: Vec<&str> = u
+                .channels
+                .iter()
+                .filter_map(|k| self.channels.get(k).map(|c| c.name.as_str()))
+                .collect();
+            let line = format!(
+                "{} \"{}\" {} \"{}\" \"Active\" {} {} {} {} \"{}\"",
+                u.nick,
+                u.level.name(),
+                now.saturating_duration_since(u.login_at).as_secs(),
+                chans.join(" "),
+                u.files.len(),
+                u.downloads,
+                u.uploads,
+                u.speed,
+                u.client
+            );
+            self.send(conn, ty::WHOIS_REPLY, &line);
+        } else if let Some(a) = self.accounts.get(nick) {
+            let line = format!("{} \"{}\" {}", a.nick, a.level.name(), a.last_seen);
+            self.send(conn, ty::WHOWAS, &line);
+        } else {
+            self.notice(conn, &format!("user {nick} is not a known user"));
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, ch: &str) {
+        let max = self.cfg.max_user_channels;
+        let Some(u) = self.user(conn) else { return };
+        let key = ch.to_ascii_lowercase();
+        if !valid_channel(ch) {
+            self.notice(conn, &format!("Invalid channel name: {ch}"));
+            return;
+        }
+        if u.channels.contains(&key) {
+            return;
+        }
+        if u.channels.len() >= max {
+            self.notice(conn, "You are in too many channels");
+            return;
+        }
+        let me = format!("{} {} {}", u.nick, u.files.len(), u.speed);
+        if let Some(u) = self.user_mut(conn) {
+            u.channels.push(key.clone());
+        }
+        let chan = self.channels.entry(key).or_insert_with(|| Channel {
+            name: ch.to_owned(),
+            topic: format!("Welcome to the {ch} channel."),
+            members: Vec::new(),
+        });
+        let others = chan.members.clone();
+        chan.members.push(conn);
+        let (name, topic, members) = (chan.name.clone(), chan.topic.clone(), chan.members.clone());
+        for o in others {
+            self.send(o, ty::CHAN_JOIN, &format!("{name} {me}"));
+        }
+        self.send(conn, ty::JOIN_ACK, &name);
+        for m in members {
+            if let Some(u) = self.user(m) {
+                let line = format!("{name} {} {} {}", u.nick, u.files.len(), u.speed);
+                self.send(conn, ty::CHAN_MEMBER, &line);
+            }
+        }
+        self.send(conn, ty::CHAN_MEMBERS_END, &name);
+        self.send(conn, ty::CHAN_TOPIC, &format!("{name} {topic}"));
+    }
+
+    fn leave_channel(&mut self, conn: ConnId, key: &str, nick: &str, shared: usize, speed: u8) {
+        let Some(chan) = self.channels.get_mut(key) else {
+            return;
+        };
+        chan.members.retain(|m| *m != conn);
+        let (name, members) = (chan.name.clone(), chan.members.clone());
+        if members.is_empty() {
+            self.channels.remove(key);
+        }
+        for m in members {
+            self.send(m, ty::CHAN_PART, &format!("{name} {nick} {shared} {speed}"));
+        }
+    }
+}

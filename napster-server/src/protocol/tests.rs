@@ -1,0 +1,610 @@
+//! Protocol stories on the sans-I/O server (notes §8), with a virtual clock.
+
+use super::*;
+use rand::SeedableRng;
+
+struct Sim {
+    s: Server,
+    now: Instant,
+    next: u64,
+    closed: Vec<ConnId>,
+    inbox: HashMap<ConnId, Vec<Frame>>,
+}
+
+impl Sim {
+    fn new(cfg: Config) -> Sim {
+        let now = Instant::now();
+        Sim {
+            s: Server::new(
+                cfg,
+                FileStore::in_memory(),
+                StdRng::seed_from_u64(7),
+                now,
+                1_000_000,
+            ),
+            now,
+            next: 1,
+            closed: Vec::new(),
+            inbox: HashMap::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        while let Some(t) = self.s.poll_transmit() {
+            match t {
+                Transmit::Frame(c, f) => {
+                    if f.ty == ty::SEARCH_END {
+                        self.s.search_delivered(c);
+                    }
+                    self.inbox.entry(c).or_default().push(f)
+                }
+                Transmit::Close(c) => self.closed.push(c),
+            }
+        }
+    }
+
+    fn connect_from(&mut self, ip: Ipv4Addr) -> ConnId {
+        let c = ConnId(self.next);
+        self.next += 1;
+        self.s.on_connect(self.now, c, ip);
+        self.pump();
+        c
+    }
+
+    fn connect(&mut self) -> ConnId {
+        self.connect_from(Ipv4Addr::LOCALHOST)
+    }
+
+    fn send(&mut self, c: ConnId, t: u16, text: &str) -> Vec<(u16, String)> {
+        self.s.handle_frame(self.now, c, Frame::text(t, text));
+        self.pump();
+        self.take(c)
+    }
+
+    fn take(&mut self, c: ConnId) -> Vec<(u16, String)> {
+        self.inbox
+            .remove(&c)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| (f.ty, f.text_payload()))
+            .collect()
+    }
+
+    fn login(&mut self, nick: &str, port: u16) -> ConnId {
+        let c = self.connect();
+        let r = self.send(c, 2, &format!("{nick} pw {port} \"test 1.0\" 7"));
+        assert_eq!(r[0].0, ty::LOGIN_ACK, "{r:?}");
+        c
+    }
+
+    fn share(&mut self, c: ConnId, path: &str, bitrate: u32) {
+        let r = self.send(
+            c,
+            100,
+            &format!("\"{path}\" 0123456789abcdef0123456789abcdef 5000 {bitrate} 44100 180"),
+        );
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    fn results(&mut self, c: ConnId, query: &str) -> (Vec<String>, Vec<String>) {
+        let r = self.send(c, 200, query);
+        assert_eq!(
+            r.last().map(|x| x.0),
+            Some(ty::SEARCH_END),
+            "202 always ends: {r:?}"
+        );
+        let hits = r
+            .iter()
+            .filter(|x| x.0 == 201)
+            .map(|x| x.1.clone())
+            .collect();
+        let errs = r
+            .iter()
+            .filter(|x| x.0 == 404)
+            .map(|x| x.1.clone())
+            .collect();
+        (hits, errs)
+    }
+}
+
+#[test]
+fn s8_2_non_login_before_login_is_refused_and_closed() {
+    let mut sim = Sim::new(Config::default());
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 200, "FILENAME CONTAINS \"x\""),
+        vec![(0, "invalid command".into())]
+    );
+    assert_eq!(sim.closed, vec![c]);
+    let c = sim.login("alice", 6699);
+    assert_eq!(
+        sim.send(c, 9999, ""),
+        vec![(404, "Unknown command code 9999".into())]
+    );
+    assert!(!sim.closed.contains(&c));
+}
+
+#[test]
+fn s8_3_nick_check_register_login_wrong_password() {
+    let mut sim = Sim::new(Config::default());
+    let c = sim.connect();
+    assert_eq!(sim.send(c, 7, "bob"), vec![(8, String::new())]);
+    assert_eq!(sim.send(c, 7, "bad.nick"), vec![(10, String::new())]);
+    assert_eq!(sim.send(c, 7, "operserv"), vec![(10, String::new())]);
+    let r = sim.send(c, 6, "bob secret 6699 \"TekNap\" 0 bob@example.org");
+    assert_eq!(r[0], (3, "bob@example.org".into()));
+    sim.s.on_disconnect(sim.now, c);
+    let c = sim.connect();
+    assert_eq!(sim.send(c, 7, "BOB"), vec![(9, String::new())]);
+    sim.now += Duration::from_secs(10);
+    let r = sim.send(c, 2, "bob secret 6699 \"TekNap\" 0");
+    assert_eq!(r[0], (3, "bob@example.org".into()));
+    sim.s.on_disconnect(sim.now, c);
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 2, "bob nope 6699 \"TekNap\" 0"),
+        vec![(0, "Invalid Password".into())]
+    );
+    assert!(sim.closed.contains(&c));
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 6, "bob other 6699 \"TekNap\" 0 x@y"),
+        vec![(0, "Nick registered to another user".into())]
+    );
+    let c = sim.connect();
+    assert_eq!(sim.send(c, 2, "-bad pw 0 \"x\" 0")[0].0, 10);
+    assert!(sim.closed.contains(&c));
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 2, "carol pw 0 \"x\" 11"),
+        vec![(0, "11: invalid speed".into())]
+    );
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 2, "carol pw 0"),
+        vec![(404, "Too few parameters for login.".into())]
+    );
+}
+
+#[test]
+fn s8_4_login_sends_ack_motd_then_stats() {
+    let mut sim = Sim::new(Config::default());
+    let c = sim.connect();
+    let r = sim.send(c, 2, "dave pw 6699 \"x\" 3");
+    assert_eq!(r[0], (3, "anon@p2p-lab".into()));
+    let motd = r.iter().skip(1).take_while(|x| x.0 == 621).count();
+    assert!(motd >= 3, "{r:?}");
+    assert_eq!(r[1 + motd], (214, "1 0 0".into()));
+    assert_eq!(r.len(), 2 + motd);
+}
+
+#[test]
+fn s8_5_share_unshare_counts() {
+    let mut sim = Sim::new(Config::default());
+    let c = sim.login("alice", 6699);
+    sim.share(c, r"C:\mp3\a b.mp3", 128);
+    assert_eq!(
+        sim.send(c, 100, "\"C:\\mp3\\a b.mp3\" 0 1 128 44100 1"),
+        vec![(404, "duplicate file".into())]
+    );
+    assert_eq!(
+        sim.send(
+            c,
+            870,
+            r#""C:\mp3" "c.mp3" 0 10 128 44100 1 "d.mp3" 0 10 128 44100 1"#
+        ),
+        vec![]
+    );
+    assert_eq!(sim.send(c, 10300, r#""C:\vid\e.avi" 100 0 video"#), vec![]);
+    assert_eq!(sim.send(c, 214, ""), vec![(214, "1 4 0".into())]);
+    assert_eq!(sim.send(c, 102, r#""C:\mp3\c.mp3""#), vec![]);
+    assert_eq!(
+        sim.send(c, 102, r#""C:\mp3\zzz.mp3""#),
+        vec![(404, "Not sharing that file".into())]
+    );
+    assert_eq!(sim.send(c, 110, ""), vec![(110, "3".into())]);
+    assert_eq!(sim.send(c, 214, ""), vec![(214, "1 0 0".into())]);
+}
+
+#[test]
+fn share_cap_per_user() {
+    let mut sim = Sim::new(Config {
+        max_shared: 2,
+        ..Config::default()
+    });
+    let c = sim.login("alice", 6699);
+    sim.share(c, "a.mp3", 128);
+    sim.share(c, "b.mp3", 128);
+    assert_eq!(sim.send(c, 100, "\"c.mp3\" 0 1 1 1 1")[0].0, 404);
+    assert_eq!(sim.s.files(), 2);
+}
+
+#[test]
+fn s8_6_search_rules() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let b = sim.login("bob", 6699);
+    let fw = sim.login("fw", 0);
+    let fw2 = sim.login("fw2", 0);
+    sim.share(a, r"C:\mp3\Beatles - Hey Jude.mp3", 128);
+    sim.share(a, r"C:\mp3\Beatles - Let It Be (live).mp3", 320);
+    sim.share(a, r"C:\mp3\Cowboy Junkies - Sweet Jane.mp3", 192);
+    sim.share(fw, r"C:\mp3\Beatles - Yesterday.mp3", 128);
+    let (h, e) = sim.results(b, r#"FILENAME CONTAINS "hey jude""#);
+    assert_eq!((h.len(), e.len()), (1, 0));
+    assert_eq!(
+        h[0],
+        r#""C:\mp3\Beatles - Hey Jude.mp3" 0123456789abcdef0123456789abcdef 5000 128 44100 180 alice 16777343 7"#
+    );
+    assert!(
+        sim.results(b, r#"FILENAME CONTAINS "cow""#).0.is_empty(),
+        "partial word"
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "beatles" FILENAME CONTAINS "live""#)
+            .0
+            .len(),
+        1
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "beatles -live""#)
+            .0
+            .len(),
+        2
+    );
+    assert_eq!(
+        sim.results(
+            b,
+            r#"FILENAME CONTAINS "beatles" FILENAME EXCLUDES "jude yesterday""#
+        )
+        .0
+        .len(),
+        1
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "mp3" MAX_RESULTS 2"#)
+            .0
+            .len(),
+        2
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "mp3" BITRATE "AT LEAST" "192""#)
+            .0
+            .len(),
+        2
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "mp3" BITRATE "EQUAL TO" 128"#)
+            .0
+            .len(),
+        2
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "mp3" LINESPEED "AT BEST" 6"#)
+            .0
+            .len(),
+        0
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "mp3" SIZE "AT LEAST" 5001"#)
+            .0
+            .len(),
+        0
+    );
+    assert_eq!(
+        sim.results(b, r#"FILENAME CONTAINS "mp3" FREQ "EQUAL TO" 44100"#)
+            .0
+            .len(),
+        4
+    );
+    // Own files are never returned; firewalled to firewalled is left out.
+    assert_eq!(sim.results(a, r#"FILENAME CONTAINS "beatles""#).0.len(), 1);
+    assert_eq!(
+        sim.results(fw2, r#"FILENAME CONTAINS "beatles""#).0.len(),
+        2
+    );
+    // Malformed: 404 then 202.
+    assert_eq!(
+        sim.results(b, "FOO").1,
+        vec!["invalid search request".to_string()]
+    );
+    assert_eq!(sim.results(b, r#"FILENAME CONTAINS "-x""#).1.len(), 1);
+}
+
+#[test]
+fn pending_search_limit_until_results_are_delivered() {
+    let mut sim = Sim::new(Config::default());
+    let b = sim.login("bob", 6699);
+    for _ in 0..3 {
+        sim.s
+            .handle_frame(sim.now, b, Frame::text(200, r#"FILENAME CONTAINS "x""#));
+    }
+    sim.s
+        .handle_frame(sim.now, b, Frame::text(200, r#"FILENAME CONTAINS "x""#));
+    // Nothing delivered yet: the fourth is refused.
+    let mut texts = Vec::new();
+    while let Some(Transmit::Frame(_, f)) = sim.s.poll_transmit() {
+        texts.push((f.ty, f.text_payload()));
+    }
+    assert_eq!(
+        texts[3],
+        (404, "search failed: too many pending searches".into())
+    );
+    assert_eq!(texts[4].0, 202);
+    for _ in 0..5 {
+        sim.s.search_delivered(b);
+    }
+    assert_eq!(sim.results(b, r#"FILENAME CONTAINS "x""#).1.len(), 0);
+}
+
+#[test]
+fn s8_7_browse() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let b = sim.login("bob", 6699);
+    sim.share(a, r"C:\mp3\one.mp3", 128);
+    sim.share(a, r"C:\mp3\two.mp3", 128);
+    let r = sim.send(b, 211, "alice");
+    assert_eq!(r.len(), 3);
+    assert!(r[0].1.starts_with(r#"alice "C:\mp3\one.mp3" "#), "{r:?}");
+    assert_eq!(r[2], (213, "alice 16777343".into()));
+    assert_eq!(
+        sim.send(b, 211, "nobody"),
+        vec![(210, "nobody".into()), (213, "nobody".into())]
+    );
+}
+
+#[test]
+fn s8_8_download_brokering() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let b = sim.login("bob", 5555);
+    sim.share(b, r"C:\mp3\song.mp3", 128);
+    assert!(sim.send(a, 203, r#"bob "C:\mp3\song.mp3""#).is_empty());
+    assert_eq!(
+        sim.take(b),
+        vec![(607, r#"alice "C:\mp3\song.mp3" 7"#.into())]
+    );
+    assert!(sim.send(b, 608, r#"alice "C:\mp3\song.mp3""#).is_empty());
+    assert_eq!(
+        sim.take(a),
+        vec![(
+            204,
+            r#"bob 16777343 5555 "C:\mp3\song.mp3" 0123456789abcdef0123456789abcdef 7"#.into()
+        )]
+    );
+    assert_eq!(
+        sim.send(b, 608, r#"alice "C:\mp3\other.mp3""#),
+        vec![(404, "Not sharing that file".into())]
+    );
+    assert_eq!(
+        sim.send(a, 203, r#"ghost "x.mp3""#),
+        vec![(206, r#"ghost "x.mp3""#.into())]
+    );
+    assert_eq!(
+        sim.send(a, 500, r#"bob "x.mp3""#),
+        vec![(404, "bob is not firewalled".into())]
+    );
+}
+
+#[test]
+fn s8_9_firewalled_push_brokering() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let f = sim.login("fw", 0);
+    let f2 = sim.login("fw2", 0);
+    sim.share(f, r"C:\mp3\song.mp3", 128);
+    let r = sim.send(a, 203, r#"fw "C:\mp3\song.mp3""#);
+    assert_eq!(
+        r,
+        vec![(
+            204,
+            r#"fw 16777343 0 "C:\mp3\song.mp3" 0123456789abcdef0123456789abcdef 7"#.into()
+        )]
+    );
+    assert!(sim.send(a, 500, r#"fw "C:\mp3\song.mp3""#).is_empty());
+    assert_eq!(
+        sim.take(f),
+        vec![(607, r#"alice "C:\mp3\song.mp3" 7"#.into())]
+    );
+    let r = sim.send(f, 608, r#"alice "C:\mp3\song.mp3""#);
+    assert_eq!(
+        r,
+        vec![(
+            501,
+            r#"alice 16777343 6699 "C:\mp3\song.mp3" 0123456789abcdef0123456789abcdef 7"#.into()
+        )]
+    );
+    assert!(sim.take(a).is_empty());
+    let r = sim.send(f2, 203, r#"fw "C:\mp3\song.mp3""#);
+    assert_eq!(
+        r,
+        vec![(
+            204,
+            r#"fw 16777343 0 "C:\mp3\song.mp3" firewallerror 7"#.into()
+        )]
+    );
+}
+
+#[test]
+fn s8_11_counters_in_whois_whowas() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let c = sim.connect();
+    sim.send(c, 6, "reg pw 0 \"x\" 2 r@x");
+    for t in [218, 218, 220] {
+        assert!(sim.send(a, t, "").is_empty());
+    }
+    sim.send(a, 219, "");
+    sim.share(a, "x.mp3", 128);
+    sim.now += Duration::from_secs(3);
+    let r = sim.send(c, 603, "alice");
+    assert_eq!(
+        r,
+        vec![(
+            604,
+            r#"alice "User" 3 "" "Active" 1 1 1 7 "test 1.0""#.into()
+        )]
+    );
+    sim.s.on_disconnect(sim.now, c);
+    let r = sim.send(a, 603, "reg");
+    assert_eq!(r, vec![(605, r#"reg "User" 1000003"#.into())]);
+    assert_eq!(sim.send(a, 603, "nobody")[0].0, 404);
+}
+
+#[test]
+fn s8_12_chat() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let b = sim.login("bob", 6699);
+    sim.send(a, 400, "#music");
+    let r = sim.send(b, 400, "#music");
+    assert_eq!(
+        r,
+        vec![
+            (405, "#music".into()),
+            (408, "#music alice 0 7".into()),
+            (408, "#music bob 0 7".into()),
+            (409, "#music".into()),
+            (410, "#music Welcome to the #music channel.".into())
+        ]
+    );
+    assert_eq!(sim.take(a), vec![(406, "#music bob 0 7".into())]);
+    let echo = sim.send(b, 402, "#music hello all");
+    assert_eq!(sim.take(a), vec![(403, "#music bob hello all".into())]);
+    assert_eq!(echo, vec![(403, "#music bob hello all".into())]);
+    assert_eq!(
+        sim.send(a, 617, ""),
+        vec![
+            (618, "#music 2 Welcome to the #music channel.".into()),
+            (617, String::new())
+        ]
+    );
+    assert_eq!(sim.send(b, 401, "#music"), vec![(401, "#music".into())]);
+    assert_eq!(sim.take(a), vec![(407, "#music bob 0 7".into())]);
+    assert_eq!(sim.send(b, 402, "#music hi")[0].0, 404);
+}
+
+#[test]
+fn s8_13_private_message_and_ping_relay() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let b = sim.login("bob", 6699);
+    sim.send(a, 205, "bob hi there");
+    assert_eq!(sim.take(b), vec![(205, "alice hi there".into())]);
+    sim.send(a, 751, "bob");
+    assert_eq!(sim.take(b), vec![(751, "alice".into())]);
+    sim.send(b, 752, "alice");
+    assert_eq!(sim.take(a), vec![(752, "bob".into())]);
+    assert_eq!(sim.send(a, 205, "nobody hi")[0].0, 404);
+    assert_eq!(sim.send(a, 750, ""), vec![(750, "p2p-lab ".into())]);
+}
+
+#[test]
+fn s8_14_ghosts() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 2, "alice pw 6699 \"x\" 1"),
+        vec![(0, "Connecting too fast".into())]
+    );
+    sim.now += Duration::from_secs(6);
+    let c = sim.connect();
+    assert_eq!(sim.send(c, 2, "alice pw 6699 \"x\" 1")[0].0, 3);
+    assert_eq!(sim.take(a), vec![(748, String::new())]);
+    assert!(sim.closed.contains(&a));
+    // Another IP cannot take an unregistered active nick.
+    let d = sim.connect_from(Ipv4Addr::new(127, 0, 0, 2));
+    assert_eq!(
+        sim.send(d, 2, "alice pw 6699 \"x\" 1"),
+        vec![(0, "alice is already active".into())]
+    );
+    assert_eq!(sim.s.users(), 1);
+}
+
+#[test]
+fn s8_15_flood_throttles_but_shares_are_exempt() {
+    let mut sim = Sim::new(Config {
+        flood_commands: 5,
+        ..Config::default()
+    });
+    let a = sim.login("alice", 6699);
+    for i in 0..5000 {
+        sim.s.handle_frame(
+            sim.now,
+            a,
+            Frame::text(100, &format!("\"f{i}.mp3\" 0 1 128 44100 1")),
+        );
+    }
+    assert_eq!(sim.s.read_pause(a, sim.now), None);
+    assert_eq!(sim.s.files(), 5000);
+    for _ in 0..6 {
+        sim.send(a, 214, "");
+    }
+    let until = sim.s.read_pause(a, sim.now).expect("throttled");
+    assert!(until > sim.now);
+    // Still answered correctly while throttled.
+    assert_eq!(sim.send(a, 214, ""), vec![(214, "1 5000 0".into())]);
+    sim.now = until;
+    assert_eq!(sim.s.read_pause(a, sim.now), None);
+}
+
+#[test]
+fn hotlist_sign_on_and_off() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    assert_eq!(sim.send(a, 207, "bob"), vec![(301, "bob".into())]);
+    let b = sim.login("bob", 6699);
+    assert_eq!(sim.take(a), vec![(209, "bob 7".into())]);
+    sim.s.on_disconnect(sim.now, b);
+    sim.pump();
+    assert_eq!(sim.take(a), vec![(210, "bob".into())]);
+    assert_eq!(sim.send(a, 207, "bad.nick"), vec![(302, "bad.nick".into())]);
+}
+
+#[test]
+fn login_timeout_connection_cap_and_bans() {
+    let mut sim = Sim::new(Config {
+        max_connections: 2,
+        bans: vec!["127.0.0.9".into(), "evil".into()],
+        ..Config::default()
+    });
+    let idle = sim.connect();
+    assert_eq!(
+        sim.s.poll_timeout(),
+        Some(sim.now + Duration::from_secs(60))
+    );
+    sim.now += Duration::from_secs(61);
+    sim.s.handle_timeout(sim.now);
+    sim.pump();
+    assert!(sim.closed.contains(&idle));
+    assert_eq!(sim.s.connections(), 0);
+    let banned = sim.connect_from(Ipv4Addr::new(127, 0, 0, 9));
+    assert_eq!(sim.take(banned), vec![(0, "You are banned".into())]);
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 2, "evil pw 0 \"x\" 1"),
+        vec![(0, "You are banned".into())]
+    );
+    sim.connect();
+    sim.connect();
+    let full = sim.connect();
+    assert_eq!(
+        sim.take(full),
+        vec![(0, "This server is full (2 connections)".into())]
+    );
+    assert!(sim.closed.contains(&full));
+}
+
+#[test]
+fn disconnect_removes_files_from_the_index() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    let b = sim.login("bob", 6699);
+    sim.share(a, "x.mp3", 128);
+    assert_eq!(sim.results(b, r#"FILENAME CONTAINS "x""#).0.len(), 1);
+    sim.s.on_disconnect(sim.now, a);
+    assert_eq!(sim.results(b, r#"FILENAME CONTAINS "x""#).0.len(), 0);
+    assert_eq!(sim.s.files(), 0);
+}
