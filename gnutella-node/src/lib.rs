@@ -11,3 +11,4 @@
 //! notes `shared/protocols/gnutella.md` (checked against gtk-gnutella 1.2.3).
 
 pub mod codec;
+pub mod protocol;

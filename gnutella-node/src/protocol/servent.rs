@@ -1,0 +1,995 @@
+//! The routing servent, sans-I/O (Gnutella 0.6 draft §2.3 "Descriptor routing"; notes §3 and §4).
+//!
+//! Input: [`Servent::add_connection`], [`Servent::remove_connection`], [`Servent::handle_descriptor`],
+//! [`Servent::handle_decode_error`], [`Servent::handle_timeout`], [`Servent::start_search`].
+//! Output, to poll after any input: [`Servent::poll_transmit`] per connection (or [`Servent::poll_dirty`] to
+//! learn which connections have output), [`Servent::poll_event`] and [`Servent::poll_timeout`].
+//! Time is passed in; randomness comes from a seeded RNG; nothing here does I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::codec::ggep::GgepExt;
+use crate::codec::message::{
+    self as m, hflags, sha1_urn, Bye, Extensions, HitResult, Message, Ping, Pong, Push, Query,
+    QueryHit, Trailer, MAX_RESULTS_PER_HIT,
+};
+use crate::codec::qrp::{self, QrpReceiver, QrpTable};
+use crate::codec::{DecodeError, Descriptor, Guid, HARD_TTL_LIMIT};
+
+use super::handshake::{Link, PeerKind, Role};
+use super::queue::{OutQueue, Outgoing, Pushed};
+
+/// A connection id, chosen by the shell.
+pub type ConnId = u64;
+
+/// Tunables of a servent.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our servent GUID (last 16 bytes of our hits, the Push route key).
+    pub guid: Guid,
+    /// Starting role (0.6).
+    pub role: Role,
+    /// Classic 0.4 mode: flood pings and queries to every neighbour, no roles, no QRP, no pong cache.
+    pub classic: bool,
+    /// The address we advertise in pongs and hits.
+    pub addr: SocketAddrV4,
+    /// Broadcasts over this hops+TTL are trimmed (gtk-gnutella: 4; classic: 7).
+    pub max_ttl: u8,
+    /// We cannot accept incoming connections: set the push flag in hits, don't answer firewalled queriers.
+    pub firewalled: bool,
+    /// Vendor code in our hit trailers.
+    pub vendor: [u8; 4],
+    /// How long a route (GUID, type) is remembered.
+    pub route_lifetime: Duration,
+    /// At most this many routes are remembered (oldest evicted first).
+    pub max_routes: usize,
+    /// Output queue budget per connection, bytes.
+    pub queue_bytes: usize,
+    /// Queries accepted per connection per second; more are dropped.
+    pub max_queries_per_sec: u32,
+    /// Pings from one connection closer than this are dropped (pong caching, T).
+    pub ping_interval: Duration,
+    /// Period of the pong-cache refresh pings to every neighbour (also the keep-alive).
+    pub pong_refresh: Duration,
+    /// Size of our QRP table.
+    pub qrp_table_len: u32,
+    /// Entry bits of the QRP patches we send (4 or 8).
+    pub qrp_entry_bits: u8,
+}
+
+impl Config {
+    /// Defaults for a 0.6 servent in `role`, or a classic one.
+    pub fn new(guid: Guid, addr: SocketAddrV4, role: Role, classic: bool) -> Config {
+        Config {
+            guid,
+            role,
+            classic,
+            addr,
+            max_ttl: if classic { 7 } else { 4 },
+            firewalled: false,
+            vendor: *b"P2PL",
+            route_lifetime: Duration::from_secs(600),
+            max_routes: 200_000,
+            queue_bytes: 512 * 1024,
+            max_queries_per_sec: 200,
+            ping_interval: Duration::from_secs(1),
+            pong_refresh: Duration::from_secs(3),
+            qrp_table_len: qrp::DEFAULT_TABLE_LEN,
+            qrp_entry_bits: 4,
+        }
+    }
+}
+
+/// A file we share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Index used in hits and `/get/<index>/<name>`.
+    pub index: u32,
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-1, when known.
+    pub sha1: Option<[u8; 20]>,
+}
+
+/// Something the shell (or the user) must know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A hit for one of our searches.
+    Hit {
+        /// The search it answers.
+        query: Guid,
+        /// The hit.
+        hit: QueryHit,
+        /// Hops it travelled.
+        hops: u8,
+    },
+    /// A Push addressed to us: connect back and send GIV.
+    Push {
+        /// The push.
+        push: Push,
+        /// The connection it came from.
+        from: ConnId,
+    },
+    /// Close this connection once its queue (ending with our Bye, if any) is written.
+    Close {
+        /// Which.
+        conn: ConnId,
+        /// Why (logged).
+        reason: String,
+    },
+    /// We changed role (leaf guidance accepted).
+    RoleChanged(Role),
+}
+
+/// Counters of routing decisions (copied into the stats record by the shell).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Duplicate (GUID, type) arrivals dropped.
+    pub duplicates: u64,
+    /// Broadcasts whose TTL was trimmed to max_ttl.
+    pub ttl_clamped: u64,
+    /// Descriptors dropped for hops + TTL over the hard limit (or TTL 0).
+    pub ttl_dropped: u64,
+    /// Replies or pushes with no route (or a dead one).
+    pub no_route: u64,
+    /// Queries/pings dropped by rate limits.
+    pub rate_limited: u64,
+    /// Messages dropped by full output queues.
+    pub queue_dropped: u64,
+    /// Queries answered with at least one hit.
+    pub queries_answered: u64,
+    /// Queries forwarded (one per copy sent).
+    pub queries_forwarded: u64,
+    /// Queries not sent to a neighbour because its QRP table did not match.
+    pub qrp_filtered: u64,
+    /// Hits routed onward.
+    pub hits_routed: u64,
+    /// Messages ignored (vendor, unknown, malformed control messages).
+    pub ignored: u64,
+}
+
+struct Conn {
+    kind: PeerKind,
+    addr: Option<SocketAddr>,
+    queue: OutQueue,
+    qrp_in: QrpReceiver,
+    last_ping_in: Option<Instant>,
+    query_window: (Instant, u32),
+    duplicates: u32,
+    closing: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Local,
+    Conn(ConnId),
+}
+
+/// Bounded, time-limited map (GUID, payload type) → where it came from.
+struct RouteTable {
+    map: HashMap<(Guid, u8), (Route, Instant)>,
+    order: VecDeque<((Guid, u8), Instant)>,
+    lifetime: Duration,
+    max: usize,
+}
+
+impl RouteTable {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(k, t)) = self.order.front() {
+            if self.order.len() > self.max || now.saturating_duration_since(t) > self.lifetime {
+                self.order.pop_front();
+                if self.map.get(&k).is_some_and(|&(_, t2)| t2 == t) {
+                    self.map.remove(&k);
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Inserts; false if already there (a duplicate).
+    fn insert(&mut self, now: Instant, k: (Guid, u8), r: Route) -> bool {
+        self.expire(now);
+        if self.map.contains_key(&k) {
+            return false;
+        }
+        self.map.insert(k, (r, now));
+        self.order.push_back((k, now));
+        true
+    }
+
+    fn get(&self, k: &(Guid, u8)) -> Option<Route> {
+        self.map.get(k).map(|&(r, _)| r)
+    }
+}
+
+/// Pong cache size (LimeWire/BearShare scheme: about 10).
+pub const PONG_CACHE: usize = 10;
+/// Host cache size.
+pub const MAX_HOSTS: usize = 1000;
+
+/// The servent.
+pub struct Servent {
+    cfg: Config,
+    conns: BTreeMap<ConnId, Conn>,
+    routes: RouteTable,
+    push_routes: HashMap<Guid, (ConnId, Instant)>,
+    pong_cache: VecDeque<(Pong, u8)>,
+    hosts: VecDeque<SocketAddr>,
+    host_set: HashSet<SocketAddr>,
+    shares: Vec<SharedFile>,
+    table: QrpTable,
+    events: VecDeque<Event>,
+    dirty: BTreeSet<ConnId>,
+    rng: StdRng,
+    next_refresh: Instant,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Servent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Servent")
+            .field("guid", &self.cfg.guid)
+            .field("role", &self.cfg.role)
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn table_for(cfg: &Config, shares: &[SharedFile]) -> QrpTable {
+    QrpTable::build(
+        cfg.qrp_table_len,
+        shares.iter().map(|s| s.name.as_str()),
+        shares.iter().filter_map(|s| s.sha1),
+    )
+}
+
+impl Servent {
+    /// A servent sharing `shares`, with its RNG seeded by `seed`.
+    pub fn new(cfg: Config, shares: Vec<SharedFile>, seed: u64, now: Instant) -> Servent {
+        let table = table_for(&cfg, &shares);
+        Servent {
+            routes: RouteTable {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                lifetime: cfg.route_lifetime,
+                max: cfg.max_routes,
+            },
+            next_refresh: now + cfg.pong_refresh,
+            cfg,
+            conns: BTreeMap::new(),
+            push_routes: HashMap::new(),
+            pong_cache: VecDeque::new(),
+            hosts: VecDeque::new(),
+            host_set: HashSet::new(),
+            shares,
+            table,
+            events: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            rng: StdRng::seed_from_u64(seed),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Our configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.cfg.role
+    }
+
+    /// Routing counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Open connections and what they are.
+    pub fn connections(&self) -> impl Iterator<Item = (ConnId, PeerKind)> + '_ {
+        self.conns.iter().map(|(&id, c)| (id, c.kind))
+    }
+
+    /// Number of connections of `kind`.
+    pub fn count(&self, kind: PeerKind) -> usize {
+        self.conns.values().filter(|c| c.kind == kind).count()
+    }
+
+    /// The QRP table built from our shares.
+    pub fn qrp_table(&self) -> &QrpTable {
+        &self.table
+    }
+
+    /// The host cache (newest last).
+    pub fn hosts(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.hosts.iter()
+    }
+
+    /// Adds hosts (from `X-Try`, a saved cache, the command line). Unspecified addresses and port 0 are
+    /// skipped, as is our own address.
+    pub fn add_hosts(&mut self, hosts: impl IntoIterator<Item = SocketAddr>) {
+        for h in hosts {
+            if h.port() == 0 || h.ip().is_unspecified() || h == SocketAddr::V4(self.cfg.addr) {
+                continue;
+            }
+            if self.host_set.insert(h) {
+                self.hosts.push_back(h);
+                if self.hosts.len() > MAX_HOSTS {
+                    if let Some(old) = self.hosts.pop_front() {
+                        self.host_set.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the newest host from the cache (to try connecting to it).
+    pub fn take_host(&mut self) -> Option<SocketAddr> {
+        let h = self.hosts.pop_back()?;
+        self.host_set.remove(&h);
+        Some(h)
+    }
+
+    /// Replaces our shares (and our QRP table; leaves resend it to their ultrapeers).
+    pub fn set_shares(&mut self, shares: Vec<SharedFile>) {
+        self.table = table_for(&self.cfg, &shares);
+        self.shares = shares;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.send_qrp_if_due(id);
+        }
+    }
+
+    /// Ultrapeer addresses to suggest in `X-Try-Ultrapeers` (our UP neighbours and cached hosts).
+    pub fn try_hosts(&self, max: usize) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .conns
+            .values()
+            .filter(|c| c.kind != PeerKind::Leaf)
+            .filter_map(|c| c.addr)
+            .collect();
+        v.extend(self.hosts.iter().rev().copied());
+        v.dedup();
+        v.truncate(max);
+        v
+    }
+
+    /// A link finished its handshake. `addr` is the peer's listening address if known.
+    pub fn add_connection(&mut self, now: Instant, id: ConnId, link: &Link) {
+        if link.become_leaf && self.cfg.role == Role::Ultrapeer {
+            self.cfg.role = Role::Leaf;
+            let others: Vec<ConnId> = self.conns.keys().copied().collect();
+            for o in others {
+                self.send_bye(o, 203, "Becoming a leaf node");
+            }
+            self.events.push_back(Event::RoleChanged(Role::Leaf));
+        }
+        self.conns.insert(
+            id,
+            Conn {
+                kind: link.peer,
+                addr: link.listen_addr,
+                queue: OutQueue::new(self.cfg.queue_bytes),
+                qrp_in: QrpReceiver::default(),
+                last_ping_in: None,
+                query_window: (now, 0),
+                duplicates: 0,
+                closing: false,
+            },
+        );
+        self.add_hosts(link.try_hosts.iter().copied());
+        if let Some(a) = link.listen_addr {
+            // A neighbour is not a candidate for a new connection while we are connected to it.
+            if self.host_set.remove(&a) {
+                self.hosts.retain(|h| *h != a);
+            }
+        }
+        self.send_qrp_if_due(id);
+        let ttl = if self.cfg.classic {
+            self.cfg.max_ttl
+        } else {
+            2
+        };
+        let guid = Guid::random(&mut self.rng);
+        self.routes.insert(now, (guid, m::TYPE_PING), Route::Local);
+        self.send(
+            id,
+            Descriptor {
+                guid,
+                ttl,
+                hops: 0,
+                msg: Message::Ping(Ping::default()),
+            },
+        );
+    }
+
+    /// A connection is gone (closed by either side). Its routes die with it.
+    pub fn remove_connection(&mut self, id: ConnId) {
+        self.conns.remove(&id);
+        self.dirty.remove(&id);
+    }
+
+    /// The next descriptor to write on `id`.
+    pub fn poll_transmit(&mut self, id: ConnId) -> Option<Outgoing> {
+        self.conns.get_mut(&id)?.queue.pop()
+    }
+
+    /// A connection that received output since the last call (so the shell can wake its writer).
+    pub fn poll_dirty(&mut self) -> Option<ConnId> {
+        self.dirty.pop_first()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Servent::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_refresh
+    }
+
+    /// Periodic work: expire routes, refresh the pong cache by pinging every neighbour (keep-alive too).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.routes.expire(now);
+        let life = self.cfg.route_lifetime;
+        self.push_routes
+            .retain(|_, (_, t)| now.saturating_duration_since(*t) <= life);
+        if now < self.next_refresh {
+            return;
+        }
+        self.next_refresh = now + self.cfg.pong_refresh;
+        if self.cfg.classic {
+            return;
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let guid = Guid::random(&mut self.rng);
+            self.routes.insert(now, (guid, m::TYPE_PING), Route::Local);
+            self.send(
+                id,
+                Descriptor {
+                    guid,
+                    ttl: 2,
+                    hops: 0,
+                    msg: Message::Ping(Ping::default()),
+                },
+            );
+        }
+    }
+
+    /// A frame from `id` could not be decoded. Fatal errors (oversized) answer BYE 400 and close.
+    pub fn handle_decode_error(&mut self, id: ConnId, e: &DecodeError) {
+        if let DecodeError::TooLarge { ptype, .. } = e {
+            let reason = format!("Too large {} message", m::type_name(*ptype));
+            self.send_bye(id, 400, &reason);
+        } else {
+            self.counters.ignored += 1;
+        }
+    }
+
+    /// Starts a search; returns its GUID. Hits arrive as [`Event::Hit`].
+    pub fn start_search(
+        &mut self,
+        now: Instant,
+        criteria: &str,
+        sha1: Option<[u8; 20]>,
+        ttl: u8,
+    ) -> Guid {
+        let guid = Guid::random(&mut self.rng);
+        self.routes.insert(now, (guid, m::TYPE_QUERY), Route::Local);
+        let mut q = Query::new(criteria, self.cfg.firewalled);
+        if let Some(s) = sha1 {
+            q.ext.huge.push(sha1_urn(&s));
+        }
+        let d = Descriptor {
+            guid,
+            ttl: ttl.clamp(1, self.cfg.max_ttl),
+            hops: 0,
+            msg: Message::Query(q),
+        };
+        self.broadcast_query(None, &d);
+        guid
+    }
+
+    /// Handles one descriptor received on `from`.
+    pub fn handle_descriptor(&mut self, now: Instant, from: ConnId, mut d: Descriptor) {
+        let Some(c) = self.conns.get(&from) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        let kind = c.kind;
+        // Trim broadcasts to max_ttl first (gtk-gnutella's route_message), then apply the hard limit, so a
+        // TTL of 200 is clamped while a message that already travelled too far is dropped.
+        if matches!(d.msg, Message::Query(_) | Message::Ping(_)) {
+            self.clamp(&mut d);
+        }
+        if d.ttl == 0 || d.ttl as u16 + d.hops as u16 > HARD_TTL_LIMIT as u16 {
+            self.counters.ttl_dropped += 1;
+            return;
+        }
+        // A leaf never relays: anything from a leaf that already travelled is bogus (gtk-gnutella: BYE 414).
+        if kind == PeerKind::Leaf && d.hops > 0 && !matches!(d.msg, Message::QueryHit(_)) {
+            self.counters.ignored += 1;
+            return;
+        }
+        let msg = std::mem::replace(&mut d.msg, Message::Ping(Ping::default()));
+        match msg {
+            Message::Bye(b) => {
+                if d.ttl == 1 && d.hops == 0 {
+                    self.events.push_back(Event::Close {
+                        conn: from,
+                        reason: format!(
+                            "peer said BYE {} {}",
+                            b.code,
+                            b.reason.lines().next().unwrap_or("")
+                        ),
+                    });
+                    if let Some(c) = self.conns.get_mut(&from) {
+                        c.closing = true;
+                        c.queue.clear();
+                    }
+                } else {
+                    self.counters.ignored += 1;
+                }
+            }
+            Message::Qrp(u) => {
+                if self.cfg.role != Role::Ultrapeer || self.cfg.classic {
+                    self.counters.ignored += 1;
+                    return;
+                }
+                let r = self
+                    .conns
+                    .get_mut(&from)
+                    .map(|c| c.qrp_in.handle(&u))
+                    .unwrap_or(Ok(false));
+                if let Err(e) = r {
+                    self.send_bye(from, 413, &format!("QRP error: {e}"));
+                }
+            }
+            Message::Vendor(_) | Message::Unknown { .. } => self.counters.ignored += 1,
+            Message::Ping(p) => self.on_ping(now, from, d, p),
+            Message::Pong(p) => self.on_pong(now, from, d, p),
+            Message::Query(q) => self.on_query(now, from, d, q),
+            Message::QueryHit(h) => self.on_hit(now, from, d, h),
+            Message::Push(p) => self.on_push(now, from, d, p),
+        }
+    }
+
+    fn send(&mut self, id: ConnId, desc: Descriptor) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        if c.closing {
+            return false;
+        }
+        let wire = desc.to_bytes();
+        match c.queue.push(Outgoing { desc, wire }) {
+            Pushed::Queued => {}
+            Pushed::QueuedDropping(n) => self.counters.queue_dropped += n as u64,
+            Pushed::DroppedNew => {
+                self.counters.queue_dropped += 1;
+                return false;
+            }
+            Pushed::Overflow => {
+                self.send_bye(id, 502, "Send queue overflow");
+                return false;
+            }
+        }
+        self.dirty.insert(id);
+        true
+    }
+
+    /// Queues our Bye (TTL 1, hops 0) after emptying the queue, and asks the shell to close after it.
+    pub fn send_bye(&mut self, id: ConnId, code: u16, reason: &str) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.queue.clear();
+        let desc = Descriptor {
+            guid: Guid::random(&mut self.rng),
+            ttl: 1,
+            hops: 0,
+            msg: Message::Bye(Bye {
+                code,
+                reason: reason.to_owned(),
+            }),
+        };
+        let wire = desc.to_bytes();
+        c.queue.push(Outgoing { desc, wire });
+        c.closing = true;
+        self.dirty.insert(id);
+        self.events.push_back(Event::Close {
+            conn: id,
+            reason: format!("sent BYE {code} {reason}"),
+        });
+    }
+
+    fn send_qrp_if_due(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        // Leaves send their table to their ultrapeers; ultrapeers to each other (last-hop QRP).
+        if self.cfg.classic || c.kind != PeerKind::Ultrapeer {
+            return;
+        }
+        let updates = self
+            .table
+            .to_updates(self.cfg.qrp_entry_bits, qrp::DEFAULT_INFINITY);
+        for u in updates {
+            let guid = Guid::random(&mut self.rng);
+            self.send(
+                id,
+                Descriptor {
+                    guid,
+                    ttl: 1,
+                    hops: 0,
+                    msg: Message::Qrp(u),
+                },
+            );
+        }
+    }
+
+    /// Trims a broadcast to max_ttl (notes §3). Returns false if it must not go further.
+    fn clamp(&mut self, d: &mut Descriptor) {
+        if d.ttl as u16 + d.hops as u16 > self.cfg.max_ttl as u16 {
+            d.ttl = self.cfg.max_ttl.saturating_sub(d.hops).max(1);
+            self.counters.ttl_clamped += 1;
+        }
+    }
+
+    fn relayed(d: &Descriptor) -> Option<Descriptor> {
+        (d.ttl > 1).then(|| Descriptor {
+            guid: d.guid,
+            ttl: d.ttl - 1,
+            hops: d.hops.saturating_add(1),
+            msg: d.msg.clone(),
+        })
+    }
+
+    fn our_pong(&self) -> Pong {
+        Pong {
+            port: self.cfg.addr.port(),
+            ip: *self.cfg.addr.ip(),
+            files: self.shares.len() as u32,
+            kbytes: (self.shares.iter().map(|s| s.size).sum::<u64>() / 1024) as u32,
+            ggep: Vec::new(),
+        }
+    }
+
+    fn on_ping(&mut self, now: Instant, from: ConnId, mut d: Descriptor, p: Ping) {
+        if self.cfg.classic {
+            if !self
+                .routes
+                .insert(now, (d.guid, m::TYPE_PING), Route::Conn(from))
+            {
+                self.counters.duplicates += 1;
+                return;
+            }
+        } else {
+            let interval = self.cfg.ping_interval;
+            let c = self.conns.get_mut(&from).expect("checked by caller");
+            if c.last_ping_in
+                .is_some_and(|t| now.saturating_duration_since(t) < interval)
+            {
+                self.counters.rate_limited += 1;
+                return;
+            }
+            c.last_ping_in = Some(now);
+        }
+        let reply_ttl = d.hops.saturating_add(1);
+        let mut pongs = vec![(self.our_pong(), 0u8)];
+        if !self.cfg.classic && d.ttl >= 2 {
+            // Pong caching: answer from the cache instead of forwarding the ping; the crawler ping
+            // (TTL 2, hops 0) also gets our neighbours.
+            let peer = self.conns.get(&from).and_then(|c| c.addr);
+            for (pong, hops) in &self.pong_cache {
+                let a = SocketAddr::V4(SocketAddrV4::new(pong.ip, pong.port));
+                if Some(a) != peer && pongs.len() < PONG_CACHE {
+                    pongs.push((pong.clone(), hops.saturating_add(1)));
+                }
+            }
+        }
+        for (pong, hops) in pongs {
+            self.send(
+                from,
+                Descriptor {
+                    guid: d.guid,
+                    ttl: reply_ttl.max(1),
+                    hops,
+                    msg: Message::Pong(pong),
+                },
+            );
+        }
+        if self.cfg.classic {
+            self.clamp(&mut d);
+            d.msg = Message::Ping(p);
+            if let Some(r) = Self::relayed(&d) {
+                let ids: Vec<ConnId> = self.conns.keys().copied().filter(|&i| i != from).collect();
+                for id in ids {
+                    self.send(id, r.clone());
+                }
+            }
+        }
+    }
+
+    fn on_pong(&mut self, now: Instant, from: ConnId, d: Descriptor, p: Pong) {
+        let addr = SocketAddr::V4(SocketAddrV4::new(p.ip, p.port));
+        self.add_hosts([addr]);
+        for ext in p.ggep.iter().filter(|e| e.id == b"IPP") {
+            self.add_hosts(ext.as_ipp().into_iter().map(SocketAddr::V4));
+        }
+        if self.cfg.classic {
+            match self.routes.get(&(d.guid, m::TYPE_PING)) {
+                Some(Route::Local) => {}
+                Some(Route::Conn(c)) if c != from && self.conns.contains_key(&c) => {
+                    let mut d = d;
+                    d.msg = Message::Pong(p);
+                    if let Some(r) = Self::relayed(&d) {
+                        self.send(c, r);
+                    }
+                }
+                _ => self.counters.no_route += 1,
+            }
+            return;
+        }
+        let _ = now;
+        if addr == SocketAddr::V4(self.cfg.addr) {
+            return;
+        }
+        self.pong_cache
+            .retain(|(q, _)| (q.ip, q.port) != (p.ip, p.port));
+        self.pong_cache.push_back((p, d.hops));
+        while self.pong_cache.len() > PONG_CACHE {
+            self.pong_cache.pop_front();
+        }
+    }
+
+    fn matching_shares(&self, q: &Query) -> Vec<&SharedFile> {
+        let sha1s = q.ext.sha1s();
+        let ws = qrp::words(&q.criteria);
+        self.shares
+            .iter()
+            .filter(|s| {
+                if s.sha1.is_some_and(|h| sha1s.contains(&h)) {
+                    return true;
+                }
+                let name = s.name.to_lowercase();
+                !ws.is_empty() && ws.iter().all(|w| name.contains(w.as_str()))
+            })
+            .collect()
+    }
+
+    fn hits_for(&self, q: &Query) -> Vec<QueryHit> {
+        if self.cfg.firewalled && q.querier_firewalled() {
+            return Vec::new();
+        }
+        let found = self.matching_shares(q);
+        let flags = if self.cfg.firewalled { hflags::PUSH } else { 0 };
+        found
+            .chunks(MAX_RESULTS_PER_HIT)
+            .map(|chunk| QueryHit {
+                port: self.cfg.addr.port(),
+                ip: *self.cfg.addr.ip(),
+                speed: 1000,
+                results: chunk
+                    .iter()
+                    .map(|s| {
+                        let mut ext = Extensions::default();
+                        if let Some(h) = &s.sha1 {
+                            ext.huge.push(sha1_urn(h));
+                        }
+                        if s.size > u32::MAX as u64 {
+                            ext.ggep.push(GgepExt::int("LF", s.size));
+                        }
+                        HitResult {
+                            index: s.index,
+                            size: s.size.min(u32::MAX as u64) as u32,
+                            name: s.name.clone(),
+                            ext,
+                        }
+                    })
+                    .collect(),
+                trailer: Some(Trailer::new(self.cfg.vendor, flags, &[])),
+                servent: self.cfg.guid,
+            })
+            .collect()
+    }
+
+    fn on_query(&mut self, now: Instant, from: ConnId, mut d: Descriptor, q: Query) {
+        if !self
+            .routes
+            .insert(now, (d.guid, m::TYPE_QUERY), Route::Conn(from))
+        {
+            self.counters.duplicates += 1;
+            if let Some(c) = self.conns.get_mut(&from) {
+                c.duplicates += 1;
+            }
+            return;
+        }
+        let max_q = self.cfg.max_queries_per_sec;
+        let c = self.conns.get_mut(&from).expect("checked by caller");
+        if now.saturating_duration_since(c.query_window.0) >= Duration::from_secs(1) {
+            c.query_window = (now, 0);
+        }
+        c.query_window.1 += 1;
+        if c.query_window.1 > max_q {
+            self.counters.rate_limited += 1;
+            return;
+        }
+        self.clamp(&mut d);
+        let hits = self.hits_for(&q);
+        if !hits.is_empty() {
+            self.counters.queries_answered += 1;
+        }
+        let hit_ttl = d.hops.saturating_add(5).min(HARD_TTL_LIMIT);
+        for h in hits {
+            self.send(
+                from,
+                Descriptor {
+                    guid: d.guid,
+                    ttl: hit_ttl,
+                    hops: 0,
+                    msg: Message::QueryHit(h),
+                },
+            );
+        }
+        d.msg = Message::Query(q);
+        self.broadcast_query(Some(from), &d);
+    }
+
+    /// Sends a query on: the originator's copy (`from == None`) or a relayed one.
+    fn broadcast_query(&mut self, from: Option<ConnId>, d: &Descriptor) {
+        if self.cfg.role == Role::Leaf && !self.cfg.classic && from.is_some() {
+            return;
+        }
+        let Message::Query(q) = &d.msg else {
+            return;
+        };
+        // The originator sends its own copy with the TTL as is; a relay decrements.
+        let next = match from {
+            None => Some(d.clone()),
+            Some(_) => Self::relayed(d),
+        };
+        let mut targets = Vec::new();
+        for (&id, c) in &self.conns {
+            if Some(id) == from || c.closing {
+                continue;
+            }
+            match c.kind {
+                PeerKind::Classic => {
+                    if let Some(n) = &next {
+                        targets.push((id, n.clone()));
+                    }
+                }
+                PeerKind::Ultrapeer => {
+                    let Some(n) = &next else { continue };
+                    // Last-hop QRP between ultrapeers: filter only when this copy arrives with TTL 1.
+                    if n.ttl == 1 && self.cfg.role == Role::Ultrapeer {
+                        if let Some(t) = c.qrp_in.table() {
+                            if !t.matches(q) {
+                                self.counters.qrp_filtered += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    targets.push((id, n.clone()));
+                }
+                PeerKind::Leaf => {
+                    if self.cfg.role != Role::Ultrapeer {
+                        continue;
+                    }
+                    // Leaves get a query only when their table matches, whatever its TTL.
+                    match c.qrp_in.table() {
+                        Some(t) if t.matches(q) => targets.push((
+                            id,
+                            Descriptor {
+                                guid: d.guid,
+                                ttl: 1,
+                                hops: if from.is_some() {
+                                    d.hops.saturating_add(1)
+                                } else {
+                                    0
+                                },
+                                msg: d.msg.clone(),
+                            },
+                        )),
+                        _ => self.counters.qrp_filtered += 1,
+                    }
+                }
+            }
+        }
+        for (id, n) in targets {
+            if self.send(id, n) {
+                self.counters.queries_forwarded += 1;
+            }
+        }
+    }
+
+    fn on_hit(&mut self, now: Instant, from: ConnId, d: Descriptor, h: QueryHit) {
+        if h.servent != self.cfg.guid {
+            self.push_routes.insert(h.servent, (from, now));
+        }
+        match self.routes.get(&(d.guid, m::TYPE_QUERY)) {
+            Some(Route::Local) => self.events.push_back(Event::Hit {
+                query: d.guid,
+                hit: h,
+                hops: d.hops,
+            }),
+            Some(Route::Conn(c)) if c != from && self.conns.contains_key(&c) => {
+                let mut d = d;
+                d.msg = Message::QueryHit(h);
+                match Self::relayed(&d) {
+                    Some(r) => {
+                        if self.send(c, r) {
+                            self.counters.hits_routed += 1;
+                        }
+                    }
+                    None => self.counters.ttl_dropped += 1,
+                }
+            }
+            _ => self.counters.no_route += 1,
+        }
+    }
+
+    fn on_push(&mut self, now: Instant, from: ConnId, d: Descriptor, p: Push) {
+        if !self
+            .routes
+            .insert(now, (d.guid, m::TYPE_PUSH), Route::Conn(from))
+        {
+            self.counters.duplicates += 1;
+            return;
+        }
+        if p.servent == self.cfg.guid {
+            self.events.push_back(Event::Push { push: p, from });
+            return;
+        }
+        match self.push_routes.get(&p.servent) {
+            Some(&(c, _)) if c != from && self.conns.contains_key(&c) => {
+                let mut d = d;
+                d.msg = Message::Push(p);
+                if let Some(r) = Self::relayed(&d) {
+                    self.send(c, r);
+                }
+            }
+            _ => self.counters.no_route += 1,
+        }
+    }
+
+    /// Sends a Push for a file on a firewalled servent, routed by its GUID. Returns false without a route.
+    pub fn send_push(&mut self, servent: Guid, index: u32, ip: Ipv4Addr, port: u16) -> bool {
+        let Some(&(c, _)) = self.push_routes.get(&servent) else {
+            return false;
+        };
+        let guid = Guid::random(&mut self.rng);
+        let ttl = self.cfg.max_ttl.max(HARD_TTL_LIMIT.min(7));
+        self.send(
+            c,
+            Descriptor {
+                guid,
+                ttl,
+                hops: 0,
+                msg: Message::Push(Push {
+                    servent,
+                    index,
+                    ip,
+                    port,
+                    ggep: Vec::new(),
+                }),
+            },
+        )
+    }
+}
