@@ -432,6 +432,21 @@ proptest! {
         }
     }
 
+    /// Encoding any text once and decoding it once gives it back; only text that itself looks encoded
+    /// (`%41`) is refused, as double encoding.
+    #[test]
+    fn encode_then_decode_once_round_trips(s in "\\PC{0,64}") {
+        let enc = percent_encoding::utf8_percent_encode(&s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        match percent_decode_once(&enc) {
+            Ok(d) => prop_assert_eq!(d, s),
+            Err(SafePathError::DoubleEncoded) => {
+                let b = s.as_bytes();
+                prop_assert!(b.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()));
+            }
+            Err(e) => prop_assert!(false, "{s:?} -> {enc}: {e}"),
+        }
+    }
+
     /// Parsing arbitrary text never panics; what it accepts has no `..` and no leading `/`.
     #[test]
     fn parse_accepts_only_clean_paths(s in "\\PC{0,64}") {
