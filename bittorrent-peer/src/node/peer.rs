@@ -1,0 +1,217 @@
+//! Connection tasks: the handshake (BEP 3), then a reader that decodes messages straight out of its
+//! receive buffer into the shared torrent state, and a writer that drains the connection's outbox and
+//! sends requested blocks read from storage into one reused buffer (no allocation per block).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::codec::peer::{piece_header, reserved, BlockRef, Handshake, Msg, HANDSHAKE_LEN};
+use crate::node::torrent::{lock, Outbox, Shared};
+use crate::protocol::picker::PeerKey;
+use crate::storage::Storage;
+
+/// Time allowed for the TCP connect and the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection silent for this long is closed (BEP 3 suggests two minutes of keep-alives).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// We send a keep-alive after this much silence.
+pub const KEEPALIVE: Duration = Duration::from_secs(90);
+/// Bytes of blocks the writer gathers into one `write` call.
+pub const WRITE_BATCH: usize = 256 << 10;
+/// Receive buffer kept free before each read.
+const READ_RESERVE: usize = 256 << 10;
+
+/// Why a connection attempt failed before it joined the torrent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Network error or timeout.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// Bad or foreign handshake.
+    #[error("handshake: {0}")]
+    Handshake(&'static str),
+    /// The torrent refused the peer (banned, duplicate, ourselves, full).
+    #[error("refused: {0}")]
+    Refused(&'static str),
+}
+
+async fn read_handshake(s: &mut TcpStream) -> Result<Handshake, ConnectError> {
+    let mut b = [0u8; HANDSHAKE_LEN];
+    s.read_exact(&mut b).await?;
+    match Handshake::decode(&b) {
+        Ok(Some((h, _))) => Ok(h),
+        _ => Err(ConnectError::Handshake("not a BitTorrent handshake")),
+    }
+}
+
+/// Dials `addr`, exchanges handshakes and runs the connection until it ends.
+pub async fn outgoing(
+    shared: Shared,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectError> {
+    let (info_hash, our_id) = {
+        let t = lock(&shared);
+        (t.meta.info_hash, t.peer_id)
+    };
+    let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
+    s.set_nodelay(true)?;
+    let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        s.write_all(&Handshake::new(info_hash, our_id).to_bytes())
+            .await?;
+        read_handshake(&mut s).await
+    })
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timeout"))??;
+    if theirs.info_hash != info_hash {
+        return Err(ConnectError::Handshake("different info_hash"));
+    }
+    run(shared, s, addr, theirs, shutdown).await
+}
+
+/// Answers an incoming connection: their handshake first, then ours.
+pub async fn incoming(
+    shared: Shared,
+    mut s: TcpStream,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectError> {
+    let (info_hash, our_id) = {
+        let t = lock(&shared);
+        (t.meta.info_hash, t.peer_id)
+    };
+    s.set_nodelay(true)?;
+    let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut s))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timeout"))??;
+    if theirs.info_hash != info_hash {
+        return Err(ConnectError::Handshake("unknown info_hash"));
+    }
+    s.write_all(&Handshake::new(info_hash, our_id).to_bytes())
+        .await?;
+    run(shared, s, addr, theirs, shutdown).await
+}
+
+async fn run(
+    shared: Shared,
+    s: TcpStream,
+    addr: SocketAddr,
+    theirs: Handshake,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectError> {
+    let fast = theirs.has(reserved::FAST);
+    let cancel = shutdown.child_token();
+    let outbox = Arc::new(Outbox::new(cancel.clone()));
+    let (key, storage) = {
+        let mut t = lock(&shared);
+        t.stats.msg_in("handshake", HANDSHAKE_LEN);
+        t.stats.msg_out("handshake", HANDSHAKE_LEN);
+        let key = t
+            .add_peer(addr, theirs.peer_id, fast, outbox.clone(), Instant::now())
+            .map_err(ConnectError::Refused)?;
+        (key, t.storage.clone())
+    };
+    let span = tracing::debug_span!("peer", %addr, key);
+    async move {
+        tracing::debug!(fast, "connected");
+        let (rd, wr) = s.into_split();
+        let writer = tokio::spawn(
+            writer(wr, outbox.clone(), shared.clone(), key, storage).in_current_span(),
+        );
+        let r = reader(rd, &shared, key, &cancel).await;
+        match &r {
+            Ok(()) => tracing::debug!("closed"),
+            Err(e) => tracing::debug!(cause = %e, "dropped"),
+        }
+        if r.is_err() {
+            lock(&shared).stats.error("peer_protocol");
+        }
+        lock(&shared).remove_peer(key);
+        cancel.cancel();
+        let _ = writer.await;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reader(
+    mut rd: OwnedReadHalf,
+    shared: &Shared,
+    key: PeerKey,
+    cancel: &CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut buf = BytesMut::with_capacity(READ_RESERVE * 2);
+    loop {
+        buf.reserve(READ_RESERVE);
+        let n = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = tokio::time::timeout(IDLE_TIMEOUT, rd.read_buf(&mut buf)) => r??,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let mut used = 0;
+        {
+            let mut t = lock(shared);
+            let now = Instant::now();
+            while let Some((m, len)) = Msg::decode(&buf[used..])? {
+                t.on_msg(key, m, now)?;
+                used += len;
+            }
+            t.fill_requests(key);
+        }
+        buf.advance(used);
+    }
+}
+
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    ob: Arc<Outbox>,
+    shared: Shared,
+    key: PeerKey,
+    storage: Arc<Storage>,
+) -> io::Result<()> {
+    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + (64 << 10));
+    let mut blocks: Vec<BlockRef> = Vec::new();
+    loop {
+        blocks.clear();
+        let ctrl = ob.take(WRITE_BATCH, &mut blocks);
+        if ctrl.is_empty() && blocks.is_empty() {
+            tokio::select! {
+                _ = ob.cancel.cancelled() => return Ok(()),
+                _ = ob.notify.notified() => {}
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    ob.push(&Msg::KeepAlive);
+                }
+            }
+            continue;
+        }
+        out.clear();
+        out.extend_from_slice(&ctrl);
+        for b in &blocks {
+            let start = out.len();
+            out.extend_from_slice(&piece_header(b.index, b.begin, b.len));
+            out.resize(start + 13 + b.len as usize, 0);
+            storage.read_block(b.index, b.begin, &mut out[start + 13..])?;
+        }
+        tokio::select! {
+            _ = ob.cancel.cancelled() => return Ok(()),
+            r = wr.write_all(&out) => r?,
+        }
+        if !blocks.is_empty() {
+            lock(&shared).on_uploaded(key, &blocks);
+        }
+    }
+}

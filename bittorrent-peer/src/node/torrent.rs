@@ -1,0 +1,666 @@
+//! The shared state of one torrent inside the node: the sans-I/O picker, choker and verification
+//! bookkeeping, plus each connection's outbox. Every method runs with the torrent lock held and never
+//! awaits; the connection tasks in [`super::peer`] only move bytes.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use common::stats::Stats;
+use rand::rngs::StdRng;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::peer::{BlockRef, Msg, MAX_BLOCK_LEN};
+use crate::metainfo::Metainfo;
+use crate::protocol::bitfield::Bitfield;
+use crate::protocol::choker::Choker;
+use crate::protocol::picker::{PeerKey, Picker, Received};
+use crate::protocol::pieces::{PieceHashers, Strikes};
+use crate::storage::Storage;
+use crate::types::PeerId;
+
+/// Outstanding requests per peer: 256 blocks of 16 KiB = 4 MiB in flight, enough to fill a fast
+/// loopback link while the picker keeps strict piece priority.
+pub const PIPELINE: usize = 256;
+/// Most queued upload requests we keep for one peer; more are rejected.
+pub const MAX_QUEUED_UPLOADS: usize = 2048;
+/// Most simultaneous connections.
+pub const MAX_PEERS: usize = 80;
+
+/// Why a connection is dropped: the peer broke the protocol.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtoError {
+    /// Bitfield after other messages, or of the wrong size.
+    #[error("bad bitfield: {0}")]
+    Bitfield(&'static str),
+    /// Piece index out of range.
+    #[error("piece index {0} out of range")]
+    BadIndex(u32),
+    /// A request or piece outside the torrent.
+    #[error("bad block {0:?}")]
+    BadBlock(BlockRef),
+    /// Fast-extension message from a peer that did not negotiate it.
+    #[error("fast extension message without negotiation")]
+    NotFast,
+    /// The peer was banned for sending bad data.
+    #[error("banned for corrupt data")]
+    Banned,
+}
+
+struct OutQ {
+    ctrl: BytesMut,
+    uploads: VecDeque<BlockRef>,
+}
+
+/// Bytes and upload requests waiting for a connection's writer task.
+pub struct Outbox {
+    q: Mutex<OutQ>,
+    /// Wakes the writer.
+    pub notify: Notify,
+    /// Cancelled to close the connection (ban, shutdown, protocol error).
+    pub cancel: CancellationToken,
+}
+
+impl Outbox {
+    /// An empty outbox closing with `cancel`.
+    pub fn new(cancel: CancellationToken) -> Outbox {
+        Outbox {
+            q: Mutex::new(OutQ {
+                ctrl: BytesMut::with_capacity(4096),
+                uploads: VecDeque::new(),
+            }),
+            notify: Notify::new(),
+            cancel,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutQ> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a control message.
+    pub fn push(&self, m: &Msg<'_>) {
+        m.encode(&mut self.lock().ctrl);
+        self.notify.notify_one();
+    }
+
+    /// Takes queued control bytes and up to `max_bytes` of upload requests.
+    pub fn take(&self, max_bytes: usize, blocks: &mut Vec<BlockRef>) -> BytesMut {
+        let mut q = self.lock();
+        let mut total = 0usize;
+        while let Some(b) = q.uploads.front() {
+            if total + b.len as usize > max_bytes && !blocks.is_empty() {
+                break;
+            }
+            total += b.len as usize;
+            blocks.push(q.uploads.pop_front().expect("front exists"));
+        }
+        q.ctrl.split()
+    }
+}
+
+/// What the torrent knows about one connection.
+pub struct PeerEntry {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Remote peer id.
+    pub id: PeerId,
+    fast: bool,
+    has: Bitfield,
+    first_msg: bool,
+    /// Pieces the peer has that we do not (interest without rescanning the bitfield).
+    wanted: u32,
+    am_interested: bool,
+    peer_choking: bool,
+    outstanding: Vec<BlockRef>,
+    /// Where messages for this peer go.
+    pub outbox: Arc<Outbox>,
+    down: u64,
+    up: u64,
+    blocks_from: u64,
+}
+
+/// Per-peer totals kept after the peer leaves, for the stats file.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PeerRecord {
+    /// Payload bytes received from the peer.
+    pub bytes_down: u64,
+    /// Payload bytes sent to it.
+    pub bytes_up: u64,
+    /// Blocks received from it.
+    pub blocks_from: u64,
+    /// Pieces it contributed to that passed verification.
+    pub pieces_from: u64,
+}
+
+/// One torrent's shared state.
+pub struct Torrent {
+    /// The metainfo.
+    pub meta: Arc<Metainfo>,
+    /// The files.
+    pub storage: Arc<Storage>,
+    /// Block picker.
+    pub picker: Picker,
+    /// Upload slots.
+    pub choker: Choker,
+    strikes: Strikes,
+    hashers: PieceHashers,
+    rng: StdRng,
+    peers: HashMap<PeerKey, PeerEntry>,
+    next_key: PeerKey,
+    /// Addresses never to talk to again (sent corrupt data).
+    pub banned: HashSet<SocketAddr>,
+    banned_ids: HashSet<PeerId>,
+    /// Our id.
+    pub peer_id: PeerId,
+    /// Counters for the stats file.
+    pub stats: Stats,
+    /// Payload bytes received.
+    pub downloaded: u64,
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    complete: watch::Sender<bool>,
+    scratch: Vec<u8>,
+    records: BTreeMap<String, PeerRecord>,
+    chokes: u64,
+    unchokes: u64,
+}
+
+/// The torrent behind a lock, shared by every task of the node.
+pub type Shared = Arc<Mutex<Torrent>>;
+
+/// Locks the shared torrent (a panic elsewhere does not make the counters unusable).
+pub fn lock(s: &Shared) -> MutexGuard<'_, Torrent> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Torrent {
+    /// A torrent with the pieces in `have` already verified.
+    pub fn new(
+        meta: Arc<Metainfo>,
+        storage: Arc<Storage>,
+        have: Bitfield,
+        peer_id: PeerId,
+        stats: Stats,
+        rng: StdRng,
+    ) -> (Torrent, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(have.is_full());
+        let picker = Picker::new(meta.info.piece_length as u32, meta.info.total_length, have);
+        (
+            Torrent {
+                meta,
+                storage,
+                picker,
+                choker: Choker::new(),
+                strikes: Strikes::default(),
+                hashers: PieceHashers::default(),
+                rng,
+                peers: HashMap::new(),
+                next_key: 1,
+                banned: HashSet::new(),
+                banned_ids: HashSet::new(),
+                peer_id,
+                stats,
+                downloaded: 0,
+                uploaded: 0,
+                complete: tx,
+                scratch: Vec::new(),
+                records: BTreeMap::new(),
+                chokes: 0,
+                unchokes: 0,
+            },
+            rx,
+        )
+    }
+
+    /// Number of connections.
+    pub fn num_peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether a connection to `addr` exists.
+    pub fn is_connected(&self, addr: SocketAddr) -> bool {
+        self.peers.values().any(|p| p.addr == addr)
+    }
+
+    fn push(&self, key: PeerKey, m: &Msg<'_>) {
+        if let Some(p) = self.peers.get(&key) {
+            self.stats.msg_out(m.name(), m.wire_len());
+            p.outbox.push(m);
+        }
+    }
+
+    /// Registers a connection after the handshake; sends our pieces. `Err` says why it is refused.
+    pub fn add_peer(
+        &mut self,
+        addr: SocketAddr,
+        id: PeerId,
+        fast: bool,
+        outbox: Arc<Outbox>,
+        now: Instant,
+    ) -> Result<PeerKey, &'static str> {
+        if id == self.peer_id {
+            return Err("connected to ourselves");
+        }
+        if self.banned.contains(&addr) || self.banned_ids.contains(&id) {
+            return Err("banned peer");
+        }
+        if self.peers.values().any(|p| p.id == id) {
+            return Err("already connected to this peer id");
+        }
+        if self.peers.len() >= MAX_PEERS {
+            return Err("connection limit");
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let n = self.meta.info.num_pieces();
+        self.peers.insert(
+            key,
+            PeerEntry {
+                addr,
+                id,
+                fast,
+                has: Bitfield::new(n),
+                first_msg: true,
+                wanted: 0,
+                am_interested: false,
+                peer_choking: true,
+                outstanding: Vec::new(),
+                outbox,
+                down: 0,
+                up: 0,
+                blocks_from: 0,
+            },
+        );
+        self.choker.add_peer(key, now);
+        let have = self.picker.have();
+        if fast && have.is_full() {
+            self.push(key, &Msg::HaveAll);
+        } else if fast && have.count() == 0 {
+            self.push(key, &Msg::HaveNone);
+        } else if have.count() > 0 {
+            let bits = have.as_bytes().to_vec();
+            self.push(key, &Msg::Bitfield(&bits));
+        }
+        self.stats.set_gauge("peers", self.peers.len() as i64);
+        Ok(key)
+    }
+
+    /// Forgets a connection: its requests go back to the picker and its pieces leave the availability.
+    pub fn remove_peer(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        p.outbox.cancel.cancel();
+        for b in &p.outstanding {
+            self.picker.drop_request(key, *b);
+        }
+        self.picker.remove_peer_pieces(&p.has);
+        self.choker.remove_peer(key);
+        let r = self.records.entry(p.addr.to_string()).or_default();
+        r.bytes_down += p.down;
+        r.bytes_up += p.up;
+        r.blocks_from += p.blocks_from;
+        self.stats.set_gauge("peers", self.peers.len() as i64);
+        // Freed blocks can go to the others now.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill_requests(k);
+        }
+    }
+
+    fn set_has(&mut self, key: PeerKey, has: Bitfield) {
+        let we = self.picker.have();
+        let wanted = has.iter_ones().filter(|&i| !we.get(i)).count() as u32;
+        self.picker.add_peer_pieces(&has);
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.wanted = wanted;
+            p.has = has;
+        }
+        self.update_interest(key);
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let want = p.wanted > 0;
+        if want != p.am_interested {
+            p.am_interested = want;
+            let m = if want {
+                Msg::Interested
+            } else {
+                Msg::NotInterested
+            };
+            self.push(key, &m);
+        }
+    }
+
+    /// Handles one message from peer `key`.
+    pub fn on_msg(&mut self, key: PeerKey, m: Msg<'_>, now: Instant) -> Result<(), ProtoError> {
+        let n = self.meta.info.num_pieces();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return Err(ProtoError::Banned);
+        };
+        let first = std::mem::replace(&mut p.first_msg, false);
+        let fast = p.fast;
+        if matches!(m, Msg::Piece { .. }) {
+            self.stats.msg_in_data("piece", m.wire_len());
+        } else {
+            self.stats.msg_in(m.name(), m.wire_len());
+        }
+        match m {
+            Msg::KeepAlive | Msg::Port(_) | Msg::Extended { .. } => {}
+            Msg::Suggest(_) | Msg::AllowedFast(_) => {
+                if !fast {
+                    return Err(ProtoError::NotFast);
+                }
+            }
+            Msg::Choke => {
+                p.peer_choking = true;
+                // Without BEP 6 a choke silently discards our requests; with it, rejects will come.
+                if !fast {
+                    let dropped = std::mem::take(&mut p.outstanding);
+                    for b in dropped {
+                        self.picker.drop_request(key, b);
+                    }
+                }
+                self.choker.set_unchoked_us(key, false, now);
+            }
+            Msg::Unchoke => {
+                p.peer_choking = false;
+                self.choker.set_unchoked_us(key, true, now);
+            }
+            Msg::Interested => {
+                self.choker.set_interested(key, true);
+                self.run_choker(now);
+            }
+            Msg::NotInterested => {
+                self.choker.set_interested(key, false);
+            }
+            Msg::Have(i) => {
+                if i >= n {
+                    return Err(ProtoError::BadIndex(i));
+                }
+                if p.has.set(i) {
+                    if !self.picker.have().get(i) {
+                        p.wanted += 1;
+                    }
+                    self.picker.add_peer_piece(i);
+                    self.update_interest(key);
+                }
+            }
+            Msg::Bitfield(bits) => {
+                if !first {
+                    return Err(ProtoError::Bitfield("not the first message"));
+                }
+                let b = Bitfield::from_wire(bits, n)
+                    .map_err(|_| ProtoError::Bitfield("wrong size or spare bits"))?;
+                self.set_has(key, b);
+            }
+            Msg::HaveAll | Msg::HaveNone => {
+                if !fast {
+                    return Err(ProtoError::NotFast);
+                }
+                if !first {
+                    return Err(ProtoError::Bitfield("have_all/none not first"));
+                }
+                let b = if matches!(m, Msg::HaveAll) {
+                    Bitfield::full(n)
+                } else {
+                    Bitfield::new(n)
+                };
+                self.set_has(key, b);
+            }
+            Msg::Request(b) => self.on_request(key, b)?,
+            Msg::Cancel(b) => {
+                let mut q = p.outbox.lock();
+                q.uploads.retain(|x| *x != b);
+            }
+            Msg::Reject(b) => {
+                if !fast {
+                    return Err(ProtoError::NotFast);
+                }
+                if let Some(pos) = p.outstanding.iter().position(|x| *x == b) {
+                    p.outstanding.swap_remove(pos);
+                    self.picker.drop_request(key, b);
+                }
+            }
+            Msg::Piece { index, begin, data } => self.on_piece(key, index, begin, data, now)?,
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, key: PeerKey, b: BlockRef) -> Result<(), ProtoError> {
+        let n = self.meta.info.num_pieces();
+        if b.index >= n {
+            return Err(ProtoError::BadIndex(b.index));
+        }
+        let plen = self.meta.info.piece_len(b.index);
+        if b.len == 0 || b.len > MAX_BLOCK_LEN || b.begin as u64 + b.len as u64 > plen as u64 {
+            return Err(ProtoError::BadBlock(b));
+        }
+        let serve = self.picker.have().get(b.index) && self.choker.is_unchoked(key);
+        let p = self.peers.get(&key).expect("caller checked");
+        if serve {
+            let mut q = p.outbox.lock();
+            if q.uploads.len() < MAX_QUEUED_UPLOADS {
+                q.uploads.push_back(b);
+                drop(q);
+                p.outbox.notify.notify_one();
+                return Ok(());
+            }
+        }
+        if p.fast {
+            self.push(key, &Msg::Reject(b));
+        }
+        Ok(())
+    }
+
+    fn on_piece(
+        &mut self,
+        key: PeerKey,
+        index: u32,
+        begin: u32,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), ProtoError> {
+        let b = BlockRef {
+            index,
+            begin,
+            len: data.len() as u32,
+        };
+        self.picker
+            .check_block(b)
+            .map_err(|_| ProtoError::BadBlock(b))?;
+        let p = self.peers.get_mut(&key).expect("caller checked");
+        if let Some(pos) = p.outstanding.iter().position(|x| *x == b) {
+            p.outstanding.swap_remove(pos);
+        }
+        p.down += data.len() as u64;
+        self.downloaded += data.len() as u64;
+        self.stats
+            .transfers(|t| t.download_bytes += data.len() as u64);
+        self.choker.downloaded(key, data.len() as u64, now);
+        let r = match self.picker.block_received(key, b) {
+            Ok(r) => r,
+            Err(_) => {
+                // Arrived after we gave the piece up (cancelled, or already verified): not an offence.
+                self.stats.error("unrequested_block");
+                return Ok(());
+            }
+        };
+        let Received::New {
+            cancel,
+            piece_complete,
+        } = r
+        else {
+            self.stats.error("duplicate_block");
+            return Ok(());
+        };
+        p.blocks_from += 1;
+        if let Err(e) = self.storage.write_block(index, begin, data) {
+            tracing::error!(cause = %e, "cannot write block");
+            self.stats.error("storage");
+            self.picker.drop_request(key, b);
+            return Ok(());
+        }
+        self.hashers.feed(index, begin, data);
+        for other in cancel {
+            if let Some(op) = self.peers.get_mut(&other) {
+                if let Some(pos) = op.outstanding.iter().position(|x| *x == b) {
+                    op.outstanding.swap_remove(pos);
+                    self.push(other, &Msg::Cancel(b));
+                }
+            }
+        }
+        if let Some(contributors) = piece_complete {
+            self.piece_done(index, contributors);
+        }
+        Ok(())
+    }
+
+    fn piece_done(&mut self, index: u32, contributors: Vec<PeerKey>) {
+        let len = self.meta.info.piece_len(index);
+        let digest = match self.hashers.finish(index, len) {
+            Some(d) => Ok(d),
+            None => self.storage.hash_piece(index, len, &mut self.scratch),
+        };
+        let ok = matches!(digest, Ok(d) if d == self.meta.info.pieces[index as usize]);
+        if !ok {
+            tracing::warn!(index, ?contributors, "piece failed its SHA-1 check");
+            self.stats.error("hash_mismatch");
+            self.picker.piece_failed(index);
+            for bad in self.strikes.piece_failed(&contributors) {
+                if let Some(p) = self.peers.get(&bad) {
+                    tracing::warn!(addr = %p.addr, "banning peer for corrupt data");
+                    self.banned.insert(p.addr);
+                    self.banned_ids.insert(p.id);
+                    self.stats.error("banned_peer");
+                    p.outbox.cancel.cancel();
+                }
+            }
+            return;
+        }
+        self.picker.piece_verified(index);
+        for c in &contributors {
+            if let Some(p) = self.peers.get(c) {
+                self.records
+                    .entry(p.addr.to_string())
+                    .or_default()
+                    .pieces_from += 1;
+            }
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.push(k, &Msg::Have(index));
+            let p = self.peers.get_mut(&k).expect("key from map");
+            if p.has.get(index) {
+                p.wanted = p.wanted.saturating_sub(1);
+            }
+            self.update_interest(k);
+        }
+        if self.picker.is_complete() {
+            tracing::info!(
+                bytes = self.meta.info.total_length,
+                "download complete, every piece verified"
+            );
+            self.stats.transfers(|t| t.downloads_completed += 1);
+            self.stats.set_role("seeder");
+            let _ = self.complete.send(true);
+        }
+    }
+
+    /// Tops up the request pipeline of peer `key`.
+    pub fn fill_requests(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.peer_choking || !p.am_interested {
+            return;
+        }
+        let mut added = 0;
+        while p.outstanding.len() < PIPELINE {
+            let Some(b) = self.picker.pick(key, &p.has, &mut self.rng) else {
+                break;
+            };
+            p.outstanding.push(b);
+            let m = Msg::Request(b);
+            self.stats.msg_out(m.name(), m.wire_len());
+            m.encode(&mut p.outbox.lock().ctrl);
+            added += 1;
+        }
+        if added > 0 {
+            p.outbox.notify.notify_one();
+        }
+    }
+
+    /// Runs the choker and sends its decisions.
+    pub fn run_choker(&mut self, now: Instant) {
+        let seeding = self.picker.is_complete();
+        let decisions = self.choker.tick(now, seeding, &mut self.rng);
+        for d in decisions {
+            if d.unchoke {
+                self.unchokes += 1;
+                self.push(d.peer, &Msg::Unchoke);
+            } else {
+                self.chokes += 1;
+                self.push(d.peer, &Msg::Choke);
+                // Choking discards queued requests; fast peers are told which.
+                if let Some(p) = self.peers.get(&d.peer) {
+                    let dropped: Vec<BlockRef> = p.outbox.lock().uploads.drain(..).collect();
+                    if p.fast {
+                        for b in dropped {
+                            self.push(d.peer, &Msg::Reject(b));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The writer sent these blocks to peer `key`.
+    pub fn on_uploaded(&mut self, key: PeerKey, blocks: &[BlockRef]) {
+        let bytes: u64 = blocks.iter().map(|b| b.len as u64).sum();
+        for b in blocks {
+            self.stats.msg_out_data("piece", 13 + b.len as usize);
+        }
+        self.stats.transfers(|t| t.upload_bytes += bytes);
+        self.uploaded += bytes;
+        self.choker.uploaded(key, bytes);
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.up += bytes;
+        }
+    }
+
+    /// Writes the protocol-specific figures into the stats record.
+    pub fn publish_stats(&mut self) {
+        let mut records = self.records.clone();
+        for p in self.peers.values() {
+            let r = records.entry(p.addr.to_string()).or_default();
+            r.bytes_down += p.down;
+            r.bytes_up += p.up;
+            r.blocks_from += p.blocks_from;
+        }
+        let have = self.picker.have();
+        self.stats.set_gauge("pieces_have", have.count() as i64);
+        self.stats.set_gauge("pieces_total", have.len() as i64);
+        self.stats
+            .set_extra("info_hash", self.meta.info_hash.to_hex().into());
+        self.stats
+            .set_extra("peers", serde_json::to_value(records).unwrap_or_default());
+        self.stats.set_extra(
+            "choke",
+            serde_json::json!({
+                "rounds": self.choker.rounds,
+                "unchokes": self.unchokes,
+                "chokes": self.chokes,
+            }),
+        );
+        self.stats
+            .set_extra("hash_failures", self.strikes.failed_pieces.into());
+    }
+}
