@@ -48,6 +48,11 @@
 //! more than the CPUs); results go back into path order, so the outcome does not depend on scheduling.
 //! When stderr is a terminal (and [`Progress::Auto`]), an indicatif bar shows bytes hashed; otherwise
 //! nothing is drawn.
+//!
+//! # Use from async code
+//! [`Library::open`] and [`Library::rescan`] read the disk and may hash for minutes: call them from
+//! `tokio::task::spawn_blocking`. The built library is plain data (`Send + Sync`); share it as
+//! `Arc<RwLock<Library>>` or rescan into a new one and swap it in.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -940,6 +945,12 @@ fn progress_bar(policy: Progress, total_bytes: u64, files: usize) -> indicatif::
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn library_can_be_shared_between_threads() {
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<Library>();
+    }
 
     #[test]
     fn tokenize_rule() {
