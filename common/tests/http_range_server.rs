@@ -9,7 +9,7 @@ use common::http::{
     ExtraHeaders, FileReply, HttpConfig, HttpServer, Prefixed, Reply, RequestInfo, Route,
 };
 use common::ratelimit::RateLimiter;
-use common::safe_path::SharedRoot;
+use common::safe_path::{SafeRelPath, SharedRoot};
 use common::stats::Stats;
 use http::{StatusCode, Version};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -76,11 +76,19 @@ impl common::http::Router for ToyRouter {
             }
             _ => return Route::Reply(Reply::not_found()),
         }
-        match self.root.resolve_encoded(name) {
-            Ok(p) => Route::File(FileReply {
+        // The Gnutella route opens the file itself (descriptor checked by safe_path); the others pass a path.
+        let resolved = if kind == "gnutella" {
+            SafeRelPath::from_encoded(name)
+                .and_then(|rel| self.root.open_file(&rel))
+                .map(|(f, p)| FileReply::opened(f, p))
+        } else {
+            self.root.resolve_encoded(name).map(FileReply::new)
+        };
+        match resolved {
+            Ok(f) => Route::File(FileReply {
                 headers,
                 close,
-                ..FileReply::new(p)
+                ..f
             }),
             Err(e) if e.is_refusal() => {
                 let mut r = Reply::bad_request("Bad Path");

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -91,6 +91,7 @@ async fn produce(src: FileSource, tx: mpsc::Sender<io::Result<Bytes>>) {
         limits,
     } = src;
     let mut remaining = len;
+    let pool = BufPool::default();
     while remaining > 0 {
         let mut want = remaining.min(chunk_size as u64);
         // Tokens taken from an earlier limiter beyond what a later one grants are lost: a small
@@ -99,9 +100,13 @@ async fn produce(src: FileSource, tx: mpsc::Sender<io::Result<Bytes>>) {
             want = lim.acquire_up_to(want).await;
         }
         let f = Arc::clone(&file);
+        let mut buf = pool.take(chunk_size);
         let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want as usize];
-            f.read_exact_at(&mut buf, offset).map(|()| Bytes::from(buf))
+            let n = want as usize;
+            f.read_exact_at(&mut buf.buf[..n], offset).map(|()| {
+                buf.len = n;
+                Bytes::from_owner(buf)
+            })
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -111,6 +116,49 @@ async fn produce(src: FileSource, tx: mpsc::Sender<io::Result<Bytes>>) {
         }
         offset += want;
         remaining -= want;
+    }
+}
+
+/// Read buffers of one upload, recycled once hyper has written them, so a transfer allocates (and zeroes)
+/// its few chunk buffers once instead of once per chunk.
+#[derive(Clone, Default)]
+struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers kept for reuse per upload: the channel slot, the read in flight and the one hyper is writing.
+const POOL_KEEP: usize = 4;
+
+impl BufPool {
+    fn take(&self, size: usize) -> PooledBuf {
+        let recycled = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        PooledBuf {
+            buf: recycled
+                .filter(|b| b.len() == size)
+                .unwrap_or_else(|| vec![0u8; size]),
+            len: 0,
+            home: self.clone(),
+        }
+    }
+}
+
+/// A chunk buffer that goes back to its pool when the last `Bytes` pointing into it is dropped.
+struct PooledBuf {
+    buf: Vec<u8>,
+    len: usize,
+    home: BufPool,
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        let mut pool = self.home.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_KEEP {
+            pool.push(std::mem::take(&mut self.buf));
+        }
     }
 }
 

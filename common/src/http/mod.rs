@@ -439,7 +439,8 @@ impl HttpServer {
         let cfg = &self.0.config;
         let opened = {
             let path = f.path.clone();
-            tokio::task::spawn_blocking(move || open_regular(&path))
+            let file = f.opened.clone();
+            tokio::task::spawn_blocking(move || open_regular(&path, file))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         };
@@ -536,7 +537,7 @@ impl HttpServer {
             .chain(cfg.global_rate.clone())
             .collect();
         let src = FileSource {
-            file: Arc::new(file),
+            file,
             offset,
             len,
             chunk_size: cfg.chunk_size.max(4096),
@@ -560,9 +561,16 @@ fn internal_error(e: &http::Error) -> Response<ReplyBody> {
     r
 }
 
-/// Opens a regular file (not a directory or device) and returns its size and modification time.
-fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, u64, Option<SystemTime>)> {
-    let file = std::fs::File::open(path)?;
+/// Opens a regular file (not a directory or device), unless the router did, and returns its size and
+/// modification time.
+fn open_regular(
+    path: &Path,
+    opened: Option<Arc<std::fs::File>>,
+) -> std::io::Result<(Arc<std::fs::File>, u64, Option<SystemTime>)> {
+    let file = match opened {
+        Some(f) => f,
+        None => Arc::new(std::fs::File::open(path)?),
+    };
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::new(

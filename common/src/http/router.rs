@@ -6,8 +6,10 @@
 //! `X-Kazaa-*` and one `X-KazaaTag` per tag) travel with either answer, and the server adds them to every
 //! reply it makes for that request, including its own 416 and 503.
 
+use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -89,6 +91,10 @@ impl ExtraHeaders {
 pub struct FileReply {
     /// The resolved path, already checked by the router to be inside the shared folder.
     pub path: PathBuf,
+    /// The same file already opened by the router (e.g. with [`crate::safe_path::SharedRoot::open_file`],
+    /// which checks the opened descriptor): served instead of opening `path` again, so nothing can be
+    /// swapped in between the check and the open. `path` is then only used in logs.
+    pub opened: Option<Arc<File>>,
     /// The size the router indexed, if it knows it. When the file on disk no longer has this size it was
     /// changed after indexing, so hashes the router advertised would lie: the server answers 404.
     pub size: Option<u64>,
@@ -101,10 +107,19 @@ pub struct FileReply {
 }
 
 impl FileReply {
+    /// Serve `file`, already opened from `path` (see [`FileReply::opened`]).
+    pub fn opened(file: File, path: impl Into<PathBuf>) -> Self {
+        FileReply {
+            opened: Some(Arc::new(file)),
+            ..FileReply::new(path)
+        }
+    }
+
     /// Serve `path`, size taken from the file, no extra headers.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileReply {
             path: path.into(),
+            opened: None,
             size: None,
             content_type: None,
             headers: ExtraHeaders::new(),
