@@ -10,7 +10,11 @@
 //!   beforehand, so both servers serve it from the page cache.
 //! - nginx (Debian package `nginx`) runs as a single process (`master_process off`, one worker) with
 //!   `sendfile on`, its configuration and logs in the temp dir, on a free port; it is stopped at the end.
-//! - Our server runs in this process on a tokio runtime with 2 worker threads (the machine has 2 cores).
+//! - Our server runs in a child process (this program re-run with `P2PLAB_HTTP_BENCH_SERVE=<file>`) on a
+//!   tokio runtime with 2 worker threads (the machine has 2 cores), so both servers are separate processes
+//!   and each one's CPU time can be read from `/proc/<pid>/stat`.
+//! - Besides MB/s (best and median), it prints each server's CPU seconds per GiB served: on a loaded shared
+//!   machine throughput swings with the neighbours, CPU cost per byte much less.
 //! - Clients: a blocking Rust client that reads into a 1 MiB buffer and discards (the figure that counts),
 //!   and `curl -o /dev/null` when curl is installed. Best of `P2PLAB_HTTP_BENCH_RUNS` (default 3) runs each,
 //!   servers interleaved so background load hits both alike. Prints MB/s (10^6 bytes/s) and the ratio.
@@ -179,40 +183,17 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; a filter argument that is not ours means "not this benchmark".
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with('-') && !"http_server".contains(a.as_str()))
-    {
-        return;
-    }
-    let size = env_u64("P2PLAB_HTTP_BENCH_BYTES", DEFAULT_BYTES);
-    let runs = env_u64("P2PLAB_HTTP_BENCH_RUNS", 3).max(1);
-    let chunk_size = env_u64(
-        "P2PLAB_HTTP_BENCH_CHUNK",
-        HttpConfig::default().chunk_size as u64,
-    ) as usize;
-    let tmp = tempfile::tempdir().unwrap();
-    let share = tmp.path().join("share");
-    let ngx_dir = tmp.path().join("nginx");
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::create_dir_all(&ngx_dir).unwrap();
-    let file: PathBuf = share.join(FILE_NAME);
-    eprintln!("writing a {size}-byte file...");
-    write_file(&file, size);
-
+/// Child mode: serve `file` with our server, print the address on stdout, run until stdin closes.
+fn serve_child(file: PathBuf, chunk_size: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let ours: SocketAddr = rt.block_on(async {
+    rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let f = file.clone();
-        let router = move |_: &RequestInfo| Route::File(FileReply::new(f.clone()));
+        println!("{}", listener.local_addr().unwrap());
+        let router = move |_: &RequestInfo| Route::File(FileReply::new(file.clone()));
         let server = HttpServer::new(
             router,
             HttpConfig {
@@ -222,10 +203,92 @@ fn main() {
             },
             Stats::new("bench", "server", "http"),
         );
-        let token = shutdown.clone();
-        tokio::spawn(async move { server.serve(listener, token).await });
-        addr
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        // The parent closing our stdin (or dying) stops us.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            stop.cancel();
+        });
+        server.serve(listener, token).await.unwrap();
     });
+}
+
+struct Ours {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_ours(file: &Path, chunk_size: usize) -> Ours {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(SERVE_ENV, file)
+        .env("P2PLAB_HTTP_BENCH_CHUNK", chunk_size.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().parse().expect("server address");
+    Ours { child, addr }
+}
+
+/// CPU seconds (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (1-based).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on every Linux architecture we run on.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+const SERVE_ENV: &str = "P2PLAB_HTTP_BENCH_SERVE";
+
+fn main() {
+    let chunk_size = env_u64(
+        "P2PLAB_HTTP_BENCH_CHUNK",
+        HttpConfig::default().chunk_size as u64,
+    ) as usize;
+    if let Some(file) = std::env::var_os(SERVE_ENV) {
+        return serve_child(PathBuf::from(file), chunk_size);
+    }
+    // `cargo bench` passes `--bench`; a filter argument that is not ours means "not this benchmark".
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && !"http_server".contains(a.as_str()))
+    {
+        return;
+    }
+    let size = env_u64("P2PLAB_HTTP_BENCH_BYTES", DEFAULT_BYTES);
+    let runs = env_u64("P2PLAB_HTTP_BENCH_RUNS", 3).max(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    let ngx_dir = tmp.path().join("nginx");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::create_dir_all(&ngx_dir).unwrap();
+    let file: PathBuf = share.join(FILE_NAME);
+    eprintln!("writing a {size}-byte file...");
+    write_file(&file, size);
+
+    let ours = start_ours(&file, chunk_size);
     let nginx = match start_nginx(&ngx_dir, &share) {
         Ok(n) => n,
         Err(e) => {
@@ -235,31 +298,51 @@ fn main() {
     };
     let path = format!("/{FILE_NAME}");
     // Warm the page cache and both servers.
-    fetch(ours, &path);
+    fetch(ours.addr, &path);
     fetch(nginx.addr, &path);
 
-    let (mut best_ours, mut best_ngx) = (0f64, 0f64);
+    let gib = size as f64 / f64::from(1u32 << 30);
+    let (mut o_rate, mut n_rate, mut o_cpu, mut n_cpu) = (vec![], vec![], vec![], vec![]);
     for i in 0..runs {
-        let (b, s) = fetch(ours, &path);
+        let c0 = cpu_secs(ours.child.id());
+        let (b, s) = fetch(ours.addr, &path);
+        let c1 = cpu_secs(ours.child.id());
         assert_eq!(b, size);
-        let o = mbps(b, s);
+        o_rate.push(mbps(b, s));
+        o_cpu.push((c1 - c0) / gib);
+        let c0 = cpu_secs(nginx.child.id());
         let (b, s) = fetch(nginx.addr, &path);
+        let c1 = cpu_secs(nginx.child.id());
         assert_eq!(b, size);
-        let n = mbps(b, s);
-        eprintln!("run {}: p2p-lab {o:.0} MB/s, nginx {n:.0} MB/s", i + 1);
-        best_ours = best_ours.max(o);
-        best_ngx = best_ngx.max(n);
+        n_rate.push(mbps(b, s));
+        n_cpu.push((c1 - c0) / gib);
+        eprintln!(
+            "run {}: p2p-lab {:.0} MB/s ({:.2} CPU s/GiB), nginx {:.0} MB/s ({:.2} CPU s/GiB)",
+            i + 1,
+            o_rate[i as usize],
+            o_cpu[i as usize],
+            n_rate[i as usize],
+            n_cpu[i as usize]
+        );
     }
+    let best = |v: &[f64]| v.iter().copied().fold(0f64, f64::max);
+    let (bo, bn) = (best(&o_rate), best(&n_rate));
+    let (mo, mn) = (median(&mut o_rate), median(&mut n_rate));
+    let (co, cn) = (median(&mut o_cpu), median(&mut n_cpu));
     println!(
-        "http_server: {size} bytes over loopback, rust client, best of {runs}: p2p-lab {best_ours:.0} MB/s, nginx {best_ngx:.0} MB/s, ratio {:.2} (goal >= 0.80)",
-        best_ours / best_ngx
+        "http_server: {size} bytes over loopback, rust client, {runs} runs, chunk {chunk_size}:\n  \
+         best   p2p-lab {bo:.0} MB/s, nginx {bn:.0} MB/s, ratio {:.2} (goal >= 0.80)\n  \
+         median p2p-lab {mo:.0} MB/s, nginx {mn:.0} MB/s, ratio {:.2}\n  \
+         server CPU (median) p2p-lab {co:.2} s/GiB, nginx {cn:.2} s/GiB",
+        bo / bn,
+        mo / mn
     );
 
     let mut curl_best = (0f64, 0f64);
     let mut have_curl = true;
     for _ in 0..runs {
         match (
-            curl(&format!("http://{ours}{path}")),
+            curl(&format!("http://{}{path}", ours.addr)),
             curl(&format!("http://{}{path}", nginx.addr)),
         ) {
             (Some(o), Some(n)) => {
@@ -282,7 +365,6 @@ fn main() {
     } else {
         println!("http_server: curl not available, curl figures skipped");
     }
-    shutdown.cancel();
     drop(nginx);
-    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(ours);
 }
