@@ -192,7 +192,7 @@ async fn a_much_slower_source_is_kept_off_the_tail() {
     let slow = Server::start(
         size,
         Behaviour {
-            rate: Some(16 * 1024),
+            rate: Some(8 * 1024),
             ..Behaviour::default()
         },
     )
@@ -224,6 +224,60 @@ async fn a_much_slower_source_is_kept_off_the_tail() {
         report.sources[0]
     );
     assert!(report.sources[1].blocks >= 19);
+}
+
+#[tokio::test]
+async fn a_stalled_source_times_out_and_its_block_moves() {
+    let size = 128 * 1024;
+    let stalling = Server::start(
+        size,
+        Behaviour {
+            stall_after: Some(20 * 1024),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let good = Server::start(size, Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.bin");
+    let cfg = DownloadConfig {
+        stall_timeout: Duration::from_millis(500),
+        ..config()
+    };
+    let r = run_with(
+        &dest,
+        size,
+        content_sha1(size),
+        cfg,
+        stats(),
+        vec![src(&stalling), src(&good)],
+        |_, _| {},
+    )
+    .await;
+    let report = r.result.unwrap();
+    assert_content(&dest, size);
+    assert!(r
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SourceFailed { error, .. } if error.contains("stalled"))));
+    assert!(
+        report.sources[0].blocks <= 1,
+        "only the block it finished before stalling"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_content_is_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dl, _a, _rx) = Download::new(
+        dir.path().join("x"),
+        u64::MAX,
+        ExpectedHash::Sha1(Sha1Digest([0; 20])),
+        config(),
+        stats(),
+    );
+    let e = dl.run(vec![]).await.unwrap_err();
+    assert!(matches!(e, DownloadError::Config(_)), "{e}");
 }
 
 #[tokio::test]

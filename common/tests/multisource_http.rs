@@ -105,7 +105,7 @@ async fn a_rate_capped_peer_is_outrun_by_a_fast_one() {
     let slow = FileServer::start(
         &file,
         HttpConfig {
-            per_connection_rate: Some(16 * 1024),
+            per_connection_rate: Some(8 * 1024),
             ..HttpConfig::default()
         },
         false,

@@ -24,6 +24,12 @@ use crate::stats::Stats;
 pub const MIN_BLOCK_SIZE: u32 = 1024;
 /// Largest block size accepted: a block is buffered whole before it is written, so this bounds memory.
 pub const MAX_BLOCK_SIZE: u32 = 16 << 20;
+/// Largest content accepted (1 TiB): sizes come from peers' search hits, so they are checked before any
+/// per-block bookkeeping is allocated.
+pub const MAX_CONTENT_SIZE: u64 = 1 << 40;
+/// Most blocks in one download: with the size cap, this forces blocks of at least 1 MiB for the largest
+/// files and keeps the per-block tables (a few bytes each) small.
+pub const MAX_BLOCKS: u64 = 1 << 20;
 /// Most sources one download keeps; more are ignored (sources come from peers' hits and alt-locs).
 pub const MAX_SOURCES: usize = 256;
 /// Buffered events before new progress events are dropped (progress is lossy; the result is not).
@@ -487,6 +493,18 @@ impl Driver {
                 cfg.block_size
             )));
         }
+        if dl.size > MAX_CONTENT_SIZE {
+            return Err(DownloadError::Config(format!(
+                "content size {} is over the {MAX_CONTENT_SIZE}-byte limit",
+                dl.size
+            )));
+        }
+        if dl.size.div_ceil(u64::from(cfg.block_size)) > MAX_BLOCKS {
+            return Err(DownloadError::Config(format!(
+                "{} bytes in {}-byte blocks is over {MAX_BLOCKS} blocks: use larger blocks",
+                dl.size, cfg.block_size
+            )));
+        }
         if cfg.max_active_sources == 0 {
             return Err(DownloadError::Config("max_active_sources is 0".into()));
         }
@@ -756,8 +774,8 @@ impl Driver {
         } = out;
         self.aborts.remove(&(sid, block));
         let stats = &self.dl.stats;
-        stats.msg_out("http_get", 64 + self.srcs[sid].url.len());
         if info.status != 0 {
+            stats.msg_out("http_get", 64 + self.srcs[sid].url.len());
             stats.msg_in(format!("http_{}", info.status), info.head_bytes);
         }
         if !info.alt_locs.is_empty() {

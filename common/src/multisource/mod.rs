@@ -39,8 +39,8 @@ mod download;
 
 pub use download::{
     partial_path, state_path, Download, DownloadConfig, DownloadError, DownloadReport, Event,
-    ExpectedHash, Progress, SourceAdder, SourceProgress, SourceReport, MAX_BLOCK_SIZE, MAX_SOURCES,
-    MIN_BLOCK_SIZE,
+    ExpectedHash, Progress, SourceAdder, SourceProgress, SourceReport, MAX_BLOCKS, MAX_BLOCK_SIZE,
+    MAX_CONTENT_SIZE, MAX_SOURCES, MIN_BLOCK_SIZE,
 };
 pub use source::{
     BoxFuture, BoxStream, ChannelConnector, Connector, Source, SourceError, SourceStream,

@@ -79,6 +79,8 @@ pub struct Behaviour {
     pub rate: Option<u64>,
     /// After this many body bytes in total, cut the connection and stop serving for good.
     pub die_after: Option<u64>,
+    /// After this many body bytes in total, stop sending but keep the connection open (a stall).
+    pub stall_after: Option<u64>,
     /// Flip the first byte of every body it sends.
     pub corrupt: bool,
     /// Answer `503` with `Retry-After: retry_after` to this many first requests.
@@ -274,6 +276,17 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
                     c.body_bytes.fetch_add(n as u64, Ordering::SeqCst);
                     c.dead.store(true, Ordering::SeqCst);
                     return Ok(());
+                }
+            }
+            if let Some(limit) = b.stall_after {
+                let sent = c.body_bytes.load(Ordering::SeqCst);
+                if sent + n as u64 >= limit {
+                    let n = limit.saturating_sub(sent) as usize;
+                    s.write_all(&buf[..n]).await?;
+                    s.flush().await?;
+                    c.body_bytes.fetch_add(n as u64, Ordering::SeqCst);
+                    // Hold the connection open and silent until the server is dropped.
+                    std::future::pending::<()>().await;
                 }
             }
             s.write_all(&buf[..n]).await?;
