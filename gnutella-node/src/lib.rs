@@ -11,4 +11,5 @@
 //! notes `shared/protocols/gnutella.md` (checked against gtk-gnutella 1.2.3).
 
 pub mod codec;
+pub mod node;
 pub mod protocol;

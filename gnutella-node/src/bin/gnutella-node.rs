@@ -1,18 +1,316 @@
-//! `gnutella-node`: Gnutella 0.6 servent: TTL-scoped flooding, ultrapeer/leaf roles, QRP, and a classic 0.4 mode.
+//! `gnutella-node`: a Gnutella 0.6 servent (ultrapeer or leaf, QRP, deflate links) with a classic 0.4
+//! flooding mode, and a command-line search.
+//!
+//! ```text
+//! gnutella-node --listen 127.0.0.1:0 --share ./music --peer 127.0.0.1:6346            # ultrapeer daemon
+//! gnutella-node --leaf --peer 127.0.0.1:6346 --share ./music                           # leaf daemon
+//! gnutella-node --classic --peer 127.0.0.1:6346                                        # 0.4 flooding
+//! gnutella-node --peer 127.0.0.1:6346 search "hello world" --expanding --json          # search, print hits
+//! ```
+//! Not done yet: downloading a hit (`common::multisource`) and the downloader side of PUSH/GIV; the node
+//! serves files (`/get/`, `/uri-res/N2R`) and answers pushes with GIV.
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Gnutella 0.6 servent: TTL-scoped flooding, ultrapeer/leaf roles, QRP, and a classic 0.4 mode.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use common::stats::Stats;
+use gnutella_node::codec::message::{parse_sha1_urn, sha1_urn};
+use gnutella_node::node::{Node, NodeConfig, DEFAULT_PORT};
+use gnutella_node::protocol::{Event, Role};
+use tokio::net::TcpListener;
+
+/// Gnutella 0.6 servent (ultrapeer/leaf, QRP, deflate) with a classic 0.4 mode, and a CLI search.
 ///
-/// NOT IMPLEMENTED YET: this binary only documents what it will be. It exits with a non-zero status.
+/// Downloads are not implemented yet: `search` prints hits (with their /get/ URLs) but fetches nothing.
 #[derive(Parser, Debug)]
 #[command(name = "gnutella-node", version, about, long_about = None)]
 struct Cli {
     #[command(flatten)]
     daemon: common::daemon::DaemonArgs,
+
+    /// Folder whose files we share (hashed with SHA-1, served over HTTP on the same port).
+    #[arg(long, env = "P2PLAB_SHARE", value_name = "DIR")]
+    share: Option<PathBuf>,
+
+    /// Bootstrap peer ip:port (repeatable); kept connected while we are short of links.
+    #[arg(
+        long = "peer",
+        env = "P2PLAB_PEERS",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    peers: Vec<SocketAddr>,
+
+    /// Run as a shielded leaf (default for `search`; daemons default to ultrapeer).
+    #[arg(long, env = "P2PLAB_LEAF", conflicts_with = "ultrapeer")]
+    leaf: bool,
+
+    /// Run as an ultrapeer.
+    #[arg(long, env = "P2PLAB_ULTRAPEER")]
+    ultrapeer: bool,
+
+    /// Classic Gnutella 0.4: `GNUTELLA CONNECT/0.4` handshake, every node floods, TTL 7, no QRP.
+    #[arg(long, env = "P2PLAB_CLASSIC")]
+    classic: bool,
+
+    /// Do not offer deflate on links (needed for the tshark check; leaves then get 403 from ultrapeers
+    /// that insist on it, as with gtk-gnutella).
+    #[arg(long, env = "P2PLAB_NO_DEFLATE")]
+    no_deflate: bool,
+
+    /// Maximum TTL of broadcasts (default 4, classic 7).
+    #[arg(long, env = "P2PLAB_MAX_TTL")]
+    max_ttl: Option<u8>,
+
+    /// Ultrapeer (or classic) links to keep.
+    #[arg(long, default_value_t = 3, env = "P2PLAB_UP_LINKS")]
+    up_links: usize,
+
+    /// Ultrapeers a leaf keeps.
+    #[arg(long, default_value_t = 2, env = "P2PLAB_LEAF_LINKS")]
+    leaf_links: usize,
+
+    /// Most ultrapeer (or classic) links accepted.
+    #[arg(long, default_value_t = 16, env = "P2PLAB_MAX_ULTRAPEERS")]
+    max_ultrapeers: usize,
+
+    /// Most leaves accepted by an ultrapeer.
+    #[arg(long, default_value_t = 64, env = "P2PLAB_MAX_LEAVES")]
+    max_leaves: usize,
+
+    /// Behave as a firewalled servent (push flag in hits, no answers to firewalled queriers).
+    #[arg(long, env = "P2PLAB_FIREWALLED")]
+    firewalled: bool,
+
+    /// Accept leaf guidance from a full ultrapeer (become a leaf).
+    #[arg(long, env = "P2PLAB_ACCEPT_GUIDANCE")]
+    accept_guidance: bool,
+
+    /// Seed of the GUID generator (reproducible lab runs).
+    #[arg(long, env = "P2PLAB_SEED")]
+    seed: Option<u64>,
+
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("gnutella-node is not implemented yet (see the project's open issues)")
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Join as a leaf, search, print hits as they arrive, exit.
+    Search {
+        /// Keywords.
+        words: String,
+        /// Also (or only) search by SHA-1: `urn:sha1:<base32>`.
+        #[arg(long)]
+        urn: Option<String>,
+        /// TTL of the query (the largest ring with --expanding).
+        #[arg(long, default_value_t = 4)]
+        ttl: u8,
+        /// Expanding ring: TTL 1, 2, 3, ... until --min-hits results or --ttl is reached.
+        #[arg(long)]
+        expanding: bool,
+        /// Stop once this many results have arrived.
+        #[arg(long, default_value_t = 1)]
+        min_hits: usize,
+        /// Seconds to wait for hits (per ring with --expanding).
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+        /// Seconds to wait for the first link.
+        #[arg(long, default_value_t = 10.0)]
+        connect_timeout: f64,
+        /// One JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn node_config(cli: &Cli, default_role: Role) -> NodeConfig {
+    let role = if cli.leaf {
+        Role::Leaf
+    } else if cli.ultrapeer {
+        Role::Ultrapeer
+    } else {
+        default_role
+    };
+    NodeConfig {
+        role,
+        classic: cli.classic,
+        peers: cli.peers.clone(),
+        share: cli.share.clone(),
+        data_dir: cli.daemon.data_dir.clone(),
+        deflate: !cli.no_deflate,
+        max_ttl: cli.max_ttl,
+        up_links: cli.up_links,
+        leaf_links: cli.leaf_links,
+        max_ultrapeers: cli.max_ultrapeers,
+        max_leaves: cli.max_leaves,
+        firewalled: cli.firewalled,
+        accept_guidance: cli.accept_guidance,
+        seed: cli.seed,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    common::telemetry::init_tracing(cli.daemon.log_json);
+    let r = match &cli.cmd {
+        None => daemon(&cli).await,
+        Some(Cmd::Search { .. }) => search(&cli).await,
+    };
+    if let Err(e) = r {
+        eprintln!("gnutella-node: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn daemon(cli: &Cli) -> anyhow::Result<()> {
+    let listen = cli.daemon.listen_or(DEFAULT_PORT);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let stats = Stats::new("gnutella", "ultrapeer", &addr.to_string());
+    let shutdown = common::daemon::install_signals(stats.clone(), cli.daemon.stats_file.clone());
+    let node = Node::start(
+        listener,
+        node_config(cli, Role::Ultrapeer),
+        stats.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    common::telemetry::announce_listening("tcp", addr, None);
+    shutdown.cancelled().await;
+    node.close().await;
+    if let Some(p) = &cli.daemon.stats_file {
+        common::daemon::write_stats(&stats, p);
+    }
+    Ok(())
+}
+
+async fn search(cli: &Cli) -> anyhow::Result<()> {
+    let Some(Cmd::Search {
+        words,
+        urn,
+        ttl,
+        expanding,
+        min_hits,
+        timeout,
+        connect_timeout,
+        json,
+    }) = &cli.cmd
+    else {
+        unreachable!()
+    };
+    if cli.peers.is_empty() {
+        anyhow::bail!("search needs at least one --peer");
+    }
+    let sha1 = match urn {
+        Some(u) => Some(parse_sha1_urn(u).context("--urn must be urn:sha1:<32 base32>")?),
+        None => None,
+    };
+    let listen = cli
+        .daemon
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let stats = Stats::new("gnutella", "leaf", &addr.to_string());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let node = Node::start(
+        listener,
+        node_config(cli, Role::Leaf),
+        stats.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    if !node
+        .wait_connected(1, Duration::from_secs_f64(*connect_timeout))
+        .await
+    {
+        anyhow::bail!("could not connect to any peer");
+    }
+    // Give the ultrapeer a moment to take our QRP table before the query flows.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut events = node.subscribe();
+    let rings: Vec<u8> = if *expanding {
+        (1..=*ttl).collect()
+    } else {
+        vec![*ttl]
+    };
+    let mut results = 0usize;
+    let mut hit_count = 0usize;
+    'rings: for ring_ttl in rings {
+        let g = node.search(words, sha1, ring_ttl);
+        let end = tokio::time::Instant::now() + Duration::from_secs_f64(*timeout);
+        loop {
+            let ev = tokio::select! {
+                _ = tokio::time::sleep_until(end) => break,
+                e = events.recv() => e,
+            };
+            let Ok(Event::Hit { query, hit, hops }) = ev else {
+                continue;
+            };
+            if query != g {
+                continue;
+            }
+            hit_count += 1;
+            for r in &hit.results {
+                results += 1;
+                let urn = r.ext.sha1s().first().map(sha1_urn);
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "event": "hit",
+                            "query": g.to_hex(),
+                            "ttl": ring_ttl,
+                            "hops": hops,
+                            "ip": hit.ip.to_string(),
+                            "port": hit.port,
+                            "servent": hit.servent.to_hex(),
+                            "firewalled": hit.firewalled(),
+                            "index": r.index,
+                            "size": r.file_size(),
+                            "name": r.name,
+                            "sha1": urn,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}\t{}\thttp://{}:{}/get/{}/{}\t{}\thops={}{}",
+                        r.name,
+                        r.file_size(),
+                        hit.ip,
+                        hit.port,
+                        r.index,
+                        r.name,
+                        urn.as_deref().unwrap_or("-"),
+                        hops,
+                        if hit.firewalled() { "\tfirewalled" } else { "" }
+                    );
+                }
+            }
+            if results >= *min_hits {
+                break 'rings;
+            }
+        }
+    }
+    if *json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "hits": hit_count, "results": results})
+        );
+    } else {
+        eprintln!("{results} result(s) in {hit_count} hit(s)");
+    }
+    node.close().await;
+    shutdown.cancel();
+    if let Some(p) = &cli.daemon.stats_file {
+        common::daemon::write_stats(&stats, p);
+    }
+    Ok(())
 }

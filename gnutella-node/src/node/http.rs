@@ -1,0 +1,127 @@
+//! File transfer over HTTP (Gnutella 0.6 draft §3 "File transfer"; notes §5), plugged into
+//! `common::http`: `GET /get/<index>/<name>` (served by index, name checked) and
+//! `GET /uri-res/N2R?urn:sha1:<base32>`, with `X-Gnutella-Content-URN` naming the whole file on every reply.
+
+use std::sync::Arc;
+
+use common::http::{ExtraHeaders, FileReply, Reply, RequestInfo, Route, Router};
+use common::library::Library;
+use http::{StatusCode, Version};
+
+use crate::codec::message::{parse_sha1_urn, sha1_urn};
+
+/// The Gnutella URL space over a shared-folder library.
+#[derive(Clone)]
+pub struct GnutellaRouter {
+    library: Arc<Library>,
+}
+
+impl std::fmt::Debug for GnutellaRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GnutellaRouter")
+            .field("files", &self.library.len())
+            .finish()
+    }
+}
+
+impl GnutellaRouter {
+    /// A router serving `library`.
+    pub fn new(library: Arc<Library>) -> GnutellaRouter {
+        GnutellaRouter { library }
+    }
+
+    fn serve(&self, f: &common::library::SharedFile) -> Route {
+        let mut h = ExtraHeaders::new();
+        if let Some(s) = &f.hashes.sha1 {
+            h.push("X-Gnutella-Content-URN", sha1_urn(&s.0));
+        }
+        match self.library.open_file(f) {
+            Ok((file, path)) => {
+                let mut r = FileReply::opened(file, path);
+                r.size = Some(f.size);
+                r.headers = h;
+                Route::File(r)
+            }
+            Err(_) => Route::Reply(Reply::not_found()),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes once; `None` on a bad escape or invalid UTF-8.
+fn percent_decode_once(s: &str) -> Option<String> {
+    percent_decode(s.as_bytes())
+}
+
+fn percent_decode(b: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Router for GnutellaRouter {
+    fn route(&self, req: &RequestInfo) -> Route {
+        if req.version == Version::HTTP_11 && req.header("host").is_none() {
+            return Route::Reply(Reply::bad_request("Missing Host Header"));
+        }
+        let path = req.path();
+        if let Some(rest) = path.strip_prefix("/get/") {
+            let Some((idx, name)) = rest.split_once('/') else {
+                return Route::Reply(Reply::bad_request("Bad Path"));
+            };
+            let Some(name) = percent_decode_once(name) else {
+                return Route::Reply(Reply::bad_request("Bad Path"));
+            };
+            // Served by index from the in-memory table; the name is only compared, never joined to a path.
+            if name.contains("..")
+                || name.contains('/')
+                || name.contains('\\')
+                || name.contains('\0')
+            {
+                return Route::Reply(Reply::bad_request("Bad Path"));
+            }
+            let Ok(idx) = idx.parse::<u32>() else {
+                return Route::Reply(Reply::bad_request("Bad Path"));
+            };
+            return match self.library.get(idx) {
+                Some(f) if f.name() == name => self.serve(f),
+                _ => Route::Reply(Reply::not_found()),
+            };
+        }
+        if path == "/uri-res/N2R" {
+            let Some(urn) = req.query().and_then(percent_decode_once) else {
+                return Route::Reply(Reply::bad_request("Bad Request"));
+            };
+            let Some(sha) = parse_sha1_urn(&urn) else {
+                return Route::Reply(Reply::bad_request("Malformed URN"));
+            };
+            return match self.library.by_sha1(&common::hash::Sha1Digest(sha)) {
+                Some(f) => self.serve(f),
+                None => Route::Reply(Reply::not_found()),
+            };
+        }
+        Route::Reply(Reply::with_reason(StatusCode::NOT_FOUND, "Not Found"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_is_single_pass() {
+        assert_eq!(percent_decode_once("a%20b").as_deref(), Some("a b"));
+        assert_eq!(percent_decode_once("%252e%252e").as_deref(), Some("%2e%2e"));
+        assert_eq!(percent_decode_once("%zz"), None);
+        assert_eq!(percent_decode_once("%2"), None);
+    }
+}

@@ -1,0 +1,968 @@
+//! The tokio shell around [`Servent`]: sockets, handshakes, per-direction deflate, timers, connection
+//! maintenance, the host cache file, HTTP uploads and push connect-back. The only module that uses tokio.
+//!
+//! One port carries everything, as on the real network: a connection starting with `GNUTELLA` is a Gnet
+//! link, `GET `/`HEAD` is an HTTP transfer (handed to `common::http` with the bytes already read).
+//!
+//! Concurrency: the servent sits behind one `std::sync::Mutex`, never held across an `.await`. Each link
+//! has a reader (socket → servent) and a writer task (servent queue → socket) woken by a `Notify` when
+//! [`Servent::poll_dirty`] names its connection. After any input, [`Inner::pump`] moves dirty flags and
+//! events out of the servent.
+
+pub mod deflate;
+pub mod http;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use common::stats::Stats;
+use rand::{RngCore, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, trace, warn, Instrument};
+
+use crate::codec::handshake::Block;
+use crate::codec::message::type_name;
+use crate::codec::{Descriptor, Frame, Guid};
+use crate::protocol::handshake::{
+    Capacity, ClientStart, HandshakeConfig, HandshakeError, Link, PeerKind, Role,
+    ServerAwaitConnect, ServerReply,
+};
+use crate::protocol::servent::{Config, ConnId, Event, Servent, SharedFile};
+
+/// The historical Gnutella port.
+pub const DEFAULT_PORT: u16 = 6346;
+/// Time allowed for a whole handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Name of the host cache file in the data directory.
+pub const HOST_CACHE_FILE: &str = "gnutella-hosts.txt";
+/// Messages written per wake-up of a writer (bounds the time the servent lock is held).
+const WRITE_BATCH: usize = 256;
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Starting role.
+    pub role: Role,
+    /// Classic 0.4 flooding mode.
+    pub classic: bool,
+    /// Bootstrap peers (always retried while we are short of links).
+    pub peers: Vec<SocketAddr>,
+    /// Shared folder.
+    pub share: Option<PathBuf>,
+    /// State directory (host cache, library hash cache).
+    pub data_dir: Option<PathBuf>,
+    /// Offer and use deflate on links.
+    pub deflate: bool,
+    /// Override max TTL (default 4 for 0.6, 7 classic).
+    pub max_ttl: Option<u8>,
+    /// Outgoing ultrapeer (or classic) links to keep; a leaf keeps `leaf_links` ultrapeers instead.
+    pub up_links: usize,
+    /// Ultrapeers a leaf keeps.
+    pub leaf_links: usize,
+    /// Most ultrapeer (or classic) links accepted in total.
+    pub max_ultrapeers: usize,
+    /// Most leaves an ultrapeer accepts.
+    pub max_leaves: usize,
+    /// Pretend we cannot accept connections (push flag in hits).
+    pub firewalled: bool,
+    /// Accept leaf guidance (become a leaf when a full ultrapeer says so).
+    pub accept_guidance: bool,
+    /// RNG seed (GUIDs); random when `None`.
+    pub seed: Option<u64>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            role: Role::Ultrapeer,
+            classic: false,
+            peers: Vec::new(),
+            share: None,
+            data_dir: None,
+            deflate: true,
+            max_ttl: None,
+            up_links: 3,
+            leaf_links: 2,
+            max_ultrapeers: 16,
+            max_leaves: 64,
+            firewalled: false,
+            accept_guidance: false,
+            seed: None,
+        }
+    }
+}
+
+struct ConnCtl {
+    notify: Arc<Notify>,
+    closing: Arc<AtomicBool>,
+    remote: SocketAddr,
+    key: SocketAddr,
+}
+
+struct Inner {
+    servent: Mutex<Servent>,
+    conns: Mutex<HashMap<ConnId, ConnCtl>>,
+    linked: Mutex<HashSet<SocketAddr>>,
+    cfg: NodeConfig,
+    stats: Stats,
+    events: broadcast::Sender<Event>,
+    next_id: AtomicU64,
+    local: SocketAddr,
+    shutdown: CancellationToken,
+    http: Option<common::http::HttpServer>,
+    library: Option<Arc<common::library::Library>>,
+    user_agent: String,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("local", &self.inner.local)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Scans the shared folder (SHA-1 of every file) with `common::library`.
+fn open_library(
+    share: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<common::library::Library> {
+    use common::library::{LibraryConfig, Progress};
+    let mut lc = LibraryConfig::new(share)
+        .kinds(common::hash::HashKinds {
+            sha1: true,
+            ..Default::default()
+        })
+        .progress(Progress::Hidden);
+    if let Some(d) = data_dir {
+        lc = lc.data_dir(d.join("gnutella-library"));
+    }
+    Ok(common::library::Library::open(lc)?)
+}
+
+impl Node {
+    /// Starts a node on `listener`: scans the share, loads the host cache and spawns the accept,
+    /// maintenance and timer tasks. They stop when `shutdown` is cancelled.
+    pub async fn start(
+        listener: TcpListener,
+        cfg: NodeConfig,
+        stats: Stats,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Node> {
+        let local = listener.local_addr()?;
+        let library = match cfg.share.clone() {
+            Some(dir) => {
+                let dd = cfg.data_dir.clone();
+                let lib = tokio::task::spawn_blocking(move || open_library(&dir, dd.as_deref()))
+                    .await??;
+                Some(Arc::new(lib))
+            }
+            None => None,
+        };
+        let shares: Vec<SharedFile> = library
+            .iter()
+            .flat_map(|l| l.files())
+            .map(|f| SharedFile {
+                index: f.index,
+                name: f.name().to_owned(),
+                size: f.size,
+                sha1: f.hashes.sha1.map(|d| d.0),
+            })
+            .collect();
+        stats.set_gauge("shared_files", shares.len() as i64);
+        let seed = cfg.seed.unwrap_or_else(|| rand::thread_rng().next_u64());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let guid = Guid::random(&mut rng);
+        let addr = match local {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(a) => SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, a.port()),
+        };
+        let mut scfg = Config::new(guid, addr, cfg.role, cfg.classic);
+        if let Some(t) = cfg.max_ttl {
+            scfg.max_ttl = t.clamp(1, crate::codec::HARD_TTL_LIMIT);
+        }
+        scfg.firewalled = cfg.firewalled;
+        let mut servent = Servent::new(scfg, shares, rng.next_u64(), now());
+        if let Some(d) = &cfg.data_dir {
+            if let Ok(text) = std::fs::read_to_string(d.join(HOST_CACHE_FILE)) {
+                servent.add_hosts(text.lines().filter_map(|l| l.trim().parse().ok()));
+            }
+        }
+        let role_name = if cfg.classic {
+            "classic"
+        } else {
+            match cfg.role {
+                Role::Ultrapeer => "ultrapeer",
+                Role::Leaf => "leaf",
+            }
+        };
+        stats.set_role(role_name);
+        stats.set_node(&local.to_string());
+        stats.set_extra("servent_guid", serde_json::json!(guid.to_hex()));
+        let http = library.as_ref().map(|l| {
+            common::http::HttpServer::new(
+                http::GnutellaRouter::new(Arc::clone(l)),
+                common::http::HttpConfig {
+                    server_header: Some(format!("p2p-lab-gnutella/{}", env!("CARGO_PKG_VERSION"))),
+                    ..Default::default()
+                },
+                stats.clone(),
+            )
+        });
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            servent: Mutex::new(servent),
+            conns: Mutex::new(HashMap::new()),
+            linked: Mutex::new(HashSet::new()),
+            cfg,
+            stats,
+            events,
+            next_id: AtomicU64::new(1),
+            local,
+            shutdown,
+            http,
+            library,
+            user_agent: format!("p2p-lab-gnutella/{}", env!("CARGO_PKG_VERSION")),
+        });
+        let node = Node { inner };
+        let span = tracing::error_span!("node", proto = "gnutella", %local);
+        tokio::spawn(accept_loop(Arc::clone(&node.inner), listener).instrument(span.clone()));
+        tokio::spawn(maintain_loop(Arc::clone(&node.inner)).instrument(span.clone()));
+        tokio::spawn(timer_loop(Arc::clone(&node.inner)).instrument(span));
+        Ok(node)
+    }
+
+    /// The listening address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Our servent GUID.
+    pub fn guid(&self) -> Guid {
+        self.inner.servent().config().guid
+    }
+
+    /// Events (hits for our searches, pushes, role changes).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Open Gnet links.
+    pub fn connection_count(&self) -> usize {
+        self.inner.conns().len()
+    }
+
+    /// Starts a search; hits arrive as [`Event::Hit`] through [`Node::subscribe`].
+    pub fn search(&self, criteria: &str, sha1: Option<[u8; 20]>, ttl: u8) -> Guid {
+        let g = self
+            .inner
+            .servent()
+            .start_search(now(), criteria, sha1, ttl);
+        self.inner.pump();
+        g
+    }
+
+    /// Waits until at least `n` links are up, or `timeout`.
+    pub async fn wait_connected(&self, n: usize, timeout: Duration) -> bool {
+        let end = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < end {
+            if self.connection_count() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.connection_count() >= n
+    }
+
+    /// Says BYE 200 to every link, waits briefly for the queues to drain, saves the host cache and copies
+    /// the routing counters into the stats.
+    pub async fn close(&self) {
+        {
+            let mut s = self.inner.servent();
+            let ids: Vec<ConnId> = s.connections().map(|(id, _)| id).collect();
+            for id in ids {
+                s.send_bye(id, 200, "Shutting down");
+            }
+        }
+        self.inner.pump();
+        let end = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !self.inner.conns().is_empty() && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.inner.save_hosts();
+        self.inner.copy_counters();
+    }
+}
+
+/// Runs a node until `shutdown` is cancelled, then closes it cleanly.
+pub async fn run(
+    listener: TcpListener,
+    cfg: NodeConfig,
+    stats: Stats,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let node = Node::start(listener, cfg, stats, shutdown.clone()).await?;
+    shutdown.cancelled().await;
+    node.close().await;
+    Ok(())
+}
+
+impl Inner {
+    fn servent(&self) -> MutexGuard<'_, Servent> {
+        self.servent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn conns(&self) -> MutexGuard<'_, HashMap<ConnId, ConnCtl>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn linked(&self) -> MutexGuard<'_, HashSet<SocketAddr>> {
+        self.linked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves output notifications and events out of the servent.
+    fn pump(self: &Arc<Self>) {
+        let (dirty, events) = {
+            let mut s = self.servent();
+            let d: Vec<ConnId> = std::iter::from_fn(|| s.poll_dirty()).collect();
+            let e: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+            (d, e)
+        };
+        {
+            let conns = self.conns();
+            for id in dirty {
+                if let Some(c) = conns.get(&id) {
+                    c.notify.notify_one();
+                }
+            }
+        }
+        for e in events {
+            match &e {
+                Event::Close { conn, reason } => {
+                    debug!(conn, %reason, "closing link");
+                    if let Some(c) = self.conns().get(conn) {
+                        c.closing.store(true, Ordering::SeqCst);
+                        c.notify.notify_one();
+                    }
+                }
+                Event::Push { push, from } => {
+                    let from_ip = self.conns().get(from).map(|c| c.remote.ip());
+                    tokio::spawn(push_connect_back(Arc::clone(self), push.clone(), from_ip));
+                }
+                Event::RoleChanged(r) => {
+                    info!(role = ?r, "role changed");
+                    self.stats.set_role(match r {
+                        Role::Ultrapeer => "ultrapeer",
+                        Role::Leaf => "leaf",
+                    });
+                }
+                Event::Hit { .. } => {}
+            }
+            let _ = self.events.send(e);
+        }
+    }
+
+    fn handshake_config(&self) -> HandshakeConfig {
+        let s = self.servent();
+        HandshakeConfig {
+            user_agent: self.user_agent.clone(),
+            classic: self.cfg.classic,
+            role: s.role(),
+            guid: s.config().guid,
+            listen: self.local,
+            deflate: self.cfg.deflate,
+            max_ttl: s.config().max_ttl,
+            require_leaf_deflate: self.cfg.deflate,
+        }
+    }
+
+    fn save_hosts(&self) {
+        let Some(d) = &self.cfg.data_dir else { return };
+        let text: String = {
+            let s = self.servent();
+            s.hosts().map(|h| format!("{h}\n")).collect()
+        };
+        let tmp = d.join(format!("{HOST_CACHE_FILE}.tmp"));
+        let res = std::fs::create_dir_all(d)
+            .and_then(|_| std::fs::write(&tmp, text))
+            .and_then(|_| std::fs::rename(&tmp, d.join(HOST_CACHE_FILE)));
+        if let Err(e) = res {
+            warn!(cause = %e, "cannot save the host cache");
+        }
+    }
+
+    fn copy_counters(&self) {
+        let s = self.servent();
+        let c = s.counters();
+        self.stats.set_extra(
+            "routing",
+            serde_json::json!({
+                "duplicates": c.duplicates,
+                "ttl_clamped": c.ttl_clamped,
+                "ttl_dropped": c.ttl_dropped,
+                "no_route": c.no_route,
+                "rate_limited": c.rate_limited,
+                "queue_dropped": c.queue_dropped,
+                "queries_answered": c.queries_answered,
+                "queries_forwarded": c.queries_forwarded,
+                "qrp_filtered": c.qrp_filtered,
+                "hits_routed": c.hits_routed,
+                "ignored": c.ignored,
+            }),
+        );
+        self.stats
+            .set_gauge("connections", s.connections().count() as i64);
+        self.stats
+            .set_gauge("ultrapeers", s.count(PeerKind::Ultrapeer) as i64);
+        self.stats
+            .set_gauge("leaves", s.count(PeerKind::Leaf) as i64);
+        self.stats.set_gauge("host_cache", s.hosts().count() as i64);
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(cause = %e, "accept failed");
+                    inner.stats.error("accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = sock.set_nodelay(true);
+        let inner = Arc::clone(&inner);
+        let span = info_span!("conn", %peer, dir = "in");
+        tokio::spawn(
+            async move {
+                if let Err(e) = incoming(Arc::clone(&inner), sock, peer).await {
+                    debug!(cause = %e, "incoming connection ended");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Reads until a whole handshake block is buffered.
+async fn read_block(sock: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<Block> {
+    loop {
+        if let Some((b, n)) = Block::decode(buf)? {
+            buf.advance(n);
+            return Ok(b);
+        }
+        if sock.read_buf(buf).await? == 0 {
+            anyhow::bail!("connection closed during the handshake");
+        }
+    }
+}
+
+async fn incoming(inner: Arc<Inner>, mut sock: TcpStream, peer: SocketAddr) -> anyhow::Result<()> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        while buf.len() < 4 {
+            if sock.read_buf(&mut buf).await? == 0 {
+                anyhow::bail!("closed before saying anything");
+            }
+        }
+        Ok(())
+    })
+    .await;
+    first??;
+    if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD") {
+        let Some(http) = inner.http.clone() else {
+            sock.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
+            return Ok(());
+        };
+        let io = common::http::Prefixed::new(buf.freeze(), sock);
+        http.serve_connection(io, peer, inner.shutdown.clone())
+            .await?;
+        return Ok(());
+    }
+    let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let req = read_block(&mut sock, &mut buf).await?;
+        let (cap, tries) = {
+            let s = inner.servent();
+            let ups = s.count(PeerKind::Ultrapeer) + s.count(PeerKind::Classic);
+            (
+                Capacity {
+                    ultrapeer_slot: ups < inner.cfg.max_ultrapeers,
+                    leaf_slot: s.count(PeerKind::Leaf) < inner.cfg.max_leaves,
+                },
+                s.try_hosts(10),
+            )
+        };
+        let server = ServerAwaitConnect::new(inner.handshake_config());
+        match server.handle(&req, cap, &tries, Some(peer.ip()))? {
+            ServerReply::Done(resp, link) => {
+                if !cap.ultrapeer_slot {
+                    anyhow::bail!("classic servent full");
+                }
+                sock.write_all(&resp.encode()).await?;
+                Ok(link)
+            }
+            ServerReply::Reject(resp, e) => {
+                sock.write_all(&resp.encode()).await?;
+                Err(e.into())
+            }
+            ServerReply::Accept(next, resp) => {
+                sock.write_all(&resp.encode()).await?;
+                let ack = read_block(&mut sock, &mut buf).await?;
+                Ok(next.handle(&ack)?)
+            }
+        }
+    })
+    .await;
+    let link = match hs {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            inner.stats.error("handshake");
+            return Err(e);
+        }
+        Err(_) => {
+            inner.stats.error("handshake_timeout");
+            anyhow::bail!("handshake timed out");
+        }
+    };
+    let key = link.listen_addr.unwrap_or(peer);
+    if !inner.linked().insert(key) {
+        anyhow::bail!("already linked to {key}");
+    }
+    run_link(inner, sock, peer, key, link, buf).await
+}
+
+async fn outgoing(inner: Arc<Inner>, target: SocketAddr) -> anyhow::Result<()> {
+    let mut sock = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(target)).await??;
+    let _ = sock.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(4096);
+    let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let (client, hello) = ClientStart::begin(inner.handshake_config());
+        sock.write_all(&hello.encode()).await?;
+        let resp = read_block(&mut sock, &mut buf).await?;
+        let may_become_leaf = inner.cfg.accept_guidance && inner.conns().is_empty();
+        match client.handle(&resp, may_become_leaf) {
+            Ok((ack, link)) => {
+                if let Some(ack) = ack {
+                    sock.write_all(&ack.encode()).await?;
+                }
+                Ok(link)
+            }
+            Err(HandshakeError::Rejected {
+                code,
+                reason,
+                try_hosts,
+            }) => {
+                inner.servent().add_hosts(try_hosts);
+                anyhow::bail!("{target} rejected us: {code} {reason}")
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    let link = match hs {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            inner.stats.error("handshake");
+            return Err(e);
+        }
+        Err(_) => {
+            inner.stats.error("handshake_timeout");
+            anyhow::bail!("handshake with {target} timed out");
+        }
+    };
+    run_link(inner, sock, target, target, link, buf).await
+}
+
+/// Runs an established link until either side closes it.
+async fn run_link(
+    inner: Arc<Inner>,
+    sock: TcpStream,
+    remote: SocketAddr,
+    key: SocketAddr,
+    link: Link,
+    leftover: BytesMut,
+) -> anyhow::Result<()> {
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let notify = Arc::new(Notify::new());
+    let closing = Arc::new(AtomicBool::new(false));
+    let cancel = inner.shutdown.child_token();
+    info!(id, peer = ?link.peer, ua = link.user_agent.as_deref().unwrap_or("?"), deflate_in = link.deflate_in, deflate_out = link.deflate_out, "link up");
+    inner.conns().insert(
+        id,
+        ConnCtl {
+            notify: Arc::clone(&notify),
+            closing: Arc::clone(&closing),
+            remote,
+            key,
+        },
+    );
+    inner.servent().add_connection(now(), id, &link);
+    inner.stats.add_gauge("connections", 1);
+    inner.pump();
+    let (rd, wr) = sock.into_split();
+    let writer = tokio::spawn(
+        write_loop(
+            Arc::clone(&inner),
+            id,
+            wr,
+            link.deflate_out,
+            notify,
+            closing,
+            cancel.clone(),
+        )
+        .in_current_span(),
+    );
+    let r = read_loop(&inner, id, rd, link.deflate_in, leftover, &cancel).await;
+    if let Err(e) = &r {
+        debug!(id, cause = %e, "reader ended");
+    }
+    // Let the writer finish its Bye, then tear down.
+    if let Some(c) = inner.conns().get(&id) {
+        c.closing.store(true, Ordering::SeqCst);
+        c.notify.notify_one();
+    }
+    if tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .is_err()
+    {
+        cancel.cancel();
+    }
+    inner.servent().remove_connection(id);
+    if let Some(c) = inner.conns().remove(&id) {
+        inner.linked().remove(&c.key);
+    }
+    inner.stats.add_gauge("connections", -1);
+    inner.pump();
+    info!(id, "link down");
+    r
+}
+
+async fn read_loop(
+    inner: &Arc<Inner>,
+    id: ConnId,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    deflate_in: bool,
+    leftover: BytesMut,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut inflater = deflate_in.then(deflate::Inflater::default);
+    let mut raw = leftover;
+    let mut plain: Vec<u8> = Vec::new();
+    loop {
+        // Move raw bytes into the plain buffer (inflating in bounded steps), decoding frames as we go.
+        loop {
+            match &mut inflater {
+                Some(inf) if !raw.is_empty() => {
+                    let used = inf.feed(&raw, &mut plain)?;
+                    raw.advance(used);
+                }
+                Some(_) => {}
+                None => {
+                    plain.extend_from_slice(&raw);
+                    raw.clear();
+                }
+            }
+            let mut off = 0;
+            let mut descs = Vec::new();
+            let mut fatal = None;
+            loop {
+                match Frame::decode(&plain[off..]) {
+                    Ok(Some((f, n))) => {
+                        off += n;
+                        inner.stats.msg_in(type_name(f.header.ptype), n);
+                        trace!(
+                            id,
+                            kind = type_name(f.header.ptype),
+                            ttl = f.header.ttl,
+                            hops = f.header.hops,
+                            "in"
+                        );
+                        descs.push(Descriptor::from_frame(&f));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        fatal = Some(e);
+                        break;
+                    }
+                }
+            }
+            plain.drain(..off);
+            if !descs.is_empty() || fatal.is_some() {
+                let t = now();
+                let mut s = inner.servent();
+                for d in descs {
+                    match d {
+                        Ok(d) => s.handle_descriptor(t, id, d),
+                        Err(e) => {
+                            inner.stats.error("decode");
+                            s.handle_decode_error(id, &e);
+                        }
+                    }
+                }
+                if let Some(e) = &fatal {
+                    inner.stats.error("too_large");
+                    s.handle_decode_error(id, e);
+                }
+                drop(s);
+                inner.pump();
+                if let Some(e) = fatal {
+                    anyhow::bail!("{e}");
+                }
+            }
+            if raw.is_empty() || inflater.is_none() {
+                break;
+            }
+        }
+        if inner
+            .conns()
+            .get(&id)
+            .is_some_and(|c| c.closing.load(Ordering::SeqCst))
+        {
+            return Ok(());
+        }
+        let n = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = rd.read_buf(&mut raw) => r?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+async fn write_loop(
+    inner: Arc<Inner>,
+    id: ConnId,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    deflate_out: bool,
+    notify: Arc<Notify>,
+    closing: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    let mut deflater = deflate_out.then(deflate::Deflater::default);
+    let mut plain = Vec::new();
+    let mut wire = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = notify.notified() => {}
+        }
+        loop {
+            plain.clear();
+            let mut sent_bye = false;
+            {
+                let mut s = inner.servent();
+                for _ in 0..WRITE_BATCH {
+                    let Some(o) = s.poll_transmit(id) else { break };
+                    let kind = type_name(o.desc.msg.payload_type());
+                    inner.stats.msg_out(kind, o.wire.len());
+                    trace!(id, kind, ttl = o.desc.ttl, hops = o.desc.hops, "out");
+                    sent_bye |= kind == "bye";
+                    plain.extend_from_slice(&o.wire);
+                }
+            }
+            if plain.is_empty() {
+                break;
+            }
+            let out: &[u8] = match &mut deflater {
+                Some(d) => {
+                    wire.clear();
+                    if d.compress_flush(&plain, &mut wire).is_err() {
+                        return;
+                    }
+                    &wire
+                }
+                None => &plain,
+            };
+            if wr.write_all(out).await.is_err() {
+                cancel.cancel();
+                return;
+            }
+            if sent_bye {
+                // The sender closes right after its Bye (notes §2).
+                let _ = wr.shutdown().await;
+                cancel.cancel();
+                return;
+            }
+        }
+        if closing.load(Ordering::SeqCst) {
+            let _ = wr.shutdown().await;
+            cancel.cancel();
+            return;
+        }
+    }
+}
+
+async fn maintain_loop(inner: Arc<Inner>) {
+    let mut last_try: HashMap<SocketAddr, Instant> = HashMap::new();
+    let mut last_save = now();
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (want, have) = {
+            let s = inner.servent();
+            let want = if s.role() == Role::Leaf && !inner.cfg.classic {
+                inner.cfg.leaf_links
+            } else {
+                inner.cfg.up_links
+            };
+            let have = s.count(PeerKind::Ultrapeer) + s.count(PeerKind::Classic);
+            (want, have)
+        };
+        let pending = last_try
+            .values()
+            .filter(|t| now().saturating_duration_since(**t) < HANDSHAKE_TIMEOUT)
+            .count()
+            .min(want);
+        let mut missing = want.saturating_sub(have + pending.min(1));
+        let mut candidates: Vec<SocketAddr> = inner.cfg.peers.clone();
+        while missing > 0 {
+            let next = candidates.pop().or_else(|| inner.servent().take_host());
+            let Some(target) = next else { break };
+            if target == inner.local || inner.linked().contains(&target) {
+                continue;
+            }
+            if last_try
+                .get(&target)
+                .is_some_and(|t| now().saturating_duration_since(*t) < Duration::from_secs(3))
+            {
+                continue;
+            }
+            last_try.insert(target, now());
+            missing -= 1;
+            inner.linked().insert(target);
+            let inner2 = Arc::clone(&inner);
+            let span = info_span!("conn", peer = %target, dir = "out");
+            tokio::spawn(
+                async move {
+                    if let Err(e) = outgoing(Arc::clone(&inner2), target).await {
+                        debug!(cause = %e, "outgoing link failed");
+                    }
+                    // Failed or finished: the target may be tried again later.
+                    let still = inner2.conns().values().any(|c| c.key == target);
+                    if !still {
+                        inner2.linked().remove(&target);
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        last_try.retain(|_, t| now().saturating_duration_since(*t) < Duration::from_secs(60));
+        if now().saturating_duration_since(last_save) > Duration::from_secs(30) {
+            last_save = now();
+            inner.save_hosts();
+            inner.copy_counters();
+        }
+    }
+}
+
+async fn timer_loop(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        inner.servent().handle_timeout(now());
+        inner.pump();
+    }
+}
+
+/// Whether we may connect back to `ip` for a Push: a routable address, or the address of a peer we are
+/// connected to (gtk-gnutella's rule, so a Push cannot aim us at an arbitrary host).
+fn push_target_allowed(ip: IpAddr, from_ip: Option<IpAddr>, connected: &[IpAddr]) -> bool {
+    let private = match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(_) => true,
+    };
+    !private || Some(ip) == from_ip || connected.contains(&ip)
+}
+
+/// A Push named us: connect back and write `GIV <index>:<guid hex>/<name>\n\n`, then serve the GET that follows
+/// on that socket.
+async fn push_connect_back(
+    inner: Arc<Inner>,
+    push: crate::codec::message::Push,
+    from_ip: Option<IpAddr>,
+) {
+    let connected: Vec<IpAddr> = inner.conns().values().map(|c| c.remote.ip()).collect();
+    let ip = IpAddr::V4(push.ip);
+    if !push_target_allowed(ip, from_ip, &connected) {
+        warn!(%ip, "ignoring a Push to an address we have no business connecting to");
+        inner.stats.error("push_refused");
+        return;
+    }
+    let (Some(lib), Some(http)) = (inner.library.clone(), inner.http.clone()) else {
+        return;
+    };
+    let Some(file) = lib.get(push.index) else {
+        inner.stats.error("push_unknown_index");
+        return;
+    };
+    let name = file.name().to_owned();
+    let target = SocketAddr::new(ip, push.port);
+    let res = async {
+        let mut sock =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(target)).await??;
+        let giv = format!("GIV {}:{}/{}\n\n", push.index, push.servent.to_hex(), name);
+        sock.write_all(giv.as_bytes()).await?;
+        inner.stats.msg_out("giv", giv.len());
+        http.serve_connection(sock, target, inner.shutdown.clone())
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = res {
+        debug!(cause = %e, %target, "push connect-back failed");
+        inner.stats.error("push_connect_back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_targets_must_make_sense() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(push_target_allowed(lo, Some(lo), &[]));
+        assert!(!push_target_allowed(other, Some(lo), &[lo]));
+        assert!(push_target_allowed(other, None, &[other]));
+        assert!(push_target_allowed("8.8.8.8".parse().unwrap(), None, &[]));
+    }
+}
