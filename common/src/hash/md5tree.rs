@@ -7,7 +7,7 @@
 //! The streaming form keeps one pending node per tree level (like a binary counter), so memory is
 //! `O(log n)` whatever the file size.
 
-use md5::{Digest, Md5};
+use super::md5fast::Md5;
 
 /// Size of a leaf block: 32 KiB.
 pub const MD5_TREE_BLOCK: usize = 32 * 1024;
@@ -19,7 +19,7 @@ fn md5_of(parts: &[&[u8]]) -> Node {
     for p in parts {
         h.update(p);
     }
-    h.finalize().into()
+    h.finalize()
 }
 
 /// Streaming MD5-tree hasher.
@@ -72,7 +72,7 @@ impl Md5TreeHasher {
             self.block_fill += take;
             data = &data[take..];
             if self.block_fill == MD5_TREE_BLOCK {
-                let leaf: Node = std::mem::take(&mut self.block).finalize().into();
+                let leaf: Node = std::mem::take(&mut self.block).finalize();
                 self.block_fill = 0;
                 self.push_leaf(leaf);
             }
@@ -82,7 +82,7 @@ impl Md5TreeHasher {
     /// The tree root.
     pub fn finish(mut self) -> [u8; 16] {
         if self.block_fill > 0 {
-            let leaf: Node = std::mem::take(&mut self.block).finalize().into();
+            let leaf: Node = std::mem::take(&mut self.block).finalize();
             self.push_leaf(leaf);
         }
         match self.leaves {

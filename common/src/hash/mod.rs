@@ -13,6 +13,7 @@
 //! SHA-1 comes from the `sha1` crate, which detects SHA-NI at run time (`cpufeatures`) and uses the x86 SHA
 //! instructions when present; MD5 from `md-5`; the CRC-32 of UUHash from `crc32fast` (PCLMULQDQ when present).
 
+pub mod md5fast;
 pub mod md5tree;
 pub mod napster;
 pub mod text;
@@ -26,7 +27,7 @@ pub use uuhash::{uuhash, uuhash_seek, UuHasher};
 use std::io::{self, Read};
 use std::path::Path;
 
-use md5::Md5;
+use md5fast::Md5;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
@@ -152,7 +153,7 @@ pub fn sha1(data: &[u8]) -> Sha1Digest {
 
 /// MD5 of an in-memory buffer.
 pub fn md5(data: &[u8]) -> Md5Digest {
-    Md5Digest(Md5::digest(data).into())
+    Md5Digest(Md5::digest(data))
 }
 
 /// Computes several hashes in a single pass over content of a known total length.
@@ -217,7 +218,7 @@ impl MultiHasher {
         let uu = self.uu.map(UuHasher::finish);
         Hashes {
             sha1: self.sha1.map(|h| Sha1Digest(h.finalize().into())),
-            md5: self.md5.map(|h| Md5Digest(h.finalize().into())),
+            md5: self.md5.map(|h| Md5Digest(h.finalize())),
             uuhash: if self.want_uuhash { uu } else { None },
             kzhash: self
                 .tree

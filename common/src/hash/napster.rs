@@ -31,7 +31,7 @@
 //! the reserved values (version `01`, layer `00`, bitrate `1111`, sample rate `11`) are refused, so stray
 //! `FF Ex` bytes are not taken for a frame.
 
-use md5::{Digest, Md5};
+use super::md5fast::Md5;
 
 use super::Md5Digest;
 
@@ -188,7 +188,7 @@ impl NapsterMd5Hasher {
             State::Skip(_) | State::Hash(_) => Vec::new(),
         };
         self.hash(&rest);
-        Md5Digest(self.md5.finalize().into())
+        Md5Digest(self.md5.finalize())
     }
 }
 
@@ -204,7 +204,7 @@ mod tests {
     use super::*;
 
     fn md5(data: &[u8]) -> Md5Digest {
-        Md5Digest(Md5::digest(data).into())
+        Md5Digest(<::md5::Md5 as ::md5::Digest>::digest(data).into())
     }
 
     /// Bytes that never contain 0xFF, so no accidental frame header.

@@ -17,7 +17,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 
-use md5::{Digest, Md5};
+use super::md5fast::Md5;
 
 use super::UuHash;
 
