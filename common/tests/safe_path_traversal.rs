@@ -459,3 +459,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn symlink_loops_are_an_error_not_a_hang() {
+    let f = fixture();
+    symlink("loop-b", f.share.join("loop-a")).unwrap();
+    symlink("loop-a", f.share.join("loop-b")).unwrap();
+    let r = root(&f);
+    let e = r.resolve_name("loop-a").unwrap_err();
+    assert!(matches!(e, SafePathError::Io(_)), "{e}");
+}
