@@ -1,0 +1,231 @@
+//! Test helpers: start real binaries on 127.0.0.1 port 0 with deadlines and kill them on drop, a tiny
+//! in-test HTTP tracker, and payload generation.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bittorrent-peer");
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: Option<SocketAddr>,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `cmd`; if `ready` it waits (up to 20 s) for the readiness line on stdout.
+    pub fn spawn(mut cmd: Command, name: &str, ready: bool) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stderr = child.stderr.take().expect("piped");
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("BT_TEST_LOGS").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(l) = common::telemetry::Listening::parse(&line) {
+                    let _ = tx.send(l.addr);
+                } else if std::env::var_os("BT_TEST_LOGS").is_some() {
+                    eprintln!("[{tag} stdout] {line}");
+                }
+            }
+        });
+        let mut p = Proc {
+            child,
+            addr: None,
+            name: name.to_owned(),
+        };
+        if ready {
+            p.addr = Some(
+                rx.recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|_| panic!("{name} printed no readiness line")),
+            );
+        }
+        p
+    }
+
+    /// Waits for exit with a deadline; panics on timeout.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            if Instant::now() > end {
+                panic!("{} did not finish within {limit:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Our binary with arguments.
+pub fn ours(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Runs `bittorrent-peer create` and returns the torrent path.
+pub fn make_torrent(content: &Path, out: &Path, tracker: Option<&str>, piece: u64) -> PathBuf {
+    let mut args = vec![
+        "create".to_owned(),
+        content.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
+    args.push("--piece-size".into());
+    args.push(piece.to_string());
+    if let Some(t) = tracker {
+        args.push("--tracker".into());
+        args.push(t.into());
+    }
+    let o = Command::new(BIN).args(&args).output().expect("run create");
+    assert!(
+        o.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.to_path_buf()
+}
+
+/// Announces a tiny HTTP tracker saw: (info_hash escaped, port, event).
+pub type Announces = Arc<Mutex<Vec<(String, u16, String)>>>;
+
+/// A minimal HTTP tracker for tests: remembers (info_hash, 127.0.0.1:port) and answers every
+/// announce with the other peers of the torrent, compact. Runs until the test process ends.
+pub fn mini_tracker() -> (String, Announces) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind tracker");
+    let url = format!("http://{}/announce", l.local_addr().unwrap());
+    let log: Announces = Arc::default();
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        let mut swarms: HashMap<String, Vec<u16>> = HashMap::new();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut b = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let query = target.split_once('?').map(|x| x.1).unwrap_or("");
+            let mut ih = String::new();
+            let mut port = 0u16;
+            let mut event = String::new();
+            for kv in query.split('&') {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                match k {
+                    "info_hash" => ih = v.to_ascii_lowercase(),
+                    "port" => port = v.parse().unwrap_or(0),
+                    "event" => event = v.to_owned(),
+                    _ => {}
+                }
+            }
+            // Normalise the escaping: decode then re-encode as hex.
+            let raw: Vec<u8> = percent_encoding::percent_decode_str(&ih).collect();
+            let key = hex::encode(raw);
+            seen.lock()
+                .unwrap()
+                .push((key.clone(), port, event.clone()));
+            let list = swarms.entry(key).or_default();
+            if event == "stopped" {
+                list.retain(|p| *p != port);
+            } else if !list.contains(&port) {
+                list.push(port);
+            }
+            let mut peers = Vec::new();
+            for p in list.iter().filter(|p| **p != port) {
+                peers.extend_from_slice(&[127, 0, 0, 1]);
+                peers.extend_from_slice(&p.to_be_bytes());
+            }
+            let mut body = format!(
+                "d8:completei0e10:incompletei0e8:intervali20e5:peers{}:",
+                peers.len()
+            )
+            .into_bytes();
+            body.extend_from_slice(&peers);
+            body.push(b'e');
+            let mut resp = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            resp.extend_from_slice(&body);
+            let _ = s.write_all(&resp);
+        }
+    });
+    (url, log)
+}
+
+/// A free TCP port on 127.0.0.1 (for programs that cannot listen on port 0 and report it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `path` holds exactly `want`, or panics after `limit`.
+pub fn wait_for_file(path: &Path, want: &[u8], limit: Duration, what: &str) {
+    let end = Instant::now() + limit;
+    loop {
+        if std::fs::read(path).ok().as_deref() == Some(want) {
+            return;
+        }
+        if Instant::now() > end {
+            panic!(
+                "{what}: {} never matched the original within {limit:?}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,337 @@
+//! Our seeder and leechers as real processes on 127.0.0.1: single and multi-file torrents, a flash
+//! crowd through a tracker, resume, and a lying peer that gets banned while the download still completes.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use bittorrent_peer::codec::peer::{Handshake, Msg};
+use bittorrent_peer::metainfo::Metainfo;
+use bittorrent_peer::protocol::bitfield::Bitfield;
+use bittorrent_peer::types::PeerId;
+use common::stats::StatsSnapshot;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn multi_file_torrent_from_our_seeder_to_our_leecher() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("src/album");
+    std::fs::create_dir_all(root.join("disc2")).unwrap();
+    let files = [
+        ("a.bin", 700_001usize),
+        ("disc2/b.bin", 1_234_567),
+        ("empty", 0),
+        ("z.txt", 33),
+    ];
+    for (i, (name, len)) in files.iter().enumerate() {
+        std::fs::write(root.join(name), payload(*len, i as u64)).unwrap();
+    }
+    let t = make_torrent(&root, &dir.path().join("album.torrent"), None, 32 << 10);
+    let src = dir.path().join("src");
+    let seed = Proc::spawn(
+        ours(&[
+            "seed",
+            t.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ]),
+        "seeder",
+        true,
+    );
+    let out = dir.path().join("out");
+    let stats = dir.path().join("leech.json");
+    let peer = seed.addr.unwrap().to_string();
+    let mut leech = Proc::spawn(
+        ours(&[
+            "download",
+            t.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ]),
+        "leecher",
+        true,
+    );
+    assert!(leech.wait(LIMIT).success());
+    for (name, _) in files {
+        assert_eq!(
+            std::fs::read(out.join("album").join(name)).unwrap(),
+            std::fs::read(root.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    let s = StatsSnapshot::read_json(&stats).unwrap();
+    let total: u64 = files.iter().map(|f| f.1 as u64).sum();
+    assert_eq!(
+        s.transfers.download_bytes, total,
+        "every byte fetched exactly once"
+    );
+    assert_eq!(
+        s.messages["piece"].in_bytes,
+        total + 13 * s.messages["piece"].in_count
+    );
+    assert!(s.messages["request"].out_count >= s.messages["piece"].in_count);
+    assert_eq!(s.gauges["pieces_have"], s.gauges["pieces_total"]);
+    assert_eq!(
+        s.control.in_count + s.messages["piece"].in_count,
+        s.total().in_count,
+        "piece is payload, not control"
+    );
+}
+
+#[test]
+fn flash_crowd_through_a_tracker_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tracker, announces) = mini_tracker();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = payload(3 << 20, 42);
+    std::fs::write(src.join("crowd.bin"), &data).unwrap();
+    let t = make_torrent(
+        &src.join("crowd.bin"),
+        &dir.path().join("crowd.torrent"),
+        Some(&tracker),
+        64 << 10,
+    );
+    let ts = t.to_str().unwrap().to_owned();
+    let _seed = Proc::spawn(
+        ours(&[
+            "seed",
+            &ts,
+            "--dir",
+            src.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ]),
+        "seeder",
+        true,
+    );
+    // Leechers keep seeding (--seed) so they can trade among themselves.
+    let mut leechers = Vec::new();
+    for i in 0..3 {
+        let out = dir.path().join(format!("out{i}"));
+        let p = Proc::spawn(
+            ours(&[
+                "download",
+                &ts,
+                "--out",
+                out.to_str().unwrap(),
+                "--seed",
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet",
+            ]),
+            &format!("leecher{i}"),
+            true,
+        );
+        leechers.push((p, out));
+    }
+    for (_, out) in &leechers {
+        wait_for_file(&out.join("crowd.bin"), &data, LIMIT, "flash crowd leecher");
+    }
+    // Every leecher announced started and then completed.
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let log = announces.lock().unwrap().clone();
+        let completed = log.iter().filter(|a| a.2 == "completed").count();
+        let started = log.iter().filter(|a| a.2 == "started").count();
+        if completed >= 3 && started >= 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "announces seen: {log:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(leechers);
+
+    // Resume: a finished download with a data dir restarts from its resume file and fetches nothing.
+    let out = dir.path().join("resume");
+    let data_dir = dir.path().join("state");
+    let seed2 = Proc::spawn(
+        ours(&[
+            "seed",
+            &ts,
+            "--dir",
+            src.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--no-trackers",
+        ]),
+        "seeder2",
+        true,
+    );
+    let peer = seed2.addr.unwrap().to_string();
+    let run = |expect_resume: bool| {
+        let o = ours(&[
+            "download",
+            &ts,
+            "--out",
+            out.to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--no-trackers",
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--json",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let summary: serde_json::Value =
+            serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["resumed_from_file"], expect_resume, "{summary}");
+        summary["downloaded"].as_u64().unwrap()
+    };
+    assert_eq!(run(false), data.len() as u64);
+    assert_eq!(run(true), 0, "nothing fetched again");
+    assert_eq!(std::fs::read(out.join("crowd.bin")).unwrap(), data);
+}
+
+/// A peer that claims every piece and answers each request with garbage.
+fn lying_peer(meta: Metainfo) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let meta = meta.clone();
+            std::thread::spawn(move || {
+                let mut hs = [0u8; 68];
+                if s.read_exact(&mut hs).is_err() {
+                    return;
+                }
+                let mut mine = Handshake::new(meta.info_hash, PeerId(*b"-LIAR0-aaaaaaaaaaaaa"));
+                mine.reserved = [0; 8];
+                let mut out = bytes::BytesMut::new();
+                let full = Bitfield::full(meta.info.num_pieces());
+                Msg::Bitfield(full.as_bytes()).encode(&mut out);
+                Msg::Unchoke.encode(&mut out);
+                if s.write_all(&mine.to_bytes())
+                    .and_then(|_| s.write_all(&out))
+                    .is_err()
+                {
+                    return;
+                }
+                let mut buf = Vec::new();
+                let mut b = [0u8; 65536];
+                let junk = vec![0xAAu8; 1 << 17];
+                loop {
+                    let n = match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&b[..n]);
+                    let mut used = 0;
+                    let mut reply = bytes::BytesMut::new();
+                    while let Ok(Some((m, len))) = Msg::decode(&buf[used..]) {
+                        if let Msg::Request(r) = m {
+                            Msg::Piece {
+                                index: r.index,
+                                begin: r.begin,
+                                data: &junk[..r.len as usize],
+                            }
+                            .encode(&mut reply);
+                        }
+                        used += len;
+                    }
+                    buf.drain(..used);
+                    if s.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = payload(1 << 20, 7);
+    std::fs::write(src.join("x.bin"), &data).unwrap();
+    let t = make_torrent(
+        &src.join("x.bin"),
+        &dir.path().join("x.torrent"),
+        None,
+        32 << 10,
+    );
+    let meta = Metainfo::load(&t).unwrap();
+    let liar = lying_peer(meta).to_string();
+    let seed = Proc::spawn(
+        ours(&[
+            "seed",
+            t.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ]),
+        "seeder",
+        true,
+    );
+    let good = seed.addr.unwrap().to_string();
+    let out = dir.path().join("out");
+    let stats = dir.path().join("s.json");
+    // The liar is dialled first, and alone for a moment: the good seeder is also given right away, but
+    // the liar answers faster than a real disk read, so it gets pieces.
+    let mut leech = Proc::spawn(
+        ours(&[
+            "download",
+            t.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--peer",
+            &liar,
+            "--peer",
+            &good,
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--stats-file",
+            stats.to_str().unwrap(),
+            "--rng-seed",
+            "1",
+        ]),
+        "leecher",
+        true,
+    );
+    assert!(leech.wait(LIMIT).success());
+    assert_eq!(std::fs::read(out.join("x.bin")).unwrap(), data);
+    let s = StatsSnapshot::read_json(&stats).unwrap();
+    assert!(
+        s.errors.get("hash_mismatch").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        s.errors
+    );
+    assert_eq!(
+        s.errors.get("banned_peer").copied(),
+        Some(1),
+        "{:?}",
+        s.errors
+    );
+}
