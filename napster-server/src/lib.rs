@@ -11,4 +11,5 @@
 //! The protocol is described in `shared/protocols/napster.md` (summarising OpenNap's `napster.txt`).
 
 pub mod codec;
+pub mod node;
 pub mod protocol;

@@ -1,18 +1,143 @@
-//! `napster-server`: OpenNap-compatible Napster directory server (and, later, the napster-client binary).
+//! `napster-server`: an OpenNap-compatible Napster directory server.
+//!
+//! ```text
+//! napster-server [--listen 127.0.0.1:8888] [--data-dir DIR] [--stats-file F] [--metaserver 127.0.0.1:8875]
+//!                [--server-name NAME] [--max-connections N] [--registered-only] [--ban NICK|IP]...
+//! ```
+//! Prints `{"event":"listening","proto":"tcp","addr":...}` once accepting (and a second line with
+//! `"name":"metaserver"` when `--metaserver` is given). Registered accounts persist in
+//! `<data-dir>/accounts.json` (Argon2id hashes). Not implemented: server linking (10xxx), admin commands,
+//! resume search 215–217, ignore lists 320–326, direct browse 640–642.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
 use clap::Parser;
+use rand::SeedableRng;
 
-/// OpenNap-compatible Napster directory server (and, later, the napster-client binary).
-///
-/// NOT IMPLEMENTED YET: this binary only documents what it will be. It exits with a non-zero status.
+use common::daemon::{install_signals, write_stats, DaemonArgs};
+use common::stats::Stats;
+use common::telemetry::{announce_listening, init_tracing};
+use napster_server::node::{self, Hub};
+use napster_server::protocol::accounts::FileStore;
+use napster_server::protocol::{Config, Server};
+
+/// OpenNap's default port.
+const DEFAULT_PORT: u16 = 8888;
+
+/// OpenNap-compatible Napster directory server.
 #[derive(Parser, Debug)]
 #[command(name = "napster-server", version, about, long_about = None)]
 struct Cli {
     #[command(flatten)]
-    daemon: common::daemon::DaemonArgs,
+    daemon: DaemonArgs,
+
+    /// Also run the metaserver (redirector) on this address; it answers `host:port` of the server.
+    #[arg(long, env = "P2PLAB_METASERVER", value_name = "ADDR")]
+    metaserver: Option<std::net::SocketAddr>,
+
+    /// Server name (login ack `anon@NAME`, MOTD, reserved as a nick).
+    #[arg(long, default_value = "p2p-lab")]
+    server_name: String,
+
+    /// Most simultaneous connections; more get "This server is full".
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
+
+    /// Most files per user.
+    #[arg(long, default_value_t = 5000)]
+    max_shared: usize,
+
+    /// Refuse guest logins: only registered nicks (type 6 first) may log in.
+    #[arg(long)]
+    registered_only: bool,
+
+    /// Ban a nick or a dotted-quad IP (repeatable).
+    #[arg(long, value_name = "NICK|IP")]
+    ban: Vec<String>,
+
+    /// Commands per flood window before reading from a client is paused (shares are exempt).
+    #[arg(long, default_value_t = 100)]
+    flood_commands: u32,
+
+    /// Flood window in seconds.
+    #[arg(long, default_value_t = 10)]
+    flood_secs: u64,
+
+    /// Seconds a connection has to log in.
+    #[arg(long, default_value_t = 60)]
+    login_timeout_secs: u64,
+
+    /// A re-login of an active nick within this many seconds gets "Connecting too fast"; after it the old
+    /// session is killed as a ghost.
+    #[arg(long, default_value_t = 5)]
+    ghost_kill_secs: u64,
+
+    /// Extra MOTD line (repeatable).
+    #[arg(long)]
+    motd: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("napster-server is not implemented yet (see the project's open issues)")
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.daemon.log_json);
+    let data_dir = cli
+        .daemon
+        .data_dir_or("napster-server")
+        .context("cannot create the data directory")?;
+    let accounts = FileStore::open(&data_dir).context("cannot open the account store")?;
+    let mut cfg = Config {
+        server_name: cli.server_name,
+        max_connections: cli.max_connections,
+        max_shared: cli.max_shared,
+        registered_only: cli.registered_only,
+        bans: cli.ban,
+        flood_commands: cli.flood_commands,
+        flood_time: Duration::from_secs(cli.flood_secs),
+        login_timeout: Duration::from_secs(cli.login_timeout_secs),
+        ghost_kill: Duration::from_secs(cli.ghost_kill_secs),
+        ..Config::default()
+    };
+    cfg.motd.extend(cli.motd);
+    let max_connections = cfg.max_connections;
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let server = Server::new(
+        cfg,
+        accounts,
+        rand::rngs::StdRng::from_entropy(),
+        std::time::Instant::now(),
+        unix,
+    );
+
+    let listen = cli.daemon.listen_or(DEFAULT_PORT);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let stats = Stats::new("napster", "server", &addr.to_string());
+    let shutdown = install_signals(stats.clone(), cli.daemon.stats_file.clone());
+    node::log_started(addr);
+    announce_listening("tcp", addr, None);
+    if let Some(meta) = cli.metaserver {
+        let ml = tokio::net::TcpListener::bind(meta)
+            .await
+            .with_context(|| format!("cannot listen on {meta} (metaserver)"))?;
+        announce_listening("tcp", ml.local_addr()?, Some("metaserver"));
+        tokio::spawn(node::run_metaserver(
+            ml,
+            addr,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let hub = Hub::new(server, stats.clone());
+    node::run(listener, hub, max_connections, shutdown).await?;
+    if let Some(path) = &cli.daemon.stats_file {
+        write_stats(&stats, path);
+    }
+    Ok(())
 }

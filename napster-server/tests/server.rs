@@ -1,0 +1,222 @@
+//! Multi-process tests of `napster-server` over real sockets (notes §8 cases 1–7, 11–15).
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use support::{Daemon, Raw};
+
+#[test]
+fn s8_1_split_packed_zero_length_and_oversized_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(dir.path(), &[]);
+    let mut r = Raw::connect(d.addr);
+    // A login split across two writes.
+    let login = napster_server::codec::Frame::text(2, "alice pw 6699 \"raw\" 4")
+        .to_bytes()
+        .unwrap();
+    r.s.write_all(&login[..3]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    r.s.write_all(&login[3..]).unwrap();
+    assert_eq!(r.until(214)[0], (3, "anon@p2p-lab".into()));
+    // Three frames in one write, one of them empty.
+    let mut packed = Vec::new();
+    for (t, p) in [(214u16, ""), (750, ""), (214, "")] {
+        packed.extend(napster_server::codec::Frame::text(t, p).to_bytes().unwrap());
+    }
+    r.s.write_all(&packed).unwrap();
+    assert_eq!(r.recv().unwrap().0, 214);
+    assert_eq!(r.recv().unwrap().0, 750);
+    assert_eq!(r.recv().unwrap().0, 214);
+    // A 5000-byte header: disconnected without a reply, and other clients are unaffected.
+    let mut bad = Raw::connect(d.addr);
+    bad.s.write_all(&[0x88, 0x13, 200, 0]).unwrap();
+    assert_eq!(bad.recv(), None);
+    r.send(214, "");
+    assert_eq!(r.recv().unwrap().0, 214);
+}
+
+#[test]
+fn s8_2_to_4_login_rules_accounts_persist_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let d = Daemon::server(dir.path(), &[]);
+        let mut r = Raw::connect(d.addr);
+        r.send(200, "FILENAME CONTAINS \"x\"");
+        assert_eq!(r.recv(), Some((0, "invalid command".into())));
+        assert_eq!(r.recv(), None);
+
+        let mut r = Raw::connect(d.addr);
+        r.send(7, "teknap2");
+        assert_eq!(r.recv(), Some((8, String::new())));
+        r.send(6, "teknap2 pw2 6699 \"TekNap\" 0 blah@opennap");
+        let g = r.until(214);
+        assert_eq!(g[0], (3, "blah@opennap".into()));
+        assert!(g[1..g.len() - 1].iter().all(|f| f.0 == 621));
+        r.send(9999, "");
+        assert_eq!(r.recv(), Some((404, "Unknown command code 9999".into())));
+    }
+    // Restarted on the same data directory: the registration survived.
+    let d = Daemon::server(dir.path(), &["--ghost-kill-secs", "0"]);
+    let mut r = Raw::connect(d.addr);
+    r.send(2, "teknap2 wrong 6699 \"TekNap\" 0");
+    assert_eq!(r.recv(), Some((0, "Invalid Password".into())));
+    assert_eq!(r.recv(), None);
+    let mut r = Raw::connect(d.addr);
+    r.send(2, "teknap2 pw2 6699 \"TekNap\" 0");
+    assert_eq!(r.until(214)[0], (3, "blah@opennap".into()));
+    let mut r2 = Raw::connect(d.addr);
+    r2.send(6, "teknap2 x 6699 \"TekNap\" 0 e@x");
+    assert_eq!(
+        r2.recv(),
+        Some((0, "Nick registered to another user".into()))
+    );
+    let stored = std::fs::read_to_string(dir.path().join("accounts.json")).unwrap();
+    assert!(
+        stored.contains("$argon2id$") && !stored.contains("\"pw2\""),
+        "{stored}"
+    );
+}
+
+#[test]
+fn corrupt_account_store_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("accounts.json"), b"{\"version\":1,\"acc").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_napster-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("accounts.json") && err.contains("corrupt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn s8_5_to_7_share_search_browse_over_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(dir.path(), &[]);
+    let mut a = Raw::login(d.addr, "alice", 6699);
+    let mut b = Raw::login(d.addr, "bob", 6699);
+    a.send(
+        100,
+        r#""C:\mp3\Beatles - Hey Jude.mp3" 00000000000000000000000000000000 4000000 128 44100 240"#,
+    );
+    a.send(
+        870,
+        r#""C:\mp3" "Cowboy Junkies - Sweet Jane.mp3" 0 3000 192 44100 200"#,
+    );
+    a.send(214, "");
+    assert_eq!(a.recv(), Some((214, "2 2 0".into())));
+    b.send(200, r#"FILENAME CONTAINS "jude" MAX_RESULTS 100 "#);
+    let r = b.until(202);
+    assert_eq!(r.len(), 2);
+    assert!(r[0].1.ends_with(" alice 16777343 4"), "{r:?}");
+    b.send(200, r#"FILENAME CONTAINS "cow""#);
+    assert_eq!(b.until(202).len(), 1);
+    b.send(200, r#"FILENAME CONTAINS "x" SIZE "BIGGER" 3"#);
+    assert_eq!(
+        b.until(202),
+        vec![
+            (404, "BIGGER: invalid comparison for search".into()),
+            (202, String::new())
+        ]
+    );
+    b.send(211, "alice");
+    let r = b.until(213);
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[2], (213, "alice 16777343".into()));
+    a.send(110, "");
+    assert_eq!(a.recv(), Some((110, "2".into())));
+}
+
+#[test]
+fn s8_11_to_14_whois_chat_ping_ghost_over_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(dir.path(), &["--ghost-kill-secs", "0"]);
+    let mut a = Raw::login(d.addr, "alice", 6699);
+    let mut b = Raw::login(d.addr, "bob", 6699);
+    a.send(218, "");
+    a.send(220, "");
+    // A round trip on alice's connection orders her counters before bob's whois.
+    a.send(214, "");
+    assert_eq!(a.recv().unwrap().0, 214);
+    b.send(603, "alice");
+    let w = b.recv().unwrap();
+    assert_eq!(w.0, 604);
+    assert!(w.1.ends_with(r#" "Active" 0 1 1 4 "raw-test""#), "{w:?}");
+    a.send(400, "#lab");
+    a.until(410);
+    b.send(400, "#lab");
+    b.until(410);
+    assert_eq!(a.recv(), Some((406, "#lab bob 0 4".into())));
+    b.send(402, "#lab hi");
+    assert_eq!(a.recv(), Some((403, "#lab bob hi".into())));
+    b.send(751, "alice");
+    assert_eq!(a.recv(), Some((751, "bob".into())));
+    a.send(205, "bob see you");
+    assert_eq!(b.until(205).last().unwrap().1, "alice see you");
+    // Ghost: same nick from the same IP after the (zero) timer kills the old session with 748.
+    let _a2 = Raw::login(d.addr, "alice", 6699);
+    let rest = a.until(748);
+    assert_eq!(rest.last().unwrap().0, 748);
+    assert_eq!(a.recv(), None);
+}
+
+#[test]
+fn s8_15_flood_is_throttled_not_disconnected_and_big_share_is_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(dir.path(), &["--flood-commands", "20", "--flood-secs", "1"]);
+    let mut a = Raw::login(d.addr, "alice", 6699);
+    let mut batch = Vec::new();
+    for i in 0..5000 {
+        batch.extend(
+            napster_server::codec::Frame::text(
+                100,
+                &format!("\"C:\\mp3\\song {i}.mp3\" 0 1000 128 44100 60"),
+            )
+            .to_bytes()
+            .unwrap(),
+        );
+    }
+    a.s.write_all(&batch).unwrap();
+    a.send(214, "");
+    assert_eq!(a.recv(), Some((214, "1 5000 0".into())));
+    // 60 stats requests against a limit of 20 per second: all answered, none lost, still connected.
+    let mut burst = Vec::new();
+    for _ in 0..60 {
+        burst.extend(napster_server::codec::Frame::empty(214).to_bytes().unwrap());
+    }
+    let start = std::time::Instant::now();
+    a.s.write_all(&burst).unwrap();
+    for _ in 0..60 {
+        assert_eq!(a.recv().unwrap().0, 214);
+    }
+    // Throttled means the reads were paused at least once for the rest of a window.
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "not throttled"
+    );
+}
+
+#[test]
+fn metaserver_redirects() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::server(dir.path(), &["--metaserver", "127.0.0.1:0"]);
+    let line = d
+        .lines
+        .recv_timeout(support::DEADLINE)
+        .expect("metaserver readiness line");
+    let meta = common::telemetry::Listening::parse(&line).unwrap();
+    assert_eq!(meta.name.as_deref(), Some("metaserver"));
+    let mut s = std::net::TcpStream::connect(meta.addr).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert_eq!(text, format!("{}\n", d.addr));
+    let _ = d.child.kill();
+}
