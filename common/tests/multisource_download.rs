@@ -596,6 +596,28 @@ async fn a_wrong_expected_hash_is_reported_clearly() {
 }
 
 #[tokio::test]
+async fn kazaa_uuhash_is_verified_too() {
+    let size = 600 * 1024 + 7;
+    let a = Server::start(size, Behaviour::default()).await;
+    let kinds = common::hash::HashKinds {
+        uuhash: true,
+        ..Default::default()
+    };
+    let mut h = common::hash::MultiHasher::new(kinds, size);
+    h.update(&content(size));
+    let uu = h.finish().uuhash.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.bin");
+    let (dl, _adder, _rx) = Download::new(&dest, size, ExpectedHash::UuHash(uu), config(), stats());
+    let report = tokio::time::timeout(TEST_DEADLINE, dl.run(vec![src(&a)]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.hashes.uuhash, Some(uu));
+    assert_content(&dest, size);
+}
+
+#[tokio::test]
 async fn an_empty_file_downloads_and_verifies() {
     let a = Server::start(0, Behaviour::default()).await;
     let dir = tempfile::tempdir().unwrap();

@@ -739,7 +739,7 @@ impl Driver {
 
     /// Low-source warning and the out-of-sources deadline.
     fn check_sources(&mut self, now: Instant) -> Result<(), DownloadError> {
-        let live = self.sched.live_sources();
+        let live = self.sched.usable_sources();
         if live < self.dl.cfg.low_sources {
             if !self.low_reported {
                 info!(live, "low on sources");

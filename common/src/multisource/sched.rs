@@ -163,6 +163,13 @@ impl Scheduler {
             .count()
     }
 
+    /// Live sources that may fetch now or later in this round (the suspended suspect does not count).
+    pub(crate) fn usable_sources(&self) -> usize {
+        (0..self.sources.len())
+            .filter(|&s| self.sources[s].status != Status::Dead && self.suspended != Some(s))
+            .count()
+    }
+
     fn busy_count(&self) -> usize {
         self.sources
             .iter()
