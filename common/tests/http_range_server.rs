@@ -348,6 +348,7 @@ async fn garbage_and_multi_ranges_are_ignored_with_a_full_200() {
         assert_eq!(r.status(), 200, "{range}");
         assert_eq!(r.body, s.fx.small, "{range}");
     }
+    assert_eq!(s.stats.snapshot().errors["http_range_ignored"], 6);
     let r = c
         .get(
             "/file/small.bin",
@@ -515,7 +516,7 @@ async fn full_slots_give_503_with_retry_after_and_free_up_after() {
     })
     .await;
     let mut slow = Client::connect(s.addr).await;
-    slow.send("GET /file/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-524287\r\n\r\n")
+    slow.send("GET /file/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1048575\r\n\r\n")
         .await;
     eventually("first upload holds the slot", || {
         s.http.free_slots() == Some(0)
@@ -535,7 +536,7 @@ async fn full_slots_give_503_with_retry_after_and_free_up_after() {
         .await;
     assert_eq!(h.read(false).await.status(), 200);
     let r = slow.read(true).await;
-    assert_eq!(r.body.len(), 524_288);
+    assert_eq!(r.body.len(), 1_048_576);
     eventually("slot released", || s.http.free_slots() == Some(1)).await;
     let r = get_once(s.addr, "/file/small.bin", "").await;
     assert_eq!(r.status(), 200);
@@ -616,6 +617,11 @@ async fn client_that_stops_reading_is_cut_and_its_slot_freed() {
     // The server is fine for everyone else.
     assert_eq!(get_once(s.addr, "/file/small.bin", "").await.status(), 200);
     drop(c);
+    // Nothing leaks: every connection task ended.
+    eventually("no connection left open", || {
+        s.stats.snapshot().gauges["http_connections"] == 0
+    })
+    .await;
 }
 
 #[tokio::test]

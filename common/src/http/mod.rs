@@ -22,7 +22,16 @@
 //!
 //! Stats: every request is `msg_in("http_request", head bytes)`, every reply `msg_out("http_response", head
 //! bytes)` (head sizes are recomputed from the parsed request/built reply, hyper does not expose the raw
-//! bytes); file payload goes to `transfers.upload_bytes` and the uploads counters.
+//! bytes); file payload goes to `transfers.upload_bytes` and the uploads counters. An upload counts as
+//! completed once its last byte is handed to the connection (the socket may still be flushing it), and as
+//! failed when the body is dropped before that (peer gone, timeout, read error). A 503 counts as refused.
+//! Errors by kind: `http_header_timeout`, `http_idle_timeout`, `http_head_too_large`, `http_malformed`,
+//! `http_connection`, `http_range_unsatisfiable`, `http_range_ignored`, `http_file_open`,
+//! `http_file_changed`, `http_file_read`, `http_too_many_connections`, `http_accept`.
+//!
+//! Not done: multipart/byteranges (several ranges are answered with the whole file, as RFC 9110 allows);
+//! hyper answers malformed requests (`400`) and oversized heads (`431`) itself, so those replies carry no
+//! router headers; no `sendfile` (hyper writes from user-space buffers, see `docs/BENCHMARKS.md`).
 //!
 //! [`HttpServer::serve`] runs a listening socket; [`HttpServer::serve_connection`] serves one stream that is
 //! already established (a Gnutella servent that connected out and wrote `GIV`, or KaZaA's shared port wrapped
@@ -226,6 +235,7 @@ impl HttpServer {
 
     /// Accepts connections on `listener` and serves each on its own task until `shutdown` is cancelled; then
     /// stops accepting, lets running replies finish for [`HttpConfig::shutdown_grace`] and cuts the rest.
+    /// Connections beyond [`HttpConfig::max_connections`] are closed as soon as they are accepted.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -280,6 +290,9 @@ impl HttpServer {
 
     /// Serves HTTP/1.x on one established stream until the client or the router closes it, it times out,
     /// or `shutdown` is cancelled (the reply in progress is finished first). Logs and counts how it ended.
+    ///
+    /// Upload slots and the global rate cap are shared with every other connection of this server; the
+    /// connection cap of [`HttpServer::serve`] is not applied (the caller owns this stream).
     pub async fn serve_connection<I>(
         &self,
         io: I,
@@ -473,7 +486,11 @@ impl HttpServer {
             RangeOutcome::Full
         };
         if range_header.is_some() && outcome == RangeOutcome::Full && if_range_ok {
-            tracing::debug!("ignoring a Range header we do not serve (garbage or several ranges)");
+            tracing::debug!(
+                range = ?info.headers.get(header::RANGE),
+                "ignoring a Range header we do not serve (garbage or several ranges): 200 with the whole file"
+            );
+            stats.error("http_range_ignored");
         }
         let Some((offset, len)) = outcome.span(total) else {
             stats.error("http_range_unsatisfiable");
