@@ -1,10 +1,12 @@
 //! Safe paths: turning a name a peer asked for into a path that can never leave the shared root.
 //!
 //! Every protocol that serves files by name hands a peer-chosen string to the file system: Napster's peer
-//! `GET` line (`nick "path" offset`, OpenNap `napster.txt` "Client-Client Protocol"), Gnutella 0.6 HTTP
-//! `GET /get/<index>/<name>` (Gnutella 0.6 draft §4 "File transfer") and KaZaA's HTTP requests. Directory
-//! traversal through these strings was a classic bug in the clients of the era, so all of them go through
-//! this module and nothing else.
+//! `GET` line (`nick "path" offset`; OpenNap `napster.txt` client-to-client transfer, our
+//! `protocols/napster.md` §3), Gnutella 0.6 HTTP `GET /get/<index>/<url-encoded name>` (the 0.6 draft's
+//! file-download section, our `protocols/gnutella.md` §5, where gtk-gnutella answers
+//! `/get/1/../../../../etc/passwd` with `400 Bad Path`) and KaZaA's HTTP requests. Directory traversal
+//! through these strings was a classic bug in the clients of the era, so all of them go through this module
+//! and nothing else.
 //!
 //! The rules, applied in this order:
 //! 1. **Decode exactly once** ([`percent_decode_once`]): a malformed escape (`%zz`, a trailing `%`) is an
