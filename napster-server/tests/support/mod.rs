@@ -40,18 +40,22 @@ impl Daemon {
                 }
             }
         });
+        // Owned by a `Daemon` at once, so a failed wait below still kills the child on drop.
+        let mut d = Daemon {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            lines: rx,
+        };
         let start = Instant::now();
         loop {
             let left = DEADLINE.saturating_sub(start.elapsed());
-            let line = rx
+            let line = d
+                .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("{bin} did not print its readiness line"));
             if let Some(l) = common::telemetry::Listening::parse(&line) {
-                return Daemon {
-                    child,
-                    addr: l.addr,
-                    lines: rx,
-                };
+                d.addr = l.addr;
+                return d;
             }
         }
     }
