@@ -566,6 +566,21 @@ async fn per_connection_rate_cap_slows_the_transfer() {
 }
 
 #[tokio::test]
+async fn slow_capped_upload_outlives_the_idle_timeout() {
+    // 192 KiB at 64 KiB/s takes ~3 s, ten times the idle timeout: bytes keep moving, so it is not cut.
+    let s = start(HttpConfig {
+        per_connection_rate: Some(64 * 1024),
+        idle_timeout: Duration::from_millis(300),
+        ..HttpConfig::default()
+    })
+    .await;
+    let r = get_once(s.addr, "/file/big.bin", "Range: bytes=0-196607\r\n").await;
+    assert_eq!(r.body.len(), 196_608);
+    let t = s.stats.snapshot().transfers;
+    assert_eq!((t.uploads_completed, t.uploads_failed), (1, 0));
+}
+
+#[tokio::test]
 async fn global_rate_cap_is_shared_by_connections() {
     let s = start(HttpConfig {
         global_rate: Some(RateLimiter::with_burst(1024 * 1024, 64 * 1024)),
@@ -669,6 +684,44 @@ async fn malformed_request_gets_400() {
     let r = c.read(false).await;
     assert_eq!(r.status(), 400);
     assert!(c.closed_within(T).await);
+}
+
+#[tokio::test]
+async fn random_bytes_never_take_the_server_down() {
+    use rand::{Rng, SeedableRng};
+    let s = start(HttpConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..HttpConfig::default()
+    })
+    .await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let len = rng.gen_range(0..3000);
+        let mut junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        // Half of them start like a request, so the parser gets past the method.
+        if i % 2 == 0 {
+            junk.splice(0..0, b"GET /file/small.bin HTTP/1.1\r\n".iter().copied());
+        }
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let _ = c.write_all(&junk).await;
+            let mut sink = Vec::new();
+            let _ = timeout(T, c.read_to_end(&mut sink)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        get_once(s.addr, "/file/small.bin", "").await.body,
+        s.fx.small
+    );
+    eventually("every junk connection closed", || {
+        s.stats.snapshot().gauges["http_connections"] == 0
+    })
+    .await;
 }
 
 #[tokio::test]
