@@ -28,63 +28,96 @@ const K: [u32; 64] = [
 
 const INIT: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
 
+// F = d ^ (b & (c ^ d)); G = (c & !d) + (b & d) (disjoint bits, so + is |, and c & !d is off the chain);
+// H = b ^ c ^ d; I = c ^ (b | !d). `$m` is the message word plus the round constant.
+macro_rules! step {
+    (F, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $s:expr) => {
+        $a = black_box($a.wrapping_add($m))
+            .wrapping_add($d ^ ($b & ($c ^ $d)))
+            .rotate_left($s)
+            .wrapping_add($b);
+    };
+    (G, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $s:expr) => {
+        $a = black_box($a.wrapping_add($m))
+            .wrapping_add(!$d & $c)
+            .wrapping_add($d & $b)
+            .rotate_left($s)
+            .wrapping_add($b);
+    };
+    (H, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $s:expr) => {
+        $a = black_box($a.wrapping_add($m))
+            .wrapping_add($b ^ $c ^ $d)
+            .rotate_left($s)
+            .wrapping_add($b);
+    };
+    (I, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $s:expr) => {
+        $a = black_box($a.wrapping_add($m))
+            .wrapping_add($c ^ ($b | !$d))
+            .rotate_left($s)
+            .wrapping_add($b);
+    };
+}
+
+/// The 16 steps of one round over one or more independent states `[a b c d]` (several states interleave
+/// their dependency chains, which a single MD5 cannot do).
+macro_rules! round {
+    ($x:ident, $f:ident, $k0:expr, $kstep:expr, $i0:expr, [$s0:expr, $s1:expr, $s2:expr, $s3:expr],
+     $([$a:ident $b:ident $c:ident $d:ident])+) => {
+        for j in 0..4 {
+            let i = $i0 + 4 * j;
+            let m = |n: usize| $x[($k0 + $kstep * (4 * j + n)) % 16].wrapping_add(K[i + n]);
+            $(step!($f, $a, $b, $c, $d, m(0), $s0);)+
+            $(step!($f, $d, $a, $b, $c, m(1), $s1);)+
+            $(step!($f, $c, $d, $a, $b, m(2), $s2);)+
+            $(step!($f, $b, $c, $d, $a, m(3), $s3);)+
+        }
+    };
+}
+
+/// All 64 steps; message word of step i: round 1 i, round 2 (1 + 5i), round 3 (5 + 3i), round 4 7i, mod 16.
+macro_rules! rounds {
+    ($x:ident, $($st:tt)+) => {
+        round!($x, F, 0, 1, 0, [7, 12, 17, 22], $($st)+);
+        round!($x, G, 1, 5, 16, [5, 9, 14, 20], $($st)+);
+        round!($x, H, 5, 3, 32, [4, 11, 16, 23], $($st)+);
+        round!($x, I, 0, 7, 48, [6, 10, 15, 21], $($st)+);
+    };
+}
+
 #[inline(always)]
-fn compress(state: &mut [u32; 4], block: &[u8]) {
+fn load(block: &[u8]) -> [u32; 16] {
     let mut x = [0u32; 16];
     for (w, c) in x.iter_mut().zip(block.chunks_exact(4)) {
         *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }
+    x
+}
+
+#[inline(always)]
+fn add_into(state: &mut [u32; 4], v: [u32; 4]) {
+    for (s, v) in state.iter_mut().zip(v) {
+        *s = s.wrapping_add(v);
+    }
+}
+
+#[inline(always)]
+fn compress(state: &mut [u32; 4], block: &[u8]) {
+    let x = load(block);
     let [mut a, mut b, mut c, mut d] = *state;
-    // F = d ^ (b & (c ^ d)); G = (c & !d) + (b & d) (disjoint bits, so + is |, and c & !d is off the
-    // chain); H = b ^ c ^ d; I = c ^ (b | !d).
-    macro_rules! step {
-        (F, $a:ident, $b:ident, $c:ident, $d:ident, $k:expr, $i:expr, $s:expr) => {
-            $a = black_box($a.wrapping_add(x[$k]).wrapping_add(K[$i]))
-                .wrapping_add($d ^ ($b & ($c ^ $d)))
-                .rotate_left($s)
-                .wrapping_add($b);
-        };
-        (G, $a:ident, $b:ident, $c:ident, $d:ident, $k:expr, $i:expr, $s:expr) => {
-            $a = black_box($a.wrapping_add(x[$k]).wrapping_add(K[$i]))
-                .wrapping_add(!$d & $c)
-                .wrapping_add($d & $b)
-                .rotate_left($s)
-                .wrapping_add($b);
-        };
-        (H, $a:ident, $b:ident, $c:ident, $d:ident, $k:expr, $i:expr, $s:expr) => {
-            $a = black_box($a.wrapping_add(x[$k]).wrapping_add(K[$i]))
-                .wrapping_add($b ^ $c ^ $d)
-                .rotate_left($s)
-                .wrapping_add($b);
-        };
-        (I, $a:ident, $b:ident, $c:ident, $d:ident, $k:expr, $i:expr, $s:expr) => {
-            $a = black_box($a.wrapping_add(x[$k]).wrapping_add(K[$i]))
-                .wrapping_add($c ^ ($b | !$d))
-                .rotate_left($s)
-                .wrapping_add($b);
-        };
-    }
-    macro_rules! round {
-        ($f:ident, $k0:expr, $kstep:expr, $i0:expr, [$s0:expr, $s1:expr, $s2:expr, $s3:expr]) => {
-            for j in 0..4 {
-                let i = $i0 + 4 * j;
-                let k = |n: usize| ($k0 + $kstep * (4 * j + n)) % 16;
-                step!($f, a, b, c, d, k(0), i, $s0);
-                step!($f, d, a, b, c, k(1), i + 1, $s1);
-                step!($f, c, d, a, b, k(2), i + 2, $s2);
-                step!($f, b, c, d, a, k(3), i + 3, $s3);
-            }
-        };
-    }
-    // Message word of step i: round 1 i, round 2 (1 + 5i), round 3 (5 + 3i), round 4 7i, all mod 16.
-    round!(F, 0, 1, 0, [7, 12, 17, 22]);
-    round!(G, 1, 5, 16, [5, 9, 14, 20]);
-    round!(H, 5, 3, 32, [4, 11, 16, 23]);
-    round!(I, 0, 7, 48, [6, 10, 15, 21]);
-    state[0] = state[0].wrapping_add(a);
-    state[1] = state[1].wrapping_add(b);
-    state[2] = state[2].wrapping_add(c);
-    state[3] = state[3].wrapping_add(d);
+    rounds!(x, [a b c d]);
+    add_into(state, [a, b, c, d]);
+}
+
+/// One block into two independent states at once (the whole-file MD5 and a kzhash tree leaf read the same
+/// bytes); about 1.15x the time of one [`compress`] for twice the work.
+#[inline(always)]
+fn compress2(s1: &mut [u32; 4], s2: &mut [u32; 4], block: &[u8]) {
+    let x = load(block);
+    let [mut a, mut b, mut c, mut d] = *s1;
+    let [mut e, mut f, mut g, mut h] = *s2;
+    rounds!(x, [a b c d] [e f g h]);
+    add_into(s1, [a, b, c, d]);
+    add_into(s2, [e, f, g, h]);
 }
 
 fn compress_blocks(state: &mut [u32; 4], blocks: &[u8]) {
@@ -139,6 +172,44 @@ impl Md5 {
         let rest = &data[whole..];
         self.buf[..rest.len()].copy_from_slice(rest);
         self.buf_len = rest.len();
+    }
+
+    /// Feeds the same bytes to two hashers that have been fed the same number of bytes modulo 64 (so
+    /// their blocks line up), interleaving their work.
+    pub fn update_pair(a: &mut Md5, b: &mut Md5, mut data: &[u8]) {
+        if a.buf_len != b.buf_len {
+            a.update(data);
+            b.update(data);
+            return;
+        }
+        let len = data.len() as u64;
+        a.total = a.total.wrapping_add(len);
+        b.total = b.total.wrapping_add(len);
+        if a.buf_len > 0 {
+            let take = (BLOCK - a.buf_len).min(data.len());
+            a.buf[a.buf_len..a.buf_len + take].copy_from_slice(&data[..take]);
+            b.buf[b.buf_len..b.buf_len + take].copy_from_slice(&data[..take]);
+            a.buf_len += take;
+            b.buf_len += take;
+            data = &data[take..];
+            if a.buf_len < BLOCK {
+                return;
+            }
+            let (ba, bb) = (a.buf, b.buf);
+            compress(&mut a.state, &ba);
+            compress(&mut b.state, &bb);
+            a.buf_len = 0;
+            b.buf_len = 0;
+        }
+        let whole = data.len() - data.len() % BLOCK;
+        for block in data[..whole].chunks_exact(BLOCK) {
+            compress2(&mut a.state, &mut b.state, block);
+        }
+        let rest = &data[whole..];
+        a.buf[..rest.len()].copy_from_slice(rest);
+        b.buf[..rest.len()].copy_from_slice(rest);
+        a.buf_len = rest.len();
+        b.buf_len = rest.len();
     }
 
     /// The digest.
@@ -212,6 +283,28 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn pair_equals_two_singles(
+            prefix_a in 0usize..200,
+            prefix_b in 0usize..200,
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            chunk in 1usize..300,
+        ) {
+            let lead: Vec<u8> = (0..200u8).collect();
+            let (mut a, mut b) = (Md5::new(), Md5::new());
+            a.update(&lead[..prefix_a]);
+            b.update(&lead[..prefix_b]);
+            for c in data.chunks(chunk) {
+                Md5::update_pair(&mut a, &mut b, c);
+            }
+            let mut want_a = lead[..prefix_a].to_vec();
+            want_a.extend_from_slice(&data);
+            let mut want_b = lead[..prefix_b].to_vec();
+            want_b.extend_from_slice(&data);
+            prop_assert_eq!(a.finalize(), oracle(&want_a));
+            prop_assert_eq!(b.finalize(), oracle(&want_b));
+        }
+
         #[test]
         fn matches_md5_crate(data in proptest::collection::vec(any::<u8>(), 0..3000), chunk in 1usize..200) {
             let mut h = Md5::new();

@@ -65,10 +65,23 @@ impl Md5TreeHasher {
     }
 
     /// Feeds the next bytes.
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
+        self.feed(None, data);
+    }
+
+    /// Feeds the next bytes to the tree and to `file`, an MD5 of the whole content that has been fed the
+    /// same bytes so far; the two MD5s share each block's work ([`Md5::update_pair`]).
+    pub fn update_with_md5(&mut self, file: &mut Md5, data: &[u8]) {
+        self.feed(Some(file), data);
+    }
+
+    fn feed(&mut self, mut file: Option<&mut Md5>, mut data: &[u8]) {
         while !data.is_empty() {
             let take = (MD5_TREE_BLOCK - self.block_fill).min(data.len());
-            self.block.update(&data[..take]);
+            match file.as_deref_mut() {
+                Some(f) => Md5::update_pair(f, &mut self.block, &data[..take]),
+                None => self.block.update(&data[..take]),
+            }
             self.block_fill += take;
             data = &data[take..];
             if self.block_fill == MD5_TREE_BLOCK {

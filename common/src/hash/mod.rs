@@ -190,13 +190,19 @@ impl MultiHasher {
         if let Some(h) = &mut self.sha1 {
             h.update(data);
         }
-        if let Some(h) = &mut self.md5 {
-            h.update(data);
+        match (&mut self.md5, &mut self.tree) {
+            // Both are MD5s over the same blocks: interleaved, the pair costs little more than one.
+            (Some(md5), Some(tree)) => tree.update_with_md5(md5, data),
+            (md5, tree) => {
+                if let Some(h) = md5 {
+                    h.update(data);
+                }
+                if let Some(h) = tree {
+                    h.update(data);
+                }
+            }
         }
         if let Some(h) = &mut self.uu {
-            h.update(data);
-        }
-        if let Some(h) = &mut self.tree {
             h.update(data);
         }
         if let Some(h) = &mut self.napster {
@@ -234,19 +240,47 @@ pub const HASH_FILE_BUF: usize = 1 << 20;
 /// Files smaller than this are hashed on the calling thread only: a thread costs more than it saves.
 pub const PARALLEL_MIN_LEN: u64 = 8 << 20;
 
-/// Relative per-byte cost of each kind (SHA-1 with SHA-NI is about 3x faster than MD5; UUHash and the
-/// Napster MD5 only look at a few hundred KiB).
-fn kind_costs(kinds: HashKinds) -> [(HashKinds, u32); 3] {
-    let only = |f: fn(&mut HashKinds)| {
-        let mut k = HashKinds::default();
-        f(&mut k);
-        k
-    };
-    [
-        (only(|k| k.sha1 = true), if kinds.sha1 { 1 } else { 0 }),
-        (only(|k| k.md5 = true), if kinds.md5 { 3 } else { 0 }),
-        (only(|k| k.kzhash = true), if kinds.kzhash { 3 } else { 0 }),
-    ]
+/// The whole-file hashes in `kinds` as units that should stay on one thread, with their relative per-byte
+/// cost: SHA-1 with SHA-NI is about 3x faster than MD5, and an MD5 with the kzhash tree (interleaved, see
+/// [`md5fast::Md5::update_pair`]) costs about 1.15 MD5. UUHash and the Napster MD5 only read a few hundred
+/// KiB and are not counted.
+fn kind_costs(kinds: HashKinds) -> Vec<(HashKinds, u32)> {
+    let mut units = Vec::new();
+    if kinds.sha1 {
+        units.push((
+            HashKinds {
+                sha1: true,
+                ..HashKinds::default()
+            },
+            2,
+        ));
+    }
+    match (kinds.md5, kinds.kzhash) {
+        (true, true) => units.push((
+            HashKinds {
+                md5: true,
+                kzhash: true,
+                ..HashKinds::default()
+            },
+            7,
+        )),
+        (true, false) => units.push((
+            HashKinds {
+                md5: true,
+                ..HashKinds::default()
+            },
+            6,
+        )),
+        (false, true) => units.push((
+            HashKinds {
+                kzhash: true,
+                ..HashKinds::default()
+            },
+            6,
+        )),
+        (false, false) => {}
+    }
+    units
 }
 
 fn union(a: HashKinds, b: HashKinds) -> HashKinds {
@@ -262,13 +296,13 @@ fn union(a: HashKinds, b: HashKinds) -> HashKinds {
 /// Splits `kinds` into (calling thread, helper thread) so the heavier side is as light as possible, or
 /// `None` when only one whole-file hash is wanted (nothing to share).
 fn split_kinds(kinds: HashKinds) -> Option<(HashKinds, HashKinds)> {
-    let costs = kind_costs(kinds);
-    let heavy: Vec<_> = costs.iter().filter(|(_, c)| *c > 0).collect();
+    let heavy = kind_costs(kinds);
     if heavy.len() < 2 {
         return None;
     }
-    // At most 3 heavy kinds: try every assignment and keep the most balanced.
-    let mut best: Option<(u32, HashKinds, HashKinds)> = None;
+    // At most 2 units: try every assignment.
+    // Best = lightest heavier side; on a tie, the lighter side for the calling thread, which also reads.
+    let mut best: Option<((u32, u32), HashKinds, HashKinds)> = None;
     for mask in 1..(1u32 << heavy.len()) - 1 {
         let (mut a, mut b) = (HashKinds::default(), HashKinds::default());
         let (mut ca, mut cb) = (0, 0);
@@ -281,8 +315,9 @@ fn split_kinds(kinds: HashKinds) -> Option<(HashKinds, HashKinds)> {
                 ca += c;
             }
         }
-        if best.is_none_or(|(m, _, _)| ca.max(cb) < m) {
-            best = Some((ca.max(cb), a, b));
+        let key = (ca.max(cb), ca);
+        if best.is_none_or(|(k, _, _)| key < k) {
+            best = Some((key, a, b));
         }
     }
     let (_, mut a, b) = best?;
