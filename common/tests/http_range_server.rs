@@ -274,6 +274,11 @@ async fn full_get_has_the_file_and_range_headers() {
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert!(r.header("last-modified").unwrap().ends_with("GMT"));
     assert!(r.header("content-range").is_none());
+    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"Accept-Ranges") && names.contains(&"Content-Length"),
+        "header names in title case like the servents of the era: {names:?}"
+    );
     let snap = s.stats.snapshot();
     assert_eq!(snap.transfers.uploads_started, 1);
     assert_eq!(snap.transfers.uploads_completed, 1);

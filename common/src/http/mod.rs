@@ -335,6 +335,9 @@ impl HttpServer {
             .header_read_timeout(cfg.header_read_timeout)
             .max_buf_size(cfg.max_header_bytes.max(MIN_HEADER_BYTES))
             .max_headers(cfg.max_headers)
+            // Servents of the era wrote `Content-Length`, not `content-length`; header names are
+            // case-insensitive, but a capture should look like the real thing.
+            .title_case_headers(true)
             .keep_alive(true);
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
