@@ -292,7 +292,10 @@ impl SharedRoot {
     pub fn resolve(&self, rel: &SafeRelPath) -> Result<PathBuf, SafePathError> {
         let joined = rel.components().fold(self.root.clone(), |p, c| p.join(c));
         let canon = joined.canonicalize().map_err(SafePathError::from_io)?;
-        self.check_inside(canon)
+        self.check_inside(canon).inspect_err(|_| {
+            // Only a symlink in the shared folder can get here: worth the owner's attention.
+            tracing::warn!(path = %rel, "refused: a symlink in the shared folder leads outside it");
+        })
     }
 
     /// Like [`SharedRoot::resolve`], and the result must be a regular file.
