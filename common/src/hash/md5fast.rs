@@ -1,14 +1,19 @@
 //! MD5 (RFC 1321), scheduled for a short dependency chain.
 //!
 //! Why not just the `md-5` crate: MD5 is latency-bound (every step needs the previous step's result), and
-//! on this project's machine `md-5` 0.10 (with or without its `asm` feature) ran at about 0.77x of
-//! `openssl dgst -md5` per CPU second, below the 0.9x goal. Its generated code adds the round constant
-//! *after* the boolean function, because LLVM's reassociation moves constants to the end of a sum, which
-//! puts one more add on the critical path of each of the 64 steps. Here the sum `a + X[k] + K[i]`, which
-//! only depends on older values, goes through [`core::hint::black_box`] so it stays a precomputed operand
-//! and the chain per step is: boolean function, one add, rotate, one add (what OpenSSL's assembly does).
-//! Measured 0.88–0.97x of OpenSSL per CPU second (see `docs/BENCHMARKS.md`). Everything else (padding,
-//! buffering) is textbook; `md-5` stays the oracle in the tests.
+//! on this project's machine `md-5` 0.10 (with or without its `asm` feature, which measured within noise of
+//! the plain build) ran at about 0.77x of `openssl dgst -md5` per CPU second, below the 0.9x goal. Its
+//! generated code adds the round constant *after* the boolean function, because LLVM's reassociation moves
+//! constants to the end of a sum, which puts one more add on the critical path of each of the 64 steps.
+//! Here the sum `a + X[k] + K[i]`, which only depends on older values, goes through
+//! [`core::hint::black_box`] so it stays a precomputed operand, and the chain per step is: boolean
+//! function, one add, rotate, one add (what OpenSSL's assembly does). Measured 0.98–1.00x of OpenSSL per
+//! CPU second (`cargo bench -p common --bench hashes`, see `docs/BENCHMARKS.md`).
+//!
+//! Second trick: [`Md5::update_pair`] runs two MD5 states over the same blocks with their steps
+//! interleaved, so one chain's latency hides the other's. `kzhash` needs the whole-file MD5 and the MD5 of
+//! every 32 KiB leaf, over the same bytes with the same 64-byte block boundaries: the pair costs about
+//! 1.15x one MD5 instead of 2x. Padding and buffering are textbook; `md-5` stays the oracle in the tests.
 
 use core::hint::black_box;
 
