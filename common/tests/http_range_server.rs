@@ -586,6 +586,38 @@ async fn slow_capped_upload_outlives_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn file_shrinking_mid_upload_cuts_the_connection_cleanly() {
+    let s = start(HttpConfig {
+        per_connection_rate: Some(512 * 1024),
+        ..HttpConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(s.addr).await;
+    c.send("GET /file/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut status = String::new();
+    c.r.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // Someone truncates the shared file while it is being served.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.path("big.bin"))
+        .unwrap()
+        .set_len(100_000)
+        .unwrap();
+    assert!(
+        c.closed_within(T).await,
+        "a short body must end the connection"
+    );
+    eventually("counted as failed", || {
+        let snap = s.stats.snapshot();
+        snap.transfers.uploads_failed == 1 && snap.errors.get("http_file_read") == Some(&1)
+    })
+    .await;
+    assert_eq!(get_once(s.addr, "/file/small.bin", "").await.status(), 200);
+}
+
+#[tokio::test]
 async fn global_rate_cap_is_shared_by_connections() {
     let s = start(HttpConfig {
         global_rate: Some(RateLimiter::with_burst(1024 * 1024, 64 * 1024)),

@@ -1,7 +1,8 @@
 //! Response bodies: small in-memory replies, and files streamed in large chunks.
 //!
-//! A file body is fed by a producer task that reads `chunk_size` bytes at a time with positioned reads on a
-//! blocking thread (page-cache copies never stall the runtime), waiting for rate-limit tokens first. A
+//! A file body is fed by a producer task that reads `chunk_size` bytes at a time with positioned reads,
+//! waiting for rate-limit tokens first. Data already in the page cache is read in place (`RWF_NOWAIT`);
+//! anything that would wait for the disk is read on a blocking thread, so the runtime never stalls. A
 //! one-slot channel between them lets the next read overlap the socket write of the previous chunk while
 //! keeping memory per upload at about three chunks. Dropping the body (the connection ended, for whatever
 //! reason) stops the producer and releases the upload slot.
@@ -99,17 +100,27 @@ async fn produce(src: FileSource, tx: mpsc::Sender<io::Result<Bytes>>) {
         for lim in &limits {
             want = lim.acquire_up_to(want).await;
         }
-        let f = Arc::clone(&file);
         let mut buf = pool.take(chunk_size);
-        let read = tokio::task::spawn_blocking(move || {
-            let n = want as usize;
-            f.read_exact_at(&mut buf.buf[..n], offset).map(|()| {
+        let read = match read_cached(&file, &mut buf.buf[..want as usize], offset) {
+            Some(n) => {
+                // Possibly a short read (the rest is not cached yet): send what we have.
                 buf.len = n;
-                Bytes::from_owner(buf)
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)));
+                want = n as u64;
+                Ok(Bytes::from_owner(buf))
+            }
+            None => {
+                let f = Arc::clone(&file);
+                tokio::task::spawn_blocking(move || {
+                    let n = want as usize;
+                    f.read_exact_at(&mut buf.buf[..n], offset).map(|()| {
+                        buf.len = n;
+                        Bytes::from_owner(buf)
+                    })
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+            }
+        };
         let failed = read.is_err();
         if tx.send(read).await.is_err() || failed {
             return;
@@ -159,6 +170,17 @@ impl Drop for PooledBuf {
         if pool.len() < POOL_KEEP {
             pool.push(std::mem::take(&mut self.buf));
         }
+    }
+}
+
+/// Reads from the page cache only (`preadv2` with `RWF_NOWAIT`, Linux 4.14+): `Some(n)` with `n > 0` bytes
+/// read, or `None` when that would block on the disk, hit end of file, or is not supported here; the caller
+/// then reads on a blocking thread. Serving a cached file this way skips two thread hand-overs per chunk.
+fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> Option<usize> {
+    let mut bufs = [io::IoSliceMut::new(buf)];
+    match rustix::io::preadv2(file, &mut bufs, offset, rustix::io::ReadWriteFlags::NOWAIT) {
+        Ok(n) if n > 0 => Some(n),
+        _ => None,
     }
 }
 
@@ -231,5 +253,42 @@ impl http_body::Body for ReplyBody {
             Kind::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::File(f) => SizeHint::with_exact(f.remaining),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn cached_read_reads_what_is_there_and_declines_at_the_end() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[5u8; 1000]).unwrap();
+        let mut buf = [0u8; 600];
+        // A file just written is in the page cache (where RWF_NOWAIT is unsupported this is None too).
+        if let Some(n) = read_cached(&f, &mut buf, 500) {
+            assert_eq!(n, 500);
+            assert!(buf[..n].iter().all(|&b| b == 5));
+        }
+        assert_eq!(read_cached(&f, &mut buf, 1000), None, "end of file");
+        assert_eq!(read_cached(&f, &mut buf, u64::MAX - 1), None);
+    }
+
+    #[test]
+    fn pooled_buffers_are_reused() {
+        let pool = BufPool::default();
+        let mut b = pool.take(64);
+        b.len = 3;
+        let bytes = Bytes::from_owner(b);
+        assert_eq!(bytes.len(), 3);
+        drop(bytes);
+        assert_eq!(pool.0.lock().unwrap().len(), 1);
+        let again = pool.take(64);
+        assert_eq!(pool.0.lock().unwrap().len(), 0);
+        drop(again);
+        // A buffer of another size is not handed out for this size.
+        let other = pool.take(128);
+        assert_eq!(other.buf.len(), 128);
     }
 }
