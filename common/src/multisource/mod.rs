@@ -4,10 +4,10 @@
 //!
 //! # How it works
 //! - The content is cut into blocks ([`DownloadConfig::block_size`]). Each source fetches one block at a time
-//!   over a kept-alive connection ([`source`]); the bytes of a block are checked (status, `Content-Range`,
+//!   over a kept-alive connection (`source.rs`); the bytes of a block are checked (status, `Content-Range`,
 //!   `Content-Length`, `X-Gnutella-Content-URN`, body length) and only then written at their offset in
 //!   `<dest>.part`. At most `max_active_sources × 2` blocks are buffered, so memory does not grow with the file.
-//! - The scheduler ([`sched`]) moves work away from bad sources: a failed or stalled fetch puts its block back
+//! - The scheduler (`sched.rs`) moves work away from bad sources: a failed or stalled fetch puts its block back
 //!   and the source backs off (and is dropped after [`DownloadConfig::max_source_failures`] in a row); a
 //!   source that answers wrongly is dropped at once; a `503` with `Retry-After` keeps the source, remotely
 //!   queued, until then; a source much slower than the best is kept off the last blocks; and in the endgame
@@ -15,7 +15,7 @@
 //!   cancelled.
 //! - Sources can be added while it runs ([`SourceAdder`]); [`Event::LowOnSources`] says when the caller should
 //!   search again.
-//! - Progress is persisted in `<dest>.state` ([`state`]) so a killed download resumes where it was.
+//! - Progress is persisted in `<dest>.state` (`state.rs`) so a killed download resumes where it was.
 //! - The finished file is hashed once ([`crate::hash::MultiHasher`]) and compared with the expected
 //!   [`ExpectedHash`]; on success `<dest>.part` is renamed to `<dest>` and the state file removed.
 //!
