@@ -18,7 +18,7 @@
 //!   therefore fills the table for at most one peer timeout after it stops.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -108,12 +108,31 @@ pub struct SwarmCounts {
     pub incomplete: u32,
 }
 
+/// One peer, packed (44 bytes rather than 72 with `SocketAddr` and `Instant`): peers are most of a
+/// tracker's memory.
 #[derive(Clone, Copy, Debug)]
 struct Peer {
     peer_id: PeerId,
-    addr: SocketAddr,
+    /// IPv4 addresses are stored IPv4-mapped.
+    ip: [u8; 16],
+    port: u16,
     seeder: bool,
-    last_seen: Instant,
+    /// Seconds since the tracker's epoch (its first announce).
+    last_seen: u32,
+}
+
+impl Peer {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::new(Ipv6Addr::from(self.ip).to_canonical(), self.port)
+    }
+
+    fn set_addr(&mut self, a: SocketAddr) {
+        self.ip = match a.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        self.port = a.port();
+    }
 }
 
 #[derive(Debug)]
@@ -211,11 +230,12 @@ impl Torrent {
         let mut taken = 0;
         for k in 0..len {
             let p = &self.peers[(start + k) % len];
-            if p.peer_id == *me || p.addr == my_addr || (seeder && p.seeder) {
+            let addr = p.addr();
+            if p.peer_id == *me || addr == my_addr || (seeder && p.seeder) {
                 continue;
             }
             out.push(PeerEntry {
-                addr: p.addr,
+                addr,
                 peer_id: p.peer_id,
             });
             taken += 1;
@@ -232,6 +252,8 @@ pub struct Tracker {
     cfg: Config,
     torrents: HashMap<InfoHash, Torrent>,
     peers_total: usize,
+    /// The first `now` seen; peer times are seconds since it.
+    epoch: Option<Instant>,
 }
 
 impl Tracker {
@@ -241,7 +263,13 @@ impl Tracker {
             cfg,
             torrents: HashMap::new(),
             peers_total: 0,
+            epoch: None,
         }
+    }
+
+    fn secs(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
     }
 
     /// The policy in force.
@@ -263,6 +291,7 @@ impl Tracker {
                 return Err(Refusal::NotAllowed);
             }
         }
+        let now_secs = self.secs(now);
         if !self.torrents.contains_key(&a.info_hash) {
             if a.event == Event::Stopped {
                 // Nothing to remove and nothing worth creating a torrent for.
@@ -300,20 +329,23 @@ impl Tracker {
                     }
                 }
                 p.seeder = seeder;
-                p.addr = a.addr;
-                p.last_seen = now;
+                p.set_addr(a.addr);
+                p.last_seen = now_secs;
             }
             None => {
                 if a.event == Event::Completed {
                     t.downloaded += 1;
                 }
                 if t.peers.len() < self.cfg.max_peers_per_torrent {
-                    t.push(Peer {
+                    let mut p = Peer {
                         peer_id: a.peer_id,
-                        addr: a.addr,
+                        ip: [0; 16],
+                        port: 0,
                         seeder,
-                        last_seen: now,
-                    });
+                        last_seen: now_secs,
+                    };
+                    p.set_addr(a.addr);
+                    t.push(p);
                     self.peers_total += 1;
                 }
             }
@@ -375,13 +407,14 @@ impl Tracker {
     /// Removes peers not heard from within the peer timeout and applies the torrent eviction policy (module
     /// doc). Call it periodically; returns the number of peers removed.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let timeout = self.cfg.peer_timeout;
+        let timeout = u32::try_from(self.cfg.peer_timeout.as_secs()).unwrap_or(u32::MAX);
+        let now_secs = self.secs(now);
         let mut removed = 0;
         for t in self.torrents.values_mut() {
             let before = t.peers.len();
             let mut i = 0;
             while i < t.peers.len() {
-                if now.saturating_duration_since(t.peers[i].last_seen) > timeout {
+                if now_secs.saturating_sub(t.peers[i].last_seen) > timeout {
                     t.remove_at(i);
                 } else {
                     i += 1;
@@ -435,6 +468,23 @@ mod tests {
             Instant::now(),
             Vec::new(),
         )
+    }
+
+    #[test]
+    fn peers_are_packed() {
+        assert!(size_of::<Peer>() <= 44, "{}", size_of::<Peer>());
+        let mut p = Peer {
+            peer_id: PeerId([0; 20]),
+            ip: [0; 16],
+            port: 0,
+            seeder: false,
+            last_seen: 0,
+        };
+        for a in ["10.1.2.3:80", "[2001:db8::1]:6881", "[::ffff:1.2.3.4]:1"] {
+            let a: SocketAddr = a.parse().unwrap();
+            p.set_addr(a);
+            assert_eq!(p.addr(), SocketAddr::new(a.ip().to_canonical(), a.port()));
+        }
     }
 
     #[test]
