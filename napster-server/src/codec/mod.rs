@@ -17,6 +17,7 @@
 pub mod fields;
 pub mod ip;
 pub mod msg;
+pub mod peer;
 
 use bytes::{BufMut, BytesMut};
 

@@ -29,6 +29,8 @@ use crate::codec::msg::ty;
 use crate::codec::{Frame, HEADER_LEN, MAX_CLIENT_PAYLOAD};
 use crate::protocol::{ConnId, Server, Transmit};
 
+pub mod client;
+
 /// Frames one connection may have queued for writing before it is considered dead. A full browse (500
 /// entries) or three full searches fit comfortably.
 pub const OUTPUT_QUEUE_FRAMES: usize = 2048;

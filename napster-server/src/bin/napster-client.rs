@@ -1,0 +1,213 @@
+//! `napster-client`: a scriptable Napster client for the lab.
+//!
+//! ```text
+//! napster-client --server ADDR --nick N [--password P] [--register EMAIL] [--share DIR] [--firewalled] serve
+//! napster-client --server ADDR --nick N search "hey jude" [--json]
+//! napster-client --server ADDR --nick N browse alice [--json]
+//! napster-client --server ADDR --nick N get "hey jude" [--out DIR] [--json]
+//! ```
+//! `serve` prints a readiness line once logged in and sharing (`"name":"data"` with the data port, or
+//! `"name":"control"` with the control connection's local address when firewalled) and stays online until
+//! SIGTERM/Ctrl-C. `get` searches, pings the sources, picks the fastest, downloads (GET with resume, or a
+//! push from a firewalled uploader) and exits 0 on success.
+//! Not implemented yet: an interactive mode, direct browse (640–642), queue-full handling (619/620).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use common::daemon::{install_signals, write_stats};
+use common::stats::Stats;
+use common::telemetry::{announce_listening, init_tracing};
+use napster_server::node::client::{Client, ClientConfig};
+
+/// A Napster (OpenNap protocol) client.
+#[derive(Parser, Debug)]
+#[command(name = "napster-client", version, about, long_about = None)]
+struct Cli {
+    /// Server address.
+    #[arg(long, env = "P2PLAB_NAPSTER_SERVER", default_value = "127.0.0.1:8888")]
+    server: SocketAddr,
+    /// Nick.
+    #[arg(long)]
+    nick: String,
+    /// Password.
+    #[arg(long, default_value = "password")]
+    password: String,
+    /// Register the nick (type 6) with this email instead of logging in.
+    #[arg(long, value_name = "EMAIL")]
+    register: Option<String>,
+    /// Link-speed code 0..=10 (7 = cable).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(0..=10))]
+    speed: u8,
+    /// Folder to share.
+    #[arg(long)]
+    share: Option<PathBuf>,
+    /// Hash cache and state.
+    #[arg(long, default_value = "p2p-lab-data/napster-client")]
+    data_dir: PathBuf,
+    /// Announce data port 0 (behind a firewall: uploads only by push).
+    #[arg(long)]
+    firewalled: bool,
+    /// Address of the data port (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    data_listen: SocketAddr,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write stats JSON here on exit (and on SIGUSR1 while serving).
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Stay online sharing until SIGTERM/Ctrl-C.
+    Serve,
+    /// Search and print the results.
+    Search {
+        /// Words that must all appear (whole words).
+        query: String,
+        /// Most results.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// List a user's shared files.
+    Browse {
+        /// The user.
+        nick: String,
+    },
+    /// Search, pick the best source, download.
+    Get {
+        /// Words that must all appear.
+        query: String,
+        /// Output folder.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Only download from this user.
+        #[arg(long)]
+        from: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(false);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("napster-client: cannot start the runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("napster-client: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let stats = Stats::new("napster", "client", &cli.nick);
+    let cfg = ClientConfig {
+        server: cli.server,
+        nick: cli.nick.clone(),
+        password: cli.password.clone(),
+        register: cli.register.clone(),
+        speed: cli.speed,
+        share: cli.share.clone(),
+        data_dir: cli.data_dir.clone(),
+        firewalled: cli.firewalled,
+        data_listen: cli.data_listen,
+    };
+    let mut client = Client::connect(cfg, stats.clone()).await?;
+    let result = match cli.cmd {
+        Cmd::Serve => {
+            let stop = install_signals(stats.clone(), cli.stats_file.clone());
+            match client.data_addr {
+                Some(a) => announce_listening("tcp", a, Some("data")),
+                None => announce_listening("tcp", client.control_addr, Some("control")),
+            }
+            tracing::info!(files = client.shared_files, "online and sharing");
+            client.serve_until(stop.cancelled_owned()).await;
+            Ok(())
+        }
+        Cmd::Search { query, max } => {
+            let hits = client.search(&query, max).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&hits)?);
+            } else {
+                println!("{:<12} {:>10} {:>5}  PATH", "USER", "SIZE", "KBPS");
+                for h in &hits {
+                    println!("{:<12} {:>10} {:>5}  {}", h.nick, h.size, h.bitrate, h.path);
+                }
+                eprintln!("{} result(s)", hits.len());
+            }
+            Ok(())
+        }
+        Cmd::Browse { nick } => {
+            let files = client.browse(&nick).await?;
+            if cli.json {
+                let v: Vec<_> = files
+                    .iter()
+                    .map(|f| serde_json::json!({"path": f.path, "md5": f.md5, "size": f.size, "bitrate": f.bitrate, "freq": f.freq, "secs": f.secs}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for f in &files {
+                    println!("{:>10}  {}", f.size, f.path);
+                }
+            }
+            Ok(())
+        }
+        Cmd::Get { query, out, from } => {
+            let mut hits = client.search(&query, 100).await?;
+            if let Some(n) = &from {
+                hits.retain(|h| h.nick.eq_ignore_ascii_case(n));
+            }
+            if hits.is_empty() {
+                bail!("no results for {query:?}");
+            }
+            let ranked = client.rank_sources(&hits).await?;
+            let mut last = None;
+            let mut done = None;
+            for hit in ranked.iter().take(3) {
+                match client.download(hit, &out).await {
+                    Ok(d) => {
+                        done = Some(d);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(from = %hit.nick, cause = %e, "download failed, trying the next source");
+                        last = Some(e);
+                    }
+                }
+            }
+            match (done, last) {
+                (Some(d), _) => {
+                    if cli.json {
+                        println!("{}", serde_json::to_string(&d)?);
+                    } else {
+                        println!(
+                            "{} ({} bytes from {} by {})",
+                            d.file.display(),
+                            d.size,
+                            d.from,
+                            d.method
+                        );
+                    }
+                    Ok(())
+                }
+                (None, Some(e)) => Err(e).context("download failed"),
+                (None, None) => bail!("no source"),
+            }
+        }
+    };
+    if let Some(p) = &cli.stats_file {
+        write_stats(&stats, p);
+    }
+    result
+}

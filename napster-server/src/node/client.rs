@@ -1,0 +1,886 @@
+//! The Napster client's tokio shell: the control connection to the server, the data-port listener, and
+//! the peer transfers of notes §3 (GET with resume, firewalled SEND push after a 501).
+//!
+//! Like TekNap, an upload is served only after the server's 607 for that nick and file was answered with
+//! our 608; anything else gets `INVALID REQUEST`. Shares come from `common::library`, with the Napster MD5
+//! of `common::hash`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::{Buf, BytesMut};
+use common::hash::HashKinds;
+use common::library::{Library, LibraryConfig, Progress};
+use common::stats::Stats;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::codec::fields::{quote, Fields};
+use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
+use crate::codec::peer::{
+    encode_request, parse_request, PeerCommand, PeerRequest, FILE_NOT_FOUND, FILE_NOT_REQUESTED,
+    FILE_NOT_SHARED, INVALID_REQUEST,
+};
+use crate::codec::{ip, Frame, MAX_PAYLOAD};
+
+use super::type_name;
+
+/// How long to wait for any one server reply or peer step.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long pings to candidate uploaders may take before the best answer so far is used.
+pub const PING_WINDOW: Duration = Duration::from_secs(2);
+
+/// Frames from the server kept for the command that waits for them.
+const EVENT_QUEUE: usize = 8192;
+
+/// Assumed audio fields for shares (we do not parse MP3 headers): 128 kbit/s, 44.1 kHz.
+const ASSUMED_BITRATE: u32 = 128;
+const ASSUMED_FREQ: u32 = 44_100;
+
+/// What a client needs to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server address.
+    pub server: SocketAddr,
+    /// Nick.
+    pub nick: String,
+    /// Password.
+    pub password: String,
+    /// Register (type 6) with this email instead of a plain login.
+    pub register: Option<String>,
+    /// Link-speed code 0..=10.
+    pub speed: u8,
+    /// Folder to share.
+    pub share: Option<PathBuf>,
+    /// Hash cache and partial downloads.
+    pub data_dir: PathBuf,
+    /// Announce data port 0 and never listen (uploads only by push).
+    pub firewalled: bool,
+    /// Where the data port listens when not firewalled.
+    pub data_listen: SocketAddr,
+}
+
+/// One search result (201).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SearchHit {
+    /// Path as shared.
+    pub path: String,
+    /// MD5 text.
+    pub md5: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bitrate.
+    pub bitrate: u32,
+    /// Sample rate.
+    pub freq: u32,
+    /// Seconds.
+    pub secs: u32,
+    /// Uploader.
+    pub nick: String,
+    /// Uploader address.
+    pub ip: Ipv4Addr,
+    /// Uploader link speed.
+    pub speed: u32,
+}
+
+impl SearchHit {
+    /// Parses a 201 payload.
+    pub fn parse(text: &str) -> anyhow::Result<SearchHit> {
+        let mut f = Fields::new(text)?;
+        Ok(SearchHit {
+            path: f.str("path")?.to_owned(),
+            md5: f.str("md5")?.to_owned(),
+            size: f.num("size")?,
+            bitrate: f.num("bitrate")?,
+            freq: f.num("freq")?,
+            secs: f.num("secs")?,
+            nick: f.str("nick")?.to_owned(),
+            ip: ip::from_wire(f.num("ip")?),
+            speed: f.num("speed")?,
+        })
+    }
+}
+
+/// Result of a download.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Downloaded {
+    /// Where the file was written.
+    pub file: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Bytes fetched in this run (less than `size` after a resume).
+    pub fetched: u64,
+    /// Uploader nick.
+    pub from: String,
+    /// `get` (we connected) or `push` (the firewalled uploader connected to us).
+    pub method: &'static str,
+    /// Offset the transfer started at.
+    pub offset: u64,
+}
+
+/// Hands an incoming SEND connection to the download waiting for it.
+type PushWaiter = oneshot::Sender<(TcpStream, PeerRequest)>;
+
+struct Shared {
+    nick: String,
+    stats: Stats,
+    ctl: mpsc::Sender<Frame>,
+    library: Option<Library>,
+    /// Wire path → library relative path.
+    paths: HashMap<String, String>,
+    /// (downloader nick lower-case, path) we answered a 607 for.
+    allowed: Mutex<HashSet<(String, String)>>,
+    /// Pushes we asked for with 500: (uploader nick lower-case, path) → the connection when it arrives.
+    pushes: Mutex<HashMap<(String, String), PushWaiter>>,
+}
+
+/// A logged-in client.
+pub struct Client {
+    shared: Arc<Shared>,
+    events: mpsc::Receiver<(u16, String)>,
+    /// The data port listener's address (None when firewalled).
+    pub data_addr: Option<SocketAddr>,
+    /// Local address of the control connection.
+    pub control_addr: SocketAddr,
+    /// Files shared.
+    pub shared_files: usize,
+}
+
+fn wire_path(rel: &str) -> String {
+    rel.replace('/', "\\")
+}
+
+impl Client {
+    /// Scans the share (if any), connects, logs in, shares and starts serving.
+    pub async fn connect(cfg: ClientConfig, stats: Stats) -> anyhow::Result<Client> {
+        let (library, paths) = match &cfg.share {
+            Some(dir) => {
+                let lcfg = LibraryConfig::new(dir)
+                    .data_dir(cfg.data_dir.join("library"))
+                    .kinds(HashKinds {
+                        napster_md5: true,
+                        ..HashKinds::default()
+                    })
+                    .progress(Progress::Auto);
+                let lib = tokio::task::spawn_blocking(move || Library::open(lcfg))
+                    .await?
+                    .with_context(|| format!("cannot share {}", dir.display()))?;
+                let paths = lib
+                    .files()
+                    .iter()
+                    .filter(|f| !f.path.as_str().contains('"'))
+                    .map(|f| (wire_path(f.path.as_str()), f.path.as_str().to_owned()))
+                    .collect();
+                (Some(lib), paths)
+            }
+            None => (None, HashMap::new()),
+        };
+        let data = if cfg.firewalled {
+            None
+        } else {
+            Some(
+                TcpListener::bind(cfg.data_listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", cfg.data_listen))?,
+            )
+        };
+        let data_addr = data.as_ref().map(|l| l.local_addr()).transpose()?;
+        let stream = timeout(STEP_TIMEOUT, TcpStream::connect(cfg.server))
+            .await
+            .map_err(|_| anyhow!("timed out connecting to {}", cfg.server))?
+            .with_context(|| format!("cannot connect to {}", cfg.server))?;
+        stream.set_nodelay(true)?;
+        let control_addr = stream.local_addr()?;
+        let (rd, mut wr) = stream.into_split();
+        let (ctl, mut ctl_rx) = mpsc::channel::<Frame>(1024);
+        let (ev_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let shared = Arc::new(Shared {
+            nick: cfg.nick.clone(),
+            stats: stats.clone(),
+            ctl,
+            library,
+            paths,
+            allowed: Mutex::new(HashSet::new()),
+            pushes: Mutex::new(HashMap::new()),
+        });
+        let wstats = stats.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            while let Some(f) = ctl_rx.recv().await {
+                buf.clear();
+                if f.encode(&mut buf).is_err() {
+                    continue;
+                }
+                wstats.msg_out(type_name(f.ty), buf.len());
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(control_reader(rd, shared.clone(), ev_tx).in_current_span());
+        if let Some(l) = data {
+            tokio::spawn(data_listener(l, shared.clone()).in_current_span());
+        }
+        let mut c = Client {
+            shared,
+            events,
+            data_addr,
+            control_addr,
+            shared_files: 0,
+        };
+        let login = Login {
+            nick: cfg.nick.clone(),
+            password: cfg.password.clone(),
+            port: data_addr.map_or(0, |a| a.port().into()),
+            client: format!("p2p-lab napster-client {}", env!("CARGO_PKG_VERSION")),
+            speed: cfg.speed.into(),
+        };
+        let msg = match cfg.register {
+            Some(email) => ClientMsg::Register(login, email),
+            None => ClientMsg::Login(login),
+        };
+        c.send(msg).await?;
+        loop {
+            let (t, text) = c.next_event().await?;
+            match t {
+                ty::LOGIN_ACK => break,
+                ty::ERROR => bail!("login refused: {text}"),
+                ty::NICK_INVALID => bail!("login refused: invalid nick ({text})"),
+                ty::NOTICE => bail!("login refused: {text}"),
+                _ => {}
+            }
+        }
+        // The greeting ends with the 214 stats line.
+        while c.next_event().await?.0 != ty::STATS {}
+        c.shared_files = c.share_all().await?;
+        Ok(c)
+    }
+
+    async fn send(&self, m: ClientMsg) -> anyhow::Result<()> {
+        self.shared
+            .ctl
+            .send(m.to_frame()?)
+            .await
+            .map_err(|_| anyhow!("connection to the server lost"))
+    }
+
+    async fn next_event(&mut self) -> anyhow::Result<(u16, String)> {
+        match timeout(STEP_TIMEOUT, self.events.recv()).await {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => bail!("connection to the server lost"),
+            Err(_) => bail!("timed out waiting for the server"),
+        }
+    }
+
+    async fn share_all(&self) -> anyhow::Result<usize> {
+        let Some(lib) = &self.shared.library else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for f in lib.files() {
+            let wire = wire_path(f.path.as_str());
+            if !self.shared.paths.contains_key(&wire) {
+                continue;
+            }
+            let md5 = f
+                .hashes
+                .napster_md5
+                .map(|d| d.to_hex())
+                .unwrap_or_else(|| "0".repeat(32));
+            let secs = (f.size / (u64::from(ASSUMED_BITRATE) * 125)).min(u32::MAX.into()) as u32;
+            self.send(ClientMsg::Share(ShareInfo {
+                path: wire,
+                md5,
+                size: f.size,
+                bitrate: ASSUMED_BITRATE,
+                freq: ASSUMED_FREQ,
+                secs,
+            }))
+            .await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Searches for `words` (at most `max` results).
+    pub async fn search(&mut self, words: &str, max: usize) -> anyhow::Result<Vec<SearchHit>> {
+        let q = format!("FILENAME CONTAINS {} MAX_RESULTS {max}", quote(words)?);
+        self.send(ClientMsg::Search(q)).await?;
+        let mut hits = Vec::new();
+        loop {
+            let (t, text) = self.next_event().await?;
+            match t {
+                ty::SEARCH_RESULT => match SearchHit::parse(&text) {
+                    Ok(h) => hits.push(h),
+                    Err(e) => warn!(cause = %e, "bad search result"),
+                },
+                ty::NOTICE => bail!("search refused: {text}"),
+                ty::SEARCH_END => return Ok(hits),
+                _ => {}
+            }
+        }
+    }
+
+    /// Lists a user's files (211 → 212… → 213).
+    pub async fn browse(&mut self, nick: &str) -> anyhow::Result<Vec<ShareInfo>> {
+        self.send(ClientMsg::Browse(nick.to_owned())).await?;
+        let mut out = Vec::new();
+        loop {
+            let (t, text) = self.next_event().await?;
+            match t {
+                ty::BROWSE_ENTRY => {
+                    let mut f = Fields::new(&text)?;
+                    let _nick = f.str("nick")?;
+                    out.push(ShareInfo {
+                        path: f.str("path")?.to_owned(),
+                        md5: f.str("md5")?.to_owned(),
+                        size: f.num("size")?,
+                        bitrate: f.num("bitrate")?,
+                        freq: f.num("freq")?,
+                        secs: f.num("secs")?,
+                    });
+                }
+                ty::HOTLIST_OFF => bail!("{nick} is not online"),
+                ty::BROWSE_END => return Ok(out),
+                _ => {}
+            }
+        }
+    }
+
+    /// Pings every distinct uploader in `hits` and returns them fastest first (those that never answered
+    /// last, by link speed), as the tutorial's client does before picking a source.
+    pub async fn rank_sources(&mut self, hits: &[SearchHit]) -> anyhow::Result<Vec<SearchHit>> {
+        let mut nicks: Vec<String> = hits.iter().map(|h| h.nick.clone()).collect();
+        nicks.sort();
+        nicks.dedup();
+        let start = Instant::now();
+        for n in &nicks {
+            self.send(ClientMsg::Ping(n.clone())).await?;
+        }
+        let mut rtt: HashMap<String, Duration> = HashMap::new();
+        let deadline = start + PING_WINDOW;
+        while rtt.len() < nicks.len() {
+            let Ok(ev) = tokio::time::timeout_at(deadline, self.events.recv()).await else {
+                break;
+            };
+            let Some((t, text)) = ev else {
+                bail!("connection to the server lost")
+            };
+            if t == ty::PONG {
+                rtt.entry(text.to_ascii_lowercase())
+                    .or_insert_with(|| start.elapsed());
+            }
+        }
+        let mut ranked = hits.to_vec();
+        ranked.sort_by_key(|h| {
+            (
+                rtt.get(&h.nick.to_ascii_lowercase())
+                    .copied()
+                    .unwrap_or(Duration::MAX),
+                std::cmp::Reverse(h.speed),
+            )
+        });
+        Ok(ranked)
+    }
+
+    /// Downloads `hit` into `out_dir` (resuming a `.part` file left by an earlier attempt).
+    pub async fn download(
+        &mut self,
+        hit: &SearchHit,
+        out_dir: &Path,
+    ) -> anyhow::Result<Downloaded> {
+        let name = hit
+            .path
+            .rsplit(['\\', '/'])
+            .next()
+            .unwrap_or("download")
+            .chars()
+            .map(|c| if c.is_control() || c == ':' { '_' } else { c })
+            .collect::<String>();
+        let name = if name.is_empty() || name == "." || name == ".." {
+            "download".to_owned()
+        } else {
+            name
+        };
+        tokio::fs::create_dir_all(out_dir).await?;
+        let file = out_dir.join(&name);
+        let part = out_dir.join(format!("{name}.part"));
+        let offset = tokio::fs::metadata(&part)
+            .await
+            .map_or(0, |m| m.len())
+            .min(hit.size);
+        self.send(ClientMsg::Download(hit.nick.clone(), hit.path.clone()))
+            .await?;
+        let (port, md5) = loop {
+            let (t, text) = self.next_event().await?;
+            match t {
+                ty::DOWNLOAD_ACK => {
+                    let mut f = Fields::new(&text)?;
+                    let nick = f.str("nick")?;
+                    let _ip: u32 = f.num("ip")?;
+                    let port: u16 = f.num("port")?;
+                    let path = f.str("path")?;
+                    let md5 = f.str("md5")?.to_owned();
+                    if nick.eq_ignore_ascii_case(&hit.nick) && path == hit.path {
+                        break (port, md5);
+                    }
+                }
+                ty::DOWNLOAD_ERROR => bail!("{} is not online", hit.nick),
+                ty::NOTICE => bail!("download refused: {text}"),
+                _ => {}
+            }
+        };
+        self.send(ClientMsg::DownloadStart).await?;
+        self.shared.stats.transfers(|t| t.downloads_started += 1);
+        let result = if port != 0 {
+            self.get_from(hit, port, offset, &part)
+                .await
+                .map(|n| (n, "get"))
+        } else if md5 == "firewallerror" {
+            Err(anyhow!(
+                "both {} and we are firewalled: no transfer possible",
+                hit.nick
+            ))
+        } else {
+            self.push_from(hit, offset, &part)
+                .await
+                .map(|n| (n, "push"))
+        };
+        self.send(ClientMsg::DownloadEnd).await?;
+        let (fetched, method) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                self.shared.stats.transfers(|t| t.downloads_failed += 1);
+                return Err(e);
+            }
+        };
+        let len = tokio::fs::metadata(&part).await?.len();
+        if len != hit.size {
+            self.shared.stats.transfers(|t| t.downloads_failed += 1);
+            bail!(
+                "transfer ended at {len} of {} bytes (run again to resume)",
+                hit.size
+            );
+        }
+        tokio::fs::rename(&part, &file).await?;
+        self.shared.stats.transfers(|t| t.downloads_completed += 1);
+        Ok(Downloaded {
+            file,
+            size: hit.size,
+            fetched,
+            from: hit.nick.clone(),
+            method,
+            offset,
+        })
+    }
+
+    async fn get_from(
+        &self,
+        hit: &SearchHit,
+        port: u16,
+        offset: u64,
+        part: &Path,
+    ) -> anyhow::Result<u64> {
+        let addr = SocketAddr::from((hit.ip, port));
+        let mut s = timeout(STEP_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| anyhow!("timed out connecting to {addr}"))??;
+        let mut one = [0u8; 1];
+        timeout(STEP_TIMEOUT, s.read_exact(&mut one)).await??;
+        if one[0] != b'1' {
+            bail!("peer did not greet with '1'");
+        }
+        let req = PeerRequest {
+            command: PeerCommand::Get,
+            nick: self.shared.nick.clone(),
+            path: hit.path.clone(),
+            number: offset,
+        };
+        s.write_all(&encode_request(&req)).await?;
+        // Exactly as many digits as the expected size has: the data may itself start with a digit.
+        let want = hit.size.to_string();
+        let mut digits = vec![0u8; want.len()];
+        let n = read_up_to(&mut s, &mut digits).await?;
+        if digits[..n] != *want.as_bytes() {
+            let mut rest = Vec::new();
+            let _ = timeout(
+                Duration::from_secs(2),
+                (&mut s).take(256).read_to_end(&mut rest),
+            )
+            .await;
+            let mut text = String::from_utf8_lossy(&digits[..n]).into_owned();
+            text.push_str(&String::from_utf8_lossy(&rest));
+            bail!("{} refused: {}", hit.nick, text.trim());
+        }
+        receive(s, part, offset, hit.size, &self.shared.stats).await
+    }
+
+    async fn push_from(
+        &mut self,
+        hit: &SearchHit,
+        offset: u64,
+        part: &Path,
+    ) -> anyhow::Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((hit.nick.to_ascii_lowercase(), hit.path.clone()), tx);
+        self.send(ClientMsg::PushRequest(hit.nick.clone(), hit.path.clone()))
+            .await?;
+        let (mut s, req) = timeout(STEP_TIMEOUT, rx)
+            .await
+            .map_err(|_| anyhow!("{} never pushed the file", hit.nick))?
+            .map_err(|_| anyhow!("push listener gone"))?;
+        if req.number != hit.size {
+            bail!(
+                "push announced {} bytes, search said {}",
+                req.number,
+                hit.size
+            );
+        }
+        s.write_all(offset.to_string().as_bytes()).await?;
+        receive(s, part, offset, hit.size, &self.shared.stats).await
+    }
+
+    /// Stays online serving uploads until `stop` resolves.
+    pub async fn serve_until(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                e = self.events.recv() => match e {
+                    Some((ty::NOTICE, text)) => info!(%text, "server notice"),
+                    Some(_) => {}
+                    None => { warn!("server closed the connection"); return; }
+                },
+            }
+        }
+    }
+}
+
+async fn read_up_to(s: &mut TcpStream, buf: &mut [u8]) -> anyhow::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let r = timeout(STEP_TIMEOUT, s.read(&mut buf[n..])).await??;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    Ok(n)
+}
+
+async fn receive(
+    mut s: TcpStream,
+    part: &Path,
+    offset: u64,
+    size: u64,
+    stats: &Stats,
+) -> anyhow::Result<u64> {
+    let f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(part)
+        .await?;
+    f.set_len(offset).await?;
+    let mut f = tokio::io::BufWriter::new(f);
+    tokio::io::AsyncSeekExt::seek(&mut f, std::io::SeekFrom::Start(offset)).await?;
+    let bar = progress_bar(size, offset);
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while offset + got < size {
+        let want = ((size - offset - got) as usize).min(buf.len());
+        let n = timeout(STEP_TIMEOUT, s.read(&mut buf[..want])).await??;
+        if n == 0 {
+            break;
+        }
+        f.write_all(&buf[..n]).await?;
+        got += n as u64;
+        stats.transfers(|t| t.download_bytes += n as u64);
+        if let Some(b) = &bar {
+            b.inc(n as u64);
+        }
+    }
+    f.flush().await?;
+    f.get_ref().sync_all().await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(got)
+}
+
+fn progress_bar(size: u64, offset: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(size);
+    b.set_position(offset);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(b)
+}
+
+async fn control_reader(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<(u16, String)>,
+) {
+    let mut buf = BytesMut::with_capacity(8192);
+    loop {
+        loop {
+            match Frame::decode_with_limit(&buf, MAX_PAYLOAD) {
+                Ok(Some((f, used))) => {
+                    buf.advance(used);
+                    shared.stats.msg_in(type_name(f.ty), used);
+                    let text = f.text_payload();
+                    match f.ty {
+                        ty::UPLOAD_REQUEST => accept_upload(&shared, &text).await,
+                        ty::PUSH => {
+                            let sh = shared.clone();
+                            tokio::spawn(push_upload(sh, text).in_current_span());
+                        }
+                        ty::PING => {
+                            // Answer user pings so downloaders can rank us.
+                            if let Ok(m) = ClientMsg::Pong(text.trim().to_owned()).to_frame() {
+                                let _ = shared.ctl.send(m).await;
+                            }
+                        }
+                        ty::GHOST => warn!("server: someone logged in with our nick"),
+                        _ => {
+                            if events.try_send((f.ty, text)).is_err() {
+                                shared.stats.error("event_queue_full");
+                            }
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(cause = %e, "bad frame from server");
+                    return;
+                }
+            }
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn accept_upload(shared: &Shared, text: &str) {
+    let Ok(mut f) = Fields::new(text) else { return };
+    let (Ok(nick), Ok(path)) = (f.str("nick"), f.str("path")) else {
+        return;
+    };
+    if !shared.paths.contains_key(path) {
+        debug!(%nick, %path, "607 for a file we do not share; not accepting");
+        return;
+    }
+    shared
+        .allowed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((nick.to_ascii_lowercase(), path.to_owned()));
+    if let Ok(m) = ClientMsg::UploadAccept(nick.to_owned(), path.to_owned()).to_frame() {
+        let _ = shared.ctl.send(m).await;
+    }
+}
+
+async fn data_listener(l: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((s, peer)) = l.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let sh = shared.clone();
+        let span = tracing::info_span!("peer", %peer);
+        tokio::spawn(
+            async move {
+                if let Err(e) = incoming(s, sh).await {
+                    debug!(cause = %e, "peer connection ended");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Reads a GET/SEND request after our `1`, as a stream.
+async fn read_request(s: &mut TcpStream) -> anyhow::Result<Option<PeerRequest>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = timeout(STEP_TIMEOUT, s.read(&mut chunk)).await??;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_request(&buf) {
+            Ok(Some(_)) => {
+                // The number has no terminator: give trailing digits a moment to arrive.
+                if let Ok(Ok(n)) = timeout(Duration::from_millis(100), s.read(&mut chunk)).await {
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(parse_request(&buf).ok().flatten());
+            }
+            Ok(None) => {}
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+async fn incoming(mut s: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
+    s.write_all(b"1").await?;
+    let Some(req) = read_request(&mut s).await? else {
+        s.write_all(INVALID_REQUEST.as_bytes()).await?;
+        return Ok(());
+    };
+    match req.command {
+        PeerCommand::Get => {
+            let ok = shared
+                .allowed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(req.nick.to_ascii_lowercase(), req.path.clone()));
+            if !ok {
+                shared.stats.transfers(|t| t.uploads_refused += 1);
+                s.write_all(INVALID_REQUEST.as_bytes()).await?;
+                return Ok(());
+            }
+            upload(s, &shared, &req.path, req.number, true).await
+        }
+        PeerCommand::Send => {
+            let waiter = shared
+                .pushes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(req.nick.to_ascii_lowercase(), req.path.clone()));
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send((s, req));
+                }
+                None => s.write_all(FILE_NOT_REQUESTED.as_bytes()).await?,
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Serves `path` from `offset` on `s`; `announce_size` writes the size digits first (GET).
+async fn upload(
+    mut s: TcpStream,
+    shared: &Shared,
+    path: &str,
+    offset: u64,
+    announce_size: bool,
+) -> anyhow::Result<()> {
+    let (Some(lib), Some(rel)) = (&shared.library, shared.paths.get(path)) else {
+        s.write_all(FILE_NOT_SHARED.as_bytes()).await?;
+        return Ok(());
+    };
+    let Some(file) = lib.by_path(rel) else {
+        s.write_all(FILE_NOT_SHARED.as_bytes()).await?;
+        return Ok(());
+    };
+    let opened = lib.open_file(file);
+    let Ok((std_file, _)) = opened else {
+        s.write_all(FILE_NOT_FOUND.as_bytes()).await?;
+        return Ok(());
+    };
+    let size = std_file.metadata()?.len();
+    if offset > size {
+        s.write_all(INVALID_REQUEST.as_bytes()).await?;
+        return Ok(());
+    }
+    if announce_size {
+        s.write_all(size.to_string().as_bytes()).await?;
+    }
+    let _ = shared.ctl.send(Frame::empty(ty::UPLOAD_START)).await;
+    shared.stats.transfers(|t| t.uploads_started += 1);
+    let mut f = tokio::fs::File::from_std(std_file);
+    tokio::io::AsyncSeekExt::seek(&mut f, std::io::SeekFrom::Start(offset)).await?;
+    let r = tokio::io::copy(&mut f.take(size - offset), &mut s).await;
+    let _ = s.shutdown().await;
+    let _ = shared.ctl.send(Frame::empty(ty::UPLOAD_END)).await;
+    match r {
+        Ok(n) => {
+            shared.stats.transfers(|t| {
+                t.upload_bytes += n;
+                if n == size - offset {
+                    t.uploads_completed += 1;
+                } else {
+                    t.uploads_failed += 1;
+                }
+            });
+            Ok(())
+        }
+        Err(e) => {
+            shared.stats.transfers(|t| t.uploads_failed += 1);
+            Err(e.into())
+        }
+    }
+}
+
+/// A 501 arrived: connect to the downloader and push (`SEND`).
+async fn push_upload(shared: Arc<Shared>, text: String) {
+    let r: anyhow::Result<()> = async {
+        let mut f = Fields::new(&text)?;
+        let nick = f.str("nick")?.to_owned();
+        let ipn: u32 = f.num("ip")?;
+        let port: u16 = f.num("port")?;
+        let path = f.str("path")?.to_owned();
+        let ok = shared
+            .allowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(nick.to_ascii_lowercase(), path.clone()));
+        if !ok {
+            bail!("501 without our 608 for {nick} {path}");
+        }
+        let size = shared
+            .paths
+            .get(&path)
+            .and_then(|rel| shared.library.as_ref()?.by_path(rel))
+            .map(|f| f.size)
+            .ok_or_else(|| anyhow!("not sharing {path}"))?;
+        let addr = SocketAddr::from((ip::from_wire(ipn), port));
+        let mut s = timeout(STEP_TIMEOUT, TcpStream::connect(addr)).await??;
+        let mut one = [0u8; 1];
+        timeout(STEP_TIMEOUT, s.read_exact(&mut one)).await??;
+        let req = PeerRequest {
+            command: PeerCommand::Send,
+            nick: shared.nick.clone(),
+            path: path.clone(),
+            number: size,
+        };
+        s.write_all(&encode_request(&req)).await?;
+        let mut reply = [0u8; 64];
+        let n = timeout(STEP_TIMEOUT, s.read(&mut reply)).await??;
+        let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+        let offset: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("{nick} refused the push: {text}"))?;
+        upload(s, &shared, &path, offset, false).await
+    }
+    .await;
+    if let Err(e) = r {
+        warn!(cause = %e, "push upload failed");
+    }
+}
