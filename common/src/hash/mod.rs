@@ -6,7 +6,7 @@
 //! - [`MultiHasher`] computes several hashes in one pass over the bytes (the total length must be known up front,
 //!   because UUHash samples depend on it); [`hash_file`] reads a file once.
 //!
-//! Submodules: [`uuhash`] (KaZaA ContentHash and file id, `kazaa.md` §3), [`md5tree`] (the MD5 tree of
+//! Submodules: [`uuhash`](mod@uuhash) (KaZaA ContentHash and file id, `kazaa.md` §3), [`md5tree`] (the MD5 tree of
 //! `kzhash`), [`napster`] (the MD5 of Napster share messages, and which bytes it covers), [`text`]
 //! (base32/base64, Gnutella URNs, `sig2dat` and kzhash magnet links), [`md5fast`] (MD5).
 //!
@@ -17,6 +17,24 @@
 //! hashes on a large file it puts SHA-1 and the MD5s on two threads ([`Parallelism`]). Callers that
 //! already hash several files in parallel should pass [`Parallelism::SingleThread`] to
 //! [`hash_file_with`].
+//!
+//! ```
+//! use common::hash::{HashKinds, MultiHasher, Sha1Digest, Sig2Dat};
+//!
+//! let data = b"abc";
+//! let mut h = MultiHasher::new(HashKinds::ALL, data.len() as u64);
+//! h.update(&data[..1]);
+//! h.update(&data[1..]);
+//! let hashes = h.finish();
+//! let sha1 = hashes.sha1.unwrap();
+//! assert_eq!(sha1.to_urn(), "urn:sha1:VGMT4NSHA2AWVOR6EVYXQUGCNSONBWE5");
+//! assert_eq!(Sha1Digest::parse_urn("urn:sha1:vgmt4nsha2awvor6evyxqugcnsonbwe5"), Some(sha1));
+//! let uu = hashes.uuhash.unwrap();
+//! assert_eq!(uu.to_sig2dat(), "=kAFQmDzST7DWlj99KOF/cvz///8=");
+//! assert_eq!(uu.file_id(), 16118);
+//! let link = Sig2Dat::parse("sig2dat:///|File: abc.txt|Length: 3Bytes|UUHash: =kAFQmDzST7DWlj99KOF/cvz///8=");
+//! assert_eq!(link.unwrap().uuhash, uu);
+//! ```
 
 pub mod md5fast;
 pub mod md5tree;
