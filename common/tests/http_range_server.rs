@@ -867,6 +867,62 @@ async fn shutdown_stops_the_server() {
 }
 
 #[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    let s = start(HttpConfig {
+        max_connections: 2,
+        ..HttpConfig::default()
+    })
+    .await;
+    let mut a = Client::connect(s.addr).await;
+    let mut b = Client::connect(s.addr).await;
+    assert_eq!(a.get("/file/small.bin", "").await.status(), 200);
+    assert_eq!(b.get("/file/small.bin", "").await.status(), 200);
+    let mut c = Client::connect(s.addr).await;
+    assert!(c.closed_within(T).await, "third connection must be refused");
+    assert_eq!(s.stats.snapshot().errors["http_too_many_connections"], 1);
+    // Once one leaves, a new one is served (the slot frees a moment after the client goes: retry).
+    drop(a);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let mut d = Client::connect(s.addr).await;
+        d.send("GET /file/small.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut line = String::new();
+        let _ = timeout(T, d.r.read_line(&mut line)).await;
+        if line.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(b);
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_long_transfer_after_the_grace_period() {
+    let mut s = start(HttpConfig {
+        per_connection_rate: Some(256 * 1024),
+        shutdown_grace: Duration::from_millis(300),
+        ..HttpConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(s.addr).await;
+    // 8 MiB at 256 KiB/s would take 32 s.
+    c.send("GET /file/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    eventually("upload running", || {
+        s.stats.snapshot().transfers.uploads_started == 1
+    })
+    .await;
+    s.shutdown.cancel();
+    let task = s.task.take().unwrap();
+    timeout(T, task).await.unwrap().unwrap().unwrap();
+    assert!(c.closed_within(T).await);
+    let t = s.stats.snapshot().transfers;
+    assert_eq!((t.uploads_completed, t.uploads_failed), (0, 1));
+}
+
+#[tokio::test]
 async fn reply_status_helpers() {
     assert_eq!(Reply::not_found().status, StatusCode::NOT_FOUND);
     let r = Reply::bad_request("Bad Path");
