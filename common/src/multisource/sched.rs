@@ -408,6 +408,7 @@ pub(crate) fn block_count(size: u64, block_size: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn cfg() -> SchedConfig {
         SchedConfig {
@@ -537,5 +538,130 @@ mod tests {
         assert_eq!(block_count(0, 10), 1);
         let s = Scheduler::new(25, 10, vec![true, false, true], cfg());
         assert_eq!(s.bytes_done(), 15);
+    }
+
+    /// The scheduler's invariants, checked after every step of the random runs below.
+    fn check_invariants(s: &Scheduler) {
+        assert_eq!(s.done_count, s.done.iter().filter(|d| **d).count());
+        for (b, f) in s.fetchers.iter().enumerate() {
+            assert!(
+                f.len() <= MAX_FETCHERS_PER_BLOCK,
+                "block {b} has fetchers {f:?}"
+            );
+            for &sid in f {
+                assert_eq!(
+                    f.iter().filter(|&&x| x == sid).count(),
+                    1,
+                    "duplicate fetcher on block {b}"
+                );
+                assert!(
+                    matches!(s.sources[sid].status, Status::Busy { block, .. } if block == b),
+                    "fetcher {sid} of block {b} is {:?}",
+                    s.sources[sid].status
+                );
+            }
+        }
+        for (sid, src) in s.sources.iter().enumerate() {
+            if let Status::Busy { block, .. } = src.status {
+                assert!(s.fetchers[block].contains(&sid));
+            }
+            let supplied = s
+                .supplier
+                .iter()
+                .filter(|x| **x == Some(Supplier::Source(sid)))
+                .count() as u64;
+            assert_eq!(src.blocks_supplied, supplied, "source {sid}");
+        }
+        let busy = s
+            .sources
+            .iter()
+            .filter(|x| matches!(x.status, Status::Busy { .. }))
+            .count();
+        assert!(busy <= s.cfg.max_active);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Ev {
+        Done(usize, u64),
+        Fail(usize, u8),
+        Tick(u64),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            4 => (any::<usize>(), 1u64..2000).prop_map(|(i, ms)| Ev::Done(i, ms)),
+            2 => (any::<usize>(), 0u8..4).prop_map(|(i, k)| Ev::Fail(i, k)),
+            1 => (0u64..5000).prop_map(Ev::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Any interleaving of completions, failures and time keeps the invariants, and once sources stop
+        /// failing every block gets done (unless every source died).
+        #[test]
+        fn random_runs_keep_invariants_and_finish(
+            blocks in 1usize..40,
+            nsrc in 1usize..5,
+            max_active in 1usize..4,
+            events in proptest::collection::vec(ev(), 0..300),
+        ) {
+            let cfg = SchedConfig {
+                max_active,
+                max_failures: 3,
+                backoff: Duration::from_millis(100),
+                slow_factor: 8.0,
+            };
+            let mut s = Scheduler::new(blocks as u64 * 10, 10, vec![false; blocks], cfg);
+            for _ in 0..nsrc {
+                s.add_source();
+            }
+            let mut now = Instant::now();
+            let mut busy: Vec<(SourceId, usize)> = Vec::new();
+            for e in events {
+                busy.extend(s.assign(now));
+                check_invariants(&s);
+                match e {
+                    Ev::Tick(ms) => now += Duration::from_millis(ms),
+                    Ev::Done(..) | Ev::Fail(..) if busy.is_empty() => {}
+                    Ev::Done(i, ms) => {
+                        let (sid, b) = busy.swap_remove(i % busy.len());
+                        for other in s.block_done(sid, b, 10, Duration::from_millis(ms)) {
+                            let k = busy.iter().position(|&x| x == (other, b)).expect("loser is busy");
+                            busy.swap_remove(k);
+                            s.block_failed(other, b, Failure::Cancelled, now);
+                        }
+                    }
+                    Ev::Fail(i, k) => {
+                        let (sid, b) = busy.swap_remove(i % busy.len());
+                        let why = match k {
+                            0 => Failure::Transient,
+                            1 => Failure::Queued(Duration::from_millis(300)),
+                            2 => Failure::Fatal,
+                            _ => Failure::Cancelled,
+                        };
+                        s.block_failed(sid, b, why, now);
+                    }
+                }
+                check_invariants(&s);
+            }
+            // From here on every fetch succeeds.
+            for _ in 0..10_000 {
+                if s.all_done() || s.live_sources() == 0 {
+                    break;
+                }
+                busy.extend(s.assign(now));
+                if let Some((sid, b)) = busy.pop() {
+                    for other in s.block_done(sid, b, 10, Duration::from_millis(5)) {
+                        let k = busy.iter().position(|&x| x == (other, b)).expect("loser is busy");
+                        busy.swap_remove(k);
+                        s.block_failed(other, b, Failure::Cancelled, now);
+                    }
+                } else {
+                    now += Duration::from_secs(1);
+                }
+                check_invariants(&s);
+            }
+            prop_assert!(s.all_done() || s.live_sources() == 0, "stuck with live sources");
+        }
     }
 }
