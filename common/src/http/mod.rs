@@ -537,6 +537,7 @@ impl HttpServer {
                 .unwrap_or_else(|e| internal_error(&e));
         }
         let permit = match &self.0.slots {
+            // Unlimited slots: a private one-permit semaphore, so the body type stays the same.
             None => Arc::new(Semaphore::new(1)).try_acquire_owned().ok(),
             Some(s) => Arc::clone(s).try_acquire_owned().ok(),
         };
