@@ -162,6 +162,20 @@ impl QrpTable {
         t
     }
 
+    /// Marks every slot of `self` that `other` (of any size) has present. Indices are the top bits of the
+    /// hash, so shrinking is exact and growing marks every slot the source slot covers.
+    pub fn merge(&mut self, other: &QrpTable) {
+        let (a, b) = (self.bits, other.bits);
+        for (i, _) in other.present.iter().enumerate().filter(|(_, &p)| p) {
+            if b >= a {
+                self.present[i >> (b - a)] = true;
+            } else {
+                let span = 1usize << (a - b);
+                self.present[i * span..(i + 1) * span].fill(true);
+            }
+        }
+    }
+
     /// Whether a query may match: one URN hit is enough; otherwise every keyword must hit (LimeWire's rule).
     /// A query with neither keywords nor URNs matches nothing.
     pub fn matches(&self, q: &Query) -> bool {
@@ -437,6 +451,18 @@ mod tests {
             let ups = t.to_updates(bits, 7);
             assert!(ups.len() > 2, "{bits}-bit table should need several chunks");
             assert_eq!(round_trip(&t, bits), t);
+        }
+    }
+
+    #[test]
+    fn merging_tables_of_other_sizes_keeps_every_word() {
+        let small = QrpTable::build(1 << 10, ["alpha beta"], []);
+        let big = QrpTable::build(1 << 16, ["gamma delta"], []);
+        let mut m = QrpTable::new(1 << 13);
+        m.merge(&small);
+        m.merge(&big);
+        for w in ["alpha", "beta", "gamma", "delta"] {
+            assert!(m.contains(w), "{w}");
         }
     }
 

@@ -231,6 +231,8 @@ pub struct Servent {
     rng: StdRng,
     next_refresh: Instant,
     counters: Counters,
+    /// A leaf table changed: the table we send to ultrapeers (ours + our leaves') must be resent.
+    up_table_dirty: bool,
 }
 
 impl std::fmt::Debug for Servent {
@@ -275,6 +277,7 @@ impl Servent {
             dirty: BTreeSet::new(),
             rng: StdRng::seed_from_u64(seed),
             counters: Counters::default(),
+            up_table_dirty: false,
         }
     }
 
@@ -413,7 +416,11 @@ impl Servent {
 
     /// A connection is gone (closed by either side). Its routes die with it.
     pub fn remove_connection(&mut self, id: ConnId) {
-        self.conns.remove(&id);
+        if let Some(c) = self.conns.remove(&id) {
+            if c.kind == PeerKind::Leaf && c.qrp_in.table().is_some() {
+                self.up_table_dirty = true;
+            }
+        }
         self.dirty.remove(&id);
     }
 
@@ -449,6 +456,18 @@ impl Servent {
         self.next_refresh = now + self.cfg.pong_refresh;
         if self.cfg.classic {
             return;
+        }
+        if self.up_table_dirty && self.cfg.role == Role::Ultrapeer {
+            self.up_table_dirty = false;
+            let ups: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.kind == PeerKind::Ultrapeer)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in ups {
+                self.send_qrp_if_due(id);
+            }
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -553,8 +572,10 @@ impl Servent {
                     .get_mut(&from)
                     .map(|c| c.qrp_in.handle(&u))
                     .unwrap_or(Ok(false));
-                if let Err(e) = r {
-                    self.send_bye(from, 413, &format!("QRP error: {e}"));
+                match r {
+                    Err(e) => self.send_bye(from, 413, &format!("QRP error: {e}")),
+                    Ok(true) if kind == PeerKind::Leaf => self.up_table_dirty = true,
+                    Ok(_) => {}
                 }
             }
             Message::Vendor(_) | Message::Unknown { .. } => self.counters.ignored += 1,
@@ -626,9 +647,19 @@ impl Servent {
         if self.cfg.classic || c.kind != PeerKind::Ultrapeer {
             return;
         }
-        let updates = self
-            .table
-            .to_updates(self.cfg.qrp_entry_bits, qrp::DEFAULT_INFINITY);
+        // An ultrapeer speaks for its leaves: the table it gives other ultrapeers covers theirs too.
+        let updates = if self.cfg.role == Role::Ultrapeer {
+            let mut t = self.table.clone();
+            for c in self.conns.values().filter(|c| c.kind == PeerKind::Leaf) {
+                if let Some(lt) = c.qrp_in.table() {
+                    t.merge(lt);
+                }
+            }
+            t.to_updates(self.cfg.qrp_entry_bits, qrp::DEFAULT_INFINITY)
+        } else {
+            self.table
+                .to_updates(self.cfg.qrp_entry_bits, qrp::DEFAULT_INFINITY)
+        };
         for u in updates {
             let guid = Guid::random(&mut self.rng);
             self.send(

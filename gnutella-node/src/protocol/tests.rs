@@ -518,3 +518,44 @@ fn flood_50_nodes_ttl7_routes_the_hit_back_on_the_reverse_path() {
         "flooding makes duplicates"
     );
 }
+
+#[test]
+fn last_hop_qrp_lets_queries_through_to_a_far_ultrapeers_leaves() {
+    // u0 - u1 - u2 - u3 chain, the file on a leaf of u3; a TTL-4 query from a leaf of u0 reaches u3 on its
+    // last hop, which is allowed because u3's table to u2 includes its leaf's keywords.
+    let now = Instant::now();
+    let mut net = Net::new(now);
+    let ups: Vec<usize> = (0..4)
+        .map(|i| net.add(servent(i, Role::Ultrapeer, false, vec![], now)))
+        .collect();
+    let searcher = net.add(servent(10, Role::Leaf, false, vec![], now));
+    let owner = net.add(servent(
+        11,
+        Role::Leaf,
+        false,
+        vec![file(1, "needle far away.bin")],
+        now,
+    ));
+    for w in ups.windows(2) {
+        net.connect(w[0], w[1]);
+    }
+    net.connect(searcher, ups[0]);
+    net.connect(owner, ups[3]);
+    net.run(50);
+    // The leaf table reached u3 after u3 sent its own table: the merged one goes out on the next tick.
+    net.advance(Duration::from_secs(4));
+    net.run(50);
+    let g = net.nodes[searcher].start_search(net.now, "needle", None, 4);
+    net.run(50);
+    let hit = net.events[searcher].iter().find_map(|e| match e {
+        Event::Hit { query, hit, hops } if *query == g => Some((hit.servent, *hops)),
+        _ => None,
+    });
+    assert_eq!(hit, Some((guid(11), 4)));
+    // And a query nobody can answer stops at u2 (last-hop filter), never reaching u3.
+    net.reset_counters();
+    let before = net.nodes[ups[2]].counters().qrp_filtered;
+    net.nodes[searcher].start_search(net.now, "zzzunmatched", None, 4);
+    net.run(50);
+    assert_eq!(net.nodes[ups[2]].counters().qrp_filtered, before + 1);
+}

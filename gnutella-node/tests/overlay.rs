@@ -1,0 +1,312 @@
+//! Multi-process tests: real `gnutella-node` processes on 127.0.0.1 port 0, killed on drop.
+//!
+//! - a 20-node 0.6 overlay (6 ultrapeers in a chain, 14 leaves, one firewalled) where a leaf's search finds
+//!   files three ultrapeers away, the hit is routed back, and the file is fetched over HTTP and verified;
+//! - a classic 0.4 flood across four processes;
+//! - raw-socket protocol checks: version 0.7 answered as 0.6, 0.4 refused, oversized query → BYE 400.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gnutella-node");
+
+/// A child process that printed its readiness line; killed on drop. (A small local copy of the
+/// `integration` harness: that crate does not pass `clippy -D warnings` as a dev-dependency yet.)
+struct Daemon {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[String]) -> Daemon {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gnutella-node starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(l) = common::telemetry::Listening::parse(&line) {
+                let _ = tx.send(l.addr);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => Daemon { child, addr },
+        Err(_) => {
+            let _ = child.kill();
+            panic!("gnutella-node printed no readiness line within 30 s");
+        }
+    }
+}
+
+fn node(share: Option<&Path>, extra: &[&str]) -> Daemon {
+    let mut a: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+    if let Some(s) = share {
+        a.push("--share".into());
+        a.push(s.display().to_string());
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    spawn(&a)
+}
+
+fn share_dir(root: &Path, name: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    for (f, body) in files {
+        std::fs::write(d.join(f), body).unwrap();
+    }
+    d
+}
+
+/// Runs `gnutella-node search --json`; returns the hit lines.
+fn search(peer: SocketAddr, words: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["--peer", &peer.to_string()])
+        .args(extra)
+        .args(["search", words, "--json", "--timeout", "2"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("search runs");
+    assert!(
+        out.status.success(),
+        "search failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "hit")
+        .collect()
+}
+
+/// Searches until a hit arrives (the overlay needs a moment to link up and exchange QRP tables).
+fn search_until_hit(peer: SocketAddr, words: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let end = Instant::now() + Duration::from_secs(40);
+    loop {
+        let h = search(peer, words, extra);
+        if !h.is_empty() || Instant::now() > end {
+            return h;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (
+        String::from_utf8_lossy(&all[..split]).into_owned(),
+        all[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn twenty_node_overlay_finds_far_files_routes_hits_back_and_serves_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let far_body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    // Six ultrapeers in a chain (each keeps one outgoing link, so the chain stays a chain).
+    let mut ups: Vec<Daemon> = Vec::new();
+    for i in 0..6 {
+        let mut extra = vec!["--up-links", "1"];
+        let prev;
+        if i > 0 {
+            prev = ups[i - 1].addr().to_string();
+            extra.extend(["--peer", prev.as_str()]);
+            ups.push(node(None, &extra));
+        } else {
+            ups.push(node(None, &extra));
+        }
+    }
+    // Fourteen leaves, two or three per ultrapeer; the far file sits on a leaf of UP3, a firewalled leaf
+    // of UP2 shares another.
+    let mut leaves = Vec::new();
+    for i in 0..14 {
+        let up = ups[i % 6].addr().to_string();
+        let (dir, fw) = match i {
+            3 => (
+                share_dir(tmp.path(), "far", &[("needle far away.bin", &far_body)]),
+                false,
+            ),
+            8 => (
+                share_dir(
+                    tmp.path(),
+                    "fw",
+                    &[("walled garden.txt", b"behind a firewall")],
+                ),
+                true,
+            ),
+            _ => (
+                share_dir(
+                    tmp.path(),
+                    &format!("l{i}"),
+                    &[(&format!("hay {i}.txt"), b"hay")],
+                ),
+                false,
+            ),
+        };
+        let mut extra = vec!["--leaf", "--leaf-links", "1", "--peer", up.as_str()];
+        if fw {
+            extra.push("--firewalled");
+        }
+        leaves.push(node(Some(&dir), &extra));
+    }
+    assert_eq!(ups.len() + leaves.len(), 20);
+
+    // A searching leaf on UP0: the far file is on a leaf of UP3 (four overlay hops).
+    let hits = search_until_hit(ups[0].addr(), "needle far", &[]);
+    assert_eq!(hits.len(), 1, "exactly one hit: {hits:?}");
+    let h = &hits[0];
+    assert_eq!(h["name"], "needle far away.bin");
+    assert_eq!(h["size"], 50_000);
+    assert_eq!(h["firewalled"], false);
+    assert!(
+        h["hops"].as_u64().unwrap() >= 3,
+        "the hit came from several hops away: {h}"
+    );
+    let urn = common::hash::sha1(&far_body);
+    let want_urn = format!("urn:sha1:{}", data_encoding::BASE32_NOPAD.encode(&urn.0));
+    assert_eq!(h["sha1"], want_urn.as_str());
+
+    // Fetch it from the responder named in the hit, by index and by URN, and verify the SHA-1.
+    let addr: SocketAddr = format!("{}:{}", h["ip"].as_str().unwrap(), h["port"])
+        .parse()
+        .unwrap();
+    let (head, body) = http_get(
+        addr,
+        &format!("/get/{}/needle%20far%20away.bin", h["index"]),
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    assert!(head.to_ascii_lowercase().contains(&format!(
+        "x-gnutella-content-urn: {}",
+        want_urn.to_ascii_lowercase()
+    )));
+    assert_eq!(
+        common::hash::sha1(&body),
+        urn,
+        "downloaded bytes verify against the hit's SHA-1"
+    );
+    let (head, body) = http_get(addr, &format!("/uri-res/N2R?{want_urn}"));
+    assert!(head.contains(" 200 "), "{head}");
+    assert_eq!(body, far_body);
+    let (head, _) = http_get(addr, "/get/1/../../etc/passwd");
+    assert!(head.contains("400"), "{head}");
+
+    // The firewalled leaf answers with the push flag set.
+    let hits = search_until_hit(ups[5].addr(), "walled garden", &[]);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0]["firewalled"], true);
+
+    // Something nobody shares: no hit, and the search still exits 0.
+    assert!(search(ups[1].addr(), "zzzunmatched", &[]).is_empty());
+}
+
+#[test]
+fn classic_04_flood_across_four_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = share_dir(tmp.path(), "c3", &[("classic tune.ogg", b"la la la")]);
+    let a = node(None, &["--classic", "--up-links", "1"]);
+    let a_addr = a.addr().to_string();
+    let b = node(None, &["--classic", "--up-links", "1", "--peer", &a_addr]);
+    let b_addr = b.addr().to_string();
+    let c = node(None, &["--classic", "--up-links", "1", "--peer", &b_addr]);
+    let c_addr = c.addr().to_string();
+    let _d = node(
+        Some(&dir),
+        &["--classic", "--up-links", "1", "--peer", &c_addr],
+    );
+    let hits = search_until_hit(a.addr(), "classic tune", &["--classic"]);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0]["name"], "classic tune.ogg");
+    assert!(hits[0]["hops"].as_u64().unwrap() >= 2);
+}
+
+fn read_until_blank(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") && !buf.ends_with(b"\n\n") {
+        if s.read(&mut b).unwrap_or(0) == 0 {
+            break;
+        }
+        buf.push(b[0]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn raw_socket_handshakes_and_oversized_query_gets_bye_400() {
+    let up = node(None, &[]);
+    // 0.7 with headers in odd case is answered as 0.6.
+    let mut s = TcpStream::connect(up.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.7\r\nuser-agent: probe/1\r\nX-ULTRAPEER: true\r\n\r\n")
+        .unwrap();
+    let resp = read_until_blank(&mut s);
+    assert!(resp.starts_with("GNUTELLA/0.6 200"), "{resp}");
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").unwrap();
+    // Now a query header announcing 5000 bytes: refused with BYE 400 before any payload is read.
+    let mut h = vec![0x11u8; 16];
+    h.extend_from_slice(&[0x80, 4, 0]);
+    h.extend_from_slice(&5000u32.to_le_bytes());
+    s.write_all(&h).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    // Skip the ping (and anything else) the node sent first; find the Bye.
+    let mut off = 0;
+    let mut bye = None;
+    while off + 23 <= got.len() {
+        let len = u32::from_le_bytes(got[off + 19..off + 23].try_into().unwrap()) as usize;
+        if got[off + 16] == 0x02 {
+            bye = Some(got[off..off + 23 + len].to_vec());
+        }
+        off += 23 + len;
+    }
+    let bye = bye.expect("a Bye before close");
+    assert_eq!((bye[17], bye[18]), (1, 0), "Bye goes with TTL 1, hops 0");
+    assert_eq!(u16::from_le_bytes([bye[23], bye[24]]), 400);
+
+    // 0.4 connect to a 0.6 servent: closed without a word (like gtk-gnutella).
+    let mut s = TcpStream::connect(up.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.4\n\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    // A leaf that cannot inflate is refused with 403.
+    let mut s = TcpStream::connect(up.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: False\r\n\r\n")
+        .unwrap();
+    let resp = read_until_blank(&mut s);
+    assert!(resp.starts_with("GNUTELLA/0.6 403"), "{resp}");
+}
