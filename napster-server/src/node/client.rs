@@ -753,6 +753,11 @@ async fn incoming(mut s: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
     };
     match req.command {
         PeerCommand::Get => {
+            if !shared.paths.contains_key(&req.path) {
+                shared.stats.transfers(|t| t.uploads_refused += 1);
+                s.write_all(FILE_NOT_SHARED.as_bytes()).await?;
+                return Ok(());
+            }
             let ok = shared
                 .allowed
                 .lock()

@@ -1,0 +1,213 @@
+//! Multi-process transfer tests (notes §8 cases 8–10): a real server, sharing clients (one firewalled) and
+//! downloading clients, all on loopback.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+use support::{Daemon, Raw, DEADLINE};
+
+/// Content that starts with digits, so a reader that takes "digits until a non-digit" as the size fails.
+fn content(n: usize) -> Vec<u8> {
+    let mut v = b"123456789".to_vec();
+    v.extend((0..n).map(|i| (i * 31 % 251) as u8));
+    v
+}
+
+fn serve(server: &Daemon, nick: &str, share: &Path, data: &Path, firewalled: bool) -> Daemon {
+    let addr = server.addr.to_string();
+    let mut args = vec![
+        "--server",
+        addr.as_str(),
+        "--nick",
+        nick,
+        "--share",
+        share.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    if firewalled {
+        args.push("--firewalled");
+    }
+    args.push("serve");
+    Daemon::spawn(env!("CARGO_BIN_EXE_napster-client"), &args)
+}
+
+fn get(
+    server: &Daemon,
+    nick: &str,
+    query: &str,
+    out: &Path,
+    data: &Path,
+    extra: &[&str],
+) -> (bool, serde_json::Value, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_napster-client"));
+    cmd.args([
+        "--server",
+        &server.addr.to_string(),
+        "--nick",
+        nick,
+        "--json",
+        "--data-dir",
+    ])
+    .arg(data)
+    .args(extra)
+    .args(["get", query, "--out"])
+    .arg(out)
+    .env("RUST_LOG", "warn");
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_deadline(child);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wait_with_deadline(mut child: std::process::Child) -> std::process::Output {
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > DEADLINE * 3 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("napster-client did not finish in time");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn s8_8_download_with_get_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(share.join("Beatles")).unwrap();
+    let data = content(300_000);
+    std::fs::write(share.join("Beatles").join("Beatles - Hey Jude.mp3"), &data).unwrap();
+    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let _alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
+
+    let out = dir.path().join("bob-out");
+    let (ok, v, err) = get(
+        &server,
+        "bob",
+        "hey jude",
+        &out,
+        &dir.path().join("bob"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v["method"], "get");
+    assert_eq!(v["from"], "alice");
+    assert_eq!(
+        std::fs::read(out.join("Beatles - Hey Jude.mp3")).unwrap(),
+        data
+    );
+
+    // Resume: a partial file from an earlier attempt is continued at its length.
+    let out = dir.path().join("carol-out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("Beatles - Hey Jude.mp3.part"), &data[..100_000]).unwrap();
+    let (ok, v, err) = get(
+        &server,
+        "carol",
+        "jude",
+        &out,
+        &dir.path().join("carol"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v["offset"], 100_000);
+    assert_eq!(v["fetched"], data.len() as u64 - 100_000);
+    assert_eq!(
+        std::fs::read(out.join("Beatles - Hey Jude.mp3")).unwrap(),
+        data
+    );
+
+    // Counters 218..221 went up and back down: whois shows no transfer in progress.
+    let mut w = Raw::login(server.addr, "watcher", 6699);
+    w.send(603, "alice");
+    let r = w.recv().unwrap();
+    assert_eq!(r.0, 604);
+    assert!(r.1.contains(r#""Active" 1 0 0 7"#), "{r:?}");
+}
+
+#[test]
+fn s8_9_firewalled_uploader_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let data = content(150_000);
+    std::fs::write(share.join("Yesterday.mp3"), &data).unwrap();
+    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let _fw = serve(&server, "fw", &share, &dir.path().join("fw"), true);
+
+    let out = dir.path().join("out");
+    let (ok, v, err) = get(
+        &server,
+        "bob",
+        "yesterday",
+        &out,
+        &dir.path().join("bob"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v["method"], "push");
+    assert_eq!(std::fs::read(out.join("Yesterday.mp3")).unwrap(), data);
+
+    // A firewalled downloader does not even see the firewalled uploader's file ...
+    let (ok, _, err) = get(
+        &server,
+        "fw2",
+        "yesterday",
+        &dir.path().join("out2"),
+        &dir.path().join("fw2"),
+        &["--firewalled"],
+    );
+    assert!(!ok && err.contains("no results"), "{err}");
+    // ... and a direct 203 gets the firewallerror 204.
+    let mut raw = Raw::login(server.addr, "fw3", 0);
+    raw.send(203, "fw \"Yesterday.mp3\"");
+    let r = raw.until(204);
+    assert!(r.last().unwrap().1.contains(" firewallerror "), "{r:?}");
+}
+
+#[test]
+fn s8_10_peer_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("song.mp3"), content(1000)).unwrap();
+    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
+    let ask = |req: &[u8]| -> String {
+        let mut s = std::net::TcpStream::connect(alice.addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"1");
+        // GET and its request line in one segment, as TekNap sends them.
+        s.write_all(req).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    assert_eq!(ask(b"GETbob \"nothere.mp3\" 0"), "FILE NOT SHARED");
+    assert_eq!(
+        ask(b"GETbob \"song.mp3\" 0"),
+        "INVALID REQUEST",
+        "no 607/608 came first"
+    );
+    assert_eq!(ask(b"SENDbob \"song.mp3\" 1000"), "FILE NOT REQUESTED");
+    assert_eq!(ask(b"HELLO"), "INVALID REQUEST");
+}
