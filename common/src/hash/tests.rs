@@ -159,6 +159,18 @@ fn uuhash_golden() {
     }
 }
 
+/// The table's boundary row: a sample ending exactly where the tail starts is kept (giFT, Bitzi); the
+/// "strict" reading that drops it would give …958bd553.
+#[test]
+fn boundary_sample_is_kept() {
+    let data = mod251(1_662_976);
+    let mut tail_only = crc32fast::Hasher::new();
+    tail_only.update(&data[1_355_776..]);
+    let strict = !tail_only.finalize() ^ (data.len() as u32);
+    assert_eq!(hex::encode(strict.to_le_bytes()), "958bd553");
+    assert_eq!(&uuhash(&data).to_hex()[32..], "3b23abe4");
+}
+
 #[test]
 fn small_sizes_have_inverted_length_crc() {
     // For n <= 300 KiB bytes 16-19 are !n, little-endian.
