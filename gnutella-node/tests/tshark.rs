@@ -1,0 +1,288 @@
+//! The faithfulness check of the notes §7: capture our uncompressed Gnet traffic on loopback with dumpcap
+//! and decode it with Debian's Wireshark dissector (`tshark -d tcp.port==P,gnutella`). The decoded Pong,
+//! Query, QueryHit and Push fields must equal what we sent, and nothing may be malformed.
+//! The Push is also followed through (test case 8): the firewalled servent connects back, says
+//! `GIV <index>:<guid>/<name>`, and serves the GET sent on that socket.
+//! Needs `tshark` (Debian package, listed in scripts/apt-packages.txt) and capture rights (root in CI).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gnutella_node::codec::message::{Message, Push};
+use gnutella_node::codec::{Descriptor, Guid};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gnutella-node");
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(args: &[&str]) -> (Kill, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--no-deflate"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = common::telemetry::Listening::parse(&line)
+        .expect("readiness line")
+        .addr;
+    (Kill(child), addr)
+}
+
+fn tshark_fields(
+    pcap: &std::path::Path,
+    port: u16,
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args([
+        "-r",
+        pcap.to_str().unwrap(),
+        "-d",
+        &format!("tcp.port=={port},gnutella"),
+        "-Y",
+        filter,
+    ])
+    .args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark runs (apt-get install tshark)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn tshark_decodes_our_pong_query_queryhit_and_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("tshark probe.txt"), b"captured and decoded").unwrap();
+    let pcap = tmp.path().join("gnet.pcapng");
+
+    let (_up, up_addr) = daemon(&["--up-links", "0"]);
+    let port = up_addr.port();
+    let mut dumpcap = Kill(
+        Command::new("dumpcap")
+            .args([
+                "-i",
+                "lo",
+                "-f",
+                &format!("tcp port {port}"),
+                "-w",
+                pcap.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dumpcap runs (apt-get install tshark)"),
+    );
+    // dumpcap says "Capturing on 'Loopback: lo'" once it is ready.
+    let mut err = BufReader::new(dumpcap.0.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !line.contains("Capturing on") && Instant::now() < deadline {
+        line.clear();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    assert!(
+        line.contains("Capturing on"),
+        "dumpcap did not start: {line}"
+    );
+    std::thread::spawn(move || for _ in err.lines() {});
+
+    // A firewalled ultrapeer sharing the probe file links to the first one; a leaf searches through it.
+    let up = up_addr.to_string();
+    let (_owner, _) = daemon(&[
+        "--share",
+        share.to_str().unwrap(),
+        "--firewalled",
+        "--peer",
+        &up,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hit = loop {
+        let out = Command::new(BIN)
+            .args([
+                "--no-deflate",
+                "--peer",
+                &up,
+                "search",
+                "tshark probe",
+                "--json",
+                "--timeout",
+                "2",
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let hit = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "hit");
+        if let Some(h) = hit {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no hit for the probe file");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(hit["firewalled"], true);
+    let servent = Guid::from_hex(hit["servent"].as_str().unwrap()).unwrap();
+    let index = hit["index"].as_u64().unwrap() as u32;
+
+    // Push through the ultrapeer (it learnt the route from the hit) and catch the GIV.
+    let giv_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let giv_port = giv_listener.local_addr().unwrap().port();
+    let mut s = TcpStream::connect(up_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\n\r\n")
+        .unwrap();
+    let mut resp = Vec::new();
+    let mut b = [0u8; 1];
+    while !resp.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        resp.push(b[0]);
+    }
+    assert!(resp.starts_with(b"GNUTELLA/0.6 200"));
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").unwrap();
+    let push = Descriptor {
+        guid: Guid([0x42; 16]),
+        ttl: 3,
+        hops: 0,
+        msg: Message::Push(Push {
+            servent,
+            index,
+            ip: std::net::Ipv4Addr::LOCALHOST,
+            port: giv_port,
+            ggep: Vec::new(),
+        }),
+    };
+    s.write_all(&push.to_bytes()).unwrap();
+    giv_listener.set_nonblocking(false).unwrap();
+    let (mut back, _) = giv_listener.accept().unwrap();
+    back.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut giv = Vec::new();
+    while !giv.ends_with(b"\n\n") {
+        back.read_exact(&mut b).unwrap();
+        giv.push(b[0]);
+    }
+    assert_eq!(
+        String::from_utf8(giv).unwrap(),
+        format!("GIV {index}:{}/tshark probe.txt\n\n", servent.to_hex())
+    );
+    back.write_all(format!("GET /get/{index}/tshark%20probe.txt HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut body = Vec::new();
+    let _ = back.read_to_end(&mut body);
+    assert!(
+        body.ends_with(b"captured and decoded"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    // Stop the capture cleanly (SIGINT) so the file is complete.
+    let _ = Command::new("kill")
+        .args(["-INT", &dumpcap.0.id().to_string()])
+        .status();
+    let _ = dumpcap.0.wait();
+
+    let q = tshark_fields(
+        &pcap,
+        port,
+        "gnutella.query.search",
+        &["gnutella.query.search"],
+    );
+    assert!(
+        q.iter()
+            .any(|r| r[0].split(',').any(|s| s == "tshark probe")),
+        "{q:?}"
+    );
+    let h = tshark_fields(
+        &pcap,
+        port,
+        "gnutella.queryhit.hit.name",
+        &[
+            "gnutella.queryhit.hit.name",
+            "gnutella.queryhit.hit.index",
+            "gnutella.queryhit.servent_id",
+            "gnutella.queryhit.hit.extra",
+        ],
+    );
+    let want_guid = hex::encode(servent.0);
+    assert!(
+        h.iter().any(|r| r[0] == "tshark probe.txt"
+            && r[1] == index.to_string()
+            && r[2].replace(':', "").eq_ignore_ascii_case(&want_guid)),
+        "{h:?} (want servent {want_guid})"
+    );
+    let p = tshark_fields(
+        &pcap,
+        port,
+        "gnutella.pong.port",
+        &["gnutella.pong.port", "gnutella.pong.ip"],
+    );
+    assert!(
+        p.iter()
+            .any(|r| r[0].split(',').any(|x| x == port.to_string()) && r[1].contains("127.0.0.1")),
+        "{p:?}"
+    );
+    let pu = tshark_fields(
+        &pcap,
+        port,
+        "gnutella.push.index",
+        &[
+            "gnutella.push.index",
+            "gnutella.push.port",
+            "gnutella.push.servent_id",
+        ],
+    );
+    assert!(
+        pu.iter()
+            .any(|r| r[0] == index.to_string() && r[1] == giv_port.to_string()),
+        "{pu:?}"
+    );
+    let bad = tshark_fields(
+        &pcap,
+        port,
+        "_ws.malformed || _ws.expert.severity >= \"error\"",
+        &["frame.number"],
+    );
+    assert!(bad.is_empty(), "malformed frames: {bad:?}");
+}
