@@ -386,7 +386,7 @@ pub fn run_tool(bin: &str, args: &[&str], timeout: Duration) -> Result<Output> {
 
 /// Runs any program to completion with a timeout (killing its process group after), capturing its output.
 pub fn run_program(program: &Path, args: &[&str], timeout: Duration) -> Result<Output> {
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
