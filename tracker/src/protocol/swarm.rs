@@ -139,14 +139,17 @@ impl Peer {
 struct Torrent {
     peers: Vec<Peer>,
     /// Peer id -> position in `peers`, only for swarms above [`LINEAR_SCAN_MAX`].
-    index: Option<HashMap<PeerId, u32>>,
+    /// Boxed: most swarms are small and never need one, so the empty case costs one word.
+    #[allow(clippy::box_collection)] // the point is the 8-byte `None`, not the heap placement
+    index: Option<Box<HashMap<PeerId, u32>>>,
     seeders: u32,
+    /// Seconds since the tracker's epoch.
+    last_activity: u32,
     downloaded: u64,
-    last_activity: Instant,
 }
 
 impl Torrent {
-    fn new(now: Instant) -> Torrent {
+    fn new(now: u32) -> Torrent {
         Torrent {
             peers: Vec::new(),
             index: None,
@@ -174,6 +177,10 @@ impl Torrent {
         if p.seeder {
             self.seeders += 1;
         }
+        if self.peers.capacity() == 0 {
+            // Most torrents hold one peer: do not start at Vec's default of four.
+            self.peers.reserve_exact(1);
+        }
         self.peers.push(p);
         let i = self.peers.len() - 1;
         match &mut self.index {
@@ -181,13 +188,13 @@ impl Torrent {
                 ix.insert(p.peer_id, i as u32);
             }
             None if self.peers.len() > LINEAR_SCAN_MAX => {
-                self.index = Some(
+                self.index = Some(Box::new(
                     self.peers
                         .iter()
                         .enumerate()
                         .map(|(i, p)| (p.peer_id, i as u32))
                         .collect(),
-                );
+                ));
             }
             None => {}
         }
@@ -304,8 +311,8 @@ impl Tracker {
         let t = self
             .torrents
             .entry(a.info_hash)
-            .or_insert_with(|| Torrent::new(now));
-        t.last_activity = now;
+            .or_insert_with(|| Torrent::new(now_secs));
+        t.last_activity = now_secs;
         let existing = t.find(&a.peer_id);
         if a.event == Event::Stopped {
             if let Some(i) = existing {
@@ -398,7 +405,7 @@ impl Tracker {
         if let Some(t) = self.torrents.get_mut(&h) {
             t.downloaded = t.downloaded.max(downloaded);
         } else if self.torrents.len() < self.cfg.max_torrents && downloaded > 0 {
-            let mut t = Torrent::new(now);
+            let mut t = Torrent::new(self.secs(now));
             t.downloaded = downloaded;
             self.torrents.insert(h, t);
         }
@@ -427,7 +434,7 @@ impl Tracker {
             .retain(|_, t| !t.peers.is_empty() || t.downloaded > 0);
         let keep = (self.cfg.max_torrents as f64 * KEEP_EMPTY_FRACTION) as usize;
         if self.torrents.len() > keep {
-            let mut empty: Vec<(Instant, InfoHash)> = self
+            let mut empty: Vec<(u32, InfoHash)> = self
                 .torrents
                 .iter()
                 .filter(|(_, t)| t.peers.is_empty())
@@ -472,6 +479,7 @@ mod tests {
 
     #[test]
     fn peers_are_packed() {
+        assert!(size_of::<Torrent>() <= 48, "{}", size_of::<Torrent>());
         assert!(size_of::<Peer>() <= 44, "{}", size_of::<Peer>());
         let mut p = Peer {
             peer_id: PeerId([0; 20]),
