@@ -1,4 +1,12 @@
 //! FastTrack-style KaZaA node: supernode or ordinary-node role, ContentHash downloads.
 //!
-//! Status: placeholder. The protocol implementation is tracked in its own issue; this crate exists so the
-//! workspace layout (codec -> protocol -> node, see `../shared/STYLE.md`) is visible from day one.
+//! Re-creates the KaZaA/FastTrack network as reverse-engineered by giFT-FastTrack and MLDonkey
+//! (`shared/protocols/kazaa.md`). Layout, per the project's three-layer architecture:
+//! - [`codec`]: pure encode/decode of the handshake, framing and messages (§2), no I/O;
+//! - [`protocol`]: sans-I/O state machines: the SN's index of its children's shares, query matching,
+//!   SN↔SN forwarding and result waves, and the ON's choice of SN (§1), with time and RNG passed in.
+//!
+//! The tokio `node` layer and the CLI are not written yet: see `README.md` for what works.
+
+pub mod codec;
+pub mod protocol;
