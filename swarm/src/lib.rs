@@ -1,4 +1,19 @@
-//! The lab: starts a local multi-protocol swarm, runs the same downloads through each system, reports.
+//! The lab: starts a local multi-protocol swarm, runs the same workload through each system's real
+//! binaries, and reports the comparison (issue 8; the claims come from `shared/tutorial/p2p-tutorial.txt`
+//! and `shared/protocols/gnutella.md` §8).
 //!
-//! Status: placeholder. The protocol implementation is tracked in its own issue; this crate exists so the
-//! workspace layout (codec -> protocol -> node, see `../shared/STYLE.md`) is visible from day one.
+//! - [`scenario`]: every knob of a run, from TOML.
+//! - [`corpus`]: the seeded corpus with Zipf-like popularity.
+//! - [`supervisor`]: process groups, readiness lines, cleanup on Ctrl-C.
+//! - [`drivers`]: one [`drivers::Driver`] per system (Napster and BitTorrent wired so far).
+//! - [`lab`]: the phases (start, searches, flash crowd, churn, stats).
+//! - [`results`], [`figures`], [`report`]: raw figures, statistics, table and HTML.
+
+pub mod corpus;
+pub mod drivers;
+pub mod figures;
+pub mod lab;
+pub mod report;
+pub mod results;
+pub mod scenario;
+pub mod supervisor;

@@ -1,18 +1,97 @@
-//! `swarm`: The lab: starts a local multi-protocol swarm, runs the same downloads through each system, reports.
+//! `swarm`: the lab's command line (see the crate README).
 
-use clap::Parser;
+use std::path::PathBuf;
 
-/// The lab: starts a local multi-protocol swarm, runs the same downloads through each system, reports.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use swarm::lab::{default_bin_dir, RunOptions};
+use swarm::scenario::{Scenario, EXAMPLE};
+
+/// The lab: runs the same searches and downloads through Napster, Gnutella, KaZaA and BitTorrent (their
+/// real binaries, on loopback) and writes a comparison table, results.json and report.html.
 ///
-/// NOT IMPLEMENTED YET: this binary only documents what it will be. It exits with a non-zero status.
+/// Wired so far: Napster and BitTorrent. Gnutella (driver not written) and KaZaA (binary is a placeholder)
+/// are reported as "not available yet" with the reason.
 #[derive(Parser, Debug)]
-#[command(name = "swarm", version, about, long_about = None)]
+#[command(name = "swarm", version, about, long_about)]
 struct Cli {
-    #[command(flatten)]
-    daemon: common::daemon::DaemonArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("swarm is not implemented yet (see the project's open issues)")
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// Where report.html and results.json go.
+    #[arg(long, default_value = "swarm-report")]
+    out: PathBuf,
+    /// Folder of the workspace binaries (default: the folder of this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the built-in demo scenario.
+    Demo {
+        /// A reduced swarm that runs in seconds.
+        #[arg(long)]
+        small: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a scenario file.
+    Run {
+        /// The TOML scenario (see `swarm example-scenario`).
+        scenario: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a commented scenario with the demo's values.
+    ExampleScenario,
+}
+
+fn main() {
+    common::telemetry::init_tracing(false);
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("swarm: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (scn, common) = match cli.cmd {
+        Cmd::ExampleScenario => {
+            print!("{EXAMPLE}");
+            return Ok(());
+        }
+        Cmd::Demo { small, common } => (
+            if small {
+                Scenario::small()
+            } else {
+                Scenario::default()
+            },
+            common,
+        ),
+        Cmd::Run { scenario, common } => (Scenario::load(&scenario)?, common),
+    };
+    swarm::supervisor::install_interrupt_handler()?;
+    let opts = RunOptions {
+        bins: common.bin_dir.unwrap_or_else(default_bin_dir),
+        quiet: common.quiet,
+    };
+    let res = swarm::lab::run(&scn, &opts)?;
+    std::fs::create_dir_all(&common.out)
+        .with_context(|| format!("creating {}", common.out.display()))?;
+    let json = common.out.join("results.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&res)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let html = common.out.join("report.html");
+    std::fs::write(&html, swarm::report::html(&res))
+        .with_context(|| format!("writing {}", html.display()))?;
+    print!("{}", swarm::report::table(&res));
+    println!("wrote {} and {}", json.display(), html.display());
+    Ok(())
 }

@@ -1,0 +1,561 @@
+//! Output: the terminal comparison table and `report.html`, one self-contained file with hand-written SVG.
+//!
+//! Each chart has a short text under it: what the tutorial (`shared/tutorial/p2p-tutorial.txt`) predicts
+//! and what this run measured, computed from the results so the verdict can say "did not happen".
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::figures;
+use crate::results::{Results, Summary, SystemResult};
+
+const COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
+}
+
+fn kib(b: u64) -> String {
+    format!("{:.0} KiB", b as f64 / 1024.0)
+}
+
+/// The rows of the comparison: `(label, value per system)`.
+fn rows(res: &Results) -> Vec<(String, Vec<String>)> {
+    let sums: Vec<(&SystemResult, Summary)> =
+        res.systems.iter().map(|s| (s, s.summary())).collect();
+    let row = |label: &str, f: &dyn Fn(&SystemResult, &Summary) -> String| {
+        (
+            label.to_owned(),
+            sums.iter()
+                .map(|(s, m)| {
+                    if s.unavailable.is_some() {
+                        "n/a".into()
+                    } else {
+                        f(s, m)
+                    }
+                })
+                .collect(),
+        )
+    };
+    vec![
+        row("standing peers (sharing, seeding)", &|s, _| {
+            s.peers.to_string()
+        }),
+        row("time to search result, median (s)", &|s, m| {
+            if s.searches.is_empty() {
+                "no search".into()
+            } else {
+                opt(m.search_median_s, 3)
+            }
+        }),
+        row("search success (rare+popular)", &|_, m| {
+            pct(m.search_success)
+        }),
+        row("control msgs per search", &|_, m| {
+            opt(m.ctl_msgs_per_search, 1)
+        }),
+        row("control bytes per search", &|_, m| {
+            opt(m.ctl_bytes_per_search, 0)
+        }),
+        row("flash crowd done (verified)", &|_, m| {
+            format!("{}/{}", m.flash_done.0, m.flash_done.1)
+        }),
+        row("flash completion median (s)", &|_, m| {
+            opt(m.flash_median_s, 3)
+        }),
+        row("flash completion worst (s)", &|_, m| {
+            opt(m.flash_worst_s, 3)
+        }),
+        row("upload: busiest peer", &|_, m| kib(m.busiest_upload)),
+        row("upload: median peer", &|_, m| kib(m.median_upload)),
+        row("server/tracker control msgs", &|_, m| {
+            m.infra_msgs.to_string()
+        }),
+        row("server/tracker control bytes", &|_, m| {
+            m.infra_bytes.to_string()
+        }),
+        row("source left: done before/after/failed", &|_, m| {
+            m.churn
+                .map_or("-".into(), |(a, b, c)| format!("{a}/{b}/{c}"))
+        }),
+        row("stats files read", &|s, _| s.stats_files_read.to_string()),
+    ]
+}
+
+/// The terminal comparison table, followed by what is not available and why.
+pub fn table(res: &Results) -> String {
+    let mut out = String::new();
+    let rows = rows(res);
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
+    let ws: Vec<usize> = res
+        .systems
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            rows.iter()
+                .map(|r| r.1[i].len())
+                .chain([s.system.len()])
+                .max()
+                .unwrap_or(4)
+        })
+        .collect();
+    let _ = write!(out, "{:w0$}", "");
+    for (s, w) in res.systems.iter().zip(&ws) {
+        let _ = write!(out, "  {:>w$}", s.system);
+    }
+    out.push('\n');
+    for (label, vals) in &rows {
+        let _ = write!(out, "{label:w0$}");
+        for (v, w) in vals.iter().zip(&ws) {
+            let _ = write!(out, "  {v:>w$}");
+        }
+        out.push('\n');
+    }
+    for s in &res.systems {
+        if let Some(r) = &s.unavailable {
+            let _ = writeln!(out, "{}: not available yet: {r}", s.system);
+        }
+        if let Some(n) = &s.search_note {
+            let _ = writeln!(out, "{}: {n}", s.system);
+        }
+        for p in s.problems.iter().take(5) {
+            let _ = writeln!(out, "{}: problem: {p}", s.system);
+        }
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const W: f64 = 560.0;
+const H: f64 = 300.0;
+const PAD: f64 = 50.0;
+
+/// SVG line chart of step CDFs: one series per `(label, points)`.
+pub fn svg_cdf(series: &[(String, Vec<(f64, f64)>)], xlabel: &str) -> String {
+    let xmax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let x = |v: f64| PAD + v / xmax * (W - 2.0 * PAD);
+    let y = |v: f64| H - PAD - v * (H - 2.0 * PAD);
+    let mut s = format!(
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#
+    );
+    axes(&mut s, xlabel, "fraction done", &format!("{xmax:.2}"), "1");
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let mut d = format!("M{:.1},{:.1}", x(0.0), y(0.0));
+        let mut prev = 0.0;
+        for &(vx, vy) in pts {
+            let _ = write!(
+                d,
+                " L{:.1},{:.1} L{:.1},{:.1}",
+                x(vx),
+                y(prev),
+                x(vx),
+                y(vy)
+            );
+            prev = vy;
+        }
+        let _ = write!(
+            s,
+            r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="2"/><text x="{:.0}" y="{:.0}" fill="{c}" font-size="12">{}</text>"#,
+            W - PAD - 120.0,
+            PAD + 15.0 * i as f64,
+            esc(label)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn axes(s: &mut String, xlabel: &str, ylabel: &str, xmax: &str, ymax: &str) {
+    let _ = write!(
+        s,
+        r##"<line x1="{PAD}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/><line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{b}" stroke="#333"/><text x="{cx}" y="{ly}" font-size="12" text-anchor="middle">{xl}</text><text x="12" y="{PAD}" font-size="12">{yl}</text><text x="{r}" y="{ty}" font-size="11" text-anchor="end">{xmax}</text><text x="{tx}" y="{yt}" font-size="11" text-anchor="end">{ymax}</text><text x="{tx}" y="{b}" font-size="11" text-anchor="end">0</text>"##,
+        b = H - PAD,
+        r = W - PAD,
+        cx = W / 2.0,
+        ly = H - 12.0,
+        xl = esc(xlabel),
+        yl = esc(ylabel),
+        ty = H - PAD + 14.0,
+        tx = PAD - 4.0,
+        yt = PAD + 4.0,
+    );
+}
+
+/// SVG bar chart: `(label, value)` bars.
+pub fn svg_bars(bars: &[(String, f64)], ylabel: &str) -> String {
+    let ymax = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9);
+    let mut s = format!(
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#
+    );
+    axes(&mut s, "", ylabel, "", &format!("{ymax:.0}"));
+    let n = bars.len().max(1) as f64;
+    let bw = (W - 2.0 * PAD) / n;
+    for (i, (label, v)) in bars.iter().enumerate() {
+        let h = v / ymax * (H - 2.0 * PAD);
+        let x = PAD + bw * i as f64 + bw * 0.1;
+        let _ = write!(
+            s,
+            r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{}: {v:.0}</title></rect>"#,
+            H - PAD - h,
+            bw * 0.8,
+            COLORS[i % COLORS.len()],
+            esc(label)
+        );
+        if bars.len() <= 12 {
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+                x + bw * 0.4,
+                H - PAD + 14.0,
+                esc(label)
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// SVG overlay graph: infrastructure nodes in the middle, peers on a circle, edges as lines.
+pub fn svg_graph(nodes: &[(String, bool)], edges: &[(String, String, String)]) -> String {
+    let (cx, cy, rad) = (W / 2.0, H / 2.0, H / 2.0 - 30.0);
+    let peers: Vec<&String> = nodes.iter().filter(|n| !n.1).map(|n| &n.0).collect();
+    let infra: Vec<&String> = nodes.iter().filter(|n| n.1).map(|n| &n.0).collect();
+    let mut pos: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for (i, n) in infra.iter().enumerate() {
+        pos.insert(n, (cx + 30.0 * i as f64, cy));
+    }
+    for (i, n) in peers.iter().enumerate() {
+        let a = std::f64::consts::TAU * i as f64 / peers.len().max(1) as f64;
+        pos.insert(n, (cx + rad * a.cos(), cy + rad * a.sin()));
+    }
+    let mut s = format!(
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#
+    );
+    for (a, b, kind) in edges {
+        if let (Some(p), Some(q)) = (pos.get(a.as_str()), pos.get(b.as_str())) {
+            let c = match kind.as_str() {
+                "download" => "#d62728",
+                "blocks" => "#2ca02c",
+                _ => "#bbb",
+            };
+            let _ = write!(
+                s,
+                r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{c}" stroke-width="1"/>"#,
+                p.0, p.1, q.0, q.1
+            );
+        }
+    }
+    for (n, (x, y)) in &pos {
+        let is_infra = infra.iter().any(|i| i.as_str() == *n);
+        let _ = write!(
+            s,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="{}" fill="{}"><title>{}</title></circle>"##,
+            if is_infra { 9 } else { 5 },
+            if is_infra { "#000" } else { "#1f77b4" },
+            esc(n)
+        );
+    }
+    s.push_str(r##"<text x="8" y="16" font-size="11">grey: login/announce, red: download source, green: blocks exchanged</text></svg>"##);
+    s
+}
+
+fn verdict(text: &mut String, claim: &str, seen: &str) {
+    let _ = write!(
+        text,
+        "<p class=\"why\"><b>Tutorial:</b> {}<br><b>This run:</b> {}</p>",
+        esc(claim),
+        esc(seen)
+    );
+}
+
+/// The whole `report.html`.
+pub fn html(res: &Results) -> String {
+    let ran: Vec<&SystemResult> = res
+        .systems
+        .iter()
+        .filter(|s| s.unavailable.is_none())
+        .collect();
+    let sums: BTreeMap<&str, Summary> = ran
+        .iter()
+        .map(|s| (s.system.as_str(), s.summary()))
+        .collect();
+    let mut h = String::from(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>p2p-lab swarm report</title><style>body{font-family:sans-serif;max-width:960px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}.why{background:#f6f6f6;padding:6px}.na{color:#a00}</style></head><body>",
+    );
+    let _ = write!(
+        h,
+        "<h1>p2p-lab: the same work through each system</h1><p>Seed {}, {} peers per system, {} corpus files, flash crowd of {}, {} downloads whose source leaves. Run took {:.1} s. Every figure below was measured in this run: times are wall times of the real client processes, successes are files whose bytes equal the corpus, message counts come from the nodes' own stats files.</p>",
+        res.scenario.seed,
+        res.scenario.peers,
+        res.scenario.files,
+        res.scenario.flash_crowd,
+        res.scenario.churn_downloads,
+        res.seconds
+    );
+    h.push_str("<h2>Comparison</h2><table><tr><th></th>");
+    for s in &res.systems {
+        let _ = write!(h, "<th>{}</th>", esc(&s.system));
+    }
+    h.push_str("</tr>");
+    for (label, vals) in rows(res) {
+        let _ = write!(h, "<tr><td>{}</td>", esc(&label));
+        for v in vals {
+            let _ = write!(h, "<td>{}</td>", esc(&v));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+    for s in &res.systems {
+        if let Some(r) = &s.unavailable {
+            let _ = write!(
+                h,
+                "<p class=\"na\">{}: not available yet: {}</p>",
+                esc(&s.system),
+                esc(r)
+            );
+        }
+    }
+
+    // Completion-time CDFs.
+    h.push_str("<h2>Flash crowd: completion-time CDF</h2>");
+    let series: Vec<(String, Vec<(f64, f64)>)> = ran
+        .iter()
+        .map(|s| {
+            let t: Vec<f64> = s
+                .flash
+                .iter()
+                .filter(|d| d.verified)
+                .map(|d| d.seconds)
+                .collect();
+            (s.system.clone(), figures::cdf(&t, s.flash.len()))
+        })
+        .collect();
+    h.push_str(&svg_cdf(&series, "seconds since the download started"));
+    let seen = ran
+        .iter()
+        .map(|s| {
+            let m = &sums[s.system.as_str()];
+            format!(
+                "{}: median {} s, worst {} s, {}/{} verified",
+                s.system,
+                opt(m.flash_median_s, 2),
+                opt(m.flash_worst_s, 2),
+                m.flash_done.0,
+                m.flash_done.1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let cmp = match (sums.get("napster"), sums.get("bittorrent")) {
+        (Some(n), Some(b)) => match (n.flash_worst_s, b.flash_worst_s) {
+            (Some(nw), Some(bw)) if bw < nw => " — BitTorrent's worst case beat Napster's: as predicted.".to_string(),
+            (Some(_), Some(_)) => " — BitTorrent did NOT beat Napster's worst case at this size (on loopback the single source is not the bottleneck without rate caps).".to_string(),
+            _ => " — not every download finished, so the worst cases are not comparable.".to_string(),
+        },
+        _ => String::new(),
+    };
+    verdict(
+        &mut h,
+        "with one source, client-server download time grows linearly with the number of downloaders; BitTorrent peers upload to each other, so the swarm's capacity grows with the crowd and completion stays nearly flat.",
+        &(seen + &cmp),
+    );
+
+    // Control traffic per search.
+    h.push_str("<h2>Control traffic per search</h2>");
+    let bars: Vec<(String, f64)> = ran
+        .iter()
+        .filter_map(|s| {
+            sums[s.system.as_str()]
+                .ctl_msgs_per_search
+                .map(|v| (s.system.clone(), v))
+        })
+        .collect();
+    h.push_str(&svg_bars(&bars, "messages sent per search"));
+    let notes: Vec<String> = ran
+        .iter()
+        .map(
+            |s| match (&s.search_note, sums[s.system.as_str()].ctl_msgs_per_search) {
+                (Some(n), _) => format!("{}: {n}", s.system),
+                (None, Some(v)) => format!(
+                    "{}: {v:.1} messages per search (including the searching client's login)",
+                    s.system
+                ),
+                (None, None) => format!("{}: no figure", s.system),
+            },
+        )
+        .collect();
+    verdict(
+        &mut h,
+        "a central index answers a search with a handful of messages whatever the swarm size; Gnutella's flood costs about the sum over hops of d(d-1)^(h-1) transmissions, growing with TTL and degree.",
+        &notes.join("; "),
+    );
+
+    // Upload load.
+    h.push_str("<h2>Upload load across peers</h2>");
+    for s in &ran {
+        let mut ups: Vec<(String, f64)> = s
+            .nodes
+            .iter()
+            .filter(|n| !n.infrastructure)
+            .map(|n| (n.node.clone(), n.upload_bytes as f64 / 1024.0))
+            .collect();
+        ups.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let _ = write!(h, "<h3>{}</h3>", esc(&s.system));
+        h.push_str(&svg_bars(&ups, "KiB uploaded"));
+    }
+    let seen = ran
+        .iter()
+        .map(|s| {
+            let m = &sums[s.system.as_str()];
+            format!(
+                "{}: busiest {} vs median {}",
+                s.system,
+                kib(m.busiest_upload),
+                kib(m.median_upload)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    verdict(
+        &mut h,
+        "in Napster the peer holding a hot file carries the whole flash crowd alone; BitTorrent spreads the upload over the downloaders (tit-for-tat, rarest first).",
+        &seen,
+    );
+
+    // Overlay graphs.
+    h.push_str("<h2>Overlay graph per system</h2>");
+    for s in &ran {
+        let mut nodes: Vec<(String, bool)> = s
+            .nodes
+            .iter()
+            .map(|n| (n.node.clone(), n.infrastructure))
+            .collect();
+        for (a, b, _) in &s.edges {
+            for x in [a, b] {
+                if !nodes.iter().any(|n| &n.0 == x) {
+                    nodes.push((x.clone(), false));
+                }
+            }
+        }
+        let _ = write!(h, "<h3>{}</h3>", esc(&s.system));
+        h.push_str(&svg_graph(&nodes, &s.edges));
+    }
+    verdict(
+        &mut h,
+        "Napster is a star around its server (only file transfers go peer to peer); a BitTorrent swarm is a mesh of peers exchanging blocks, with the tracker only introducing them.",
+        &ran.iter()
+            .map(|s| format!("{}: {} nodes, {} edges seen", s.system, s.nodes.len(), s.edges.len()))
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+
+    // Churn.
+    h.push_str("<h2>Downloads whose source left</h2><ul>");
+    for s in &ran {
+        if let Some((a, b, c)) = sums[s.system.as_str()].churn {
+            let _ = write!(
+                h,
+                "<li>{}: {a} finished before the source left, {b} finished after it left, {c} failed</li>",
+                esc(&s.system)
+            );
+        }
+    }
+    h.push_str("</ul>");
+    verdict(
+        &mut h,
+        "a single-source download dies with its source; BitTorrent leechers can finish from each other if the swarm together still holds every piece.",
+        "see the counts above (without upload rate caps a small file may finish before its source leaves).",
+    );
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{DownloadRecord, SystemResult};
+
+    fn sample() -> Results {
+        let d = |s: f64| DownloadRecord {
+            node: "n<1>".into(),
+            file: "f".into(),
+            ok: true,
+            verified: true,
+            seconds: s,
+            ended_at: s,
+            source: Some("peer000".into()),
+            error: None,
+        };
+        Results {
+            scenario: crate::scenario::Scenario::small(),
+            corpus: serde_json::Value::Null,
+            temp_dir: "/tmp/x".into(),
+            seconds: 1.0,
+            systems: vec![
+                SystemResult {
+                    system: "napster".into(),
+                    flash: vec![d(1.0), d(2.0)],
+                    edges: vec![("peer000".into(), "n<1>".into(), "download".into())],
+                    ..Default::default()
+                },
+                SystemResult {
+                    system: "kazaa".into(),
+                    unavailable: Some("placeholder <binary>".into()),
+                    ..Default::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn html_has_charts_and_escapes() {
+        let h = html(&sample());
+        assert!(h.starts_with("<!DOCTYPE html>"));
+        assert!(h.matches("<svg").count() >= 4, "cdf, bars, uploads, graph");
+        assert_eq!(h.matches("<svg").count(), h.matches("</svg>").count());
+        assert!(h.contains("kazaa: not available yet: placeholder &lt;binary&gt;"));
+        assert!(!h.contains("n<1>"), "node names are escaped");
+        assert!(h.contains("<path d=\"M"), "a CDF line is drawn");
+        assert!(!h.contains("http://") || h.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(!h.contains("<script"), "self-contained, no scripts");
+    }
+
+    #[test]
+    fn cdf_svg_points_follow_data() {
+        let s = svg_cdf(&[("a".into(), vec![(1.0, 0.5), (2.0, 1.0)])], "s");
+        // Last point at x = 2.0 of xmax 2.1 and y = 1.0 (top of the plot area).
+        assert!(
+            s.contains(&format!(
+                "{:.1},{:.1}",
+                PAD + 2.0 / 2.1 * (W - 2.0 * PAD),
+                PAD
+            )),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn table_lists_systems_and_reasons() {
+        let t = table(&sample());
+        assert!(t.lines().next().unwrap().contains("napster"));
+        assert!(t.contains("flash crowd done (verified)"));
+        assert!(t.contains("2/2"));
+        assert!(t.contains("kazaa: not available yet: placeholder <binary>"));
+    }
+}

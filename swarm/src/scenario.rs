@@ -1,0 +1,327 @@
+//! The scenario: every knob of a lab run, read from TOML (`swarm run FILE.toml`) or built in (`swarm demo`).
+//!
+//! Unknown keys are refused and every error names the offending field, so a typo never silently runs the
+//! default. `swarm example-scenario` prints [`EXAMPLE`], a commented file with the default values.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Systems the lab knows, in report order.
+pub const SYSTEMS: [&str; 4] = ["napster", "gnutella", "kazaa", "bittorrent"];
+
+/// Largest swarm a scenario may ask for: every peer is a process on this machine.
+pub const MAX_PEERS: usize = 200;
+/// Largest corpus (files), bounding the temp folder and the generation time.
+pub const MAX_FILES: usize = 5_000;
+/// Largest single file, in KiB (64 MiB): the whole corpus lives in a temp folder.
+pub const MAX_FILE_KIB: u64 = 64 * 1024;
+
+/// One lab run. Every field has a default (the demo), so a scenario file only lists what it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Seed of every random choice (corpus names, sizes, placement, search targets): same seed, same run.
+    pub seed: u64,
+    /// Systems to run, among "napster", "gnutella", "kazaa", "bittorrent".
+    pub systems: Vec<String>,
+    /// Sharing peers per system (Napster clients; BitTorrent uses one seeder plus the downloaders).
+    pub peers: usize,
+    /// Files in the corpus, shared across the peers with Zipf-like popularity.
+    pub files: usize,
+    /// Smallest corpus file, KiB.
+    pub min_file_kib: u64,
+    /// Largest corpus file, KiB.
+    pub max_file_kib: u64,
+    /// Zipf exponent of popularity: the file of rank r is held by about `peers * top_fraction / r^s` peers.
+    pub zipf_exponent: f64,
+    /// Fraction of the peers holding the most popular file (0 < f <= 1).
+    pub top_fraction: f64,
+    /// Fraction of Napster peers that are firewalled (data port 0: uploads only by push).
+    pub firewalled_fraction: f64,
+    /// Searches for the rarest file and as many for the most popular one.
+    pub searches_per_target: usize,
+    /// Peers that download the same new file at once (the flash crowd); it starts on one peer only.
+    pub flash_crowd: usize,
+    /// Size of the flash-crowd file, KiB.
+    pub flash_file_kib: u64,
+    /// Downloads of a file whose only source leaves while they run (churn).
+    pub churn_downloads: usize,
+    /// Size of the churn file, KiB.
+    pub churn_file_kib: u64,
+    /// Milliseconds after the churn downloads start when their source leaves.
+    pub churn_leave_after_ms: u64,
+    /// BitTorrent piece size, KiB (a power of two, at least 16).
+    pub bittorrent_piece_kib: u64,
+    /// Tracker re-announce interval handed to BitTorrent peers, seconds.
+    pub tracker_interval_secs: u32,
+    /// Most seconds any one search or download may take before it counts as failed.
+    pub op_timeout_secs: u64,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            seed: 2001,
+            systems: SYSTEMS.iter().map(|s| s.to_string()).collect(),
+            peers: 20,
+            files: 60,
+            min_file_kib: 64,
+            max_file_kib: 1024,
+            zipf_exponent: 1.0,
+            top_fraction: 0.5,
+            firewalled_fraction: 0.1,
+            searches_per_target: 5,
+            flash_crowd: 16,
+            flash_file_kib: 8192,
+            churn_downloads: 3,
+            churn_file_kib: 8192,
+            churn_leave_after_ms: 150,
+            bittorrent_piece_kib: 64,
+            tracker_interval_secs: 5,
+            op_timeout_secs: 60,
+        }
+    }
+}
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown field or a wrong type (the message names the field).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, naming the field.
+        message: String,
+    },
+    /// A field has a value out of range.
+    #[error("field `{field}`: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl Scenario {
+    /// The reduced swarm of `--small`: the same phases in a few seconds.
+    pub fn small() -> Self {
+        Scenario {
+            peers: 6,
+            files: 12,
+            min_file_kib: 4,
+            max_file_kib: 64,
+            searches_per_target: 2,
+            flash_crowd: 4,
+            flash_file_kib: 512,
+            churn_downloads: 2,
+            churn_file_kib: 512,
+            churn_leave_after_ms: 50,
+            bittorrent_piece_kib: 32,
+            tracker_interval_secs: 2,
+            op_timeout_secs: 30,
+            ..Scenario::default()
+        }
+    }
+
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: origin.to_owned(),
+            message: e.message().to_owned() + &span_hint(text, e.span()),
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Range checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        for s in &self.systems {
+            if !SYSTEMS.contains(&s.as_str()) {
+                return Err(invalid(
+                    "systems",
+                    format!("unknown system {s:?} (known: {})", SYSTEMS.join(", ")),
+                ));
+            }
+        }
+        if self.peers < 2 || self.peers > MAX_PEERS {
+            return Err(invalid("peers", format!("must be 2..={MAX_PEERS}")));
+        }
+        if self.files == 0 || self.files > MAX_FILES {
+            return Err(invalid("files", format!("must be 1..={MAX_FILES}")));
+        }
+        if self.min_file_kib == 0 || self.min_file_kib > self.max_file_kib {
+            return Err(invalid("min_file_kib", "must be 1..=max_file_kib"));
+        }
+        for (field, v) in [
+            ("max_file_kib", self.max_file_kib),
+            ("flash_file_kib", self.flash_file_kib),
+            ("churn_file_kib", self.churn_file_kib),
+        ] {
+            if v == 0 || v > MAX_FILE_KIB {
+                return Err(invalid(field, format!("must be 1..={MAX_FILE_KIB}")));
+            }
+        }
+        if !(self.zipf_exponent >= 0.0 && self.zipf_exponent <= 4.0) {
+            return Err(invalid("zipf_exponent", "must be within 0..=4"));
+        }
+        if !(self.top_fraction > 0.0 && self.top_fraction <= 1.0) {
+            return Err(invalid("top_fraction", "must be within (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.firewalled_fraction) {
+            return Err(invalid("firewalled_fraction", "must be within [0, 1]"));
+        }
+        if self.flash_crowd > MAX_PEERS {
+            return Err(invalid("flash_crowd", format!("must be 0..={MAX_PEERS}")));
+        }
+        if self.churn_downloads > MAX_PEERS {
+            return Err(invalid(
+                "churn_downloads",
+                format!("must be 0..={MAX_PEERS}"),
+            ));
+        }
+        if self.searches_per_target > 1000 {
+            return Err(invalid("searches_per_target", "must be 0..=1000"));
+        }
+        if self.bittorrent_piece_kib < 16 || !self.bittorrent_piece_kib.is_power_of_two() {
+            return Err(invalid(
+                "bittorrent_piece_kib",
+                "must be a power of two >= 16",
+            ));
+        }
+        if self.tracker_interval_secs == 0 {
+            return Err(invalid("tracker_interval_secs", "must be at least 1"));
+        }
+        if self.op_timeout_secs == 0 || self.op_timeout_secs > 3600 {
+            return Err(invalid("op_timeout_secs", "must be 1..=3600"));
+        }
+        Ok(())
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) if r.start <= text.len() => {
+            let line = text[..r.start].bytes().filter(|&b| b == b'\n').count() + 1;
+            format!(" (line {line})")
+        }
+        _ => String::new(),
+    }
+}
+
+/// The commented scenario printed by `swarm example-scenario` (the demo's values).
+pub const EXAMPLE: &str = r#"# p2p-lab scenario: every knob of `swarm demo`. Every field is optional; missing ones take these defaults.
+# Run it with: swarm run this-file.toml --out results/
+
+# Seed of every random choice (corpus names, sizes, placement, search targets): same seed, same run.
+seed = 2001
+# Systems to run, among "napster", "gnutella", "kazaa", "bittorrent".
+systems = ["napster", "gnutella", "kazaa", "bittorrent"]
+# Sharing peers per system (Napster clients; BitTorrent uses one seeder plus the downloaders).
+peers = 20
+# Files in the corpus, shared across the peers with Zipf-like popularity.
+files = 60
+# Smallest and largest corpus file, KiB.
+min_file_kib = 64
+max_file_kib = 1024
+# Zipf exponent of popularity: the file of rank r is held by about peers * top_fraction / r^s peers.
+zipf_exponent = 1.0
+# Fraction of the peers holding the most popular file (0 < f <= 1).
+top_fraction = 0.5
+# Fraction of Napster peers that are firewalled (data port 0: uploads only by push).
+firewalled_fraction = 0.1
+# Searches for the rarest file and as many for the most popular one.
+searches_per_target = 5
+# Peers that download the same new file at once (the flash crowd); it starts on one peer only.
+flash_crowd = 16
+# Size of the flash-crowd file, KiB.
+flash_file_kib = 8192
+# Downloads of a file whose only source leaves while they run (churn), the file's size (KiB), and when the
+# source leaves (milliseconds after the downloads start).
+churn_downloads = 3
+churn_file_kib = 8192
+churn_leave_after_ms = 150
+# BitTorrent piece size, KiB (a power of two, at least 16).
+bittorrent_piece_kib = 64
+# Tracker re-announce interval handed to BitTorrent peers, seconds.
+tracker_interval_secs = 5
+# Most seconds any one search or download may take before it counts as failed.
+op_timeout_secs = 60
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_is_the_default() {
+        let s = Scenario::from_toml(EXAMPLE, "example").unwrap();
+        assert_eq!(s, Scenario::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_default_and_small_is_valid() {
+        assert_eq!(Scenario::from_toml("", "x").unwrap(), Scenario::default());
+        Scenario::small().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Scenario::from_toml("peers = 4\nflash_crowed = 3\n", "s.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("flash_crowed"), "{m}");
+        assert!(m.contains("s.toml"), "{m}");
+        assert!(m.contains("line 2"), "{m}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let m = Scenario::from_toml("peers = \"many\"\n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("peers") || m.contains("line 1"), "{m}");
+        assert!(m.contains("invalid type"), "{m}");
+    }
+
+    #[test]
+    fn out_of_range_is_named() {
+        let m = Scenario::from_toml("bittorrent_piece_kib = 20\n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("bittorrent_piece_kib"), "{m}");
+        let m = Scenario::from_toml("systems = [\"edonkey\"]\n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("systems") && m.contains("edonkey"), "{m}");
+        let m = Scenario::from_toml("peers = 100000\n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("`peers`"), "{m}");
+    }
+}
