@@ -83,10 +83,24 @@ fn share_dir(root: &Path, name: &str, files: &[(&str, &[u8])]) -> std::path::Pat
 
 /// Runs `gnutella-node search --json`; returns the hit lines.
 fn search(peer: SocketAddr, words: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    search_events(peer, words, extra, &[])
+        .into_iter()
+        .filter(|v| v["event"] == "hit")
+        .collect()
+}
+
+/// Runs a search with extra search options; returns every JSON line.
+fn search_events(
+    peer: SocketAddr,
+    words: &str,
+    extra: &[&str],
+    opts: &[&str],
+) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
         .args(["--peer", &peer.to_string()])
         .args(extra)
         .args(["search", words, "--json", "--timeout", "2"])
+        .args(opts)
         .env("RUST_LOG", "warn")
         .output()
         .expect("search runs");
@@ -98,7 +112,6 @@ fn search(peer: SocketAddr, words: &str, extra: &[&str]) -> Vec<serde_json::Valu
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "hit")
         .collect()
 }
 
@@ -221,10 +234,43 @@ fn twenty_node_overlay_finds_far_files_routes_hits_back_and_serves_them() {
     let (head, _) = http_get(addr, "/get/1/../../etc/passwd");
     assert!(head.contains("400"), "{head}");
 
-    // The firewalled leaf answers with the push flag set.
+    // `search --download`: the multi-source downloader fetches and verifies it.
+    let dl = tmp.path().join("dl");
+    let ev = search_events(
+        ups[0].addr(),
+        "needle far",
+        &[],
+        &["--download", dl.to_str().unwrap()],
+    );
+    let done = ev
+        .iter()
+        .find(|v| v["event"] == "downloaded")
+        .expect("downloaded");
+    assert_eq!(done["sha1"], want_urn.as_str());
+    assert_eq!(
+        std::fs::read(dl.join("needle far away.bin")).unwrap(),
+        far_body
+    );
+
+    // The firewalled leaf answers with the push flag set, and is downloaded through PUSH/GIV.
     let hits = search_until_hit(ups[5].addr(), "walled garden", &[]);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0]["firewalled"], true);
+    let ev = search_events(
+        ups[5].addr(),
+        "walled garden",
+        &[],
+        &["--download", dl.to_str().unwrap()],
+    );
+    let done = ev
+        .iter()
+        .find(|v| v["event"] == "downloaded")
+        .expect("downloaded via push");
+    assert_eq!(done["pushed"], 1);
+    assert_eq!(
+        std::fs::read(dl.join("walled garden.txt")).unwrap(),
+        b"behind a firewall"
+    );
 
     // Something nobody shares: no hit, and the search still exits 0.
     assert!(search(ups[1].addr(), "zzzunmatched", &[]).is_empty());

@@ -7,8 +7,8 @@
 //! gnutella-node --classic --peer 127.0.0.1:6346                                        # 0.4 flooding
 //! gnutella-node --peer 127.0.0.1:6346 search "hello world" --expanding --json          # search, print hits
 //! ```
-//! Not done yet: downloading a hit (`common::multisource`) and the downloader side of PUSH/GIV; the node
-//! serves files (`/get/`, `/uri-res/N2R`) and answers pushes with GIV.
+//! `search --download DIR` fetches the first result from every hit with the same SHA-1 (`common::multisource`),
+//! reaching firewalled sources with PUSH/GIV.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,13 +18,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::stats::Stats;
 use gnutella_node::codec::message::{parse_sha1_urn, sha1_urn};
-use gnutella_node::node::{Node, NodeConfig, DEFAULT_PORT};
+use gnutella_node::node::{HitSource, Node, NodeConfig, DEFAULT_PORT};
 use gnutella_node::protocol::{Event, Role};
 use tokio::net::TcpListener;
 
 /// Gnutella 0.6 servent (ultrapeer/leaf, QRP, deflate) with a classic 0.4 mode, and a CLI search.
-///
-/// Downloads are not implemented yet: `search` prints hits (with their /get/ URLs) but fetches nothing.
 #[derive(Parser, Debug)]
 #[command(name = "gnutella-node", version, about, long_about = None)]
 struct Cli {
@@ -124,6 +122,10 @@ enum Cmd {
         /// One JSON object per line on stdout.
         #[arg(long)]
         json: bool,
+        /// Download the first result into DIR from every hit with the same SHA-1 (multi-source, verified;
+        /// firewalled sources through PUSH/GIV).
+        #[arg(long, value_name = "DIR")]
+        download: Option<PathBuf>,
     },
 }
 
@@ -201,6 +203,7 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
         timeout,
         connect_timeout,
         json,
+        download,
     }) = &cli.cmd
     else {
         unreachable!()
@@ -243,6 +246,7 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
     };
     let mut results = 0usize;
     let mut hit_count = 0usize;
+    let mut found: Vec<(HitSource, u64, Option<[u8; 20]>)> = Vec::new();
     'rings: for ring_ttl in rings {
         let g = node.search(words, sha1, ring_ttl);
         let end = tokio::time::Instant::now() + Duration::from_secs_f64(*timeout);
@@ -260,6 +264,17 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
             hit_count += 1;
             for r in &hit.results {
                 results += 1;
+                found.push((
+                    HitSource {
+                        addr: std::net::SocketAddrV4::new(hit.ip, hit.port),
+                        index: r.index,
+                        name: r.name.clone(),
+                        servent: hit.servent,
+                        firewalled: hit.firewalled(),
+                    },
+                    r.file_size(),
+                    r.ext.sha1s().first().copied(),
+                ));
                 let urn = r.ext.sha1s().first().map(sha1_urn);
                 if *json {
                     println!(
@@ -307,10 +322,82 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
     } else {
         eprintln!("{results} result(s) in {hit_count} hit(s)");
     }
+    let dl = match download {
+        Some(dir) => fetch(&node, &found, dir, *json).await,
+        None => Ok(()),
+    };
     node.close().await;
     shutdown.cancel();
     if let Some(p) = &cli.daemon.stats_file {
         common::daemon::write_stats(&stats, p);
+    }
+    dl
+}
+
+/// A peer-supplied file name made safe as one path component.
+fn safe_name(name: &str) -> String {
+    let n: String = name
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c == '\0' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    match n.as_str() {
+        "" | "." | ".." => "download.bin".into(),
+        _ => n,
+    }
+}
+
+async fn fetch(
+    node: &Node,
+    found: &[(HitSource, u64, Option<[u8; 20]>)],
+    dir: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some((first, size, Some(sha1))) = found.iter().find(|f| f.2.is_some()).cloned() else {
+        anyhow::bail!("no result with a SHA-1 to download");
+    };
+    let mut sources: Vec<HitSource> = Vec::new();
+    for (s, sz, h) in found {
+        if *h == Some(sha1)
+            && *sz == size
+            && !sources
+                .iter()
+                .any(|o| o.addr == s.addr && o.index == s.index)
+        {
+            sources.push(s.clone());
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let dest = dir.join(safe_name(&first.name));
+    let report = node
+        .download(&sources, size, sha1, dest)
+        .await
+        .context("download failed")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "downloaded",
+                "path": report.path,
+                "size": report.size,
+                "sha1": sha1_urn(&sha1),
+                "sources": sources.len(),
+                "pushed": sources.iter().filter(|s| s.firewalled).count(),
+            })
+        );
+    } else {
+        eprintln!(
+            "downloaded {} ({} bytes, {} source(s), verified {})",
+            report.path.display(),
+            report.size,
+            sources.len(),
+            sha1_urn(&sha1)
+        );
     }
     Ok(())
 }

@@ -209,10 +209,99 @@ fn parse_start(line: &str) -> Result<StartLine, DecodeError> {
     Err(DecodeError::Invalid("handshake start line"))
 }
 
+/// Cap on a `GIV` line.
+pub const MAX_GIV: usize = 1024;
+
+/// A parsed `GIV <index>:<servent GUID hex>/<file name>\n\n` (the first line a pushed connection sends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Giv {
+    /// File index from the Push.
+    pub index: u32,
+    /// The firewalled servent's GUID.
+    pub servent: super::Guid,
+    /// File name (may be hidden as `file`, like gtk-gnutella does).
+    pub name: String,
+}
+
+impl Giv {
+    /// Decodes a GIV block from the start of `buf`: `Ok(None)` until the blank line has arrived.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Giv, usize)>, DecodeError> {
+        let Some(end) = buf.windows(2).position(|w| w == b"\n\n") else {
+            if buf.len() > MAX_GIV {
+                return Err(DecodeError::TooLarge {
+                    ptype: 0,
+                    max: MAX_GIV,
+                    len: buf.len(),
+                });
+            }
+            return Ok(None);
+        };
+        if end > MAX_GIV {
+            return Err(DecodeError::TooLarge {
+                ptype: 0,
+                max: MAX_GIV,
+                len: end,
+            });
+        }
+        let line = std::str::from_utf8(&buf[..end])
+            .map_err(|_| DecodeError::Invalid("GIV line is not UTF-8"))?
+            .trim_end_matches('\r');
+        let rest = line
+            .strip_prefix("GIV ")
+            .ok_or(DecodeError::Invalid("GIV keyword"))?;
+        let (idx, rest) = rest
+            .split_once(':')
+            .ok_or(DecodeError::Invalid("GIV index"))?;
+        let (guid, name) = rest
+            .split_once('/')
+            .ok_or(DecodeError::Invalid("GIV name"))?;
+        let index = idx
+            .trim()
+            .parse()
+            .map_err(|_| DecodeError::Invalid("GIV index"))?;
+        let servent =
+            super::Guid::from_hex(guid).ok_or(DecodeError::Invalid("GIV servent GUID"))?;
+        Ok(Some((
+            Giv {
+                index,
+                servent,
+                name: name.to_owned(),
+            },
+            end + 2,
+        )))
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> String {
+        format!(
+            "GIV {}:{}/{}\n\n",
+            self.index,
+            self.servent.to_hex(),
+            self.name
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn giv_line_is_parsed_exactly() {
+        let raw = b"GIV 1:328c00000000000000000000ffa0f14d/file\n\nGET";
+        let (g, n) = Giv::decode(raw).unwrap().unwrap();
+        assert_eq!(n, raw.len() - 3);
+        assert_eq!(g.index, 1);
+        assert_eq!(g.servent.to_hex(), "328C00000000000000000000FFA0F14D");
+        assert_eq!(g.name, "file");
+        assert_eq!(Giv::decode(g.encode().as_bytes()).unwrap().unwrap().0, g);
+        assert_eq!(Giv::decode(b"GIV 1:abc").unwrap(), None);
+        assert!(Giv::decode(b"GIV x:328c00000000000000000000ffa0f14d/f\n\n").is_err());
+        assert!(Giv::decode(b"GIV 1:nothex/f\n\n").is_err());
+        assert!(Giv::decode(b"HELLO\n\n").is_err());
+        assert!(Giv::decode(&vec![b'a'; MAX_GIV + 10]).is_err());
+    }
 
     #[test]
     fn connect_block_parses_case_insensitively() {

@@ -120,6 +120,8 @@ struct Inner {
     http: Option<common::http::HttpServer>,
     library: Option<Arc<common::library::Library>>,
     user_agent: String,
+    /// Downloads waiting for a pushed connection, by the firewalled servent's GUID.
+    givs: Mutex<HashMap<Guid, tokio::sync::mpsc::Sender<common::multisource::BoxStream>>>,
 }
 
 /// A running node. Cheap to clone.
@@ -240,6 +242,7 @@ impl Node {
             shutdown,
             http,
             library,
+            givs: Mutex::new(HashMap::new()),
             user_agent: format!("p2p-lab-gnutella/{}", env!("CARGO_PKG_VERSION")),
         });
         let node = Node { inner };
@@ -491,6 +494,9 @@ async fn incoming(inner: Arc<Inner>, mut sock: TcpStream, peer: SocketAddr) -> a
     })
     .await;
     first??;
+    if buf.starts_with(b"GIV ") {
+        return take_giv(inner, sock, buf).await;
+    }
     if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD") {
         let Some(http) = inner.http.clone() else {
             sock.write_all(
@@ -893,6 +899,173 @@ async fn timer_loop(inner: Arc<Inner>) {
         }
         inner.servent().handle_timeout(now());
         inner.pump();
+    }
+}
+
+/// A firewalled servent answered our Push: hand the socket to the download waiting for it.
+async fn take_giv(inner: Arc<Inner>, mut sock: TcpStream, mut buf: BytesMut) -> anyhow::Result<()> {
+    use crate::codec::handshake::Giv;
+    let giv = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            if let Some((g, n)) = Giv::decode(&buf)? {
+                buf.advance(n);
+                return anyhow::Ok(g);
+            }
+            if sock.read_buf(&mut buf).await? == 0 {
+                anyhow::bail!("closed before the end of the GIV line");
+            }
+        }
+    })
+    .await??;
+    inner.stats.msg_in("giv", giv.encode().len());
+    let tx = inner
+        .givs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&giv.servent)
+        .cloned();
+    let Some(tx) = tx else {
+        inner.stats.error("giv_unexpected");
+        anyhow::bail!("GIV from {} that no download asked for", giv.servent);
+    };
+    let stream: common::multisource::BoxStream = if buf.is_empty() {
+        Box::new(sock)
+    } else {
+        Box::new(common::http::Prefixed::new(buf.freeze(), sock))
+    };
+    debug!(servent = %giv.servent, index = giv.index, "pushed connection arrived");
+    tx.send(stream)
+        .await
+        .map_err(|_| anyhow::anyhow!("the download waiting for this GIV is gone"))
+}
+
+/// Reaches a firewalled source: each connection attempt sends a Push (routed by servent GUID) and waits
+/// for the GIV connection it provokes.
+struct PushConnector {
+    inner: Arc<Inner>,
+    servent: Guid,
+    index: u32,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<common::multisource::BoxStream>>>,
+}
+
+impl std::fmt::Debug for PushConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PushConnector({})", self.servent)
+    }
+}
+
+impl common::multisource::Connector for PushConnector {
+    fn connect(
+        &self,
+    ) -> common::multisource::BoxFuture<std::io::Result<common::multisource::BoxStream>> {
+        let inner = Arc::clone(&self.inner);
+        let (servent, index, rx) = (self.servent, self.index, Arc::clone(&self.rx));
+        Box::pin(async move {
+            let (ip, port) = match inner.local {
+                SocketAddr::V4(a) => (*a.ip(), a.port()),
+                SocketAddr::V6(a) => (std::net::Ipv4Addr::LOCALHOST, a.port()),
+            };
+            let routed = inner.servent().send_push(servent, index, ip, port);
+            inner.pump();
+            if !routed {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "no push route to the firewalled servent",
+                ));
+            }
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, rx.lock().await.recv()).await {
+                Ok(Some(s)) => Ok(s),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no GIV after the push",
+                )),
+            }
+        })
+    }
+}
+
+/// One source of a file, as a search hit named it.
+#[derive(Clone, Debug)]
+pub struct HitSource {
+    /// Responder address.
+    pub addr: SocketAddrV4,
+    /// File index on the responder.
+    pub index: u32,
+    /// File name.
+    pub name: String,
+    /// Responder's servent GUID (the Push route key).
+    pub servent: Guid,
+    /// The responder is firewalled: reach it with a Push.
+    pub firewalled: bool,
+}
+
+fn encode_name(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Node {
+    /// Downloads a file from every source at once with `common::multisource`, verified against `sha1`.
+    /// Firewalled sources are reached through a Push and the GIV connection it provokes.
+    pub async fn download(
+        &self,
+        sources: &[HitSource],
+        size: u64,
+        sha1: [u8; 20],
+        dest: PathBuf,
+    ) -> anyhow::Result<common::multisource::DownloadReport> {
+        use common::multisource::{Download, DownloadConfig, ExpectedHash, Source};
+        let urn = crate::codec::message::sha1_urn(&sha1);
+        let mut list = Vec::new();
+        for s in sources {
+            let url = format!("http://{}/get/{}/{}", s.addr, s.index, encode_name(&s.name));
+            let src = if s.firewalled {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                self.inner
+                    .givs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(s.servent, tx);
+                let c = PushConnector {
+                    inner: Arc::clone(&self.inner),
+                    servent: s.servent,
+                    index: s.index,
+                    rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                };
+                Source::with_connector(&url, Arc::new(c))?
+            } else {
+                Source::http(&url)?
+            };
+            list.push(src.header("X-Gnutella-Content-URN", &urn)?);
+        }
+        let cfg = DownloadConfig {
+            no_source_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let (dl, adder, _events) = Download::new(
+            dest,
+            size,
+            ExpectedHash::Sha1(common::hash::Sha1Digest(sha1)),
+            cfg,
+            self.inner.stats.clone(),
+        );
+        drop(adder);
+        let r = dl.run(list).await;
+        for s in sources.iter().filter(|s| s.firewalled) {
+            self.inner
+                .givs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&s.servent);
+        }
+        Ok(r?)
     }
 }
 
