@@ -28,6 +28,8 @@ use torrent::{lock, Shared, Torrent};
 pub const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(15);
 /// Longest wait between announces.
 pub const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often peers given with `--peer` are dialled again while not connected.
+pub const REDIAL: Duration = Duration::from_secs(2);
 /// How often the choker timer runs (rounds themselves happen every 10 s).
 pub const CHOKE_TICK: Duration = Duration::from_secs(1);
 
@@ -159,8 +161,24 @@ impl Node {
         } = self;
         let stop = shutdown.child_token();
         let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<SocketAddr>();
-        for p in &cfg.peers {
-            let _ = peer_tx.send(*p);
+        // Peers given on the command line are dialled again while not connected: they may still be
+        // starting (checking their files) when we first try.
+        if !cfg.peers.is_empty() {
+            let peers = cfg.peers.clone();
+            let tx = peer_tx.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut iv = tokio::time::interval(REDIAL);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = iv.tick() => {}
+                    }
+                    for p in &peers {
+                        let _ = tx.send(*p);
+                    }
+                }
+            });
         }
         // Accept loop.
         {

@@ -110,7 +110,6 @@ pub struct PeerEntry {
     pub id: PeerId,
     fast: bool,
     has: Bitfield,
-    first_msg: bool,
     /// Pieces the peer has that we do not (interest without rescanning the bitfield).
     wanted: u32,
     am_interested: bool,
@@ -264,7 +263,6 @@ impl Torrent {
                 id,
                 fast,
                 has: Bitfield::new(n),
-                first_msg: true,
                 wanted: 0,
                 am_interested: false,
                 peer_choking: true,
@@ -312,13 +310,17 @@ impl Torrent {
         }
     }
 
-    fn set_has(&mut self, key: PeerKey, has: Bitfield) {
-        let we = self.picker.have();
-        let wanted = has.iter_ones().filter(|&i| !we.get(i)).count() as u32;
-        self.picker.add_peer_pieces(&has);
-        if let Some(p) = self.peers.get_mut(&key) {
-            p.wanted = wanted;
-            p.has = has;
+    fn merge_has(&mut self, key: PeerKey, b: &Bitfield) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        for i in b.iter_ones() {
+            if p.has.set(i) {
+                self.picker.add_peer_piece(i);
+                if !self.picker.have().get(i) {
+                    p.wanted += 1;
+                }
+            }
         }
         self.update_interest(key);
     }
@@ -345,7 +347,6 @@ impl Torrent {
         let Some(p) = self.peers.get_mut(&key) else {
             return Err(ProtoError::Banned);
         };
-        let first = std::mem::replace(&mut p.first_msg, false);
         let fast = p.fast;
         if matches!(m, Msg::Piece { .. }) {
             self.stats.msg_in_data("piece", m.wire_len());
@@ -393,27 +394,20 @@ impl Torrent {
                     self.update_interest(key);
                 }
             }
+            // BEP 3 wants the bitfield first, but real clients differ (aria2 sends have_none, then a
+            // bitfield once it has pieces): any later set is taken as a batch of `have`s.
             Msg::Bitfield(bits) => {
-                if !first {
-                    return Err(ProtoError::Bitfield("not the first message"));
-                }
                 let b = Bitfield::from_wire(bits, n)
                     .map_err(|_| ProtoError::Bitfield("wrong size or spare bits"))?;
-                self.set_has(key, b);
+                self.merge_has(key, &b);
             }
             Msg::HaveAll | Msg::HaveNone => {
                 if !fast {
                     return Err(ProtoError::NotFast);
                 }
-                if !first {
-                    return Err(ProtoError::Bitfield("have_all/none not first"));
+                if matches!(m, Msg::HaveAll) {
+                    self.merge_has(key, &Bitfield::full(n));
                 }
-                let b = if matches!(m, Msg::HaveAll) {
-                    Bitfield::full(n)
-                } else {
-                    Bitfield::new(n)
-                };
-                self.set_has(key, b);
             }
             Msg::Request(b) => self.on_request(key, b)?,
             Msg::Cancel(b) => {
