@@ -1,0 +1,297 @@
+//! Load benchmark of `napster-server` over real loopback sockets (issue: 10,000 users × 100 files).
+//!
+//! Starts the release server binary, logs in `NAPSTER_BENCH_USERS` simulated users (default 10,000) that
+//! each share `NAPSTER_BENCH_FILES` files (default 100) with type-100 messages, then runs
+//! `NAPSTER_BENCH_SEARCHES` searches (default 5,000) from `NAPSTER_BENCH_SEARCHERS` concurrent clients
+//! (default 8), and prints login+share throughput, searches/s, p50/p99 latency and the server's resident
+//! memory per 1,000 shared files (VmRSS growth between "all logged in" and "all shared").
+//!
+//! There is no runnable reference server: OpenNap is not packaged anywhere we can install from (notes §5), so
+//! the comparison printed is with OpenNap-NG's documented figure (300–350 KB per 1,000 files).
+//! Run: `cargo bench -p napster-server --bench napster_load`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use napster_server::codec::{Frame, MAX_PAYLOAD};
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const VOCAB: usize = 20_000;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn word(i: usize) -> String {
+    // Pronounceable, distinct words: "w" + base-26 digits.
+    let mut s = String::from("w");
+    let mut n = i;
+    loop {
+        s.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    s
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Conn {
+    s: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    async fn send(&mut self, t: u16, text: &str) {
+        let b = Frame::text(t, text).to_bytes().unwrap();
+        self.s.write_all(&b).await.unwrap();
+    }
+    async fn recv(&mut self) -> (u16, usize) {
+        loop {
+            if let Some((f, n)) = Frame::decode_with_limit(&self.buf, MAX_PAYLOAD).unwrap() {
+                let _ = self.buf.split_to(n);
+                return (f.ty, f.payload.len());
+            }
+            if self.s.read_buf(&mut self.buf).await.unwrap() == 0 {
+                panic!("server closed");
+            }
+        }
+    }
+    async fn until(&mut self, t: u16) -> usize {
+        let mut n = 0;
+        loop {
+            let (ty, _) = self.recv().await;
+            n += 1;
+            if ty == t {
+                return n;
+            }
+        }
+    }
+}
+
+fn main() {
+    let users = env("NAPSTER_BENCH_USERS", 10_000);
+    let files = env("NAPSTER_BENCH_FILES", 100);
+    let searches = env("NAPSTER_BENCH_SEARCHES", 5_000);
+    let searchers = env("NAPSTER_BENCH_SEARCHERS", 8).max(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_napster-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--max-connections", &(users + searchers + 16).to_string()])
+        .args(["--max-shared", &files.max(1).to_string()])
+        // The simulated users log in from one IP as fast as they can: no flood pause for the searchers.
+        .args(["--flood-commands", "1000000"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start napster-server");
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = common::telemetry::Listening::parse(&line)
+        .expect("readiness line")
+        .addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rss_start = rss_kb(pid);
+
+    let result = rt.block_on(async move {
+        // Phase 1: logins.
+        let t0 = Instant::now();
+        let mut conns = Vec::with_capacity(users);
+        let mut set = tokio::task::JoinSet::new();
+        let batch = 200;
+        for b in (0..users).step_by(batch) {
+            for u in b..(b + batch).min(users) {
+                set.spawn(async move {
+                    let s = TcpStream::connect(addr).await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let mut c = Conn {
+                        s,
+                        buf: BytesMut::new(),
+                    };
+                    c.send(2, &format!("user{u} pw {} \"bench\" 7", 6699)).await;
+                    c.until(214).await;
+                    (u, c)
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                conns.push(r.unwrap());
+            }
+        }
+        let login_secs = t0.elapsed().as_secs_f64();
+        let rss_logged_in = rss_kb(pid);
+
+        // Phase 2: every user shares its files, then syncs with a 214 round trip.
+        let t1 = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        let mut kept = Vec::with_capacity(users);
+        let chunks: Vec<Vec<(usize, Conn)>> = {
+            let mut v: Vec<Vec<(usize, Conn)>> = (0..64).map(|_| Vec::new()).collect();
+            for (i, c) in conns.into_iter().enumerate() {
+                v[i % 64].push(c);
+            }
+            v
+        };
+        for chunk in chunks {
+            set.spawn(async move {
+                let mut rng =
+                    rand::rngs::StdRng::seed_from_u64(chunk.first().map_or(0, |c| c.0 as u64));
+                let mut out = Vec::new();
+                for (u, mut c) in chunk {
+                    let mut wire = BytesMut::new();
+                    for f in 0..files {
+                        let (a, b, d) = (
+                            rng.gen_range(0..VOCAB),
+                            rng.gen_range(0..VOCAB),
+                            rng.gen_range(0..VOCAB),
+                        );
+                        let path = format!(
+                            "C:\\mp3\\{}\\{} - {} {} {f}.mp3",
+                            word(d % 500),
+                            word(a),
+                            word(b),
+                            word(u % 1000)
+                        );
+                        Frame::text(
+                            100,
+                            &format!(
+                                "\"{path}\" 0123456789abcdef0123456789abcdef {} 128 44100 240",
+                                3_000_000 + f
+                            ),
+                        )
+                        .encode(&mut wire)
+                        .unwrap();
+                    }
+                    c.s.write_all(&wire).await.unwrap();
+                    c.send(214, "").await;
+                    c.until(214).await;
+                    out.push((u, c));
+                }
+                out
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            kept.extend(r.unwrap());
+        }
+        let share_secs = t1.elapsed().as_secs_f64();
+        let rss_shared = rss_kb(pid);
+
+        // Phase 3: searches for two random vocabulary words, from separate searcher connections.
+        let per = searches / searchers;
+        let t2 = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for s in 0..searchers {
+            set.spawn(async move {
+                let st = TcpStream::connect(addr).await.unwrap();
+                st.set_nodelay(true).unwrap();
+                let mut c = Conn {
+                    s: st,
+                    buf: BytesMut::new(),
+                };
+                c.send(2, &format!("searcher{s} pw 6699 \"bench\" 7")).await;
+                c.until(214).await;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + s as u64);
+                let mut lat = Vec::with_capacity(per);
+                let mut results = 0usize;
+                for _ in 0..per {
+                    let q = if rng.gen_bool(0.5) {
+                        format!(
+                            "FILENAME CONTAINS \"{}\" MAX_RESULTS 100",
+                            word(rng.gen_range(0..VOCAB))
+                        )
+                    } else {
+                        format!(
+                            "FILENAME CONTAINS \"{} {}\" MAX_RESULTS 100",
+                            word(rng.gen_range(0..500)),
+                            word(rng.gen_range(0..1000))
+                        )
+                    };
+                    let t = Instant::now();
+                    c.send(200, &q).await;
+                    results += c.until(202).await - 1;
+                    lat.push(t.elapsed());
+                }
+                (lat, results)
+            });
+        }
+        let mut lat = Vec::new();
+        let mut results = 0;
+        while let Some(r) = set.join_next().await {
+            let (l, n) = r.unwrap();
+            lat.extend(l);
+            results += n;
+        }
+        let search_secs = t2.elapsed().as_secs_f64();
+        drop(kept);
+        (
+            login_secs,
+            share_secs,
+            search_secs,
+            lat,
+            results,
+            rss_logged_in,
+            rss_shared,
+        )
+    });
+    let (login_secs, share_secs, search_secs, mut lat, results, rss_logged_in, rss_shared) = result;
+    let _ = child.kill();
+    let _ = child.wait();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let total_files = users * files;
+    let per_1000 =
+        (rss_shared.saturating_sub(rss_logged_in)) as f64 / (total_files as f64 / 1000.0);
+    println!("napster_load: {users} users x {files} files = {total_files} files, {searches} searches from {searchers} clients");
+    println!(
+        "  logins:         {:.2} s  ({:.0} logins/s)",
+        login_secs,
+        users as f64 / login_secs
+    );
+    println!(
+        "  shares:         {:.2} s  ({:.0} files/s)",
+        share_secs,
+        total_files as f64 / share_secs
+    );
+    println!(
+        "  searches:       {:.2} s  ({:.0} searches/s, {:.1} results/search)",
+        search_secs,
+        lat.len() as f64 / search_secs,
+        results as f64 / lat.len().max(1) as f64
+    );
+    println!(
+        "  latency:        p50 {:?}  p99 {:?}  max {:?}",
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+    println!(
+        "  server RSS:     start {} KB, logged in {} KB, shared {} KB",
+        rss_start, rss_logged_in, rss_shared
+    );
+    println!("  memory:         {:.1} KB per 1,000 shared files (OpenNap-NG documented: 300-350 KB; ratio {:.2}x of 325)", per_1000, per_1000 / 325.0);
+}
