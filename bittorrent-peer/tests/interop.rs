@@ -338,3 +338,114 @@ fn transmission_seeds_to_our_leecher() {
     assert!(l.wait(LIMIT).success());
     assert_eq!(std::fs::read(out.join("tr.bin")).unwrap(), data);
 }
+
+fn tshark_count(cap: &Path, port: u16, filter: &str) -> usize {
+    let o = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(cap)
+        .args([
+            "-d",
+            &format!("tcp.port=={port},bittorrent"),
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .expect("tshark -r");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+#[test]
+fn tshark_decodes_our_traffic_as_bittorrent_without_malformed_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = content(dir.path(), "cap.bin", 1 << 20);
+    let t = make_torrent(
+        &src.join("cap.bin"),
+        &dir.path().join("cap.torrent"),
+        None,
+        64 << 10,
+    );
+    let ts = t.to_str().unwrap();
+    let port = free_port();
+    let cap = dir.path().join("bt.pcapng");
+    let mut shark = Command::new("tshark");
+    shark
+        .args(["-n", "-i", "lo", "-f", &format!("tcp port {port}"), "-w"])
+        .arg(&cap);
+    let mut shark = Proc::spawn(shark, "tshark", false);
+    // tshark writes the file header once it captures.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !cap.exists() {
+        assert!(
+            std::time::Instant::now() < end,
+            "tshark did not start capturing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    {
+        let listen = format!("127.0.0.1:{port}");
+        let _seed = Proc::spawn(
+            ours(&[
+                "seed",
+                ts,
+                "--dir",
+                src.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--quiet",
+            ]),
+            "seeder",
+            true,
+        );
+        let out = dir.path().join("out");
+        let mut l = Proc::spawn(
+            ours(&[
+                "download",
+                ts,
+                "--out",
+                out.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--peer",
+                &listen,
+            ]),
+            "leecher",
+            true,
+        );
+        assert!(l.wait(LIMIT).success());
+        assert_eq!(std::fs::read(out.join("cap.bin")).unwrap(), data);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Command::new("kill")
+        .args(["-INT", &shark.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    shark.wait(Duration::from_secs(20));
+    assert!(
+        tshark_count(&cap, port, "bittorrent.msg.type == 7") >= 16,
+        "piece messages decoded"
+    );
+    assert!(
+        tshark_count(&cap, port, "bittorrent.msg.type == 6") >= 1,
+        "request messages decoded"
+    );
+    assert!(
+        tshark_count(&cap, port, "bittorrent.info_hash") >= 2,
+        "both handshakes decoded"
+    );
+    assert_eq!(
+        tshark_count(&cap, port, "_ws.malformed || _ws.expert.severity == error"),
+        0,
+        "malformed packets"
+    );
+}
