@@ -16,6 +16,8 @@ use rustix::process::{kill_process_group, Pid, Signal};
 
 /// Process groups alive right now (their leader's pid).
 static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Set once an interrupt began: no new process may start.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Temporary folders to remove on interrupt.
 static TEMP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
@@ -44,7 +46,12 @@ pub fn live_groups() -> usize {
 
 /// Kills every process group and removes every temp folder: the interrupt path.
 pub fn kill_everything() {
-    let groups: Vec<i32> = lock(&LIVE).iter().copied().collect();
+    let groups: Vec<i32> = {
+        let live = lock(&LIVE);
+        // Under the lock: no spawn can slip in between this list and the kill.
+        STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+        live.iter().copied().collect()
+    };
     for g in &groups {
         signal_group(*g, Signal::TERM);
     }
@@ -54,6 +61,14 @@ pub fn kill_everything() {
     }
     for d in lock(&TEMP).drain(..) {
         let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// After an interrupt, the handler thread owns the exit (status 130, after cleaning up): the main thread
+/// calls this before writing results or returning, and waits here instead of exiting 0 in the middle.
+pub fn park_if_interrupted() {
+    while STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -87,11 +102,15 @@ pub fn install_interrupt_handler() -> Result<()> {
 
 fn spawn_grouped(cmd: &mut Command) -> Result<(Child, i32)> {
     cmd.process_group(0).stdin(Stdio::null());
+    let mut live = lock(&LIVE);
+    if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("the lab is stopping");
+    }
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;
     let pgid = child.id() as i32;
-    lock(&LIVE).insert(pgid);
+    live.insert(pgid);
     Ok((child, pgid))
 }
 

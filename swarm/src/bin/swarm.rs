@@ -82,7 +82,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         bins: common.bin_dir.unwrap_or_else(default_bin_dir),
         quiet: common.quiet,
     };
-    let res = swarm::lab::run(&scn, &opts)?;
+    let res = swarm::lab::run(&scn, &opts);
+    swarm::supervisor::park_if_interrupted();
+    let res = res?;
     std::fs::create_dir_all(&common.out)
         .with_context(|| format!("creating {}", common.out.display()))?;
     let json = common.out.join("results.json");

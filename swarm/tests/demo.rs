@@ -1,0 +1,200 @@
+//! End to end: `swarm demo --small` drives the real binaries and its figures are real; Ctrl-C leaves
+//! nothing behind; a bad scenario is refused with the field named.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SYSTEM_BINS: [&str; 4] = [
+    "napster-server",
+    "napster-client",
+    "tracker",
+    "bittorrent-peer",
+];
+
+fn bins() -> PathBuf {
+    for b in SYSTEM_BINS {
+        integration::bin_path(b);
+    }
+    integration::target_profile_dir()
+}
+
+/// Processes whose command line mentions `needle` (our private TMPDIR): the lab's children.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+fn swarm(tmp: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_swarm"));
+    c.env("TMPDIR", tmp).env("RUST_LOG", "warn");
+    c
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn small_demo_measures_real_downloads_and_cleans_up() {
+    let bins = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = swarm(tmp.path())
+        .args(["demo", "--small", "--quiet", "--out"])
+        .arg(out.path())
+        .arg("--bin-dir")
+        .arg(&bins)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("flash crowd done (verified)"), "{stdout}");
+    assert!(stdout.contains("kazaa: not available yet:"), "{stdout}");
+
+    // Nothing left behind: no child process, no temporary folder.
+    assert!(processes_mentioning(&tmp.path().display().to_string()).is_empty());
+    assert_eq!(entries(tmp.path()), 0, "temporary folder removed");
+
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    assert!(!Path::new(r["temp_dir"].as_str().unwrap()).exists());
+    let systems = r["systems"].as_array().unwrap();
+    let by = |name: &str| {
+        systems
+            .iter()
+            .find(|s| s["system"] == name)
+            .unwrap()
+            .clone()
+    };
+    for name in ["napster", "bittorrent"] {
+        let s = by(name);
+        assert!(s["unavailable"].is_null(), "{name}: {}", s["unavailable"]);
+        let flash = s["flash"].as_array().unwrap();
+        assert_eq!(flash.len(), 4);
+        // Downloaded bytes equal the corpus (the lab compares them byte for byte).
+        for d in flash {
+            assert_eq!(d["verified"], true, "{name}: {d}");
+        }
+        // The figures come from the nodes' stats files: infrastructure counted control traffic.
+        let nodes = s["nodes"].as_array().unwrap();
+        assert!(s["stats_files_read"].as_u64().unwrap() >= 3);
+        let infra: Vec<&Value> = nodes
+            .iter()
+            .filter(|n| n["infrastructure"] == true)
+            .collect();
+        assert_eq!(infra.len(), 1, "{name}: one server/tracker");
+        // Every flash and churn client talked to the server/tracker at least once.
+        assert!(
+            infra[0]["control_in"].as_u64().unwrap() >= 6,
+            "{name}: {}",
+            infra[0]
+        );
+        // The peer holding the release uploaded at least one copy of it.
+        let busiest = nodes
+            .iter()
+            .map(|n| n["upload_bytes"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert!(busiest >= 512 * 1024, "{name}: busiest upload {busiest}");
+    }
+    let n = by("napster");
+    let searches = n["searches"].as_array().unwrap();
+    assert_eq!(searches.len(), 4);
+    assert!(searches.iter().all(|s| s["found"] == true), "{searches:?}");
+    assert!(
+        n["search_traffic"]["messages"].as_u64().unwrap() >= 4,
+        "a query and its answer per search"
+    );
+    assert!(by("gnutella")["unavailable"].is_string());
+    assert!(by("kazaa")["unavailable"].is_string());
+
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    for title in [
+        "Flash crowd: completion-time CDF",
+        "Control traffic per search",
+        "Upload load across peers",
+        "Overlay graph per system",
+        "Downloads whose source left",
+    ] {
+        assert!(html.contains(title), "{title}");
+    }
+    assert!(
+        html.matches("<svg").count() >= 6,
+        "CDF, traffic, 2 upload, 2 graphs"
+    );
+    assert!(html.contains("<circle"), "overlay nodes drawn");
+}
+
+#[test]
+fn ctrl_c_leaves_no_process_and_no_temp_folder() {
+    let bins = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = swarm(tmp.path())
+        .args(["demo", "--small", "--quiet", "--out"])
+        .arg(out.path())
+        .arg("--bin-dir")
+        .arg(&bins)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let needle = tmp.path().display().to_string();
+    // Wait until the lab runs some nodes, then interrupt it.
+    let end = Instant::now() + Duration::from_secs(60);
+    while processes_mentioning(&needle).len() < 3 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        processes_mentioning(&needle).len() >= 3,
+        "the lab started nodes"
+    );
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let end = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(&needle).is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        processes_mentioning(&needle).is_empty(),
+        "{:?}",
+        processes_mentioning(&needle)
+    );
+    assert_eq!(entries(tmp.path()), 0, "temporary folder removed");
+}
+
+#[test]
+fn example_scenario_runs_through_the_parser_and_a_typo_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = swarm(tmp.path()).arg("example-scenario").output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("# Seed of every random choice"));
+    let f = tmp.path().join("bad.toml");
+    std::fs::write(&f, text.replace("flash_crowd = 16", "flash_crowed = 16")).unwrap();
+    let o = swarm(tmp.path()).arg("run").arg(&f).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("flash_crowed") && err.contains("bad.toml"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one-line reason: {err}");
+}
