@@ -11,7 +11,65 @@ use super::ConnId;
 
 /// Identifies one shared file inside the server, unique for the server's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId(pub u64);
+pub struct FileId(pub u32);
+
+/// The md5 token of a share. Clients almost always send 32 lower-case hex digits, kept here in 16 bytes;
+/// anything else (OpenNap accepts any token) is kept as text, so the value is returned byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Md5Field {
+    /// 32 lower-case hex digits.
+    Hex([u8; 16]),
+    /// Any other token.
+    Text(Box<str>),
+}
+
+impl Md5Field {
+    /// Stores `s` compactly when possible.
+    pub fn new(s: &str) -> Md5Field {
+        let lower_hex = s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let mut out = [0u8; 16];
+        if lower_hex && hex_decode(s, &mut out) {
+            Md5Field::Hex(out)
+        } else {
+            Md5Field::Text(s.into())
+        }
+    }
+
+    /// Heap bytes used.
+    pub fn heap_len(&self) -> usize {
+        match self {
+            Md5Field::Hex(_) => 0,
+            Md5Field::Text(t) => t.len(),
+        }
+    }
+}
+
+fn hex_decode(s: &str, out: &mut [u8; 16]) -> bool {
+    let b = s.as_bytes();
+    let nib = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    for (i, o) in out.iter_mut().enumerate() {
+        match (nib(b[2 * i]), nib(b[2 * i + 1])) {
+            (Some(h), Some(l)) => *o = h << 4 | l,
+            _ => return false,
+        }
+    }
+    true
+}
+
+impl std::fmt::Display for Md5Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Md5Field::Hex(b) => b.iter().try_for_each(|x| write!(f, "{x:02x}")),
+            Md5Field::Text(t) => f.write_str(t),
+        }
+    }
+}
 
 /// A shared file as the server keeps it.
 #[derive(Debug, Clone)]
@@ -20,8 +78,8 @@ pub struct FileRec {
     pub owner: ConnId,
     /// Path as shared.
     pub path: Box<str>,
-    /// MD5 text as shared.
-    pub md5: Box<str>,
+    /// MD5 token as shared.
+    pub md5: Md5Field,
     /// Size in bytes.
     pub size: u64,
     /// Bitrate.
@@ -39,7 +97,7 @@ pub struct FileRec {
 pub struct Index {
     files: HashMap<FileId, FileRec>,
     postings: HashMap<Box<str>, Vec<FileId>>,
-    next: u64,
+    next: u32,
     total_bytes: u64,
 }
 
@@ -64,10 +122,11 @@ impl Index {
         self.files.get(&id)
     }
 
-    /// Adds a file and indexes its words.
-    pub fn insert(&mut self, rec: FileRec) -> FileId {
+    /// Adds a file and indexes its words; `None` once 2^32-1 ids have been used (ids are never reused, which
+    /// keeps postings sorted without work).
+    pub fn insert(&mut self, rec: FileRec) -> Option<FileId> {
         let id = FileId(self.next);
-        self.next += 1;
+        self.next = self.next.checked_add(1)?;
         for w in path_words(&rec.path) {
             match self.postings.get_mut(w.as_str()) {
                 Some(list) => list.push(id),
@@ -78,7 +137,7 @@ impl Index {
         }
         self.total_bytes += rec.size;
         self.files.insert(id, rec);
-        id
+        Some(id)
     }
 
     /// Removes a file; returns it if it was present.
@@ -154,7 +213,7 @@ impl Index {
         let file_bytes: usize = self
             .files
             .values()
-            .map(|f| f.path.len() + f.md5.len())
+            .map(|f| f.path.len() + f.md5.heap_len())
             .sum();
         let posting_bytes: usize = self
             .postings
@@ -179,7 +238,7 @@ mod tests {
         FileRec {
             owner: ConnId(owner),
             path: path.into(),
-            md5: "0".repeat(32).into(),
+            md5: Md5Field::new(&"0".repeat(32)),
             size: 1000,
             bitrate,
             freq: 44100,
@@ -193,7 +252,9 @@ mod tests {
         let mut ix = Index::default();
         ix.insert(rec(1, r"C:\mp3\Beatles - Hey Jude.mp3", 128));
         ix.insert(rec(1, r"C:\mp3\Cowboy Junkies - Sweet Jane.mp3", 192));
-        let b = ix.insert(rec(2, r"C:\mp3\Beatles - Let It Be (live).mp3", 320));
+        let b = ix
+            .insert(rec(2, r"C:\mp3\Beatles - Let It Be (live).mp3", 320))
+            .unwrap();
         fn names_in(ix: &Index, q: &str) -> Vec<String> {
             let q = parse(q, 100).unwrap();
             ix.search(&q, |_| true)
@@ -240,5 +301,14 @@ mod tests {
         assert_eq!(ix.len(), 2);
         assert_eq!(ix.total_bytes(), 2000);
         assert!(has_word("Hey Jude", "jude"));
+        for m in [
+            "0123456789abcdef0123456789abcdef",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "x-12",
+            "",
+        ] {
+            assert_eq!(Md5Field::new(m).to_string(), m);
+        }
+        assert_eq!(Md5Field::new(&"ab".repeat(16)).heap_len(), 0);
     }
 }

@@ -832,16 +832,19 @@ impl Server {
             self.notice(conn, "duplicate file");
             return;
         }
-        let id = self.index.insert(FileRec {
+        let Some(id) = self.index.insert(FileRec {
             owner: conn,
             path: s.path.into_boxed_str(),
-            md5: s.md5.into_boxed_str(),
+            md5: index::Md5Field::new(&s.md5),
             size: s.size,
             bitrate: s.bitrate,
             freq: s.freq,
             secs: s.secs,
             kind,
-        });
+        }) else {
+            self.notice(conn, "server file table is full");
+            return;
+        };
         if let Some(u) = self.user_mut(conn) {
             u.files.insert(key, id);
         }
