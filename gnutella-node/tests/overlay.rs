@@ -234,6 +234,15 @@ fn twenty_node_overlay_finds_far_files_routes_hits_back_and_serves_them() {
     let (head, _) = http_get(addr, "/get/1/../../etc/passwd");
     assert!(head.contains("400"), "{head}");
 
+    // Expanding ring: TTL 1, 2, 3 find nothing (the file is four overlay hops away), TTL 4 does.
+    let ev = search_events(ups[0].addr(), "needle far", &[], &["--expanding"]);
+    let rings: Vec<u64> = ev
+        .iter()
+        .filter(|v| v["event"] == "hit")
+        .map(|v| v["ttl"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rings, vec![4], "{ev:?}");
+
     // `search --download`: the multi-source downloader fetches and verifies it.
     let dl = tmp.path().join("dl");
     let ev = search_events(
@@ -355,4 +364,60 @@ fn raw_socket_handshakes_and_oversized_query_gets_bye_400() {
         .unwrap();
     let resp = read_until_blank(&mut s);
     assert!(resp.starts_with("GNUTELLA/0.6 403"), "{resp}");
+}
+
+#[test]
+fn host_cache_survives_a_restart_and_stats_are_written_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let stats = tmp.path().join("stats.json");
+    let a = node(None, &[]);
+    let a_addr = a.addr().to_string();
+    let b = node(
+        None,
+        &[
+            "--peer",
+            &a_addr,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ],
+    );
+    // Let B link up and hear A's pongs (the 3 s pong-cache refresh), then stop it with SIGTERM.
+    std::thread::sleep(Duration::from_secs(4));
+    let st = Command::new("kill")
+        .args(["-TERM", &b.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut b = b;
+    let end = Instant::now() + Duration::from_secs(10);
+    while b.child.try_wait().unwrap().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cache =
+        std::fs::read_to_string(data.join("gnutella-hosts.txt")).expect("host cache written");
+    assert!(cache.lines().any(|l| l == a_addr), "{cache}");
+    let snap = common::stats::StatsSnapshot::read_json(&stats).expect("stats written on exit");
+    assert_eq!(snap.proto, "gnutella");
+    assert!(
+        snap.messages["ping"].out_count >= 1 && snap.messages["pong"].in_count >= 1,
+        "{:?}",
+        snap.messages
+    );
+    assert!(snap.messages["bye"].out_count >= 1, "a Bye on shutdown");
+    // Restarted with no --peer, B finds A again from its cache: a search through B reaches A's share.
+    drop(a);
+    let share = share_dir(tmp.path(), "a", &[("cached host file.txt", b"x")]);
+    let a2 = spawn(&[
+        "--listen".into(),
+        a_addr.clone(),
+        "--share".into(),
+        share.display().to_string(),
+    ]);
+    let b2 = node(None, &["--data-dir", data.to_str().unwrap()]);
+    let hits = search_until_hit(b2.addr(), "cached host file", &[]);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    drop(a2);
 }

@@ -177,16 +177,19 @@ async fn daemon(cli: &Cli) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let stats = Stats::new("gnutella", "ultrapeer", &addr.to_string());
     let shutdown = common::daemon::install_signals(stats.clone(), cli.daemon.stats_file.clone());
+    // The node's tasks stop only after `close` has said BYE on every link.
+    let tasks = tokio_util::sync::CancellationToken::new();
     let node = Node::start(
         listener,
         node_config(cli, Role::Ultrapeer),
         stats.clone(),
-        shutdown.clone(),
+        tasks.clone(),
     )
     .await?;
     common::telemetry::announce_listening("tcp", addr, None);
     shutdown.cancelled().await;
     node.close().await;
+    tasks.cancel();
     if let Some(p) = &cli.daemon.stats_file {
         common::daemon::write_stats(&stats, p);
     }

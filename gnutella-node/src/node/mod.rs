@@ -322,9 +322,12 @@ pub async fn run(
     stats: Stats,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let node = Node::start(listener, cfg, stats, shutdown.clone()).await?;
+    // The node's own tasks get their own token: on shutdown they must still write our Byes.
+    let tasks = CancellationToken::new();
+    let node = Node::start(listener, cfg, stats, tasks.clone()).await?;
     shutdown.cancelled().await;
     node.close().await;
+    tasks.cancel();
     Ok(())
 }
 
@@ -850,16 +853,28 @@ async fn maintain_loop(inner: Arc<Inner>) {
             .min(want);
         let mut missing = want.saturating_sub(have + pending.min(1));
         let mut candidates: Vec<SocketAddr> = inner.cfg.peers.clone();
+        let mut keep = Vec::new();
         while missing > 0 {
+            let from_cache = candidates.is_empty();
             let next = candidates.pop().or_else(|| inner.servent().take_host());
             let Some(target) = next else { break };
-            if target == inner.local || inner.linked().contains(&target) {
+            if target == inner.local {
+                continue;
+            }
+            if inner.linked().contains(&target) {
+                // Still a good host to remember (and to hand out in X-Try); just not a new link.
+                if from_cache {
+                    keep.push(target);
+                }
                 continue;
             }
             if last_try
                 .get(&target)
                 .is_some_and(|t| now().saturating_duration_since(*t) < Duration::from_secs(3))
             {
+                if from_cache {
+                    keep.push(target);
+                }
                 continue;
             }
             last_try.insert(target, now());
@@ -881,6 +896,7 @@ async fn maintain_loop(inner: Arc<Inner>) {
                 .instrument(span),
             );
         }
+        inner.servent().add_hosts(keep);
         last_try.retain(|_, t| now().saturating_duration_since(*t) < Duration::from_secs(60));
         if now().saturating_duration_since(last_save) > Duration::from_secs(30) {
             last_save = now();
