@@ -491,14 +491,199 @@ impl Driver for BitTorrent {
     }
 }
 
+/// Gnutella 0.6: ultrapeers (peers 1..=U, sharing too) and leaves (every other peer), one-shot
+/// `gnutella-node search` clients that join as leaves; downloads are `search --download`.
+#[derive(Default)]
+pub struct Gnutella {
+    fleet: Fleet,
+    ultrapeers: Vec<std::net::SocketAddr>,
+    peers: BTreeMap<usize, usize>,
+    links: Vec<(String, String, String)>,
+    clients: usize,
+}
+
+/// How long the overlay gets to settle (links, QRP tables sent up and merged) before the first search.
+pub const GNUTELLA_SETTLE: Duration = Duration::from_millis(1500);
+
+impl Gnutella {
+    /// Ultrapeer count: one per five peers, at least two (the tutorial's ultrapeer/leaf split).
+    pub fn ultrapeer_count(peers: usize) -> usize {
+        (peers / 5).max(2).min(peers - 1)
+    }
+
+    fn base(&self, ctx: &Ctx, name: &str) -> Result<(Command, PathBuf)> {
+        let stats = ctx.work.join(format!("stats-{name}.json"));
+        let mut c = Command::new(ctx.bin("gnutella-node"));
+        c.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(ctx.dir(&format!("data-{name}"))?)
+            .arg("--stats-file")
+            .arg(&stats)
+            .arg("--seed")
+            .arg(node_seed(ctx.scn.seed, self.peers.len() + self.clients + 1000).to_string());
+        Ok((c, stats))
+    }
+
+    fn client(&mut self, ctx: &Ctx, name: &str, query: &str) -> Result<Command> {
+        if self.ultrapeers.is_empty() {
+            bail!("no ultrapeer started");
+        }
+        let up = self.ultrapeers[self.clients % self.ultrapeers.len()];
+        let (mut c, stats) = self.base(ctx, name)?;
+        self.clients += 1;
+        c.arg("--peer").arg(up.to_string());
+        c.args([
+            "search",
+            query,
+            "--json",
+            "--min-hits",
+            "1",
+            "--timeout",
+            "3",
+        ]);
+        self.fleet.tool_stats.push((name.to_owned(), stats));
+        Ok(c)
+    }
+}
+
+impl Driver for Gnutella {
+    fn system(&self) -> &'static str {
+        "gnutella"
+    }
+
+    fn binaries(&self) -> &'static [&'static str] {
+        &["gnutella-node"]
+    }
+
+    fn start_infrastructure(&mut self, ctx: &Ctx) -> Result<()> {
+        let n = ctx.scn.peers;
+        for p in 1..=Self::ultrapeer_count(n) {
+            let name = format!("up{p:03}");
+            let (mut c, stats) = self.base(ctx, &name)?;
+            c.arg("--ultrapeer")
+                .arg("--share")
+                .arg(Corpus::peer_dir(&ctx.shares, p));
+            for (i, a) in self.ultrapeers.iter().enumerate() {
+                c.arg("--peer").arg(a.to_string());
+                self.links
+                    .push((name.clone(), format!("up{:03}", i + 1), "bootstrap".into()));
+            }
+            let d = Daemon::spawn(
+                &name,
+                c,
+                &ctx.work.join(format!("{name}.log")),
+                stats,
+                1,
+                READY,
+            )?;
+            self.ultrapeers.push(d.addr());
+            self.peers.insert(p, self.fleet.daemons.len());
+            self.fleet.daemons.push((d, true));
+        }
+        Ok(())
+    }
+
+    fn start_peers(&mut self, ctx: &Ctx) -> Result<usize> {
+        let n = ctx.scn.peers;
+        let u = self.ultrapeers.len();
+        let firewalled = (n as f64 * ctx.scn.firewalled_fraction).round() as usize;
+        let leaves: Vec<usize> = (0..n).filter(|p| !self.peers.contains_key(p)).collect();
+        for p in leaves {
+            let name = format!("leaf{p:03}");
+            let (mut c, stats) = self.base(ctx, &name)?;
+            c.arg("--leaf")
+                .arg("--share")
+                .arg(Corpus::peer_dir(&ctx.shares, p));
+            // Two ultrapeers per leaf, spread evenly, as leaves of the era kept.
+            for k in 0..2.min(u) {
+                let i = (p + k) % u;
+                c.arg("--peer").arg(self.ultrapeers[i].to_string());
+                self.links
+                    .push((name.clone(), format!("up{:03}", i + 1), "bootstrap".into()));
+            }
+            if p > u && p <= u + firewalled && p != n - 1 {
+                c.arg("--firewalled");
+            }
+            let d = Daemon::spawn(
+                &name,
+                c,
+                &ctx.work.join(format!("{name}.log")),
+                stats,
+                1,
+                READY,
+            )?;
+            self.peers.insert(p, self.fleet.daemons.len());
+            self.fleet.daemons.push((d, false));
+        }
+        std::thread::sleep(GNUTELLA_SETTLE);
+        Ok(n)
+    }
+
+    fn control_traffic(&mut self) -> Traffic {
+        self.fleet.control_traffic()
+    }
+
+    fn search_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        i: usize,
+    ) -> Result<Option<Command>> {
+        self.client(ctx, &format!("search{i:03}"), &file.query)
+            .map(Some)
+    }
+
+    fn parse_search(&self, stdout: &str, file: &CorpusFile) -> (bool, usize) {
+        let hits: Vec<serde_json::Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "hit")
+            .collect();
+        let found = hits.iter().any(|h| h["name"] == file.name.as_str());
+        (found, hits.len())
+    }
+
+    fn download_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+    ) -> Result<Command> {
+        let mut c = self.client(ctx, who, &file.query)?;
+        c.arg("--download").arg(out);
+        Ok(c)
+    }
+
+    fn parse_source(&self, stdout: &str) -> Option<String> {
+        // The hit that named the file says which servent answered; the download may use several.
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "hit")
+            .and_then(|v| Some(format!("{}:{}", v["ip"].as_str()?, v["port"].as_u64()?)))
+    }
+
+    fn leave(&mut self, peer: usize) {
+        if let Some(&i) = self.peers.get(&peer) {
+            self.fleet.daemons[i].0.kill();
+        }
+    }
+
+    fn finish(&mut self) -> (Vec<Collected>, Vec<String>) {
+        self.fleet.finish()
+    }
+
+    fn edges(&self) -> Vec<(String, String, String)> {
+        self.links.clone()
+    }
+}
+
 /// The driver of a system, or why there is none yet.
 pub fn driver_for(system: &str) -> std::result::Result<Box<dyn Driver>, String> {
     match system {
         "napster" => Ok(Box::new(Napster::default())),
         "bittorrent" => Ok(Box::new(BitTorrent::default())),
-        "gnutella" => {
-            Err("the lab's Gnutella driver is not written yet (gnutella-node itself exists)".into())
-        }
+        "gnutella" => Ok(Box::new(Gnutella::default())),
         "kazaa" => Err(
             "kazaa-supernode is still a placeholder (its --help says NOT IMPLEMENTED YET)".into(),
         ),

@@ -135,8 +135,9 @@ fn run_system(d: &mut dyn Driver, ctx: &Ctx, quiet: bool) -> SystemResult {
     let churned = r.churn.iter().flat_map(|c| c.downloads.iter());
     for dl in r.flash.iter().chain(churned) {
         if let Some(src) = &dl.source {
-            r.edges
-                .push((src.clone(), dl.node.clone(), "download".into()));
+            // Sources named by address are mapped to the lab's node names.
+            let src = by_addr.get(src).unwrap_or(src).clone();
+            r.edges.push((src, dl.node.clone(), "download".into()));
         }
     }
     for c in &collected {

@@ -72,10 +72,10 @@ fn rows(res: &Results) -> Vec<(String, Vec<String>)> {
         }),
         row("upload: busiest peer", &|_, m| kib(m.busiest_upload)),
         row("upload: median peer", &|_, m| kib(m.median_upload)),
-        row("server/tracker control msgs", &|_, m| {
+        row("server/tracker/ultrapeer ctl msgs", &|_, m| {
             m.infra_msgs.to_string()
         }),
-        row("server/tracker control bytes", &|_, m| {
+        row("server/tracker/ultrapeer ctl bytes", &|_, m| {
             m.infra_bytes.to_string()
         }),
         row("source left: done before/after/failed", &|_, m| {

@@ -10,8 +10,8 @@ use swarm::scenario::{Scenario, EXAMPLE};
 /// The lab: runs the same searches and downloads through Napster, Gnutella, KaZaA and BitTorrent (their
 /// real binaries, on loopback) and writes a comparison table, results.json and report.html.
 ///
-/// Wired so far: Napster and BitTorrent. Gnutella (driver not written) and KaZaA (binary is a placeholder)
-/// are reported as "not available yet" with the reason.
+/// Wired so far: Napster, Gnutella (ultrapeers and leaves) and BitTorrent. KaZaA (its binary is still a
+/// placeholder) is reported as "not available yet" with the reason.
 #[derive(Parser, Debug)]
 #[command(name = "swarm", version, about, long_about)]
 struct Cli {
