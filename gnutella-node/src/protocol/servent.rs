@@ -60,7 +60,15 @@ pub struct Config {
     pub qrp_table_len: u32,
     /// Entry bits of the QRP patches we send (4 or 8).
     pub qrp_entry_bits: u8,
+    /// A link that sent nothing for this long (our refresh pings go out every `pong_refresh`) gets
+    /// BYE 406 and is closed.
+    pub idle_timeout: Duration,
 }
+
+/// Queries are relayed only up to this payload size (gtk-gnutella); bigger ones are answered, not relayed.
+pub const MAX_FORWARD_QUERY: usize = 256;
+/// Hits are relayed only up to this payload size (gtk-gnutella).
+pub const MAX_FORWARD_HIT: usize = 16 * 1024;
 
 impl Config {
     /// Defaults for a 0.6 servent in `role`, or a classic one.
@@ -81,6 +89,7 @@ impl Config {
             pong_refresh: Duration::from_secs(3),
             qrp_table_len: qrp::DEFAULT_TABLE_LEN,
             qrp_entry_bits: 4,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -153,6 +162,10 @@ pub struct Counters {
     pub hits_routed: u64,
     /// Messages ignored (vendor, unknown, malformed control messages).
     pub ignored: u64,
+    /// Queries or hits answered/consumed but too big to relay.
+    pub too_big_to_relay: u64,
+    /// Links closed with BYE 406 for silence.
+    pub idle_closed: u64,
 }
 
 struct Conn {
@@ -164,6 +177,7 @@ struct Conn {
     query_window: (Instant, u32),
     duplicates: u32,
     closing: bool,
+    last_rx: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,6 +400,7 @@ impl Servent {
                 query_window: (now, 0),
                 duplicates: 0,
                 closing: false,
+                last_rx: now,
             },
         );
         self.add_hosts(link.try_hosts.iter().copied());
@@ -454,7 +469,33 @@ impl Servent {
             return;
         }
         self.next_refresh = now + self.cfg.pong_refresh;
+        let idle = self.cfg.idle_timeout;
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing && now.saturating_duration_since(c.last_rx) > idle)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            self.counters.idle_closed += 1;
+            self.send_bye(id, 406, "No reply to alive pings");
+        }
         if self.cfg.classic {
+            // Classic servents only keep their links alive (TTL 1 pings are never relayed).
+            let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+            for id in ids {
+                let guid = Guid::random(&mut self.rng);
+                self.routes.insert(now, (guid, m::TYPE_PING), Route::Local);
+                self.send(
+                    id,
+                    Descriptor {
+                        guid,
+                        ttl: 1,
+                        hops: 0,
+                        msg: Message::Ping(Ping::default()),
+                    },
+                );
+            }
             return;
         }
         if self.up_table_dirty && self.cfg.role == Role::Ultrapeer {
@@ -528,6 +569,9 @@ impl Servent {
             return;
         }
         let kind = c.kind;
+        if let Some(c) = self.conns.get_mut(&from) {
+            c.last_rx = now;
+        }
         // Trim broadcasts to max_ttl first (gtk-gnutella's route_message), then apply the hard limit, so a
         // TTL of 200 is clamped while a message that already travelled too far is dropped.
         if matches!(d.msg, Message::Query(_) | Message::Ping(_)) {
@@ -890,6 +934,10 @@ impl Servent {
         let Message::Query(q) = &d.msg else {
             return;
         };
+        if from.is_some() && d.to_bytes().len() - crate::codec::HEADER_LEN > MAX_FORWARD_QUERY {
+            self.counters.too_big_to_relay += 1;
+            return;
+        }
         // The originator sends its own copy with the TTL as is; a relay decrements.
         let next = match from {
             None => Some(d.clone()),
@@ -963,6 +1011,10 @@ impl Servent {
             Some(Route::Conn(c)) if c != from && self.conns.contains_key(&c) => {
                 let mut d = d;
                 d.msg = Message::QueryHit(h);
+                if d.to_bytes().len() - crate::codec::HEADER_LEN > MAX_FORWARD_HIT {
+                    self.counters.too_big_to_relay += 1;
+                    return;
+                }
                 match Self::relayed(&d) {
                     Some(r) => {
                         if self.send(c, r) {

@@ -559,3 +559,54 @@ fn last_hop_qrp_lets_queries_through_to_a_far_ultrapeers_leaves() {
     net.run(50);
     assert_eq!(net.nodes[ups[2]].counters().qrp_filtered, before + 1);
 }
+
+#[test]
+fn silent_link_gets_bye_406_and_big_queries_are_answered_not_relayed() {
+    let now = Instant::now();
+    let mut s = servent(1, Role::Ultrapeer, false, vec![file(1, "long.txt")], now);
+    s.add_connection(now, 1, &link(PeerKind::Ultrapeer));
+    s.add_connection(now, 2, &link(PeerKind::Ultrapeer));
+    drain(&mut s, 1);
+    drain(&mut s, 2);
+    // A query of 300 bytes: answered, not relayed.
+    let long = format!("long {}", "x".repeat(300));
+    let mut q = Query::new(&long, false);
+    q.criteria = long.clone();
+    s.handle_descriptor(now, 1, query(1, 3, 0, Query::new("long", false)));
+    assert_eq!(drain(&mut s, 2).len(), 1, "a small query is relayed");
+    s.handle_descriptor(now, 1, query(2, 3, 0, q));
+    assert!(drain(&mut s, 2).is_empty(), "a big query is not relayed");
+    assert_eq!(s.counters().too_big_to_relay, 1);
+    drain(&mut s, 1);
+    // Link 1 keeps talking, link 2 stays silent past the idle timeout.
+    let mut t = now;
+    for _ in 0..12 {
+        t += Duration::from_secs(3);
+        s.handle_descriptor(
+            t,
+            1,
+            Descriptor {
+                guid: Guid::default(),
+                ttl: 1,
+                hops: 0,
+                msg: Message::Pong(Pong {
+                    port: 1,
+                    ip: Ipv4Addr::new(10, 0, 0, 1),
+                    files: 0,
+                    kbytes: 0,
+                    ggep: vec![],
+                }),
+            },
+        );
+        s.handle_timeout(t);
+    }
+    let out = drain(&mut s, 2);
+    let Some(Message::Bye(b)) = out.last().map(|d| &d.msg) else {
+        panic!("{out:?}")
+    };
+    assert_eq!(b.code, 406);
+    assert!(!drain(&mut s, 1)
+        .iter()
+        .any(|d| matches!(d.msg, Message::Bye(_))));
+    assert_eq!(s.counters().idle_closed, 1);
+}
