@@ -531,6 +531,9 @@ impl Gnutella {
         let (mut c, stats) = self.base(ctx, name)?;
         self.clients += 1;
         c.arg("--peer").arg(up.to_string());
+        if ctx.scn.gnutella_classic {
+            c.arg("--classic");
+        }
         c.args([
             "search",
             query,
@@ -539,7 +542,9 @@ impl Gnutella {
             "1",
             "--timeout",
             "3",
-        ]);
+            "--ttl",
+        ])
+        .arg(ctx.scn.gnutella_ttl.to_string());
         self.fleet.tool_stats.push((name.to_owned(), stats));
         Ok(c)
     }
@@ -559,9 +564,13 @@ impl Driver for Gnutella {
         for p in 1..=Self::ultrapeer_count(n) {
             let name = format!("up{p:03}");
             let (mut c, stats) = self.base(ctx, &name)?;
-            c.arg("--ultrapeer")
-                .arg("--share")
-                .arg(Corpus::peer_dir(&ctx.shares, p));
+            c.arg(if ctx.scn.gnutella_classic {
+                "--classic"
+            } else {
+                "--ultrapeer"
+            })
+            .arg("--share")
+            .arg(Corpus::peer_dir(&ctx.shares, p));
             for (i, a) in self.ultrapeers.iter().enumerate() {
                 c.arg("--peer").arg(a.to_string());
                 self.links
@@ -577,7 +586,8 @@ impl Driver for Gnutella {
             )?;
             self.ultrapeers.push(d.addr());
             self.peers.insert(p, self.fleet.daemons.len());
-            self.fleet.daemons.push((d, true));
+            // In the classic flood every node is equal: no infrastructure.
+            self.fleet.daemons.push((d, !ctx.scn.gnutella_classic));
         }
         Ok(())
     }
@@ -590,9 +600,13 @@ impl Driver for Gnutella {
         for p in leaves {
             let name = format!("leaf{p:03}");
             let (mut c, stats) = self.base(ctx, &name)?;
-            c.arg("--leaf")
-                .arg("--share")
-                .arg(Corpus::peer_dir(&ctx.shares, p));
+            c.arg(if ctx.scn.gnutella_classic {
+                "--classic"
+            } else {
+                "--leaf"
+            })
+            .arg("--share")
+            .arg(Corpus::peer_dir(&ctx.shares, p));
             // Two ultrapeers per leaf, spread evenly, as leaves of the era kept.
             for k in 0..2.min(u) {
                 let i = (p + k) % u;

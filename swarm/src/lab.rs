@@ -33,6 +33,59 @@ pub fn default_bin_dir() -> PathBuf {
     dir
 }
 
+/// Package of each binary the drivers start.
+const PACKAGES: [(&str, &str); 6] = [
+    ("napster-server", "napster-server"),
+    ("napster-client", "napster-server"),
+    ("gnutella-node", "gnutella-node"),
+    ("kazaa-supernode", "kazaa-supernode"),
+    ("tracker", "tracker"),
+    ("bittorrent-peer", "bittorrent-peer"),
+];
+
+/// When binaries are missing from a `target/debug` or `target/release` folder of this workspace, builds
+/// them with cargo (same profile) so `cargo run --release -p swarm -- demo` works from a fresh checkout.
+/// Returns what it did; a failed build is not fatal (the systems are then reported as not available).
+pub fn ensure_binaries(bins: &Path) -> Option<String> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(bin, _)| !bins.join(bin).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let release = match bins.file_name()?.to_str()? {
+        "release" => true,
+        "debug" => false,
+        _ => return None,
+    };
+    if !root.join("Cargo.toml").exists() || bins.parent()? != root.join("target") {
+        return None;
+    }
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root).args(["build", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let mut pkgs = missing.clone();
+    pkgs.dedup();
+    for p in &pkgs {
+        cmd.args(["-p", p]);
+    }
+    eprintln!(
+        "swarm: building the missing binaries of {} ...",
+        pkgs.join(", ")
+    );
+    Some(match cmd.status() {
+        Ok(s) if s.success() => format!("built {}", pkgs.join(", ")),
+        Ok(s) => format!("cargo build failed ({s})"),
+        Err(e) => format!("cannot run cargo: {e}"),
+    })
+}
+
 fn spinner(quiet: bool, msg: String) -> ProgressBar {
     let pb = if quiet {
         ProgressBar::hidden()

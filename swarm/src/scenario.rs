@@ -55,6 +55,10 @@ pub struct Scenario {
     pub bittorrent_piece_kib: u64,
     /// Tracker re-announce interval handed to BitTorrent peers, seconds.
     pub tracker_interval_secs: u32,
+    /// Gnutella in classic 0.4 mode: every node floods, no ultrapeers, no QRP (the flood for contrast).
+    pub gnutella_classic: bool,
+    /// TTL of Gnutella queries (1..=7).
+    pub gnutella_ttl: u8,
     /// Most seconds any one search or download may take before it counts as failed.
     pub op_timeout_secs: u64,
 }
@@ -79,6 +83,8 @@ impl Default for Scenario {
             churn_leave_after_ms: 150,
             bittorrent_piece_kib: 64,
             tracker_interval_secs: 5,
+            gnutella_classic: false,
+            gnutella_ttl: 4,
             op_timeout_secs: 60,
         }
     }
@@ -218,6 +224,9 @@ impl Scenario {
         if self.tracker_interval_secs == 0 {
             return Err(invalid("tracker_interval_secs", "must be at least 1"));
         }
+        if !(1..=7).contains(&self.gnutella_ttl) {
+            return Err(invalid("gnutella_ttl", "must be 1..=7"));
+        }
         if self.op_timeout_secs == 0 || self.op_timeout_secs > 3600 {
             return Err(invalid("op_timeout_secs", "must be 1..=3600"));
         }
@@ -271,6 +280,10 @@ churn_leave_after_ms = 150
 bittorrent_piece_kib = 64
 # Tracker re-announce interval handed to BitTorrent peers, seconds.
 tracker_interval_secs = 5
+# Gnutella in classic 0.4 mode: every node floods, no ultrapeers, no QRP (the flood for contrast).
+gnutella_classic = false
+# TTL of Gnutella queries (1..=7).
+gnutella_ttl = 4
 # Most seconds any one search or download may take before it counts as failed.
 op_timeout_secs = 60
 "#;
@@ -289,6 +302,20 @@ mod tests {
     fn empty_file_is_the_default_and_small_is_valid() {
         assert_eq!(Scenario::from_toml("", "x").unwrap(), Scenario::default());
         Scenario::small().validate().unwrap();
+    }
+
+    #[test]
+    fn shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 4);
     }
 
     #[test]

@@ -78,8 +78,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run { scenario, common } => (Scenario::load(&scenario)?, common),
     };
     swarm::supervisor::install_interrupt_handler()?;
+    let bins = match common.bin_dir {
+        Some(b) => b,
+        None => {
+            let b = default_bin_dir();
+            if let Some(what) = swarm::lab::ensure_binaries(&b) {
+                eprintln!("swarm: {what}");
+            }
+            b
+        }
+    };
     let opts = RunOptions {
-        bins: common.bin_dir.unwrap_or_else(default_bin_dir),
+        bins,
         quiet: common.quiet,
     };
     let res = swarm::lab::run(&scn, &opts);
