@@ -189,6 +189,7 @@ fn routing_throughput(queries: usize) {
         listen_addr: None,
         guid: None,
         try_hosts: Vec::new(),
+        ggep: false,
     };
     for c in 1..=30u64 {
         s.add_connection(now, c, &link);

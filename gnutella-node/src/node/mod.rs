@@ -202,6 +202,8 @@ impl Node {
             scfg.max_ttl = t.clamp(1, crate::codec::HARD_TTL_LIMIT);
         }
         scfg.firewalled = cfg.firewalled;
+        scfg.max_leaves = cfg.max_leaves.min(255) as u8;
+        scfg.max_ultrapeers = cfg.max_ultrapeers.min(255) as u8;
         let mut servent = Servent::new(scfg, shares, rng.next_u64(), now());
         if let Some(d) = &cfg.data_dir {
             if let Ok(text) = std::fs::read_to_string(d.join(HOST_CACHE_FILE)) {

@@ -83,6 +83,8 @@ pub struct Link {
     pub guid: Option<Guid>,
     /// Hosts it suggested (`X-Try-Ultrapeers`, `X-Try`).
     pub try_hosts: Vec<SocketAddr>,
+    /// It said `GGEP:`: GGEP blocks may go in the pings and pongs we send it.
+    pub ggep: bool,
 }
 
 /// Why a handshake failed.
@@ -202,6 +204,7 @@ impl ClientAwaitResponse {
                         listen_addr: None,
                         guid: None,
                         try_hosts: Vec::new(),
+                        ggep: false,
                     },
                 )),
                 _ => Err(HandshakeError::Protocol("expected GNUTELLA OK")),
@@ -263,6 +266,7 @@ impl ClientAwaitResponse {
                 listen_addr,
                 guid,
                 try_hosts: try_hosts(resp),
+                ggep: resp.get("GGEP").is_some(),
             },
         ))
     }
@@ -323,6 +327,7 @@ impl ServerAwaitConnect {
                         listen_addr: None,
                         guid: None,
                         try_hosts: Vec::new(),
+                        ggep: false,
                     },
                 ))
             }
@@ -444,6 +449,7 @@ impl ServerAwaitAck {
             listen_addr,
             guid,
             try_hosts: try_hosts(&self.connect),
+            ggep: self.connect.get("GGEP").is_some(),
         })
     }
 }

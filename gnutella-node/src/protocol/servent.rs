@@ -63,6 +63,10 @@ pub struct Config {
     /// A link that sent nothing for this long (our refresh pings go out every `pong_refresh`) gets
     /// BYE 406 and is closed.
     pub idle_timeout: Duration,
+    /// Leaves we accept (advertised in the pong GGEP `UP`).
+    pub max_leaves: u8,
+    /// Ultrapeer links we accept (advertised in the pong GGEP `UP`).
+    pub max_ultrapeers: u8,
 }
 
 /// Queries are relayed only up to this payload size (gtk-gnutella); bigger ones are answered, not relayed.
@@ -90,6 +94,8 @@ impl Config {
             qrp_table_len: qrp::DEFAULT_TABLE_LEN,
             qrp_entry_bits: 4,
             idle_timeout: Duration::from_secs(30),
+            max_leaves: 64,
+            max_ultrapeers: 16,
         }
     }
 }
@@ -178,6 +184,7 @@ struct Conn {
     duplicates: u32,
     closing: bool,
     last_rx: Instant,
+    ggep: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,6 +254,7 @@ pub struct Servent {
     counters: Counters,
     /// A leaf table changed: the table we send to ultrapeers (ours + our leaves') must be resent.
     up_table_dirty: bool,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Servent {
@@ -292,6 +300,7 @@ impl Servent {
             rng: StdRng::seed_from_u64(seed),
             counters: Counters::default(),
             up_table_dirty: false,
+            started: now,
         }
     }
 
@@ -401,6 +410,7 @@ impl Servent {
                 duplicates: 0,
                 closing: false,
                 last_rx: now,
+                ggep: link.ggep,
             },
         );
         self.add_hosts(link.try_hosts.iter().copied());
@@ -735,13 +745,37 @@ impl Servent {
         })
     }
 
-    fn our_pong(&self) -> Pong {
+    /// Our pong; with GGEP `DU` (uptime), `VC` (vendor) and, as an ultrapeer, `UP` (version, free leaf
+    /// slots, free ultrapeer slots) for peers that said `GGEP:`.
+    fn our_pong(&self, now: Instant, ggep: bool) -> Pong {
+        let mut exts = Vec::new();
+        if ggep {
+            exts.push(GgepExt::int(
+                "DU",
+                now.saturating_duration_since(self.started).as_secs(),
+            ));
+            let mut vc = self.cfg.vendor.to_vec();
+            vc.push(0x01);
+            exts.push(GgepExt::new("VC", vc));
+            if self.cfg.role == Role::Ultrapeer && !self.cfg.classic {
+                let leaves = self.count(PeerKind::Leaf).min(255) as u8;
+                let ups = self.count(PeerKind::Ultrapeer).min(255) as u8;
+                exts.push(GgepExt::new(
+                    "UP",
+                    vec![
+                        0,
+                        self.cfg.max_leaves.saturating_sub(leaves),
+                        self.cfg.max_ultrapeers.saturating_sub(ups),
+                    ],
+                ));
+            }
+        }
         Pong {
+            ggep: exts,
             port: self.cfg.addr.port(),
             ip: *self.cfg.addr.ip(),
             files: self.shares.len() as u32,
             kbytes: (self.shares.iter().map(|s| s.size).sum::<u64>() / 1024) as u32,
-            ggep: Vec::new(),
         }
     }
 
@@ -766,7 +800,8 @@ impl Servent {
             c.last_ping_in = Some(now);
         }
         let reply_ttl = d.hops.saturating_add(1);
-        let mut pongs = vec![(self.our_pong(), 0u8)];
+        let ggep = self.conns.get(&from).is_some_and(|c| c.ggep);
+        let mut pongs = vec![(self.our_pong(now, ggep), 0u8)];
         if !self.cfg.classic && d.ttl >= 2 {
             // Pong caching: answer from the cache instead of forwarding the ping; the crawler ping
             // (TTL 2, hops 0) also gets our neighbours.
@@ -774,7 +809,11 @@ impl Servent {
             for (pong, hops) in &self.pong_cache {
                 let a = SocketAddr::V4(SocketAddrV4::new(pong.ip, pong.port));
                 if Some(a) != peer && pongs.len() < PONG_CACHE {
-                    pongs.push((pong.clone(), hops.saturating_add(1)));
+                    let mut p = pong.clone();
+                    if !ggep {
+                        p.ggep.clear();
+                    }
+                    pongs.push((p, hops.saturating_add(1)));
                 }
             }
         }
@@ -878,6 +917,7 @@ impl Servent {
                         }
                     })
                     .collect(),
+                // No GGEP BH: browse-host is not served, so it is not advertised.
                 trailer: Some(Trailer::new(self.cfg.vendor, flags, &[])),
                 servent: self.cfg.guid,
             })

@@ -78,6 +78,7 @@ impl Net {
             listen_addr: Some(addr),
             guid: None,
             try_hosts: Vec::new(),
+            ggep: true,
         };
         let la = link(self.kind_of(b), SocketAddr::V4(self.nodes[b].config().addr));
         let lb = link(self.kind_of(a), SocketAddr::V4(self.nodes[a].config().addr));

@@ -55,6 +55,7 @@ fn link(peer: PeerKind) -> Link {
         listen_addr: None,
         guid: None,
         try_hosts: Vec::new(),
+        ggep: true,
     }
 }
 
@@ -111,6 +112,18 @@ fn case3_alive_ping_gets_our_pong_and_cache_is_bounded() {
     assert_eq!(
         (p.ip, p.port, p.files, p.kbytes),
         (*addr(1).ip(), 6346, 2, 1)
+    );
+    let ids: Vec<&[u8]> = p.ggep.iter().map(|e| e.id.as_slice()).collect();
+    assert_eq!(
+        ids,
+        vec![&b"DU"[..], b"VC", b"UP"],
+        "GGEP for a peer that said GGEP:"
+    );
+    assert_eq!(p.ggep[1].data, b"P2PL\x01");
+    assert_eq!(
+        p.ggep[2].data,
+        vec![0, 64, 14],
+        "free leaf and ultrapeer slots"
     );
     assert_eq!(out[0].guid, Guid([1; 16]));
     // Feed 15 pongs from the other neighbour, then a crawler ping: at most 10 pongs come back.
