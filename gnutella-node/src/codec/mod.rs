@@ -1,4 +1,4 @@
-//! Pure encode/decode of the Gnutella 0.4/0.6 wire formats (no I/O, no tokio).
+//! Pure encode/decode of the Gnutella 0.4/0.6 wire formats (no I/O, no async runtime).
 //!
 //! - [`Header`] and [`Frame`]: the 23-byte descriptor header (Gnutella 0.6 draft §2.2, "Descriptor Header")
 //!   and the framing of a byte stream into (header, payload) with per-type size caps checked *before* any
