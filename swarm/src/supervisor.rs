@@ -296,6 +296,12 @@ pub fn run_tool(
             Ok(Some(st)) => break Some(st),
             Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
+                // SIGTERM first: a client stopped this way still writes its stats file.
+                signal_group(pgid, Signal::TERM);
+                let grace = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < grace && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 signal_group(pgid, Signal::KILL);
                 let _ = child.wait();
                 break None;
