@@ -4,9 +4,11 @@
 //! (`shared/protocols/kazaa.md`). Layout, per the project's three-layer architecture:
 //! - [`codec`]: pure encode/decode of the handshake, framing and messages (§2), no I/O;
 //! - [`protocol`]: sans-I/O state machines: the SN's index of its children's shares, query matching,
-//!   SN↔SN forwarding and result waves, and the ON's choice of SN (§1), with time and RNG passed in.
+//!   SN↔SN forwarding and result waves, and the ON's choice of SN (§1), with time and RNG passed in;
+//! - [`node`]: the tokio shell: SN daemon with SN↔SN links, the ON's session (register, search).
 //!
-//! The tokio `node` layer and the CLI are not written yet: see `README.md` for what works.
+//! The HTTP side, downloads and push connect-back are not written yet: see `README.md`.
 
 pub mod codec;
+pub mod node;
 pub mod protocol;

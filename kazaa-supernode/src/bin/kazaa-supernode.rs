@@ -1,18 +1,336 @@
-//! `kazaa-supernode`: FastTrack-style KaZaA node: supernode or ordinary-node role, ContentHash downloads.
+//! `kazaa-supernode`: FastTrack-style KaZaA node (supernode or ordinary node) and a search client.
 
-use clap::Parser;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-/// FastTrack-style KaZaA node: supernode or ordinary-node role, ContentHash downloads.
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use common::hash::{HashKinds, UuHash};
+use common::library::{Library, LibraryConfig};
+use kazaa_supernode::codec::message::{FileMeta, Query};
+use kazaa_supernode::codec::tag::code;
+use kazaa_supernode::codec::{MediaType, Realm, Tag};
+use kazaa_supernode::node::{run_supernode, OnClient};
+use kazaa_supernode::protocol::matching::terms;
+use kazaa_supernode::protocol::ordinary::{choose_supernode, NodeCache, Probe};
+use kazaa_supernode::protocol::supernode::SupernodeConfig;
+
+/// FastTrack-style KaZaA node: supernode or ordinary-node role, and a `search` client.
 ///
-/// NOT IMPLEMENTED YET: this binary only documents what it will be. It exits with a non-zero status.
+/// Works: the supernode role (index of children's shares, SN<->SN forwarding, result waves), the
+/// ordinary role registering its shared folder with the best of its `--peer` SNs (with failover), and
+/// `search`. NOT IMPLEMENTED YET: the HTTP side (GET /.hash=, X-Kazaa-* headers; requests get 501),
+/// `get`/downloads, push connect-back (GIVE), `--role auto`. The FastTrack cipher is replaced by a
+/// documented pass-through, so historical clients cannot log in.
 #[derive(Parser, Debug)]
-#[command(name = "kazaa-supernode", version, about, long_about = None)]
+#[command(name = "kazaa-supernode", version, about, long_about)]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     #[command(flatten)]
     daemon: common::daemon::DaemonArgs,
+    /// Role of this node.
+    #[arg(long, value_enum, default_value_t = Role::Supernode)]
+    role: Role,
+    /// A supernode to link to (supernode role) or to choose from (ordinary role). Repeatable.
+    #[arg(long = "peer", value_name = "ADDR")]
+    peers: Vec<SocketAddr>,
+    /// Folder to share (ordinary role).
+    #[arg(long, value_name = "DIR")]
+    share: Option<PathBuf>,
+    /// Username.
+    #[arg(long, default_value = "kazaa-lab")]
+    user: String,
+    /// Network name exchanged at login.
+    #[arg(long, default_value = "KaZaA")]
+    network: String,
+    /// Children a supernode accepts.
+    #[arg(long, default_value_t = 100)]
+    max_children: usize,
+    /// Linked supernodes a query is forwarded to.
+    #[arg(long, default_value_t = 6)]
+    fanout: usize,
+    /// Hops a forwarded query may travel (at most 6).
+    #[arg(long, default_value_t = 6)]
+    hop_limit: u8,
 }
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("kazaa-supernode is not implemented yet (see the project's open issues)")
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    Supernode,
+    Ordinary,
+    /// Not implemented yet.
+    Auto,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Log in to a supernode as an ordinary node, search, print the result waves.
+    Search {
+        /// The supernode.
+        #[arg(long = "peer", value_name = "ADDR")]
+        peer: SocketAddr,
+        /// "Up to x" results.
+        #[arg(long, default_value_t = 50)]
+        max: u16,
+        /// Search by ContentHash (40 hex digits) instead of keywords.
+        #[arg(long)]
+        hash: Option<String>,
+        /// Seconds to wait for the end of results.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Keywords.
+        words: Vec<String>,
+        /// Network name.
+        #[arg(long, default_value = "KaZaA")]
+        network: String,
+    },
+}
+
+fn shares_of(dir: &PathBuf, data_dir: Option<&PathBuf>) -> anyhow::Result<Vec<FileMeta>> {
+    let mut cfg = LibraryConfig::new(dir).kinds(HashKinds {
+        uuhash: true,
+        ..Default::default()
+    });
+    if let Some(d) = data_dir {
+        cfg = cfg.data_dir(d);
+    }
+    let lib = Library::open(cfg).with_context(|| format!("cannot scan {}", dir.display()))?;
+    Ok(lib
+        .files()
+        .iter()
+        .filter_map(|f| {
+            let hash = f.hashes.uuhash?;
+            Some(FileMeta {
+                media: MediaType::from_name(f.name()).code(),
+                hash,
+                file_id: u32::from(hash.file_id()),
+                size: f.size,
+                tags: vec![Tag::string(code::FILENAME, f.name())],
+            })
+        })
+        .collect())
+}
+
+fn v4(a: SocketAddr) -> anyhow::Result<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => bail!("FastTrack carries IPv4 addresses only: {a}"),
+    }
+}
+
+async fn serve_501(
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => if let Ok((mut s, _)) = r {
+                let _ = s.write_all(b"HTTP/1.0 501 Not Implemented\r\nConnection: close\r\n\r\n").await;
+            }
+        }
+    }
+}
+
+async fn ordinary(cli: Cli) -> anyhow::Result<()> {
+    if cli.peers.is_empty() {
+        bail!("--role ordinary needs at least one --peer supernode");
+    }
+    let listen = cli.daemon.listen_or(1214);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let http = v4(listener.local_addr()?)?;
+    let shares = match &cli.share {
+        Some(d) => shares_of(d, cli.daemon.data_dir.as_ref())?,
+        None => Vec::new(),
+    };
+    let stats = common::stats::Stats::new("kazaa", "ordinary", &http.to_string());
+    let shutdown = common::daemon::install_signals(stats.clone(), cli.daemon.stats_file.clone());
+    common::telemetry::announce_listening("tcp", http.into(), None);
+    tokio::spawn(serve_501(listener, shutdown.clone()));
+    let mut cache = NodeCache::new();
+    let boot: Vec<SocketAddrV4> = cli.peers.iter().map(|p| v4(*p)).collect::<Result<_, _>>()?;
+    cache.bootstrap(&boot, Instant::now());
+    let mut rng = rand::thread_rng();
+    while !shutdown.is_cancelled() {
+        // Probe up to 5 SNs, keep the best session, close the others.
+        let mut sessions = Vec::new();
+        for addr in cache.probe_candidates(Instant::now(), None, &mut rng) {
+            match OnClient::connect(addr.into(), &cli.network, http, &cli.user, &[]).await {
+                Ok(mut c) => {
+                    let _ = c.wait_login(Duration::from_secs(5)).await;
+                    let load = c.login.nodes.first().map(|n| n.load).unwrap_or(50);
+                    cache.merge(&c.login.nodes, Instant::now());
+                    sessions.push((
+                        Probe {
+                            addr,
+                            rtt: c.rtt,
+                            load,
+                        },
+                        c,
+                    ));
+                }
+                Err(e) => {
+                    tracing::info!(sn = %addr, error = %e, "probe failed");
+                    cache.mark_failed(addr, Instant::now());
+                }
+            }
+        }
+        let probes: Vec<Probe> = sessions.iter().map(|(p, _)| *p).collect();
+        let Some(best) = choose_supernode(&probes, Some(http)) else {
+            tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+        };
+        drop(probes);
+        let (_, client) = sessions
+            .into_iter()
+            .find(|(p, _)| p.addr == best)
+            .expect("chosen among probes");
+        drop(client);
+        // Register on a fresh session: probes registered nothing.
+        let mut c =
+            match OnClient::connect(best.into(), &cli.network, http, &cli.user, &shares).await {
+                Ok(c) => c,
+                Err(_) => {
+                    cache.mark_failed(best, Instant::now());
+                    continue;
+                }
+            };
+        tracing::info!(sn = %best, files = shares.len(), "registered with supernode");
+        stats.set_extra("supernode", serde_json::Value::String(best.to_string()));
+        if let Err(e) = c.hold(&shutdown).await {
+            tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
+            cache.mark_failed(best, Instant::now());
+        }
+    }
+    if let Some(p) = &cli.daemon.stats_file {
+        common::daemon::write_stats(&stats, p);
+    }
+    Ok(())
+}
+
+async fn supernode(cli: Cli) -> anyhow::Result<()> {
+    let listen = cli.daemon.listen_or(1214);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = v4(listener.local_addr()?)?;
+    let mut cfg = SupernodeConfig::new(addr);
+    cfg.network = cli.network.clone();
+    cfg.max_children = cli.max_children;
+    cfg.fanout = cli.fanout;
+    cfg.hop_limit = cli.hop_limit.min(6);
+    cfg.seed = rand::random();
+    let stats = common::stats::Stats::new("kazaa", "supernode", &addr.to_string());
+    let shutdown = common::daemon::install_signals(stats.clone(), cli.daemon.stats_file.clone());
+    common::telemetry::announce_listening("tcp", addr.into(), None);
+    run_supernode(listener, cfg, cli.peers.clone(), stats.clone(), shutdown).await?;
+    if let Some(p) = &cli.daemon.stats_file {
+        common::daemon::write_stats(&stats, p);
+    }
+    Ok(())
+}
+
+async fn search(
+    peer: SocketAddr,
+    max: u16,
+    hash: Option<String>,
+    timeout: u64,
+    json: bool,
+    words: Vec<String>,
+    network: String,
+) -> anyhow::Result<()> {
+    let term = match &hash {
+        Some(h) => terms::hash(&UuHash::from_hex(h).context("--hash wants 40 hex digits")?),
+        None if words.is_empty() => bail!("give keywords or --hash"),
+        None => terms::keywords(&words.join(" ")),
+    };
+    let mut c = OnClient::connect(
+        peer,
+        &network,
+        SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+        "search",
+        &[],
+    )
+    .await
+    .with_context(|| format!("cannot log in to {peer}"))?;
+    let q = Query {
+        max_results: max,
+        search_id: 0,
+        realm: Realm::All.code(),
+        terms: vec![term, terms::kazaa_extra()],
+    };
+    let waves = c
+        .search(q, Duration::from_secs(timeout))
+        .await
+        .context("search failed")?;
+    if json {
+        let waves: Vec<_> = waves
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "sn": w.sn.to_string(),
+                    "results": w.results.iter().map(|r| serde_json::json!({
+                        "addr": r.addr.to_string(),
+                        "user": r.user,
+                        "network": r.network,
+                        "hash": r.hash.to_hex(),
+                        "file_id": r.file_id,
+                        "size": r.size,
+                        "name": r.tags.iter().find(|t| t.kind == code::FILENAME).map(|t| t.as_text()),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "waves": waves }));
+    } else {
+        for w in &waves {
+            println!("-- from supernode {} ({} results)", w.sn, w.results.len());
+            for r in &w.results {
+                let name = r
+                    .tags
+                    .iter()
+                    .find(|t| t.kind == code::FILENAME)
+                    .map(|t| t.as_text())
+                    .unwrap_or_default();
+                println!(
+                    "{}  {:>10}  {}@{}  {}",
+                    r.hash.to_hex(),
+                    r.size,
+                    r.user,
+                    r.addr,
+                    name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    common::telemetry::init_tracing(cli.daemon.log_json);
+    match cli.cmd {
+        Some(Cmd::Search {
+            peer,
+            max,
+            hash,
+            timeout,
+            json,
+            words,
+            network,
+        }) => search(peer, max, hash, timeout, json, words, network).await,
+        None => match cli.role {
+            Role::Supernode => supernode(cli).await,
+            Role::Ordinary => ordinary(cli).await,
+            Role::Auto => bail!("--role auto is not implemented yet (use supernode or ordinary)"),
+        },
+    }
 }

@@ -172,6 +172,11 @@ impl Supernode {
         self.counters
     }
 
+    /// Whether `conn` is a link to another SN.
+    pub fn is_peer(&self, conn: ConnId) -> bool {
+        self.peers.contains_key(&conn)
+    }
+
     /// This SN's address.
     pub fn addr(&self) -> SocketAddrV4 {
         self.cfg.addr

@@ -1,0 +1,223 @@
+//! Multi-process tests on loopback: real `kazaa-supernode` processes (3 SNs in a chain, 12 ONs), searched
+//! with the binary's own `search --json` client. kazaa.md §7 cases 7–9 over sockets.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use integration::Daemon;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kazaa-supernode");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn sn(peers: &[String]) -> Daemon {
+    let mut args = vec![
+        "--role".to_owned(),
+        "supernode".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    for p in peers {
+        args.extend(["--peer".to_owned(), p.clone()]);
+    }
+    Daemon::builder_path(BIN)
+        .args(args)
+        .spawn()
+        .expect("supernode starts")
+}
+
+fn on(sn: &str, share: &Path, user: &str) -> Daemon {
+    Daemon::builder_path(BIN)
+        .args([
+            "--role",
+            "ordinary",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer",
+            sn,
+            "--user",
+            user,
+        ])
+        .args(["--share", share.to_str().unwrap()])
+        .spawn()
+        .expect("ordinary node starts")
+}
+
+fn search(sn: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["search", "--peer", sn, "--json", "--timeout", "10"])
+        .args(args)
+        .output()
+        .expect("search runs");
+    assert!(
+        out.status.success(),
+        "search failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("search prints JSON")
+}
+
+fn results(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["results"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn three_supernodes_twelve_ordinary_nodes() {
+    let sn1 = sn(&[]);
+    let a1 = sn1.addr().to_string();
+    let sn2 = sn(std::slice::from_ref(&a1));
+    let a2 = sn2.addr().to_string();
+    let sn3 = sn(std::slice::from_ref(&a2));
+    let a3 = sn3.addr().to_string();
+    let sns = [a1.clone(), a2.clone(), a3.clone()];
+
+    let dirs: Vec<_> = (0..12).map(|_| tempfile::tempdir().unwrap()).collect();
+    let common_bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for (i, d) in dirs.iter().enumerate() {
+        std::fs::write(
+            d.path().join(format!("Song {i:02}.mp3")),
+            format!("song number {i}").repeat(100),
+        )
+        .unwrap();
+        if i % 3 == 0 {
+            // The same file shared by 4 ONs, on different SNs: one ContentHash, four sources.
+            std::fs::write(d.path().join("Shared Hit.mp3"), &common_bytes).unwrap();
+        }
+    }
+    let _ons: Vec<Daemon> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| on(&sns[i % 3], d.path(), &format!("user{i}")))
+        .collect();
+
+    // Every ON's song reaches a searcher on SN1, in one wave per SN, headed by that SN.
+    let v = eventually("all 12 songs through the chain", || {
+        let v = search(&a1, &["song"]);
+        (results(&v).len() == 12).then_some(v)
+    });
+    let waves = v["waves"].as_array().unwrap();
+    let heads: Vec<&str> = waves.iter().map(|w| w["sn"].as_str().unwrap()).collect();
+    assert_eq!(
+        heads,
+        vec![a1.as_str(), a2.as_str(), a3.as_str()],
+        "one wave per SN, nearest first"
+    );
+    for (w, sn) in waves.iter().zip(&sns) {
+        assert_eq!(
+            w["results"].as_array().unwrap().len(),
+            4,
+            "4 ONs per SN under {sn}"
+        );
+    }
+    let rs = results(&v);
+    let hashes: HashSet<&str> = rs.iter().map(|r| r["hash"].as_str().unwrap()).collect();
+    assert_eq!(hashes.len(), 12, "no duplicates");
+    assert!(rs
+        .iter()
+        .all(|r| r["network"] == "KaZaA" && r["user"].as_str().unwrap().starts_with("user")));
+
+    // "Up to x" holds across SNs.
+    assert_eq!(results(&search(&a3, &["--max", "5", "song"])).len(), 5);
+
+    // Search by hash finds all four sources of the shared file.
+    let hit = eventually("the shared file", || {
+        let rs = results(&search(&a2, &["shared", "hit"]));
+        (rs.len() == 4).then_some(rs)
+    });
+    let hash = hit[0]["hash"].as_str().unwrap().to_owned();
+    assert!(hit.iter().all(|r| r["hash"] == hash.as_str()));
+    let by_hash = results(&search(&a3, &["--max", "16", "--hash", &hash]));
+    let sources: HashSet<&str> = by_hash
+        .iter()
+        .map(|r| r["addr"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources.len(), 4);
+    assert_eq!(common::hash::uuhash(&common_bytes).to_hex(), hash);
+}
+
+#[test]
+fn ordinary_node_fails_over_to_its_other_supernode() {
+    let sn_a = sn(&[]);
+    let sn_b = sn(&[]);
+    let (a, b) = (sn_a.addr().to_string(), sn_b.addr().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Lonely Tune.mp3"), b"la la la".repeat(500)).unwrap();
+    let _on = Daemon::builder_path(BIN)
+        .args([
+            "--role",
+            "ordinary",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer",
+            &a,
+            "--peer",
+            &b,
+            "--user",
+            "mover",
+        ])
+        .args(["--share", dir.path().to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let found_on = |sn: &str| results(&search(sn, &["lonely"])).len() == 1;
+    let first = eventually("registration", || {
+        if found_on(&a) {
+            Some(0)
+        } else if found_on(&b) {
+            Some(1)
+        } else {
+            None
+        }
+    });
+    let mut sns = vec![sn_a, sn_b];
+    let survivor = if first == 0 { b } else { a };
+    drop(sns.remove(first));
+    eventually("failover to the other supernode", || {
+        found_on(&survivor).then_some(())
+    });
+}
+
+#[test]
+fn bad_input_is_refused_cleanly() {
+    let s = sn(&[]);
+    let out = Command::new(BIN)
+        .args(["search", "--peer", "127.0.0.1:1", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!out.stderr.is_empty());
+    // Garbage instead of a hello: the SN drops that session and keeps serving.
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+    c.write_all(&[0x4B; 64]).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    let _ = c.read(&mut buf);
+    let v = search(&s.addr().to_string(), &["anything"]);
+    assert!(results(&v).is_empty());
+    let out = Command::new(BIN)
+        .args(["--role", "auto", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "auto is documented as not implemented"
+    );
+}
