@@ -220,3 +220,50 @@ fn metaserver_redirects() {
     assert_eq!(text, format!("{}\n", d.addr));
     let _ = d.child.kill();
 }
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(dir.path(), &["--flood-commands", "1000000"]);
+    let mut bad = Raw::login(d.addr, "bad", 6699);
+    let mut good = Raw::login(d.addr, "good", 6699);
+    let long = "x".repeat(180);
+    let mut wire = Vec::new();
+    for i in 0..500 {
+        wire.extend(
+            napster_server::codec::Frame::text(
+                100,
+                &format!("\"C:\\mp3\\{long} {i}.mp3\" 0 1000 128 44100 60"),
+            )
+            .to_bytes()
+            .unwrap(),
+        );
+    }
+    // Ask for far more browse output (about 25 MB) than socket buffers and the 2048-frame queue hold, and
+    // never read it.
+    for _ in 0..100 {
+        wire.extend(
+            napster_server::codec::Frame::text(211, "bad")
+                .to_bytes()
+                .unwrap(),
+        );
+    }
+    bad.s.write_all(&wire).unwrap();
+    // The good client keeps getting prompt answers, and eventually sees the bad one gone.
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        good.send(214, "");
+        let (t, text) = good.recv().unwrap();
+        assert_eq!(t, 214);
+        if text.starts_with("1 ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bad client never dropped: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    good.send(603, "bad");
+    assert_eq!(good.recv().unwrap().0, 404);
+}
