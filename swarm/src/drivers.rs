@@ -274,6 +274,7 @@ impl Driver for Napster {
         let nick = format!("search{i:03}");
         let (mut c, stats) = self.client(ctx, &nick)?;
         c.arg("search").arg(&file.query);
+        self.nicks.push(nick.clone());
         self.fleet.tool_stats.push((nick, stats));
         Ok(Some(c))
     }
@@ -295,6 +296,7 @@ impl Driver for Napster {
     ) -> Result<Command> {
         let (mut c, stats) = self.client(ctx, who)?;
         c.arg("get").arg(&file.query).arg("--out").arg(out);
+        self.nicks.push(who.to_owned());
         self.fleet.tool_stats.push((who.to_owned(), stats));
         Ok(c)
     }

@@ -184,13 +184,14 @@ pub fn svg_cdf(series: &[(String, Vec<(f64, f64)>)], xlabel: &str) -> String {
 fn axes(s: &mut String, xlabel: &str, ylabel: &str, xmax: &str, ymax: &str) {
     let _ = write!(
         s,
-        r##"<line x1="{PAD}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/><line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{b}" stroke="#333"/><text x="{cx}" y="{ly}" font-size="12" text-anchor="middle">{xl}</text><text x="12" y="{PAD}" font-size="12">{yl}</text><text x="{r}" y="{ty}" font-size="11" text-anchor="end">{xmax}</text><text x="{tx}" y="{yt}" font-size="11" text-anchor="end">{ymax}</text><text x="{tx}" y="{b}" font-size="11" text-anchor="end">0</text>"##,
+        r##"<line x1="{PAD}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/><line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{b}" stroke="#333"/><text x="{cx}" y="{ly}" font-size="12" text-anchor="middle">{xl}</text><text x="12" y="{yl_y}" font-size="12">{yl}</text><text x="{r}" y="{ty}" font-size="11" text-anchor="end">{xmax}</text><text x="{tx}" y="{yt}" font-size="11" text-anchor="end">{ymax}</text><text x="{tx}" y="{b}" font-size="11" text-anchor="end">0</text>"##,
         b = H - PAD,
         r = W - PAD,
         cx = W / 2.0,
         ly = H - 12.0,
         xl = esc(xlabel),
         yl = esc(ylabel),
+        yl_y = PAD - 16.0,
         ty = H - PAD + 14.0,
         tx = PAD - 4.0,
         yt = PAD + 4.0,
