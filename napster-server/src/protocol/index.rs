@@ -92,24 +92,31 @@ pub struct FileRec {
     pub kind: Kind,
 }
 
+/// Dead slots tolerated before [`Index::compact`] is worthwhile (and at least as many as live files).
+pub const COMPACT_MIN_DEAD: usize = 65_536;
+
 /// The file table plus postings.
+///
+/// Files live in a slab indexed by their id; ids grow monotonically so postings stay sorted by construction.
+/// Removed files leave an empty slot until [`Index::compact`] renumbers the live ones (keeping their order)
+/// and hands back the old-to-new mapping for the owners' tables.
 #[derive(Debug, Default)]
 pub struct Index {
-    files: HashMap<FileId, FileRec>,
+    files: Vec<Option<FileRec>>,
+    live: usize,
     postings: HashMap<Box<str>, Vec<FileId>>,
-    next: u32,
     total_bytes: u64,
 }
 
 impl Index {
     /// Number of shared files.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.live
     }
 
     /// True when nothing is shared.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.live == 0
     }
 
     /// Sum of shared sizes in bytes.
@@ -119,14 +126,17 @@ impl Index {
 
     /// A file by id.
     pub fn get(&self, id: FileId) -> Option<&FileRec> {
-        self.files.get(&id)
+        self.files.get(id.0 as usize)?.as_ref()
     }
 
-    /// Adds a file and indexes its words; `None` once 2^32-1 ids have been used (ids are never reused, which
-    /// keeps postings sorted without work).
+    /// Adds a file and indexes its words; `None` when the 32-bit id space is exhausted even after
+    /// compaction (more than 4 billion slots).
     pub fn insert(&mut self, rec: FileRec) -> Option<FileId> {
-        let id = FileId(self.next);
-        self.next = self.next.checked_add(1)?;
+        let id = FileId(
+            u32::try_from(self.files.len())
+                .ok()
+                .filter(|n| *n < u32::MAX)?,
+        );
         for w in path_words(&rec.path) {
             match self.postings.get_mut(w.as_str()) {
                 Some(list) => list.push(id),
@@ -136,13 +146,15 @@ impl Index {
             }
         }
         self.total_bytes += rec.size;
-        self.files.insert(id, rec);
+        self.files.push(Some(rec));
+        self.live += 1;
         Some(id)
     }
 
     /// Removes a file; returns it if it was present.
     pub fn remove(&mut self, id: FileId) -> Option<FileRec> {
-        let rec = self.files.remove(&id)?;
+        let rec = self.files.get_mut(id.0 as usize)?.take()?;
+        self.live -= 1;
         self.total_bytes -= rec.size;
         for w in path_words(&rec.path) {
             if let Some(list) = self.postings.get_mut(w.as_str()) {
@@ -155,6 +167,33 @@ impl Index {
             }
         }
         Some(rec)
+    }
+
+    /// True when enough slots are dead that [`Index::compact`] should run.
+    pub fn needs_compaction(&self) -> bool {
+        let dead = self.files.len() - self.live;
+        dead >= COMPACT_MIN_DEAD && dead >= self.live
+    }
+
+    /// Renumbers the live files densely, in their current order (so postings stay sorted), and returns
+    /// `remap[old id] = new id` (`u32::MAX` for slots that were empty).
+    pub fn compact(&mut self) -> Vec<u32> {
+        let mut remap = vec![u32::MAX; self.files.len()];
+        let old = std::mem::take(&mut self.files);
+        self.files = Vec::with_capacity(self.live);
+        for (i, slot) in old.into_iter().enumerate() {
+            if let Some(rec) = slot {
+                remap[i] = self.files.len() as u32;
+                self.files.push(Some(rec));
+            }
+        }
+        for list in self.postings.values_mut() {
+            for id in list.iter_mut() {
+                id.0 = remap[id.0 as usize];
+            }
+            list.shrink_to_fit();
+        }
+        remap
     }
 
     /// Files matching `q`'s words, kind and numeric filters, for which `accept` (owner-based rules: own
@@ -190,7 +229,7 @@ impl Index {
             {
                 continue;
             }
-            let Some(f) = self.files.get(&id) else {
+            let Some(f) = self.get(id) else {
                 continue;
             };
             let num_ok =
@@ -212,7 +251,8 @@ impl Index {
     pub fn heap_estimate(&self) -> usize {
         let file_bytes: usize = self
             .files
-            .values()
+            .iter()
+            .flatten()
             .map(|f| f.path.len() + f.md5.heap_len())
             .sum();
         let posting_bytes: usize = self
@@ -220,7 +260,7 @@ impl Index {
             .iter()
             .map(|(k, v)| k.len() + v.capacity() * size_of::<FileId>() + 48)
             .sum();
-        file_bytes + self.files.capacity() * (size_of::<(FileId, FileRec)>() + 1) + posting_bytes
+        file_bytes + self.files.capacity() * size_of::<Option<FileRec>>() + posting_bytes
     }
 }
 
@@ -310,5 +350,43 @@ mod tests {
             assert_eq!(Md5Field::new(m).to_string(), m);
         }
         assert_eq!(Md5Field::new(&"ab".repeat(16)).heap_len(), 0);
+    }
+
+    #[test]
+    fn compaction_keeps_search_results_and_order() {
+        let mut ix = Index::default();
+        let ids: Vec<FileId> = (0..10)
+            .map(|i| {
+                ix.insert(rec(1, &format!("song {i} common.mp3"), 128))
+                    .unwrap()
+            })
+            .collect();
+        for id in ids.iter().step_by(2) {
+            ix.remove(*id);
+        }
+        let remap = ix.compact();
+        assert_eq!(remap[1], 0);
+        assert_eq!(remap[0], u32::MAX);
+        assert_eq!(ix.len(), 5);
+        let q = parse(r#"FILENAME CONTAINS "common""#, 100).unwrap();
+        let found: Vec<String> = ix
+            .search(&q, |_| true)
+            .into_iter()
+            .map(|(_, f)| f.path.to_string())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "song 1 common.mp3",
+                "song 3 common.mp3",
+                "song 5 common.mp3",
+                "song 7 common.mp3",
+                "song 9 common.mp3"
+            ]
+        );
+        let new_id = FileId(remap[3]);
+        assert_eq!(&*ix.get(new_id).unwrap().path, "song 3 common.mp3");
+        assert!(ix.remove(new_id).is_some());
+        assert_eq!(ix.insert(rec(1, "x.mp3", 1)), Some(FileId(5)));
     }
 }

@@ -403,6 +403,7 @@ impl Server {
         for id in u.files.values() {
             self.index.remove(*id);
         }
+        self.maybe_compact();
         for ch in &u.channels {
             self.leave_channel(conn, ch, &u.nick, u.files.len(), u.speed);
         }
@@ -422,6 +423,22 @@ impl Server {
         let unix = self.unix(now);
         self.accounts.touch(&u.nick, unix);
         tracing::debug!(nick = %u.nick, "user left");
+    }
+
+    /// Renumbers the index when removals left it sparse, and fixes the owners' tables.
+    fn maybe_compact(&mut self) {
+        if !self.index.needs_compaction() {
+            return;
+        }
+        let remap = self.index.compact();
+        for c in self.conns.values_mut() {
+            if let Some(u) = c.user.as_mut() {
+                for id in u.files.values_mut() {
+                    id.0 = remap[id.0 as usize];
+                }
+            }
+        }
+        tracing::debug!(files = self.index.len(), "file index compacted");
     }
 
     fn user(&self, conn: ConnId) -> Option<&User> {
@@ -540,6 +557,7 @@ impl Server {
                         if let Some(u) = self.user_mut(conn) {
                             u.files.remove(&key);
                         }
+                        self.maybe_compact();
                     }
                     None => self.notice(conn, "Not sharing that file"),
                 }
@@ -552,6 +570,7 @@ impl Server {
                 for id in &ids {
                     self.index.remove(*id);
                 }
+                self.maybe_compact();
                 self.send(conn, ty::UNSHARE_ALL, &ids.len().to_string());
             }
             ClientMsg::Search(q) => self.search(conn, &q),

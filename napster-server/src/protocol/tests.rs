@@ -608,3 +608,36 @@ fn disconnect_removes_files_from_the_index() {
     assert_eq!(sim.results(b, r#"FILENAME CONTAINS "x""#).0.len(), 0);
     assert_eq!(sim.s.files(), 0);
 }
+
+#[test]
+fn index_compaction_keeps_other_users_files_reachable() {
+    let mut sim = Sim::new(Config {
+        max_shared: 100_000,
+        ..Config::default()
+    });
+    let a = sim.login("alice", 6699);
+    let b = sim.login("bob", 6699);
+    let c = sim.login("carol", 6699);
+    let n = index::COMPACT_MIN_DEAD + 10;
+    for i in 0..n {
+        sim.s.handle_frame(
+            sim.now,
+            a,
+            Frame::text(100, &format!("\"a{i}.mp3\" 0 1 128 44100 1")),
+        );
+    }
+    sim.share(b, "keep me.mp3", 128);
+    sim.share(b, "and me.mp3", 128);
+    sim.pump();
+    sim.s.on_disconnect(sim.now, a);
+    sim.pump();
+    assert_eq!(sim.s.files(), 2);
+    assert_eq!(sim.results(c, r#"FILENAME CONTAINS "keep""#).0.len(), 1);
+    assert_eq!(sim.send(b, 102, "\"keep me.mp3\""), vec![]);
+    assert_eq!(sim.results(c, r#"FILENAME CONTAINS "keep""#).0.len(), 0);
+    assert_eq!(sim.send(c, 211, "bob").len(), 2);
+    sim.send(c, 203, "bob \"and me.mp3\"");
+    assert_eq!(sim.take(b)[0].0, 607);
+    assert_eq!(sim.send(b, 608, "carol \"and me.mp3\"").len(), 0);
+    assert_eq!(sim.take(c)[0].0, 204);
+}
