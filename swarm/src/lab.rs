@@ -273,6 +273,12 @@ fn phases(d: &mut dyn Driver, ctx: &Ctx, r: &mut SystemResult, pb: &ProgressBar)
         ctx.scn.flash_crowd
     ));
     r.flash = downloads(d, ctx, &flash, "flash", ctx.scn.flash_crowd, None, pb)?.0;
+    for (k, &n) in ctx.scn.flash_sweep.iter().enumerate() {
+        pb.set_message(format!("{sys}: flash crowd sweep, {n} downloads"));
+        let tag = format!("sweep{k}-");
+        let recs = downloads(d, ctx, &flash, &tag, n, None, pb)?.0;
+        r.flash_sweep.push((n, recs));
+    }
 
     // Churn: the churn file's only source leaves while its downloads run.
     if ctx.scn.churn_downloads > 0 {

@@ -198,6 +198,67 @@ fn axes(s: &mut String, xlabel: &str, ylabel: &str, xmax: &str, ymax: &str) {
     );
 }
 
+/// `(crowd size, worst verified completion)` of a system's sweep, crowds with a failure left out.
+fn sweep_points(s: &SystemResult) -> Vec<(f64, f64)> {
+    s.flash_sweep
+        .iter()
+        .filter(|(_, recs)| !recs.is_empty() && recs.iter().all(|d| d.verified))
+        .filter_map(|(n, recs)| {
+            let t: Vec<f64> = recs.iter().map(|d| d.seconds).collect();
+            figures::max(&t).map(|w| (*n as f64, w))
+        })
+        .collect()
+}
+
+/// SVG line chart with markers: one series per `(label, points)`.
+pub fn svg_lines(series: &[(String, Vec<(f64, f64)>)], xlabel: &str, ylabel: &str) -> String {
+    let all = series.iter().flat_map(|(_, p)| p.iter());
+    let (xmax, ymax) = all.fold((1e-9f64, 1e-9f64), |m, p| (m.0.max(p.0), m.1.max(p.1)));
+    let x = |v: f64| PAD + v / (xmax * 1.05) * (W - 2.0 * PAD);
+    let y = |v: f64| H - PAD - v / (ymax * 1.05) * (H - 2.0 * PAD);
+    let mut s = format!(
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#
+    );
+    axes(
+        &mut s,
+        xlabel,
+        ylabel,
+        &format!("{xmax:.0}"),
+        &format!("{ymax:.2}"),
+    );
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let d: Vec<String> = pts
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.0), y(p.1)))
+            .collect();
+        if !d.is_empty() {
+            let _ = write!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"/>"#,
+                d.join(" ")
+            );
+        }
+        for p in pts {
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#,
+                x(p.0),
+                y(p.1)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{:.0}" y="{:.0}" fill="{c}" font-size="12">{}</text>"#,
+            W - PAD - 120.0,
+            PAD + 15.0 * i as f64,
+            esc(label)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// SVG bar chart: `(label, value)` bars.
 pub fn svg_bars(bars: &[(String, f64)], ylabel: &str) -> String {
     let ymax = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9);
@@ -377,6 +438,36 @@ pub fn html(res: &Results) -> String {
         &(seen + &cmp),
     );
 
+    // Completion time against the crowd size.
+    if ran.iter().any(|s| !s.flash_sweep.is_empty()) {
+        h.push_str("<h2>Flash crowd: worst completion time against the number of downloaders</h2>");
+        let series: Vec<(String, Vec<(f64, f64)>)> = ran
+            .iter()
+            .map(|s| (s.system.clone(), sweep_points(s)))
+            .collect();
+        h.push_str(&svg_lines(
+            &series,
+            "downloaders at once",
+            "worst completion (s)",
+        ));
+        let seen = series
+            .iter()
+            .map(|(name, pts)| {
+                let p: Vec<String> = pts
+                    .iter()
+                    .map(|(x, y)| format!("{x:.0}: {y:.2} s"))
+                    .collect();
+                format!("{name}: {}", p.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        verdict(
+            &mut h,
+            "client-server time grows about linearly with the number of downloaders (one uplink shared N ways); BitTorrent's stays nearly flat because every downloader also uploads.",
+            &format!("{seen} (a crowd where a download failed is left out of its line)"),
+        );
+    }
+
     // Control traffic per search.
     h.push_str("<h2>Control traffic per search</h2>");
     let bars: Vec<(String, f64)> = ran
@@ -549,6 +640,23 @@ mod tests {
             )),
             "{s}"
         );
+    }
+
+    #[test]
+    fn sweep_line_leaves_out_failed_crowds() {
+        let mut r = sample();
+        let ok = r.systems[0].flash[0].clone();
+        let mut bad = ok.clone();
+        bad.verified = false;
+        r.systems[0].flash_sweep = vec![
+            (1, vec![ok.clone()]),
+            (2, vec![ok.clone(), bad]),
+            (3, vec![ok]),
+        ];
+        assert_eq!(sweep_points(&r.systems[0]), vec![(1.0, 1.0), (3.0, 1.0)]);
+        let h = html(&r);
+        assert!(h.contains("against the number of downloaders"));
+        assert!(h.contains("<polyline"));
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub struct SystemResult {
     pub search_traffic: Option<Traffic>,
     /// Flash-crowd downloads.
     pub flash: Vec<DownloadRecord>,
+    /// Extra flash crowds of the sweep: `(crowd size, its downloads)`.
+    pub flash_sweep: Vec<(usize, Vec<DownloadRecord>)>,
     /// Churn downloads.
     pub churn: Option<ChurnRecord>,
     /// Per-node figures from the stats files.

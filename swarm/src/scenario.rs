@@ -45,6 +45,9 @@ pub struct Scenario {
     pub flash_crowd: usize,
     /// Size of the flash-crowd file, KiB.
     pub flash_file_kib: u64,
+    /// Extra flash crowds of these sizes, one after the other, for the "completion time against the number
+    /// of downloaders" plot (empty: none).
+    pub flash_sweep: Vec<usize>,
     /// Downloads of a file whose only source leaves while they run (churn).
     pub churn_downloads: usize,
     /// Size of the churn file, KiB.
@@ -78,6 +81,7 @@ impl Default for Scenario {
             searches_per_target: 5,
             flash_crowd: 16,
             flash_file_kib: 8192,
+            flash_sweep: Vec::new(),
             churn_downloads: 3,
             churn_file_kib: 8192,
             churn_leave_after_ms: 150,
@@ -137,6 +141,7 @@ impl Scenario {
             searches_per_target: 2,
             flash_crowd: 4,
             flash_file_kib: 512,
+            flash_sweep: vec![1, 3],
             churn_downloads: 2,
             churn_file_kib: 512,
             churn_leave_after_ms: 50,
@@ -206,6 +211,13 @@ impl Scenario {
         if self.flash_crowd > MAX_PEERS {
             return Err(invalid("flash_crowd", format!("must be 0..={MAX_PEERS}")));
         }
+        if self.flash_sweep.iter().any(|&n| n == 0 || n > MAX_PEERS) || self.flash_sweep.len() > 16
+        {
+            return Err(invalid(
+                "flash_sweep",
+                format!("at most 16 sizes, each 1..={MAX_PEERS}"),
+            ));
+        }
         if self.churn_downloads > MAX_PEERS {
             return Err(invalid(
                 "churn_downloads",
@@ -271,6 +283,9 @@ searches_per_target = 5
 flash_crowd = 16
 # Size of the flash-crowd file, KiB.
 flash_file_kib = 8192
+# Extra flash crowds of these sizes, one after the other, for the "completion time against the number of
+# downloaders" plot (empty: none), e.g. [2, 4, 8, 16].
+flash_sweep = []
 # Downloads of a file whose only source leaves while they run (churn), the file's size (KiB), and when the
 # source leaves (milliseconds after the downloads start).
 churn_downloads = 3

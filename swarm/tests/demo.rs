@@ -85,6 +85,13 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
     for name in ["napster", "gnutella", "bittorrent"] {
         let s = by(name);
         assert!(s["unavailable"].is_null(), "{name}: {}", s["unavailable"]);
+        let sweep = s["flash_sweep"].as_array().unwrap();
+        assert_eq!(sweep.len(), 2, "{name}: one entry per sweep size");
+        for entry in sweep {
+            for d in entry[1].as_array().unwrap() {
+                assert_eq!(d["verified"], true, "{name}: {d}");
+            }
+        }
         let flash = s["flash"].as_array().unwrap();
         assert_eq!(flash.len(), 4);
         // Downloaded bytes equal the corpus (the lab compares them byte for byte).
@@ -132,6 +139,7 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     for title in [
         "Flash crowd: completion-time CDF",
+        "worst completion time against the number of downloaders",
         "Control traffic per search",
         "Upload load across peers",
         "Overlay graph per system",
