@@ -623,3 +623,81 @@ fn silent_link_gets_bye_406_and_big_queries_are_answered_not_relayed() {
         .any(|d| matches!(d.msg, Message::Bye(_))));
     assert_eq!(s.counters().idle_closed, 1);
 }
+
+#[test]
+fn vendor_and_unknown_messages_are_ignored_and_query_floods_rate_limited() {
+    use crate::codec::message::Vendor;
+    let now = Instant::now();
+    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
+    s.add_connection(now, 1, &link(PeerKind::Ultrapeer));
+    s.add_connection(now, 2, &link(PeerKind::Ultrapeer));
+    drain(&mut s, 1);
+    drain(&mut s, 2);
+    let vendor = Message::Vendor(Vendor {
+        standard: true,
+        vendor: *b"LIME",
+        selector: 4,
+        version: 1,
+        data: vec![1, 2, 3],
+    });
+    let unknown = Message::Unknown {
+        ptype: 0xCD,
+        payload: vec![0; 8],
+    };
+    for (i, msg) in [vendor, unknown].into_iter().enumerate() {
+        s.handle_descriptor(
+            now,
+            1,
+            Descriptor {
+                guid: Guid([i as u8; 16]),
+                ttl: 1,
+                hops: 0,
+                msg,
+            },
+        );
+    }
+    assert!(drain(&mut s, 1).is_empty() && drain(&mut s, 2).is_empty());
+    assert_eq!(s.counters().ignored, 2);
+    // A neighbour sending more than max_queries_per_sec distinct queries in one second: the excess is dropped.
+    let max = s.config().max_queries_per_sec as usize;
+    for i in 0..max + 50 {
+        let mut g = [0u8; 16];
+        g[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        s.handle_descriptor(
+            now,
+            1,
+            Descriptor {
+                guid: Guid(g),
+                ttl: 3,
+                hops: 0,
+                msg: Message::Query(Query::new("abc", false)),
+            },
+        );
+    }
+    assert_eq!(drain(&mut s, 2).len(), max);
+    assert_eq!(s.counters().rate_limited, 50);
+}
+
+#[test]
+fn a_leaf_never_relays_and_its_relayed_traffic_is_dropped() {
+    let now = Instant::now();
+    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
+    s.add_connection(now, 1, &link(PeerKind::Leaf));
+    s.add_connection(now, 2, &link(PeerKind::Ultrapeer));
+    drain(&mut s, 1);
+    drain(&mut s, 2);
+    // A "leaf" passing on a query that already travelled (hops 2) is not believed.
+    s.handle_descriptor(now, 1, query(1, 3, 2, Query::new("abc", false)));
+    assert!(drain(&mut s, 2).is_empty());
+    // Its own query (hops 0) goes on.
+    s.handle_descriptor(now, 1, query(2, 3, 0, Query::new("abc", false)));
+    assert_eq!(drain(&mut s, 2).len(), 1);
+    // And a leaf servent does not relay what its ultrapeer sends.
+    let mut l = servent(2, Role::Leaf, false, vec![], now);
+    l.add_connection(now, 1, &link(PeerKind::Ultrapeer));
+    l.add_connection(now, 2, &link(PeerKind::Ultrapeer));
+    drain(&mut l, 1);
+    drain(&mut l, 2);
+    l.handle_descriptor(now, 1, query(3, 3, 1, Query::new("abc", false)));
+    assert!(drain(&mut l, 2).is_empty());
+}
