@@ -211,6 +211,18 @@ impl Query {
         (w & qflags::PRESENT != 0).then_some(w)
     }
 
+    /// The payload size on the wire, computed without encoding the whole message.
+    pub fn payload_len(&self) -> usize {
+        let ext = if self.ext.is_empty() {
+            0
+        } else {
+            let mut b = BytesMut::new();
+            self.ext.encode(&mut b);
+            b.len()
+        };
+        2 + self.criteria.len() + 1 + ext
+    }
+
     /// Whether the querier says it is firewalled.
     pub fn querier_firewalled(&self) -> bool {
         self.flags().is_some_and(|f| f & qflags::FIREWALLED != 0)
@@ -891,6 +903,9 @@ pub(crate) mod tests {
         assert_eq!(back, m);
         let Message::Query(q) = back else { panic!() };
         assert_eq!(q.ext.sha1s(), vec![sha, [1; 20]]);
+        let mut b = BytesMut::new();
+        Message::Query(q.clone()).encode_payload(&mut b);
+        assert_eq!(q.payload_len(), b.len());
     }
 
     #[test]

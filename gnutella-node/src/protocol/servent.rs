@@ -974,7 +974,7 @@ impl Servent {
         let Message::Query(q) = &d.msg else {
             return;
         };
-        if from.is_some() && d.to_bytes().len() - crate::codec::HEADER_LEN > MAX_FORWARD_QUERY {
+        if from.is_some() && q.payload_len() > MAX_FORWARD_QUERY {
             self.counters.too_big_to_relay += 1;
             return;
         }
