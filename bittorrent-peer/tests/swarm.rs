@@ -281,24 +281,10 @@ fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
     );
     let meta = Metainfo::load(&t).unwrap();
     let liar = lying_peer(meta).to_string();
-    let seed = Proc::spawn(
-        ours(&[
-            "seed",
-            t.to_str().unwrap(),
-            "--dir",
-            src.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-        ]),
-        "seeder",
-        true,
-    );
-    let good = seed.addr.unwrap().to_string();
     let out = dir.path().join("out");
     let stats = dir.path().join("s.json");
-    // The liar is dialled first, and alone for a moment: the good seeder is also given right away, but
-    // the liar answers faster than a real disk read, so it gets pieces.
+    // At first the liar is the only source, so its garbage is certain to be tried; the honest seeder is
+    // started afterwards and dials the leecher itself.
     let mut leech = Proc::spawn(
         ours(&[
             "download",
@@ -307,17 +293,30 @@ fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
             out.to_str().unwrap(),
             "--peer",
             &liar,
-            "--peer",
-            &good,
             "--listen",
             "127.0.0.1:0",
             "--quiet",
             "--stats-file",
             stats.to_str().unwrap(),
-            "--rng-seed",
-            "1",
         ]),
         "leecher",
+        true,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let leecher_addr = leech.addr.unwrap().to_string();
+    let _seed = Proc::spawn(
+        ours(&[
+            "seed",
+            t.to_str().unwrap(),
+            "--dir",
+            src.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--peer",
+            &leecher_addr,
+        ]),
+        "seeder",
         true,
     );
     assert!(leech.wait(LIMIT).success());
@@ -334,4 +333,78 @@ fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
         "{:?}",
         s.errors
     );
+}
+
+#[test]
+fn magnet_link_fetches_metadata_from_the_seeder_then_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("src/mag");
+    std::fs::create_dir_all(&root).unwrap();
+    // Enough files for the info dictionary to span several 16 KiB metadata pieces.
+    for i in 0..700 {
+        std::fs::write(
+            root.join(format!("file-with-a-long-name-{i:04}.bin")),
+            payload(100 + i, i as u64),
+        )
+        .unwrap();
+    }
+    let t = make_torrent(&root, &dir.path().join("mag.torrent"), None, 16 << 10);
+    let meta = Metainfo::load(&t).unwrap();
+    assert!(
+        meta.info_bytes.len() > 2 * 16384,
+        "metadata spans pieces: {}",
+        meta.info_bytes.len()
+    );
+    let seed = Proc::spawn(
+        ours(&[
+            "seed",
+            t.to_str().unwrap(),
+            "--dir",
+            dir.path().join("src").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ]),
+        "seeder",
+        true,
+    );
+    let magnet = format!("{}&x.pe={}", meta.magnet(), seed.addr.unwrap());
+    let out = dir.path().join("out");
+    let mut leech = Proc::spawn(
+        ours(&[
+            "download",
+            &magnet,
+            "--out",
+            out.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--no-trackers",
+        ]),
+        "leecher",
+        true,
+    );
+    assert!(leech.wait(LIMIT).success());
+    for i in [0usize, 350, 699] {
+        let name = format!("file-with-a-long-name-{i:04}.bin");
+        assert_eq!(
+            std::fs::read(out.join("mag").join(&name)).unwrap(),
+            payload(100 + i, i as u64)
+        );
+    }
+    // A magnet link nobody can serve fails with a reason instead of hanging.
+    let o = ours(&[
+        "download",
+        "magnet:?xt=urn:btih:0000000000000000000000000000000000000000",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--no-trackers",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("metadata"));
 }

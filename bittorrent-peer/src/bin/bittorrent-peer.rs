@@ -20,8 +20,8 @@ use common::stats::Stats;
 use common::telemetry::{announce_listening, init_tracing};
 
 /// BitTorrent metainfo tool, seeder and leecher: rarest-first and tit-for-tat (BEP 3, BEP 6 fast
-/// extension, BEP 12 tiers, BEP 15 UDP trackers). Magnet downloads (BEP 9/10), PEX and DHT are NOT
-/// implemented yet: `download MAGNET` fails with a clear message.
+/// extension, BEP 9/10 magnet metadata, BEP 12 tiers, BEP 15 UDP trackers). PEX (BEP 11) and DHT (BEP 5)
+/// are NOT implemented yet: a magnet link needs `x.pe` peers, `--peer` or a tracker.
 #[derive(Parser, Debug)]
 #[command(name = "bittorrent-peer", version, about, long_about = None)]
 struct Cli {
@@ -64,7 +64,7 @@ enum Cmd {
     },
     /// Download a torrent into DIR; exits 0 once every piece is verified.
     Download {
-        /// A .torrent file (magnet links are parsed but need BEP 9, not implemented yet).
+        /// A .torrent file or a magnet link (metadata fetched from peers with BEP 9).
         torrent: String,
         /// Folder to download into.
         #[arg(long)]
@@ -173,13 +173,18 @@ fn show(m: &Metainfo, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_torrent(arg: &str) -> anyhow::Result<Metainfo> {
+/// Loads a .torrent, or for a magnet link fetches the metadata from peers (BEP 9) and adds the link's
+/// `x.pe` peers to the ones to dial.
+async fn load_torrent(arg: &str, a: &mut PeerArgs) -> anyhow::Result<Metainfo> {
     if arg.starts_with("magnet:") {
+        init_tracing(a.daemon.log_json);
         let m = Magnet::parse(arg).context("parsing the magnet link")?;
-        bail!(
-            "magnet link for {} parsed, but fetching metadata from peers (BEP 9/10) is not implemented yet; pass the .torrent file",
-            m.info_hash
-        );
+        a.peers
+            .extend(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
+        let port = a.daemon.listen.map(|l| l.port()).unwrap_or(6881);
+        return bittorrent_peer::node::metadata::fetch(&m, &a.peers, port, !a.no_trackers)
+            .await
+            .with_context(|| format!("fetching the metadata of {}", m.info_hash));
     }
     Metainfo::load(std::path::Path::new(arg)).with_context(|| format!("loading {arg}"))
 }
@@ -281,11 +286,13 @@ fn main() -> anyhow::Result<()> {
             torrent,
             out,
             seed,
-            common,
+            mut common,
         } => {
-            let meta = load_torrent(&torrent)?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            runtime()?.block_on(run_node(meta, out, OpenMode::Create, seed, common))
+            runtime()?.block_on(async move {
+                let meta = load_torrent(&torrent, &mut common).await?;
+                run_node(meta, out, OpenMode::Create, seed, common).await
+            })
         }
         Cmd::Seed {
             torrent,

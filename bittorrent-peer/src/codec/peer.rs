@@ -114,11 +114,12 @@ pub struct Handshake {
 }
 
 impl Handshake {
-    /// A handshake advertising what we implement: the fast extension (BEP 6). The extension protocol
-    /// bit (BEP 10) stays clear until ut_metadata is implemented.
+    /// A handshake advertising what we implement: the fast extension (BEP 6) and the extension
+    /// protocol (BEP 10, used for ut_metadata).
     pub fn new(info_hash: InfoHash, peer_id: PeerId) -> Handshake {
         let mut reserved = [0u8; 8];
         reserved[reserved::FAST.0] |= reserved::FAST.1;
+        reserved[reserved::EXTENSION.0] |= reserved::EXTENSION.1;
         Handshake {
             reserved,
             info_hash,
@@ -457,7 +458,7 @@ mod tests {
     #[test]
     fn handshake_round_trip_and_early_reject() {
         let h = Handshake::new(InfoHash([1; 20]), PeerId([2; 20]));
-        assert!(h.has(reserved::FAST) && !h.has(reserved::EXTENSION));
+        assert!(h.has(reserved::FAST) && h.has(reserved::EXTENSION));
         let b = h.to_bytes();
         assert_eq!(Handshake::decode(&b).unwrap(), Some((h, 68)));
         assert_eq!(Handshake::decode(&b[..30]).unwrap(), None);

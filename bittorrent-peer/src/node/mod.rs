@@ -1,6 +1,7 @@
 //! The tokio shell: listener, outgoing connections, tracker announces, choke timer and progress. All
 //! protocol decisions are made by the sans-I/O parts in [`crate::protocol`] through [`torrent::Torrent`].
 
+pub mod metadata;
 pub mod peer;
 pub mod torrent;
 pub mod tracker;

@@ -118,7 +118,14 @@ async fn run(
         t.stats.msg_in("handshake", HANDSHAKE_LEN);
         t.stats.msg_out("handshake", HANDSHAKE_LEN);
         let key = t
-            .add_peer(addr, theirs.peer_id, fast, outbox.clone(), Instant::now())
+            .add_peer(
+                addr,
+                theirs.peer_id,
+                fast,
+                theirs.has(reserved::EXTENSION),
+                outbox.clone(),
+                Instant::now(),
+            )
             .map_err(ConnectError::Refused)?;
         (key, t.storage.clone())
     };

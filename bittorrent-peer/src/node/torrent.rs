@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::ext::{ExtHandshake, MetadataMsg, METADATA_PIECE, UT_METADATA_ID};
 use crate::codec::peer::{BlockRef, Msg, MAX_BLOCK_LEN};
 use crate::metainfo::Metainfo;
 use crate::protocol::bitfield::Bitfield;
@@ -109,6 +110,8 @@ pub struct PeerEntry {
     /// Remote peer id.
     pub id: PeerId,
     fast: bool,
+    /// The peer's id for ut_metadata (from its BEP 10 handshake).
+    ut_metadata: Option<u8>,
     has: Bitfield,
     /// Pieces the peer has that we do not (interest without rescanning the bitfield).
     wanted: u32,
@@ -238,6 +241,7 @@ impl Torrent {
         addr: SocketAddr,
         id: PeerId,
         fast: bool,
+        extensions: bool,
         outbox: Arc<Outbox>,
         now: Instant,
     ) -> Result<PeerKey, &'static str> {
@@ -262,6 +266,7 @@ impl Torrent {
                 addr,
                 id,
                 fast,
+                ut_metadata: None,
                 has: Bitfield::new(n),
                 wanted: 0,
                 am_interested: false,
@@ -274,6 +279,21 @@ impl Torrent {
             },
         );
         self.choker.add_peer(key, now);
+        if extensions {
+            let hs = ExtHandshake {
+                ut_metadata: Some(UT_METADATA_ID),
+                metadata_size: Some(self.meta.info_bytes.len()),
+                client: Some(concat!("p2p-lab ", env!("CARGO_PKG_VERSION")).into()),
+            }
+            .encode();
+            self.push(
+                key,
+                &Msg::Extended {
+                    ext_id: 0,
+                    payload: &hs,
+                },
+            );
+        }
         let have = self.picker.have();
         if fast && have.is_full() {
             self.push(key, &Msg::HaveAll);
@@ -354,7 +374,40 @@ impl Torrent {
             self.stats.msg_in(m.name(), m.wire_len());
         }
         match m {
-            Msg::KeepAlive | Msg::Port(_) | Msg::Extended { .. } => {}
+            Msg::KeepAlive | Msg::Port(_) => {}
+            Msg::Extended { ext_id: 0, payload } => {
+                // A malformed extension handshake only disables extensions for this peer.
+                p.ut_metadata = ExtHandshake::parse(payload)
+                    .ok()
+                    .and_then(|h| h.ut_metadata);
+            }
+            Msg::Extended { ext_id, payload } if ext_id == UT_METADATA_ID => {
+                if let (Some(their), Ok(MetadataMsg::Request(piece))) =
+                    (p.ut_metadata, MetadataMsg::parse(payload))
+                {
+                    let raw = &self.meta.info_bytes;
+                    let start = piece as usize * METADATA_PIECE;
+                    let reply = if start < raw.len() {
+                        MetadataMsg::Data {
+                            piece,
+                            total_size: raw.len(),
+                            data: &raw[start..(start + METADATA_PIECE).min(raw.len())],
+                        }
+                        .encode()
+                    } else {
+                        MetadataMsg::Reject(piece).encode()
+                    };
+                    self.push(
+                        key,
+                        &Msg::Extended {
+                            ext_id: their,
+                            payload: &reply,
+                        },
+                    );
+                }
+            }
+            // Extensions we did not announce (ut_pex, ...): ignored.
+            Msg::Extended { .. } => {}
             Msg::Suggest(_) | Msg::AllowedFast(_) => {
                 if !fast {
                     return Err(ProtoError::NotFast);
