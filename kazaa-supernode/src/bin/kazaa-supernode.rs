@@ -2,15 +2,21 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use common::hash::{HashKinds, UuHash};
+use common::hash::{HashKinds, Sig2Dat, UuHash};
+use common::http::HttpConfig;
 use common::library::{Library, LibraryConfig};
+use common::multisource::{DownloadConfig, Event};
+use indicatif::{ProgressBar, ProgressStyle};
 use kazaa_supernode::codec::message::{FileMeta, Query};
 use kazaa_supernode::codec::tag::code;
 use kazaa_supernode::codec::{MediaType, Realm, Tag};
+use kazaa_supernode::node::get::{get, GetOptions};
+use kazaa_supernode::node::http::KazaaRouter;
 use kazaa_supernode::node::{run_supernode, OnClient};
 use kazaa_supernode::protocol::matching::terms;
 use kazaa_supernode::protocol::ordinary::{choose_supernode, NodeCache, Probe};
@@ -19,10 +25,11 @@ use kazaa_supernode::protocol::supernode::SupernodeConfig;
 /// FastTrack-style KaZaA node: supernode or ordinary-node role, and a `search` client.
 ///
 /// Works: the supernode role (index of children's shares, SN<->SN forwarding, result waves), the
-/// ordinary role registering its shared folder with the best of its `--peer` SNs (with failover), and
-/// `search`. NOT IMPLEMENTED YET: the HTTP side (GET /.hash=, X-Kazaa-* headers; requests get 501),
-/// `get`/downloads, push connect-back (GIVE), `--role auto`. The FastTrack cipher is replaced by a
-/// documented pass-through, so historical clients cannot log in.
+/// ordinary role registering its shared folder with the best of its `--peer` SNs (with failover) and
+/// serving it over HTTP (GET /.hash=, X-Kazaa-* headers, 503 when slots are full), `search`, and `get`
+/// (multi-source download by hash with re-search). NOT IMPLEMENTED YET: push connect-back (GIVE) for
+/// firewalled sources (they are skipped), HTTP on a supernode's port (501), `--role auto`. The
+/// FastTrack cipher is replaced by a documented pass-through, so historical clients cannot log in.
 #[derive(Parser, Debug)]
 #[command(name = "kazaa-supernode", version, about, long_about)]
 struct Cli {
@@ -54,6 +61,15 @@ struct Cli {
     /// Hops a forwarded query may travel (at most 6).
     #[arg(long, default_value_t = 6)]
     hop_limit: u8,
+    /// Simultaneous uploads (ordinary role); more requests get 503 + Retry-After.
+    #[arg(long, default_value_t = 4)]
+    upload_slots: usize,
+    /// Retry-After seconds sent with a 503 (giFT: 300).
+    #[arg(long, default_value_t = 300)]
+    retry_after: u64,
+    /// Cap on each upload's rate, bytes per second (ordinary role).
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    rate: Option<u64>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -89,9 +105,29 @@ enum Cmd {
         #[arg(long, default_value = "KaZaA")]
         network: String,
     },
+    /// Download a file by ContentHash from every source the supernode finds, in parallel.
+    Get {
+        /// The supernode to search through.
+        #[arg(long = "peer", value_name = "ADDR")]
+        peer: SocketAddr,
+        /// ContentHash (40 hex digits) or a `sig2dat://` link (pins the hash and length).
+        target: String,
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Block size in bytes.
+        #[arg(long, default_value_t = 256 * 1024)]
+        block_size: u32,
+        /// One JSON report on stdout instead of the progress bar.
+        #[arg(long)]
+        json: bool,
+        /// Network name.
+        #[arg(long, default_value = "KaZaA")]
+        network: String,
+    },
 }
 
-fn shares_of(dir: &PathBuf, data_dir: Option<&PathBuf>) -> anyhow::Result<Vec<FileMeta>> {
+fn open_library(dir: &PathBuf, data_dir: Option<&PathBuf>) -> anyhow::Result<Library> {
     let mut cfg = LibraryConfig::new(dir).kinds(HashKinds {
         uuhash: true,
         ..Default::default()
@@ -99,9 +135,11 @@ fn shares_of(dir: &PathBuf, data_dir: Option<&PathBuf>) -> anyhow::Result<Vec<Fi
     if let Some(d) = data_dir {
         cfg = cfg.data_dir(d);
     }
-    let lib = Library::open(cfg).with_context(|| format!("cannot scan {}", dir.display()))?;
-    Ok(lib
-        .files()
+    Library::open(cfg).with_context(|| format!("cannot scan {}", dir.display()))
+}
+
+fn shares_of(lib: &Library) -> Vec<FileMeta> {
+    lib.files()
         .iter()
         .filter_map(|f| {
             let hash = f.hashes.uuhash?;
@@ -113,28 +151,13 @@ fn shares_of(dir: &PathBuf, data_dir: Option<&PathBuf>) -> anyhow::Result<Vec<Fi
                 tags: vec![Tag::string(code::FILENAME, f.name())],
             })
         })
-        .collect())
+        .collect()
 }
 
 fn v4(a: SocketAddr) -> anyhow::Result<SocketAddrV4> {
     match a {
         SocketAddr::V4(a) => Ok(a),
         SocketAddr::V6(_) => bail!("FastTrack carries IPv4 addresses only: {a}"),
-    }
-}
-
-async fn serve_501(
-    listener: tokio::net::TcpListener,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    use tokio::io::AsyncWriteExt;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => if let Ok((mut s, _)) = r {
-                let _ = s.write_all(b"HTTP/1.0 501 Not Implemented\r\nConnection: close\r\n\r\n").await;
-            }
-        }
     }
 }
 
@@ -147,14 +170,29 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let http = v4(listener.local_addr()?)?;
-    let shares = match &cli.share {
-        Some(d) => shares_of(d, cli.daemon.data_dir.as_ref())?,
-        None => Vec::new(),
+    let lib = match &cli.share {
+        Some(d) => Some(Arc::new(open_library(d, cli.daemon.data_dir.as_ref())?)),
+        None => None,
     };
+    let shares = lib.as_deref().map(shares_of).unwrap_or_default();
     let stats = common::stats::Stats::new("kazaa", "ordinary", &http.to_string());
     let shutdown = common::daemon::install_signals(stats.clone(), cli.daemon.stats_file.clone());
+    let current_sn = Arc::new(Mutex::new(None));
+    let router = KazaaRouter::new(lib, &cli.user, &cli.network, http, current_sn.clone());
+    let http_cfg = HttpConfig {
+        upload_slots: cli.upload_slots,
+        retry_after: Duration::from_secs(cli.retry_after),
+        per_connection_rate: cli.rate,
+        ..HttpConfig::default()
+    };
     common::telemetry::announce_listening("tcp", http.into(), None);
-    tokio::spawn(serve_501(listener, shutdown.clone()));
+    tokio::spawn(common::http::serve(
+        listener,
+        router,
+        http_cfg,
+        stats.clone(),
+        shutdown.clone(),
+    ));
     let mut cache = NodeCache::new();
     let boot: Vec<SocketAddrV4> = cli.peers.iter().map(|p| v4(*p)).collect::<Result<_, _>>()?;
     cache.bootstrap(&boot, Instant::now());
@@ -204,6 +242,7 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
             };
         tracing::info!(sn = %best, files = shares.len(), "registered with supernode");
         stats.set_extra("supernode", serde_json::Value::String(best.to_string()));
+        *current_sn.lock().unwrap_or_else(|e| e.into_inner()) = Some(best);
         if let Err(e) = c.hold(&shutdown).await {
             tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
             cache.mark_failed(best, Instant::now());
@@ -313,11 +352,85 @@ async fn search(
     Ok(())
 }
 
+async fn fetch(
+    peer: SocketAddr,
+    target: String,
+    out: PathBuf,
+    block_size: u32,
+    json: bool,
+    network: String,
+) -> anyhow::Result<()> {
+    let (hash, length) = if target.starts_with("sig2dat:") {
+        let link = Sig2Dat::parse(&target).context("cannot parse the sig2dat link")?;
+        (link.uuhash, Some(link.length))
+    } else {
+        (
+            UuHash::from_hex(&target).context("want 40 hex digits or a sig2dat:// link")?,
+            None,
+        )
+    };
+    let config = DownloadConfig {
+        block_size,
+        ..DownloadConfig::default()
+    };
+    let opts = GetOptions {
+        sn: peer,
+        network,
+        user: "kazaa-lab".into(),
+        dest: out,
+        length,
+        config,
+        search_timeout: Duration::from_secs(10),
+    };
+    let stats = common::stats::Stats::new("kazaa", "client", "get");
+    let bar = (!json).then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let b2 = bar.clone();
+    let report = get(hash, opts, stats, move |ev| {
+        if let (Some(b), Event::Progress(p)) = (&b2, ev) {
+            b.set_length(p.size);
+            b.set_position(p.bytes_done);
+            b.set_message(format!("{} sources", p.active));
+        }
+    })
+    .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}  {} bytes from {} sources, UUHash verified",
+            report.path.display(),
+            report.size,
+            report.sources.len()
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     common::telemetry::init_tracing(cli.daemon.log_json);
     match cli.cmd {
+        Some(Cmd::Get {
+            peer,
+            target,
+            out,
+            block_size,
+            json,
+            network,
+        }) => fetch(peer, target, out, block_size, json, network).await,
         Some(Cmd::Search {
             peer,
             max,

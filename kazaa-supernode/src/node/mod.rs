@@ -6,9 +6,13 @@
 //! - [`OnClient`]: an ordinary node's session to its SN: register (0x02, 0x22s) and search (0x06 → 0x07
 //!   waves → 0x08).
 //!
-//! Not written yet (see the README): the HTTP side on the shared port (a `GET `/`GIVE` opening is
-//! answered `501 Not Implemented`), downloads, push connect-back.
+//! - [`http`]: the ON's `/.hash=` file server (through `common::http`).
+//!
+//! Not written yet (see the README): HTTP on the SN's binary port (a `GET `/`GIVE` opening there is
+//! answered `501 Not Implemented`; SNs share nothing), push connect-back (`GIVE`).
 
+pub mod get;
+pub mod http;
 pub mod session;
 
 use std::collections::HashMap;

@@ -1,0 +1,336 @@
+//! Multi-process transfer tests on loopback (kazaa.md §7 cases 10, 11, 12, 15): the ON's HTTP side, a
+//! parallel download from every source of a hash surviving a killed source, a re-search by hash, and a
+//! download pinned to a sig2dat link that ignores a same-name decoy.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::hash::{uuhash, Sig2Dat};
+use integration::Daemon;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kazaa-supernode");
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn sn() -> Daemon {
+    Daemon::builder_path(BIN)
+        .args(["--role", "supernode", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .expect("supernode starts")
+}
+
+fn on(sn: &Daemon, share: &Path, user: &str, extra: &[&str]) -> Daemon {
+    Daemon::builder_path(BIN)
+        .args([
+            "--role",
+            "ordinary",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            user,
+        ])
+        .args([
+            "--peer",
+            &sn.addr().to_string(),
+            "--share",
+            share.to_str().unwrap(),
+        ])
+        .args(extra)
+        .spawn()
+        .expect("ordinary node starts")
+}
+
+fn content(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+fn share_dir(name: &str, data: &[u8]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join(name), data).unwrap();
+    d
+}
+
+fn sources_for(sn: &Daemon, hash: &str) -> usize {
+    let out = Command::new(BIN)
+        .args([
+            "search",
+            "--json",
+            "--peer",
+            &sn.addr().to_string(),
+            "--hash",
+            hash,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["results"].as_array().unwrap().len())
+        .sum()
+}
+
+fn wait_sources(sn: &Daemon, hash: &str, n: usize) {
+    let start = Instant::now();
+    while sources_for(sn, hash) < n {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "fewer than {n} sources registered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A `get` child process, killed on drop; its log goes to a file so a full pipe never blocks it.
+struct Get(Child, tempfile::NamedTempFile);
+
+impl Get {
+    fn start(sn: &Daemon, target: &str, out: &Path) -> Get {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "get",
+                "--json",
+                "--block-size",
+                "16384",
+                "--peer",
+                &sn.addr().to_string(),
+                target,
+                "-o",
+            ])
+            .arg(out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .unwrap();
+        Get(child, log)
+    }
+
+    fn finish(mut self) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let mut out = String::new();
+                self.0
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
+                let err = std::fs::read_to_string(self.1.path()).unwrap_or_default();
+                assert!(status.success(), "get failed: {err}");
+                return serde_json::from_str(&out).expect("JSON report");
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "get did not finish: {}",
+                std::fs::read_to_string(self.1.path()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Get {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http(addr: std::net::SocketAddr, request: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    (
+        String::from_utf8_lossy(&buf[..split]).into_owned(),
+        buf[split..].to_vec(),
+    )
+}
+
+#[test]
+fn http_range_and_headers_case_10() {
+    let s = sn();
+    let data = content(50_000, 1);
+    let hash = uuhash(&data);
+    let dir = share_dir("Track.mp3", &data);
+    let o = on(
+        &s,
+        dir.path(),
+        "alice",
+        &["--upload-slots", "1", "--rate", "20000"],
+    );
+    wait_sources(&s, &hash.to_hex(), 1);
+    let req = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\nX-Kazaa-Username: bob\r\n\r\n")
+    };
+    let (head, body) = http(o.addr(), &req(&hash.http_path()));
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("content-range: bytes 100-199/{}", data.len())),
+        "{head}"
+    );
+    assert!(lower.contains("content-length: 100"));
+    assert!(lower.contains("x-kazaa-username: alice"));
+    assert!(lower.contains("x-kazaa-network: kazaa"));
+    assert!(lower.contains(&format!("x-kazaa-ip: {}", o.addr())));
+    assert!(lower.contains(&format!("x-kazaa-supernodeip: {}", s.addr())));
+    assert!(
+        head.contains(&format!("3={}", hash.to_sig2dat())),
+        "X-KazaaTag with the hash: {head}"
+    );
+    assert!(!head.contains("Track.mp3"), "the filename is never sent");
+    assert_eq!(body, &data[100..200]);
+    let (head, _) = http(o.addr(), &req(&format!("/.hash={}", "ab".repeat(20))));
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let (head, _) = http(o.addr(), &req("/Track.mp3"));
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // One slot, rate-capped: a whole-file GET holds it for ~2.5 s; the next request gets 503.
+    let mut slow = TcpStream::connect(o.addr()).unwrap();
+    slow.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", hash.http_path()).as_bytes())
+        .unwrap();
+    let mut first = [0u8; 64];
+    slow.read_exact(&mut first).unwrap();
+    let (head, _) = http(o.addr(), &req(&hash.http_path()));
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 300"),
+        "{head}"
+    );
+}
+
+#[test]
+fn parallel_download_survives_a_killed_source_case_11() {
+    let s = sn();
+    let data = content(600_000, 2);
+    let hash = uuhash(&data);
+    let dirs: Vec<_> = (0..4).map(|_| share_dir("Movie.avi", &data)).collect();
+    let mut ons: Vec<Daemon> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| on(&s, d.path(), &format!("src{i}"), &["--rate", "40000"]))
+        .collect();
+    wait_sources(&s, &hash.to_hex(), 4);
+    let out = tempfile::tempdir().unwrap();
+    let dest: PathBuf = out.path().join("movie.avi");
+    let g = Get::start(&s, &hash.to_hex(), &dest);
+    // 600 kB from 4 sources at 40 kB/s each takes ~4 s: kill one mid-way.
+    std::thread::sleep(Duration::from_millis(1200));
+    let killed = ons[0].addr().to_string();
+    drop(ons.remove(0));
+    let report = g.finish();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let srcs = report["sources"].as_array().unwrap();
+    assert_eq!(
+        srcs.len(),
+        4,
+        "every source with the hash was used: {report}"
+    );
+    assert!(
+        srcs.iter().all(|s| s["bytes"].as_u64().unwrap() > 0),
+        "all four sent bytes at once: {report}"
+    );
+    let k = srcs
+        .iter()
+        .find(|s| s["url"].as_str().unwrap().contains(&killed))
+        .unwrap();
+    assert!(
+        k["state"] == "dead" || k["state"] == "backoff",
+        "the killed source stopped being used: {report}"
+    );
+    let best_other = srcs
+        .iter()
+        .filter(|s| s != &k)
+        .map(|s| s["blocks"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        k["blocks"].as_u64().unwrap() < best_other,
+        "the survivors took over its blocks: {report}"
+    );
+}
+
+#[test]
+fn research_by_hash_finds_a_new_source_case_12() {
+    let s = sn();
+    let data = content(300_000, 3);
+    let hash = uuhash(&data);
+    let (d1, d2) = (
+        share_dir("Song.mp3", &data),
+        share_dir("Copy of Song.mp3", &data),
+    );
+    let first = on(&s, d1.path(), "first", &["--rate", "50000"]);
+    wait_sources(&s, &hash.to_hex(), 1);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("song.mp3");
+    let g = Get::start(&s, &hash.to_hex(), &dest);
+    std::thread::sleep(Duration::from_millis(1000));
+    let _second = on(&s, d2.path(), "second", &[]);
+    wait_sources(&s, &hash.to_hex(), 2);
+    drop(first);
+    let report = g.finish();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let urls: Vec<&str> = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 2, "the newly joined source was added: {report}");
+}
+
+#[test]
+fn sig2dat_pinned_download_ignores_the_decoy_case_15() {
+    let s = sn();
+    let real = content(100_000, 4);
+    let mut decoy = real.clone();
+    decoy[50_000] ^= 0x55;
+    let (hr, hd) = (uuhash(&real), uuhash(&decoy));
+    assert_ne!(hr, hd);
+    let (d1, d2) = (share_dir("Hit.mp3", &real), share_dir("Hit.mp3", &decoy));
+    let _a = on(&s, d1.path(), "honest", &[]);
+    let _b = on(&s, d2.path(), "polluter", &[]);
+    wait_sources(&s, &hr.to_hex(), 1);
+    wait_sources(&s, &hd.to_hex(), 1);
+    let out = Command::new(BIN)
+        .args(["search", "--json", "--peer", &s.addr().to_string(), "hit"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hashes: std::collections::HashSet<String> = v["waves"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["hash"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hashes.len(), 2, "same name, two versions");
+    let link = Sig2Dat {
+        name: "Hit.mp3".into(),
+        length: real.len() as u64,
+        uuhash: hr,
+    }
+    .to_uri();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("hit.mp3");
+    let report = Get::start(&s, &link, &dest).finish();
+    assert_eq!(std::fs::read(&dest).unwrap(), real);
+    assert_eq!(report["sources"].as_array().unwrap().len(), 1);
+}
