@@ -132,7 +132,11 @@ pub fn run(scn: &Scenario, opts: &RunOptions) -> Result<Results> {
                 }
                 Err(reason) => unavailable(name, reason),
             },
-            Err(reason) => unavailable(name, reason),
+            // A placeholder binary is the more useful reason to show.
+            Err(reason) => match check_binaries(&opts.bins, &["kazaa-supernode"]) {
+                Err(why) if name == "kazaa" => unavailable(name, why),
+                _ => unavailable(name, reason),
+            },
         };
         if !opts.quiet {
             match &res.unavailable {

@@ -147,7 +147,7 @@ impl Scenario {
             churn_leave_after_ms: 50,
             bittorrent_piece_kib: 32,
             tracker_interval_secs: 2,
-            op_timeout_secs: 30,
+            op_timeout_secs: 15,
             ..Scenario::default()
         }
     }

@@ -65,7 +65,6 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(stdout.contains("flash crowd done (verified)"), "{stdout}");
-    assert!(stdout.contains("kazaa: not available yet:"), "{stdout}");
 
     // Nothing left behind: no child process, no temporary folder.
     assert!(processes_mentioning(&tmp.path().display().to_string()).is_empty());
@@ -134,7 +133,12 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         );
     }
     assert!(by("bittorrent")["searches"].as_array().unwrap().is_empty());
-    assert!(by("kazaa")["unavailable"].is_string());
+    // kazaa-supernode is still being written: it either ran or says why not, never silently nothing.
+    let k = by("kazaa");
+    assert!(
+        k["unavailable"].is_string() || !k["flash"].as_array().unwrap().is_empty(),
+        "{k}"
+    );
 
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     for title in [

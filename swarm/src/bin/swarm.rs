@@ -10,8 +10,10 @@ use swarm::scenario::{Scenario, EXAMPLE};
 /// The lab: runs the same searches and downloads through Napster, Gnutella, KaZaA and BitTorrent (their
 /// real binaries, on loopback) and writes a comparison table, results.json and report.html.
 ///
-/// Wired so far: Napster, Gnutella (ultrapeers and leaves) and BitTorrent. KaZaA (its binary is still a
-/// placeholder) is reported as "not available yet" with the reason.
+/// Wired: Napster, Gnutella (ultrapeers and leaves, or the classic flood), KaZaA (supernodes and ordinary
+/// nodes) and BitTorrent. A system whose binary is missing or a placeholder is reported as "not available
+/// yet" with the reason. Not done: upload rate caps (no binary offers them yet), sweeps other than the
+/// flash-crowd size.
 #[derive(Parser, Debug)]
 #[command(name = "swarm", version, about, long_about)]
 struct Cli {
