@@ -25,7 +25,14 @@ use napster_server::node::client::{Client, ClientConfig};
 
 /// A Napster (OpenNap protocol) client.
 #[derive(Parser, Debug)]
-#[command(name = "napster-client", version, about, long_about = None)]
+#[command(
+    name = "napster-client",
+    version,
+    about,
+    long_about = None,
+    after_help = "Not implemented yet: interactive mode, direct browse (640-642), queue-full handling \
+                  (619/620), MP3 header parsing (shares announce 128 kbit/s, 44.1 kHz)."
+)]
 struct Cli {
     /// Server address.
     #[arg(long, env = "P2PLAB_NAPSTER_SERVER", default_value = "127.0.0.1:8888")]

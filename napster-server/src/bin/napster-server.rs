@@ -27,7 +27,15 @@ const DEFAULT_PORT: u16 = 8888;
 
 /// OpenNap-compatible Napster directory server.
 #[derive(Parser, Debug)]
-#[command(name = "napster-server", version, about, long_about = None)]
+#[command(
+    name = "napster-server",
+    version,
+    about,
+    long_about = None,
+    after_help = "Not implemented yet: server linking (10xxx), admin/moderator commands, resume search \
+                  215-217, ignore lists 320-326, direct browse 640-642, queue-full 619/620, per-IP \
+                  registration/clone limits. Password checks run under the server lock (see README)."
+)]
 struct Cli {
     #[command(flatten)]
     daemon: DaemonArgs,
