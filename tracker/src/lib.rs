@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //! - [`codec`]: pure encode/decode of the HTTP query strings, bencoded replies and BEP 15 UDP packets.
-//! - `protocol`: the sans-I/O swarm state (peer lists, counters, expiry, eviction) and the UDP connection-id
-//!   validator; time and randomness are passed in.
-//! - `node`: the tokio shell: hyper HTTP server, UDP socket loop, timers, stats, state file.
+//! - [`protocol`]: the sans-I/O swarm state (peer lists, counters, expiry, eviction), the UDP connection-id
+//!   validator and the request-to-reply service; time and randomness are passed in.
+//! - [`node`]: the tokio shell: hyper HTTP server, batched UDP socket loop, timers, stats, allow-list and
+//!   state files. Only this layer does I/O.
 
 pub mod codec;
-pub mod protocol;
 pub mod node;
+pub mod protocol;

@@ -1,4 +1,4 @@
-//! Wire formats of the tracker, pure encode/decode with no I/O and no tokio.
+//! Wire formats of the tracker, pure encode/decode: no I/O, no async runtime.
 //!
 //! - [`http`]: BEP 3 announce and BEP 48 scrape query strings, and their bencoded replies (BEP 3 dictionary
 //!   peers, BEP 23 compact peers, BEP 7 `peers6`), written by a small hand-written bencode writer that the
