@@ -99,7 +99,13 @@ fn search_events(
     let out = Command::new(BIN)
         .args(["--peer", &peer.to_string()])
         .args(extra)
-        .args(["search", words, "--json", "--timeout", "2"])
+        // Misses wait the whole timeout; a download search gets longer so a loaded machine still sees the hit.
+        .args(["search", words, "--json", "--timeout"])
+        .arg(if opts.contains(&"--download") {
+            "6"
+        } else {
+            "2"
+        })
         .args(opts)
         .env("RUST_LOG", "warn")
         .output()
