@@ -118,6 +118,7 @@ impl Service {
             left: req.left,
             event: req.event,
             numwant: req.numwant,
+            want_ipv6: None,
         };
         match self
             .tracker
@@ -234,6 +235,7 @@ impl Service {
                     left: a.left,
                     event: a.event,
                     numwant: u32::try_from(a.num_want).ok(),
+                    want_ipv6: Some(src_ip.is_ipv6()),
                 };
                 match self
                     .tracker
@@ -329,6 +331,51 @@ mod tests {
         let o = s.http_announce(now, src, b"info_hash=short", &mut out);
         assert_eq!(o.error, Some("bad_request"));
         assert!(out.starts_with(b"d14:failure reason"));
+    }
+
+    #[test]
+    fn bep7_ipv6_peers_go_to_peers6_and_mapped_v4_stays_v4() {
+        let mut s = svc();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let q = |p: char, port: u16| {
+            format!(
+                "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id={}&port={port}&left=5",
+                p.to_string().repeat(20)
+            )
+        };
+        s.http_announce(
+            now,
+            "[2001:db8::7]:1".parse().unwrap(),
+            q('b', 7000).as_bytes(),
+            &mut out,
+        );
+        s.http_announce(
+            now,
+            "[::ffff:10.0.0.9]:1".parse().unwrap(),
+            q('c', 7001).as_bytes(),
+            &mut out,
+        );
+        s.http_announce(
+            now,
+            "10.0.0.1:1".parse().unwrap(),
+            q('d', 7002).as_bytes(),
+            &mut out,
+        );
+        let mut v4 = vec![10, 0, 0, 9];
+        v4.extend_from_slice(&7001u16.to_be_bytes());
+        let mut v6 = "2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets()
+            .to_vec();
+        v6.extend_from_slice(&7000u16.to_be_bytes());
+        let mut want = b"5:peers6:".to_vec();
+        want.extend_from_slice(&v4);
+        want.extend_from_slice(b"6:peers618:");
+        want.extend_from_slice(&v6);
+        want.push(b'e');
+        assert!(out.ends_with(&want), "{:?}", String::from_utf8_lossy(&out));
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct Announce {
     pub event: Event,
     /// Peers wanted (`None`: the default).
     pub numwant: Option<u32>,
+    /// Only peers of this address family (`Some(true)`: IPv6), for transports whose reply can carry one
+    /// family only (BEP 15); `None` for any.
+    pub want_ipv6: Option<bool>,
 }
 
 /// Counters returned with every announce.
@@ -216,7 +219,8 @@ impl Torrent {
         }
     }
 
-    /// Fills `out` with up to `n` random peers, skipping the requester and, for a seeder, other seeders.
+    /// Fills `out` with up to `n` random peers for the requester `me`, skipping itself, peers of another
+    /// family when it asks for one, and, for a seeder, other seeders.
     ///
     /// Selection starts at a random position and walks the list circularly: O(n) rather than
     /// O(swarm), and every peer is equally likely to be included.
@@ -224,8 +228,7 @@ impl Torrent {
         &self,
         rng: &mut impl Rng,
         n: usize,
-        me: &PeerId,
-        my_addr: SocketAddr,
+        me: &Announce,
         seeder: bool,
         out: &mut Vec<PeerEntry>,
     ) {
@@ -238,7 +241,11 @@ impl Torrent {
         for k in 0..len {
             let p = &self.peers[(start + k) % len];
             let addr = p.addr();
-            if p.peer_id == *me || addr == my_addr || (seeder && p.seeder) {
+            if p.peer_id == me.peer_id
+                || addr == me.addr
+                || (seeder && p.seeder)
+                || me.want_ipv6.is_some_and(|v6| v6 != addr.is_ipv6())
+            {
                 continue;
             }
             out.push(PeerEntry {
@@ -361,7 +368,7 @@ impl Tracker {
             .numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_peers) as usize;
-        t.select(rng, n, &a.peer_id, a.addr, seeder, out);
+        t.select(rng, n, a, seeder, out);
         Ok(t.counts())
     }
 
@@ -465,6 +472,7 @@ mod tests {
             left,
             event,
             numwant: None,
+            want_ipv6: None,
         }
     }
 
@@ -525,6 +533,28 @@ mod tests {
                 incomplete: 1
             }
         );
+    }
+
+    #[test]
+    fn family_filter_for_udp_requesters() {
+        let (mut t, mut rng, now, mut out) = setup();
+        for p in 1..=3u8 {
+            t.announce(now, &mut rng, &ann(1, p, 1, Event::Started), &mut out)
+                .unwrap();
+        }
+        let mut v6 = ann(1, 9, 1, Event::Started);
+        v6.addr = "[2001:db8::9]:6881".parse().unwrap();
+        t.announce(now, &mut rng, &v6, &mut out).unwrap();
+        let mut a = ann(1, 10, 1, Event::Started);
+        a.numwant = Some(2);
+        a.want_ipv6 = Some(false);
+        t.announce(now, &mut rng, &a, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|p| p.addr.is_ipv4()));
+        a.want_ipv6 = Some(true);
+        t.announce(now, &mut rng, &a, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].addr, v6.addr);
     }
 
     #[test]
