@@ -215,6 +215,51 @@ fn run_pair(client: &str, size_mb: usize, work: &Path, tracker: &str) -> Option<
                 limit,
             )
         }
+        "rqbit" => {
+            let q = std::env::var("RQBIT").ok()?;
+            let g = |port: &str| {
+                s(&[
+                    "-s",
+                    "--disable-dht",
+                    "--disable-dht-persistence",
+                    "--disable-lsd",
+                    "--disable-upnp-port-forward",
+                    "--disable-trackers",
+                    "--listen-ip",
+                    "127.0.0.1",
+                    "--listen-port",
+                    port,
+                    "--announce-port",
+                    port,
+                ])
+            };
+            let sp = free_port().to_string();
+            let mut a = g(&sp);
+            a.extend(s(&[
+                "download",
+                "-o",
+                &srcs,
+                "--overwrite",
+                "--disable-http-api",
+                &ts,
+            ]));
+            let _seed = Proc::spawn(pinned(0, &q, &a), "rqbit-seed", false);
+            std::thread::sleep(Duration::from_millis(1000 + size_mb as u64 * 4));
+            let lp = free_port().to_string();
+            let mut a = g(&lp);
+            a.extend(s(&[
+                "download",
+                "-o",
+                &outs,
+                "--overwrite",
+                "-e",
+                "--disable-http-api",
+                "--initial-peers",
+                &format!("127.0.0.1:{sp}"),
+                &ts,
+            ]));
+            timed(1, &q, &a, limit)
+        }
         _ => return None,
     };
     let _ = tracker;
@@ -254,7 +299,11 @@ fn main() {
             "client", "MB/s", "wall s", "CPU s", "peak RSS", "ours/them"
         );
         let mut ours_secs = None;
-        for client in ["ours", "aria2c", "libtorrent"] {
+        let mut clients = vec!["ours", "aria2c", "libtorrent"];
+        if std::env::var_os("RQBIT").is_some() {
+            clients.push("rqbit");
+        }
+        for client in clients {
             match run_pair(client, mb, work.path(), &tracker) {
                 Some(m) => {
                     if client == "ours" {

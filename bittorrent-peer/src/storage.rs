@@ -30,6 +30,8 @@ struct Stored {
 #[derive(Debug)]
 pub struct Storage {
     files: Vec<Stored>,
+    /// Every file was created empty by `open`: there is nothing to re-check.
+    fresh: bool,
     piece_length: u64,
     total_length: u64,
 }
@@ -47,6 +49,7 @@ impl Storage {
     /// Opens (and for [`OpenMode::Create`] pre-allocates) the files of `info` under `dir`.
     pub fn open(info: &Info, dir: &Path, mode: OpenMode) -> io::Result<Storage> {
         let mut files = Vec::with_capacity(info.files.len());
+        let mut fresh = mode == OpenMode::Create;
         for f in &info.files {
             // Components were checked by the metainfo parser: no "..", no separators.
             let path = dir.join(f.rel_path(info));
@@ -61,7 +64,9 @@ impl Storage {
                         .create(true)
                         .truncate(false)
                         .open(&path)?;
-                    if file.metadata()?.len() != f.length {
+                    let len = file.metadata()?.len();
+                    fresh &= len == 0;
+                    if len != f.length {
                         // Sparse pre-allocation: the size is right from the start, blocks fill holes.
                         file.set_len(f.length)?;
                     }
@@ -93,6 +98,7 @@ impl Storage {
         }
         Ok(Storage {
             files,
+            fresh,
             piece_length: info.piece_length,
             total_length: info.total_length,
         })
@@ -242,6 +248,10 @@ pub fn load_or_recheck(
                 }
             }
         }
+    }
+    if storage.fresh {
+        // Files we just created hold no data: hashing zeros would only cost time.
+        return Ok((Bitfield::new(meta.info.num_pieces()), false));
     }
     Ok((storage.recheck(&meta.info)?, false))
 }

@@ -293,6 +293,28 @@ fn libtorrent_leeches_from_us_and_seeds_to_us() {
     );
     assert!(l.wait(LIMIT).success());
     assert_eq!(std::fs::read(out.join("lt.bin")).unwrap(), data);
+    // A magnet link: the metadata comes from libtorrent (BEP 9), then the pieces.
+    let magnet = format!(
+        "{}&x.pe=127.0.0.1:{port}",
+        Metainfo::load(&t).unwrap().magnet()
+    );
+    let out = dir.path().join("magnet-out");
+    let mut l = Proc::spawn(
+        ours(&[
+            "download",
+            &magnet,
+            "--out",
+            out.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--no-trackers",
+        ]),
+        "our-magnet-leecher",
+        true,
+    );
+    assert!(l.wait(LIMIT).success());
+    assert_eq!(std::fs::read(out.join("lt.bin")).unwrap(), data);
 }
 
 #[test]
