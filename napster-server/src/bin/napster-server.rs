@@ -34,7 +34,7 @@ const DEFAULT_PORT: u16 = 8888;
     long_about = None,
     after_help = "Not implemented yet: server linking (10xxx), admin/moderator commands, resume search \
                   215-217, ignore lists 320-326, direct browse 640-642, queue-full 619/620, per-IP \
-                  registration/clone limits. Password checks run under the server lock (see README)."
+                  registration/clone limits, a cap on concurrent password checks."
 )]
 struct Cli {
     #[command(flatten)]

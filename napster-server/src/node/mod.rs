@@ -27,7 +27,7 @@ use common::stats::Stats;
 
 use crate::codec::msg::ty;
 use crate::codec::{Frame, HEADER_LEN, MAX_CLIENT_PAYLOAD};
-use crate::protocol::{ConnId, Server, Transmit};
+use crate::protocol::{ConnId, PasswordJob, PasswordOutcome, Server, Transmit};
 
 pub mod client;
 
@@ -91,13 +91,40 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the protocol server, then routes what it queued.
+    /// Runs `f` on the protocol server, then routes what it queued and starts any password work it asked
+    /// for on a blocking thread, so an Argon2 check never holds the lock other clients need.
     fn with<R>(&self, f: impl FnOnce(&mut Server, std::time::Instant) -> R) -> R {
         let now = Instant::now().into_std();
-        let mut g = self.lock();
-        let r = f(&mut g.server, now);
-        route(&mut g, &self.stats, now);
+        let (r, jobs) = {
+            let mut g = self.lock();
+            let r = f(&mut g.server, now);
+            (r, finish(&mut g, &self.stats, now))
+        };
+        self.spawn_jobs(jobs);
         r
+    }
+
+    fn spawn_jobs(&self, jobs: Vec<PasswordJob>) {
+        for job in jobs {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let conn = job.conn();
+                match tokio::task::spawn_blocking(move || job.run()).await {
+                    Ok(outcome) => hub.password_done(conn, outcome),
+                    Err(e) => tracing::error!(cause = %e, "password job failed"),
+                }
+            });
+        }
+    }
+
+    fn password_done(&self, conn: ConnId, outcome: PasswordOutcome) {
+        let now = Instant::now().into_std();
+        let jobs = {
+            let mut g = self.lock();
+            g.server.password_done(now, conn, outcome);
+            finish(&mut g, &self.stats, now)
+        };
+        self.spawn_jobs(jobs);
     }
 
     /// Updates the gauges (users, files, connections) in the stats record.
@@ -116,6 +143,16 @@ impl Hub {
             tracing::error!(cause = %e, "cannot flush account store");
         }
     }
+}
+
+/// Routes queued output and collects queued password jobs (to start once the lock is released).
+fn finish(g: &mut Shared, stats: &Stats, now: std::time::Instant) -> Vec<PasswordJob> {
+    route(g, stats, now);
+    let mut jobs = Vec::new();
+    while let Some(j) = g.server.poll_password_job() {
+        jobs.push(j);
+    }
+    jobs
 }
 
 fn route(g: &mut Shared, stats: &Stats, now: std::time::Instant) {

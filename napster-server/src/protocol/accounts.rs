@@ -95,7 +95,13 @@ pub enum StoreError {
 pub fn hash_password(password: &str, rng: &mut impl RngCore) -> Result<String, StoreError> {
     let mut salt = [0u8; 16];
     rng.fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| StoreError::Hash(e.to_string()))?;
+    hash_password_with_salt(password, &salt)
+}
+
+/// Hashes `password` with Argon2id and the given 16-byte salt (the salt is drawn by the caller, so the slow
+/// part can run on another thread without the caller's RNG).
+pub fn hash_password_with_salt(password: &str, salt: &[u8; 16]) -> Result<String, StoreError> {
+    let salt = SaltString::encode_b64(salt).map_err(|e| StoreError::Hash(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())

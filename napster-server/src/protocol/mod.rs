@@ -29,8 +29,9 @@ use rand::rngs::StdRng;
 use crate::codec::fields::FieldError;
 use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
 use crate::codec::{ip, Frame};
-use accounts::{hash_password, verify_password, Account, FileStore, Level};
+use accounts::{hash_password_with_salt, verify_password, Account, FileStore, Level};
 use index::{FileId, FileRec, Index};
+use rand::RngCore;
 use search::Kind;
 
 /// Identifies one client connection (assigned by the node, never reused).
@@ -44,6 +45,70 @@ pub enum Transmit {
     Frame(ConnId, Frame),
     /// Close the connection once the frames queued before this are written.
     Close(ConnId),
+}
+
+/// Slow password work (Argon2id, tens of milliseconds) that the node runs off the server's lock, then
+/// reports with [`Server::password_done`]. Tests may simply call [`PasswordJob::run`] inline.
+#[derive(Debug, Clone)]
+pub enum PasswordJob {
+    /// Check a login's password against the stored hash.
+    Verify {
+        /// The connection logging in.
+        conn: ConnId,
+        /// Password sent.
+        password: String,
+        /// Stored PHC hash.
+        hash: String,
+    },
+    /// Hash a registration's password.
+    Hash {
+        /// The connection registering.
+        conn: ConnId,
+        /// Password sent.
+        password: String,
+        /// Salt drawn from the server's RNG.
+        salt: [u8; 16],
+    },
+}
+
+/// Result of a [`PasswordJob`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordOutcome {
+    /// Whether the password matched.
+    Verified(bool),
+    /// The new hash, or why hashing failed.
+    Hashed(Result<String, String>),
+}
+
+impl PasswordJob {
+    /// The connection the job belongs to.
+    pub fn conn(&self) -> ConnId {
+        match self {
+            PasswordJob::Verify { conn, .. } | PasswordJob::Hash { conn, .. } => *conn,
+        }
+    }
+
+    /// Does the slow work (call it off the server's lock).
+    pub fn run(&self) -> PasswordOutcome {
+        match self {
+            PasswordJob::Verify { password, hash, .. } => {
+                PasswordOutcome::Verified(verify_password(password, hash))
+            }
+            PasswordJob::Hash { password, salt, .. } => PasswordOutcome::Hashed(
+                hash_password_with_salt(password, salt).map_err(|e| e.to_string()),
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PendingLogin {
+    login: Login,
+    register: Option<String>,
+    port: u16,
+    speed: u8,
+    level: Level,
+    email: String,
 }
 
 /// Types a connection may send before logging in (notes §1).
@@ -141,6 +206,7 @@ struct User {
 struct Conn {
     ip: Ipv4Addr,
     user: Option<User>,
+    pending_login: Option<PendingLogin>,
     pending_searches: u32,
     flood_start: Instant,
     flood_count: u32,
@@ -164,6 +230,7 @@ pub struct Server {
     channels: BTreeMap<String, Channel>,
     watchers: HashMap<String, Vec<ConnId>>,
     out: VecDeque<Transmit>,
+    jobs: VecDeque<PasswordJob>,
     login_deadlines: VecDeque<(Instant, ConnId)>,
     rng: StdRng,
     start: Instant,
@@ -230,6 +297,7 @@ impl Server {
             channels: BTreeMap::new(),
             watchers: HashMap::new(),
             out: VecDeque::new(),
+            jobs: VecDeque::new(),
             login_deadlines: VecDeque::new(),
             rng,
             start: now,
@@ -290,6 +358,11 @@ impl Server {
     /// Next frame to send or connection to close, in order.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// Next password job to run off the lock (then report it with [`Server::password_done`]).
+    pub fn poll_password_job(&mut self) -> Option<PasswordJob> {
+        self.jobs.pop_front()
     }
 
     /// When [`Server::handle_timeout`] should next be called.
@@ -360,6 +433,7 @@ impl Server {
             Conn {
                 ip,
                 user: None,
+                pending_login: None,
                 pending_searches: 0,
                 flood_start: now,
                 flood_count: 0,
@@ -711,7 +785,10 @@ impl Server {
             self.notice(conn, "you are already logged in");
             return;
         }
-        let ip = c.ip;
+        if c.pending_login.is_some() {
+            self.notice(conn, "login already in progress");
+            return;
+        }
         if !valid_nick(&l.nick, &self.cfg.server_name) {
             self.send(conn, ty::NICK_INVALID, &format!("Invalid nick: {}", l.nick));
             self.close(now, conn);
@@ -730,45 +807,113 @@ impl Server {
             return;
         }
         let account = self.accounts.get(&l.nick).cloned();
-        let (level, email, registered) = match (&register, account) {
+        let job = match (&register, account) {
             (Some(_), Some(_)) => {
                 self.error_close(now, conn, "Nick registered to another user");
                 return;
             }
             (None, Some(a)) => {
-                if !verify_password(&l.password, &a.password_hash) {
-                    self.error_close(now, conn, "Invalid Password");
-                    return;
-                }
-                (a.level, a.email, true)
+                let job = PasswordJob::Verify {
+                    conn,
+                    password: l.password.clone(),
+                    hash: a.password_hash,
+                };
+                (job, a.level, a.email)
             }
             (None, None) if self.cfg.registered_only => {
                 self.error_close(now, conn, "This server is for registered users only");
                 return;
             }
-            (None, None) => (Level::User, format!("anon@{}", self.cfg.server_name), false),
+            (None, None) => {
+                let email = format!("anon@{}", self.cfg.server_name);
+                self.finish_login(now, conn, l, port, speed, Level::User, email, false);
+                return;
+            }
             (Some(email), None) => {
                 if self.online(&l.nick).is_some() {
                     self.error_close(now, conn, &format!("{} is already active", l.nick));
                     return;
                 }
-                let stored = hash_password(&l.password, &mut self.rng).and_then(|h| {
-                    self.accounts.insert(Account {
-                        nick: l.nick.clone(),
-                        password_hash: h,
-                        email: email.clone(),
-                        level: Level::User,
-                        last_seen: 0,
-                    })
+                let mut salt = [0u8; 16];
+                self.rng.fill_bytes(&mut salt);
+                let job = PasswordJob::Hash {
+                    conn,
+                    password: l.password.clone(),
+                    salt,
+                };
+                (job, Level::User, email.clone())
+            }
+        };
+        let (job, level, email) = job;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.pending_login = Some(PendingLogin {
+                login: l,
+                register,
+                port,
+                speed,
+                level,
+                email,
+            });
+        }
+        self.jobs.push_back(job);
+    }
+
+    /// The outcome of a [`PasswordJob`] for `conn`; ignored if the connection is gone.
+    pub fn password_done(&mut self, now: Instant, conn: ConnId, outcome: PasswordOutcome) {
+        let Some(p) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.pending_login.take())
+        else {
+            return;
+        };
+        match outcome {
+            PasswordOutcome::Verified(true) => {
+                self.finish_login(now, conn, p.login, p.port, p.speed, p.level, p.email, true)
+            }
+            PasswordOutcome::Verified(false) => self.error_close(now, conn, "Invalid Password"),
+            PasswordOutcome::Hashed(Ok(hash)) => {
+                // Another connection may have registered the nick while we hashed.
+                if self.accounts.get(&p.login.nick).is_some() {
+                    self.error_close(now, conn, "Nick registered to another user");
+                    return;
+                }
+                let stored = self.accounts.insert(Account {
+                    nick: p.login.nick.clone(),
+                    password_hash: hash,
+                    email: p.register.clone().unwrap_or_default(),
+                    level: Level::User,
+                    last_seen: 0,
                 });
                 if let Err(e) = stored {
-                    tracing::error!(cause = %e, nick = %l.nick, "registration not stored");
+                    tracing::error!(cause = %e, nick = %p.login.nick, "registration not stored");
                     self.error_close(now, conn, "registration failed: account store unavailable");
                     return;
                 }
-                tracing::info!(nick = %l.nick, "nick registered");
-                (Level::User, email.clone(), true)
+                tracing::info!(nick = %p.login.nick, "nick registered");
+                self.finish_login(now, conn, p.login, p.port, p.speed, p.level, p.email, true);
             }
+            PasswordOutcome::Hashed(Err(e)) => {
+                tracing::error!(cause = %e, "password hashing failed");
+                self.error_close(now, conn, "registration failed: account store unavailable");
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_login(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        l: Login,
+        port: u16,
+        speed: u8,
+        level: Level,
+        email: String,
+        registered: bool,
+    ) {
+        let Some(ip) = self.conns.get(&conn).map(|c| c.ip) else {
+            return;
         };
         if let Some((old, old_c, old_u)) = self.online(&l.nick) {
             if registered || old_c.ip == ip {

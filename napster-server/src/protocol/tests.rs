@@ -30,6 +30,11 @@ impl Sim {
     }
 
     fn pump(&mut self) {
+        // Password jobs run inline here; the node runs them on a blocking thread.
+        while let Some(job) = self.s.poll_password_job() {
+            let outcome = job.run();
+            self.s.password_done(self.now, job.conn(), outcome);
+        }
         while let Some(t) = self.s.poll_transmit() {
             match t {
                 Transmit::Frame(c, f) => {
@@ -640,4 +645,28 @@ fn index_compaction_keeps_other_users_files_reachable() {
     assert_eq!(sim.take(b)[0].0, 607);
     assert_eq!(sim.send(b, 608, "carol \"and me.mp3\"").len(), 0);
     assert_eq!(sim.take(c)[0].0, 204);
+}
+
+#[test]
+fn password_work_is_handed_out_and_a_closed_connection_is_ignored() {
+    let mut sim = Sim::new(Config::default());
+    let c = sim.connect();
+    sim.send(c, 6, "reg pw 0 \"x\" 2 r@x");
+    sim.s.on_disconnect(sim.now, c);
+    let c = sim.connect();
+    sim.s
+        .handle_frame(sim.now, c, Frame::text(2, "reg pw 0 \"x\" 2"));
+    let job = sim.s.poll_password_job().expect("verification is deferred");
+    assert!(matches!(job, PasswordJob::Verify { .. }));
+    // Nothing was sent yet: the login waits for the job.
+    assert_eq!(sim.s.poll_transmit(), None);
+    sim.s
+        .handle_frame(sim.now, c, Frame::text(2, "reg pw 0 \"x\" 2"));
+    sim.pump();
+    assert_eq!(sim.take(c), vec![(404, "login already in progress".into())]);
+    sim.s.on_disconnect(sim.now, c);
+    sim.s.password_done(sim.now, c, job.run());
+    sim.pump();
+    assert!(sim.take(c).is_empty());
+    assert_eq!(sim.s.users(), 0);
 }
