@@ -221,3 +221,32 @@ fn bad_input_is_refused_cleanly() {
         "auto is documented as not implemented"
     );
 }
+
+#[test]
+fn supernode_writes_stats_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("sn.json");
+    let mut s = Daemon::builder_path(BIN)
+        .args([
+            "--role",
+            "supernode",
+            "--listen",
+            "127.0.0.1:0",
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    let v = search(&s.addr().to_string(), &["nothing", "here"]);
+    assert!(results(&v).is_empty());
+    let status = s.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let snap = common::stats::StatsSnapshot::read_json(&stats).expect("stats JSON written on exit");
+    assert_eq!(
+        (snap.proto.as_str(), snap.role.as_str()),
+        ("kazaa", "supernode")
+    );
+    assert_eq!(snap.messages["query"].in_count, 1, "{:?}", snap.messages);
+    assert!(snap.messages["query_end"].out_count >= 1);
+    assert!(snap.messages["user_info"].in_count >= 1);
+}

@@ -298,15 +298,22 @@ async fn inbound(
         .map_err(|_| io::ErrorKind::TimedOut)??;
     let (tx, rx) = mpsc::channel(OUTBOX_LEN);
     tokio::spawn(writer_task(w, rx, stats.clone()));
+    // The first message counts like any other: 0x4B, 4 header bytes and the body.
     let first = match first {
-        Some(Frame::Message { msg_type, payload }) => Packet::decode(msg_type, &payload).ok(),
+        Some(Frame::Message { msg_type, payload }) => Packet::decode(msg_type, &payload)
+            .ok()
+            .map(|p| (p, payload.len() + 5)),
         _ => None,
     };
     match first {
-        Some(Packet {
-            route: None,
-            message: Message::SnNeighbours(n),
-        }) if !n.is_empty() => {
+        Some((
+            Packet {
+                route: None,
+                message: Message::SnNeighbours(n),
+            },
+            len,
+        )) if !n.is_empty() => {
+            stats.msg_in("sn_neighbours", len);
             tracing::info!(peer_sn = %n[0].addr, "supernode link up");
             ev.send(Event::Peer(conn, n[0].addr, tx.clone()))
                 .await
@@ -317,8 +324,8 @@ async fn inbound(
             ev.send(Event::Child(conn, peer.addr, tx.clone()))
                 .await
                 .map_err(|_| io::ErrorKind::BrokenPipe)?;
-            if let Some(p) = other {
-                stats.msg_in(p.message.name(), 0);
+            if let Some((p, len)) = other {
+                stats.msg_in(p.message.name(), len);
                 ev.send(Event::Msg(conn, p))
                     .await
                     .map_err(|_| io::ErrorKind::BrokenPipe)?;
