@@ -250,3 +250,34 @@ fn supernode_writes_stats_on_sigterm() {
     assert!(snap.messages["query_end"].out_count >= 1);
     assert!(snap.messages["user_info"].in_count >= 1);
 }
+
+/// kazaa.md §7 case 14 over sockets: the ON hops to the other cached SN and re-registers its shares
+/// there, so a searcher on that SN (which has no link to the first) now finds them; then it hops back.
+#[test]
+fn supernode_hopping_case_14() {
+    let sn_a = sn(&[]);
+    let sn_b = sn(&[]);
+    let (a, b) = (sn_a.addr().to_string(), sn_b.addr().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Hopper.mp3"), b"hop".repeat(900)).unwrap();
+    let _on = Daemon::builder_path(BIN)
+        .args([
+            "--role",
+            "ordinary",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "hopper",
+        ])
+        .args(["--peer", &a, "--peer", &b, "--hop-every", "1"])
+        .args(["--share", dir.path().to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let on_a = || results(&search(&a, &["hopper"])).len();
+    let on_b = || results(&search(&b, &["hopper"])).len();
+    eventually("shares on A", || (on_a() == 1).then_some(()));
+    eventually("shares on B after a hop", || (on_b() == 1).then_some(()));
+    eventually("back on A after the next hop", || {
+        (on_a() == 1).then_some(())
+    });
+}

@@ -67,6 +67,9 @@ struct Cli {
     /// Retry-After seconds sent with a 503 (giFT: 300).
     #[arg(long, default_value_t = 300)]
     retry_after: u64,
+    /// SN hopping (ordinary role): move to another cached supernode every this many seconds.
+    #[arg(long, value_name = "SECS")]
+    hop_every: Option<u64>,
     /// Cap on each upload's rate, bytes per second (ordinary role).
     #[arg(long, value_name = "BYTES_PER_SEC")]
     rate: Option<u64>,
@@ -197,10 +200,11 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
     let boot: Vec<SocketAddrV4> = cli.peers.iter().map(|p| v4(*p)).collect::<Result<_, _>>()?;
     cache.bootstrap(&boot, Instant::now());
     let mut rng = rand::thread_rng();
+    let mut previous = None;
     while !shutdown.is_cancelled() {
         // Probe up to 5 SNs, keep the best session, close the others.
         let mut sessions = Vec::new();
-        for addr in cache.probe_candidates(Instant::now(), None, &mut rng) {
+        for addr in cache.probe_candidates(Instant::now(), previous, &mut rng) {
             match OnClient::connect(addr.into(), &cli.network, http, &cli.user, &[]).await {
                 Ok(mut c) => {
                     let _ = c.wait_login(Duration::from_secs(5)).await;
@@ -243,10 +247,27 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
         tracing::info!(sn = %best, files = shares.len(), "registered with supernode");
         stats.set_extra("supernode", serde_json::Value::String(best.to_string()));
         *current_sn.lock().unwrap_or_else(|e| e.into_inner()) = Some(best);
-        if let Err(e) = c.hold(&shutdown).await {
-            tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
-            cache.mark_failed(best, Instant::now());
+        let hop = async {
+            match cli.hop_every {
+                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = c.hold(&shutdown) => if let Err(e) = r {
+                tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
+                cache.mark_failed(best, Instant::now());
+            },
+            _ = hop => {
+                // SN hopping (K-Lite's KaZuperNodes, giFT's "dance"): leave this SN for another one, so
+                // the next searches see that SN's children.
+                tracing::info!(sn = %best, "hopping to another supernode");
+                previous = Some(best);
+                stats.add_gauge("sn_hops", 1);
+                continue;
+            }
         }
+        previous = None;
     }
     if let Some(p) = &cli.daemon.stats_file {
         common::daemon::write_stats(&stats, p);
