@@ -329,6 +329,13 @@ fn transmission_seeds_to_our_leecher() {
     );
     let port = free_port();
     let cfg = dir.path().join("trcfg");
+    // Keep Transmission on loopback: no DHT, LPD, PEX or port mapping (it would talk to the gateway).
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("settings.json"),
+        r#"{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "port-forwarding-enabled": false, "utp-enabled": false}"#,
+    )
+    .unwrap();
     let mut tr = Command::new("transmission-cli");
     tr.args([
         "-g",
@@ -337,6 +344,7 @@ fn transmission_seeds_to_our_leecher() {
         src.to_str().unwrap(),
         "-p",
         &port.to_string(),
+        "-M",
         "-et",
         t.to_str().unwrap(),
     ]);
