@@ -334,3 +334,42 @@ fn sig2dat_pinned_download_ignores_the_decoy_case_15() {
     assert_eq!(std::fs::read(&dest).unwrap(), real);
     assert_eq!(report["sources"].as_array().unwrap().len(), 1);
 }
+
+/// kazaa.md §7 case 13: the only source is firewalled (advertises port 0); the download reaches it by
+/// 0x0D → SN relay → `GIVE <id>\r\n` → GET on the reversed connection, once per block.
+#[test]
+fn push_to_a_firewalled_source_case_13() {
+    let s = sn();
+    let data = content(80_000, 5);
+    let hash = uuhash(&data);
+    let dir = share_dir("Hidden.mp3", &data);
+    let o = on(&s, dir.path(), "hidden", &["--firewalled"]);
+    wait_sources(&s, &hash.to_hex(), 1);
+    let out = Command::new(BIN)
+        .args([
+            "search",
+            "--json",
+            "--peer",
+            &s.addr().to_string(),
+            "--hash",
+            &hash.to_hex(),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["waves"][0]["results"][0]["addr"],
+        format!("{}:0", o.addr().ip()),
+        "advertised as firewalled"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let dest = d.path().join("hidden.mp3");
+    let report = Get::start(&s, &hash.to_hex(), &dest).finish();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let srcs = report["sources"].as_array().unwrap();
+    assert_eq!(srcs.len(), 1);
+    assert!(
+        srcs[0]["blocks"].as_u64().unwrap() >= 5,
+        "80 kB in 16 KiB blocks, each over its own push: {report}"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use common::hash::{HashKinds, Sig2Dat, UuHash};
-use common::http::HttpConfig;
+use common::http::{HttpConfig, HttpServer};
 use common::library::{Library, LibraryConfig};
 use common::multisource::{DownloadConfig, Event};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -67,6 +67,9 @@ struct Cli {
     /// Retry-After seconds sent with a 503 (giFT: 300).
     #[arg(long, default_value_t = 300)]
     retry_after: u64,
+    /// Advertise port 0 (ordinary role), as an ON behind NAT: downloads reach it by push + GIVE.
+    #[arg(long)]
+    firewalled: bool,
     /// SN hopping (ordinary role): move to another cached supernode every this many seconds.
     #[arg(long, value_name = "SECS")]
     hop_every: Option<u64>,
@@ -189,13 +192,17 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
         ..HttpConfig::default()
     };
     common::telemetry::announce_listening("tcp", http.into(), None);
-    tokio::spawn(common::http::serve(
-        listener,
-        router,
-        http_cfg,
-        stats.clone(),
-        shutdown.clone(),
-    ));
+    let server = HttpServer::new(router, http_cfg, stats.clone());
+    {
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tokio::spawn(async move { server.serve(listener, shutdown).await });
+    }
+    // A firewalled ON advertises port 0: downloaders must push (0x0D) and it connects back with GIVE.
+    let advertised = if cli.firewalled {
+        SocketAddrV4::new(*http.ip(), 0)
+    } else {
+        http
+    };
     let mut cache = NodeCache::new();
     let boot: Vec<SocketAddrV4> = cli.peers.iter().map(|p| v4(*p)).collect::<Result<_, _>>()?;
     cache.bootstrap(&boot, Instant::now());
@@ -236,14 +243,21 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
             .expect("chosen among probes");
         drop(client);
         // Register on a fresh session: probes registered nothing.
-        let mut c =
-            match OnClient::connect(best.into(), &cli.network, http, &cli.user, &shares).await {
-                Ok(c) => c,
-                Err(_) => {
-                    cache.mark_failed(best, Instant::now());
-                    continue;
-                }
-            };
+        let mut c = match OnClient::connect(
+            best.into(),
+            &cli.network,
+            advertised,
+            &cli.user,
+            &shares,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(_) => {
+                cache.mark_failed(best, Instant::now());
+                continue;
+            }
+        };
         tracing::info!(sn = %best, files = shares.len(), "registered with supernode");
         stats.set_extra("supernode", serde_json::Value::String(best.to_string()));
         *current_sn.lock().unwrap_or_else(|e| e.into_inner()) = Some(best);
@@ -254,7 +268,15 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            r = c.hold(&shutdown) => if let Err(e) = r {
+            r = c.hold(&shutdown, |push_id, requester| {
+                let (server, shutdown, stats) = (server.clone(), shutdown.clone(), stats.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = give(push_id, requester, server, shutdown).await {
+                        stats.error("give");
+                        tracing::info!(%requester, error = %e, "push connect-back failed");
+                    }
+                });
+            }) => if let Err(e) = r {
                 tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
                 cache.mark_failed(best, Instant::now());
             },
@@ -272,6 +294,28 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
     if let Some(p) = &cli.daemon.stats_file {
         common::daemon::write_stats(&stats, p);
     }
+    Ok(())
+}
+
+/// Push connect-back (§4 "Push"): connect to the requester, send `GIVE <push id>\r\n`, then serve its
+/// GET on that socket.
+async fn give(
+    push_id: u32,
+    requester: SocketAddrV4,
+    server: HttpServer,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(requester),
+    )
+    .await??;
+    s.write_all(format!("GIVE {push_id}\r\n").as_bytes())
+        .await?;
+    server
+        .serve_connection(s, requester.into(), shutdown)
+        .await?;
     Ok(())
 }
 

@@ -5,19 +5,26 @@
 //! query is sent again ("Find More Sources"; Kazaa's `DownloadSearchCount=12` bounds the re-searches)
 //! and new sources join at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::hash::UuHash;
-use common::multisource::{Download, DownloadConfig, DownloadReport, Event, ExpectedHash, Source};
+use common::multisource::{
+    BoxFuture, BoxStream, Connector, Download, DownloadConfig, DownloadReport, Event, ExpectedHash,
+    Source,
+};
 use common::stats::Stats;
-use tokio::sync::watch;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::OnClient;
 use crate::codec::message::{Query, SearchResult};
-use crate::codec::Realm;
+use crate::codec::{Message, Realm};
 use crate::protocol::matching::terms;
 use crate::protocol::ordinary::is_firewalled;
 
@@ -27,6 +34,10 @@ pub const HASH_QUERY_MAX: u16 = 16;
 pub const MAX_RESEARCHES: u32 = 12;
 /// Least time between two re-searches.
 pub const RESEARCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a push waits for its `GIVE` connection.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `GIVE <id>\r\n` line.
+pub const MAX_GIVE_LINE: usize = 32;
 
 /// Why a download could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +99,7 @@ async fn hash_search(
     c: &mut OnClient,
     hash: &UuHash,
     timeout: Duration,
-) -> std::io::Result<Vec<SearchResult>> {
+) -> std::io::Result<Vec<(SocketAddrV4, SearchResult)>> {
     let q = Query {
         max_results: HASH_QUERY_MAX,
         search_id: 0,
@@ -96,12 +107,112 @@ async fn hash_search(
         terms: vec![terms::hash(hash)],
     };
     let waves = c.search(q, timeout).await?;
-    // Only exact-hash results: a polluter's decoy has another hash and is never mixed in.
+    // Only exact-hash results: a polluter's decoy has another hash and is never mixed in. Each result
+    // keeps the SN that answered it: a push to a firewalled source goes to that SN.
     Ok(waves
         .into_iter()
-        .flat_map(|w| w.results)
-        .filter(|r| &r.hash == hash)
+        .flat_map(|w| {
+            let sn = w.sn;
+            w.results.into_iter().map(move |r| (sn, r))
+        })
+        .filter(|(_, r)| &r.hash == hash)
         .collect())
+}
+
+/// Pushes waiting for their `GIVE` connection, by push id.
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<BoxStream>>>>;
+
+/// A firewalled source (§4 "Push"): every connection is a 0x0D through our SN, relayed by the source's
+/// SN, answered by the source connecting to us and sending `GIVE <push id>\r\n`; the downloader then
+/// writes its GET on that socket.
+struct PushConnector {
+    target: SocketAddrV4,
+    target_sn: SocketAddrV4,
+    target_user: String,
+    requester: SocketAddrV4,
+    pending: Pending,
+    ids: Arc<AtomicU32>,
+    out: mpsc::Sender<Message>,
+}
+
+impl std::fmt::Debug for PushConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConnector")
+            .field("target", &self.target)
+            .field("target_sn", &self.target_sn)
+            .finish()
+    }
+}
+
+impl Connector for PushConnector {
+    fn connect(&self) -> BoxFuture<std::io::Result<BoxStream>> {
+        let push_id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(push_id, tx);
+        let m = Message::PushRequest {
+            push_id,
+            requester: self.requester,
+            target: self.target,
+            target_sn: self.target_sn,
+            target_user: self.target_user.clone(),
+        };
+        let (out, pending) = (self.out.clone(), self.pending.clone());
+        Box::pin(async move {
+            let gone =
+                || std::io::Error::new(std::io::ErrorKind::NotConnected, "push not answered");
+            out.send(m).await.map_err(|_| gone())?;
+            let r = tokio::time::timeout(PUSH_TIMEOUT, rx).await;
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&push_id);
+            r.map_err(|_| gone())?.map_err(|_| gone())
+        })
+    }
+}
+
+/// Accepts `GIVE <id>\r\n` connections and hands each to the push waiting for it.
+async fn give_listener(listener: TcpListener, pending: Pending) {
+    loop {
+        let Ok((mut s, from)) = listener.accept().await else {
+            continue;
+        };
+        let pending = pending.clone();
+        tokio::spawn(async move {
+            let mut line = Vec::new();
+            let read = async {
+                let mut b = [0u8; 1];
+                while line.len() < MAX_GIVE_LINE && !line.ends_with(b"\r\n") {
+                    s.read_exact(&mut b).await?;
+                    line.push(b[0]);
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            if tokio::time::timeout(PUSH_TIMEOUT, read).await.is_err() {
+                return;
+            }
+            let id = std::str::from_utf8(&line)
+                .ok()
+                .and_then(|l| l.strip_prefix("GIVE "))
+                .and_then(|l| l.trim_end().parse::<u32>().ok());
+            let waiter = id.and_then(|id| {
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id)
+            });
+            match waiter {
+                Some(tx) => {
+                    tracing::debug!(%from, ?id, "GIVE received");
+                    let _ = tx.send(Box::new(s));
+                }
+                None => tracing::info!(%from, "unexpected GIVE line dropped"),
+            }
+        });
+    }
 }
 
 /// Downloads `hash` from every source the SN knows; `progress` sees each [`Event`].
@@ -111,21 +222,18 @@ pub async fn get(
     stats: Stats,
     mut progress: impl FnMut(&Event) + Send,
 ) -> Result<DownloadReport, GetError> {
+    let search_err = |source| GetError::Search {
+        sn: opts.sn,
+        source,
+    };
     let anon = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
     let mut client = OnClient::connect(opts.sn, &opts.network, anon, &opts.user, &[])
         .await
-        .map_err(|source| GetError::Search {
-            sn: opts.sn,
-            source,
-        })?;
+        .map_err(search_err)?;
     let found = hash_search(&mut client, &hash, opts.search_timeout)
         .await
-        .map_err(|source| GetError::Search {
-            sn: opts.sn,
-            source,
-        })?;
-    let reachable: Vec<&SearchResult> = found.iter().filter(|r| !is_firewalled(&r.addr)).collect();
-    let Some(first) = reachable.first() else {
+        .map_err(search_err)?;
+    let Some((_, first)) = found.first() else {
         return Err(GetError::NoSource(hash.to_hex()));
     };
     let size = first.size;
@@ -137,12 +245,53 @@ pub async fn get(
             });
         }
     }
-    let mut seen: HashSet<SocketAddrV4> = HashSet::new();
-    let sources: Vec<Source> = reachable
+    // Where firewalled sources connect back: loopback, as everything in the lab.
+    let give = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(search_err)?;
+    let requester = match give.local_addr().map_err(search_err)? {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => return Err(GetError::NoSource(hash.to_hex())),
+    };
+    let pending: Pending = Arc::default();
+    let give_task = tokio::spawn(give_listener(give, pending.clone()));
+    let (push_tx, mut push_rx) = mpsc::channel::<Message>(64);
+    let ids = Arc::new(AtomicU32::new(1));
+    let mk = {
+        let (user, network, pending, ids, push_tx) = (
+            opts.user.clone(),
+            opts.network.clone(),
+            pending.clone(),
+            ids.clone(),
+            push_tx.clone(),
+        );
+        move |sn: SocketAddrV4, r: &SearchResult| -> Option<Source> {
+            let plain = source_for(r, &user, &network)?;
+            if !is_firewalled(&r.addr) {
+                return Some(plain);
+            }
+            let c = PushConnector {
+                target: r.addr,
+                target_sn: sn,
+                target_user: r.user.clone(),
+                requester,
+                pending: pending.clone(),
+                ids: ids.clone(),
+                out: push_tx.clone(),
+            };
+            Some(Source {
+                connector: Some(Arc::new(c)),
+                ..plain
+            })
+        }
+    };
+    let mut seen: HashSet<(SocketAddrV4, String)> = HashSet::new();
+    let sources: Vec<Source> = found
         .iter()
-        .filter(|r| r.size == size && seen.insert(r.addr))
-        .filter_map(|r| source_for(r, &opts.user, &opts.network))
+        .filter(|(_, r)| r.size == size && seen.insert((r.addr, r.user.clone())))
+        .filter_map(|(sn, r)| mk(*sn, r))
         .collect();
+    drop(push_tx);
     tracing::info!(sources = sources.len(), size, "starting download");
     let (dl, adder, mut events) = Download::new(
         &opts.dest,
@@ -152,34 +301,46 @@ pub async fn get(
         stats,
     );
     let run = tokio::spawn(dl.run(sources));
-    // "Low on sources" is a level, not an edge: re-search every RESEARCH_INTERVAL while it lasts.
+    // "Low on sources" is a level, not an edge: re-search every RESEARCH_INTERVAL while it lasts. The
+    // same task owns the SN session, so it also sends the pushes.
     let (low_tx, mut low_rx) = watch::channel(false);
-    let (user, network, timeout) = (opts.user.clone(), opts.network.clone(), opts.search_timeout);
+    let timeout = opts.search_timeout;
     let low_mark = opts.config.low_sources;
     let researcher = tokio::spawn(async move {
         let mut done = 0;
-        while done < MAX_RESEARCHES {
-            if low_rx.wait_for(|low| *low).await.is_err() {
-                return;
-            }
-            done += 1;
-            match hash_search(&mut client, &hash, timeout).await {
-                Ok(rs) => {
-                    for r in rs
-                        .iter()
-                        .filter(|r| r.size == size && !is_firewalled(&r.addr))
-                    {
-                        if seen.insert(r.addr) {
-                            if let Some(s) = source_for(r, &user, &network) {
-                                tracing::info!(source = %r.addr, "new source from a re-search by hash");
-                                adder.add(s).await;
-                            }
+        let mut next_search = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                m = push_rx.recv() => match m {
+                    Some(m) => {
+                        if let Err(e) = client.push_request(m).await {
+                            tracing::info!(error = %e, "push request failed");
                         }
                     }
+                    None => std::future::pending::<()>().await,
+                },
+                r = async { low_rx.wait_for(|low| *low).await.map(|_| ()) }, if done < MAX_RESEARCHES => {
+                    if r.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep_until(next_search).await;
+                    done += 1;
+                    next_search = tokio::time::Instant::now() + RESEARCH_INTERVAL;
+                    match hash_search(&mut client, &hash, timeout).await {
+                        Ok(rs) => {
+                            for (sn, r) in rs.iter().filter(|(_, r)| r.size == size) {
+                                if seen.insert((r.addr, r.user.clone())) {
+                                    if let Some(s) = mk(*sn, r) {
+                                        tracing::info!(source = %r.addr, "new source from a re-search by hash");
+                                        adder.add(s).await;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::info!(error = %e, "re-search failed"),
+                    }
                 }
-                Err(e) => tracing::info!(error = %e, "re-search failed"),
             }
-            tokio::time::sleep(RESEARCH_INTERVAL).await;
         }
     });
     while let Some(ev) = events.recv().await {
@@ -195,6 +356,7 @@ pub async fn get(
         progress(&ev);
     }
     researcher.abort();
+    give_task.abort();
     let report = run.await.map_err(|e| GetError::Search {
         sn: opts.sn,
         source: std::io::Error::other(e.to_string()),

@@ -503,7 +503,12 @@ impl OnClient {
     }
 
     /// Keeps the session open, answering pings, until the SN closes it or `shutdown`.
-    pub async fn hold(&mut self, shutdown: &CancellationToken) -> io::Result<()> {
+    /// A 0x0D relayed by the SN (push id, requester) goes to `on_push`.
+    pub async fn hold(
+        &mut self,
+        shutdown: &CancellationToken,
+        mut on_push: impl FnMut(u32, SocketAddrV4),
+    ) -> io::Result<()> {
         loop {
             let f = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -517,10 +522,18 @@ impl OnClient {
                 Some(Frame::Message { msg_type, payload }) => {
                     if let Ok(p) = Packet::decode(msg_type, &payload) {
                         self.note(&p.message);
+                        if let Message::PushRelay { push_id, requester } = p.message {
+                            on_push(push_id, requester);
+                        }
                     }
                 }
                 Some(Frame::Pong) => {}
             }
         }
+    }
+
+    /// Asks the SN to have a firewalled source connect back (long 0x0D).
+    pub async fn push_request(&mut self, m: Message) -> io::Result<()> {
+        self.w.send(&Packet::plain(m)).await.map(|_| ())
     }
 }

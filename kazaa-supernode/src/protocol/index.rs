@@ -72,11 +72,12 @@ impl ShareIndex {
         self.children.get(&id).map(|c| &c.info)
     }
 
-    /// The child whose advertised address is `addr`.
-    pub fn child_by_addr(&self, addr: SocketAddrV4) -> Option<ConnId> {
+    /// The child whose advertised address is `addr` and username `user` (firewalled children behind
+    /// one NAT share ip:0, so the name tells them apart).
+    pub fn child_by_addr(&self, addr: SocketAddrV4, user: &str) -> Option<ConnId> {
         self.children
             .iter()
-            .find(|(_, c)| c.info.addr == addr)
+            .find(|(_, c)| c.info.addr == addr && c.info.user == user)
             .map(|(id, _)| *id)
     }
 

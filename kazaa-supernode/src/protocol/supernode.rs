@@ -383,7 +383,7 @@ impl Supernode {
                 target_user,
             } => {
                 if target_sn == self.cfg.addr {
-                    if let Some(child) = self.index.child_by_addr(target) {
+                    if let Some(child) = self.index.child_by_addr(target, &target_user) {
                         out.push(send(child, None, Message::PushRelay { push_id, requester }));
                     }
                 } else if let Some((&peer, _)) = self.peers.iter().find(|(_, a)| **a == target_sn) {
@@ -556,7 +556,7 @@ impl Supernode {
                 },
             ) => {
                 if dst == self.cfg.addr {
-                    if let Some(child) = self.index.child_by_addr(target) {
+                    if let Some(child) = self.index.child_by_addr(target, &target_user) {
                         out.push(send(child, None, Message::PushRelay { push_id, requester }));
                     }
                 } else if hops < MAX_HOPS {
