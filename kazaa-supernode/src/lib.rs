@@ -6,9 +6,9 @@
 //! - [`protocol`]: sans-I/O state machines: the SN's index of its children's shares, query matching,
 //!   SN↔SN forwarding and result waves, and the ON's choice of SN (§1), with time and RNG passed in;
 //! - [`node`]: the tokio shell: SN daemon with SN↔SN links, the ON's session (register, search), the
-//!   ON's `/.hash=` HTTP server and multi-source downloads by hash.
+//!   ON's `/.hash=` HTTP server, multi-source downloads by hash, push (`GIVE`).
 //!
-//! Push connect-back (`GIVE`) and SN hopping in the ON are not written yet: see `README.md`.
+//! `--role auto` and the participation-level upload queue are not written yet: see `README.md`.
 
 pub mod codec;
 pub mod node;

@@ -27,9 +27,10 @@ use kazaa_supernode::protocol::supernode::SupernodeConfig;
 /// Works: the supernode role (index of children's shares, SN<->SN forwarding, result waves), the
 /// ordinary role registering its shared folder with the best of its `--peer` SNs (with failover) and
 /// serving it over HTTP (GET /.hash=, X-Kazaa-* headers, 503 when slots are full), `search`, and `get`
-/// (multi-source download by hash with re-search). NOT IMPLEMENTED YET: push connect-back (GIVE) for
-/// firewalled sources (they are skipped), HTTP on a supernode's port (501), `--role auto`. The
-/// FastTrack cipher is replaced by a documented pass-through, so historical clients cannot log in.
+/// (multi-source download by hash with re-search, push + GIVE for firewalled sources), SN hopping.
+/// NOT IMPLEMENTED YET: `--role auto`, HTTP on a supernode's port (501), an upload queue ordered by
+/// participation level. The FastTrack cipher is replaced by a documented pass-through, so historical
+/// clients cannot log in.
 #[derive(Parser, Debug)]
 #[command(name = "kazaa-supernode", version, about, long_about)]
 struct Cli {

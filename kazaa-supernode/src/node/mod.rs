@@ -8,8 +8,10 @@
 //!
 //! - [`http`]: the ON's `/.hash=` file server (through `common::http`).
 //!
+//! - [`get`]: multi-source downloads by hash, re-search, push to firewalled sources.
+//!
 //! Not written yet (see the README): HTTP on the SN's binary port (a `GET `/`GIVE` opening there is
-//! answered `501 Not Implemented`; SNs share nothing), push connect-back (`GIVE`).
+//! answered `501 Not Implemented`; SNs share nothing).
 
 pub mod get;
 pub mod http;
