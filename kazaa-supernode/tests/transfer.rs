@@ -168,7 +168,8 @@ fn http(addr: std::net::SocketAddr, request: &str) -> (String, Vec<u8>) {
 #[test]
 fn http_range_and_headers_case_10() {
     let s = sn();
-    let data = content(50_000, 1);
+    // Big enough that the rate-capped whole-file GET below still holds the only slot under CI load.
+    let data = content(200_000, 1);
     let hash = uuhash(&data);
     let dir = share_dir("Track.mp3", &data);
     let o = on(
@@ -277,7 +278,8 @@ fn research_by_hash_finds_a_new_source_case_12() {
         share_dir("Song.mp3", &data),
         share_dir("Copy of Song.mp3", &data),
     );
-    let first = on(&s, d1.path(), "first", &["--rate", "50000"]);
+    // 300 kB at 30 kB/s: ~10 s alone, time enough for the second source to register under load.
+    let first = on(&s, d1.path(), "first", &["--rate", "30000"]);
     wait_sources(&s, &hash.to_hex(), 1);
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("song.mp3");
