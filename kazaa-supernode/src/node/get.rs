@@ -178,6 +178,8 @@ impl Connector for PushConnector {
 async fn give_listener(listener: TcpListener, pending: Pending) {
     loop {
         let Ok((mut s, from)) = listener.accept().await else {
+            // Out of descriptors and the like: back off rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let pending = pending.clone();
@@ -308,16 +310,17 @@ pub async fn get(
     let low_mark = opts.config.low_sources;
     let researcher = tokio::spawn(async move {
         let mut done = 0;
+        let mut push_open = true;
         let mut next_search = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                m = push_rx.recv() => match m {
+                m = push_rx.recv(), if push_open => match m {
                     Some(m) => {
                         if let Err(e) = client.push_request(m).await {
                             tracing::info!(error = %e, "push request failed");
                         }
                     }
-                    None => std::future::pending::<()>().await,
+                    None => push_open = false,
                 },
                 r = async { low_rx.wait_for(|low| *low).await.map(|_| ()) }, if done < MAX_RESEARCHES => {
                     if r.is_err() {
@@ -340,6 +343,8 @@ pub async fn get(
                         Err(e) => tracing::info!(error = %e, "re-search failed"),
                     }
                 }
+                // Re-search budget spent and no pushes to send: nothing left to do.
+                else => return,
             }
         }
     });
