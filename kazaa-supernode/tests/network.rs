@@ -237,8 +237,29 @@ fn supernode_writes_stats_on_sigterm() {
         ])
         .spawn()
         .unwrap();
-    let v = search(&s.addr().to_string(), &["nothing", "here"]);
+    let client_stats = dir.path().join("search.json");
+    // Daemon options (as the swarm lab passes them) go before the subcommand.
+    let out = Command::new(BIN)
+        .args([
+            "--stats-file",
+            client_stats.to_str().unwrap(),
+            "search",
+            "--json",
+        ])
+        .args(["--peer", &s.addr().to_string(), "nothing", "here"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(results(&v).is_empty());
+    let c = common::stats::StatsSnapshot::read_json(&client_stats).expect("client stats JSON");
+    assert_eq!((c.proto.as_str(), c.role.as_str()), ("kazaa", "client"));
+    assert_eq!(c.messages["query"].out_count, 1);
+    assert_eq!(c.messages["query_end"].in_count, 1);
     let status = s.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let snap = common::stats::StatsSnapshot::read_json(&stats).expect("stats JSON written on exit");

@@ -213,7 +213,16 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
         // Probe up to 5 SNs, keep the best session, close the others.
         let mut sessions = Vec::new();
         for addr in cache.probe_candidates(Instant::now(), previous, &mut rng) {
-            match OnClient::connect(addr.into(), &cli.network, http, &cli.user, &[]).await {
+            match OnClient::connect(
+                addr.into(),
+                &cli.network,
+                http,
+                &cli.user,
+                &[],
+                Some(&stats),
+            )
+            .await
+            {
                 Ok(mut c) => {
                     let _ = c.wait_login(Duration::from_secs(5)).await;
                     let load = c.login.nodes.first().map(|n| n.load).unwrap_or(50);
@@ -250,6 +259,7 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
             advertised,
             &cli.user,
             &shares,
+            Some(&stats),
         )
         .await
         {
@@ -342,6 +352,7 @@ async fn supernode(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per CLI option of the subcommand
 async fn search(
     peer: SocketAddr,
     max: u16,
@@ -350,7 +361,9 @@ async fn search(
     json: bool,
     words: Vec<String>,
     network: String,
+    stats_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let stats = common::stats::Stats::new("kazaa", "client", "search");
     let term = match &hash {
         Some(h) => terms::hash(&UuHash::from_hex(h).context("--hash wants 40 hex digits")?),
         None if words.is_empty() => bail!("give keywords or --hash"),
@@ -362,6 +375,7 @@ async fn search(
         SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
         "search",
         &[],
+        Some(&stats),
     )
     .await
     .with_context(|| format!("cannot log in to {peer}"))?;
@@ -374,7 +388,11 @@ async fn search(
     let waves = c
         .search(q, Duration::from_secs(timeout))
         .await
-        .context("search failed")?;
+        .context("search failed");
+    if let Some(p) = &stats_file {
+        common::daemon::write_stats(&stats, p);
+    }
+    let waves = waves?;
     if json {
         let waves: Vec<_> = waves
             .iter()
@@ -425,6 +443,7 @@ async fn fetch(
     block_size: u32,
     json: bool,
     network: String,
+    stats_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let (hash, length) = if target.starts_with("sig2dat:") {
         let link = Sig2Dat::parse(&target).context("cannot parse the sig2dat link")?;
@@ -460,14 +479,18 @@ async fn fetch(
         b
     });
     let b2 = bar.clone();
-    let report = get(hash, opts, stats, move |ev| {
+    let report = get(hash, opts, stats.clone(), move |ev| {
         if let (Some(b), Event::Progress(p)) = (&b2, ev) {
             b.set_length(p.size);
             b.set_position(p.bytes_done);
             b.set_message(format!("{} sources", p.active));
         }
     })
-    .await?;
+    .await;
+    if let Some(p) = &stats_file {
+        common::daemon::write_stats(&stats, p);
+    }
+    let report = report?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -496,7 +519,10 @@ async fn main() -> anyhow::Result<()> {
             block_size,
             json,
             network,
-        }) => fetch(peer, target, out, block_size, json, network).await,
+        }) => {
+            let stats_file = cli.daemon.stats_file.clone();
+            fetch(peer, target, out, block_size, json, network, stats_file).await
+        }
         Some(Cmd::Search {
             peer,
             max,
@@ -505,7 +531,10 @@ async fn main() -> anyhow::Result<()> {
             json,
             words,
             network,
-        }) => search(peer, max, hash, timeout, json, words, network).await,
+        }) => {
+            let stats_file = cli.daemon.stats_file.clone();
+            search(peer, max, hash, timeout, json, words, network, stats_file).await
+        }
         None => match cli.role {
             Role::Supernode => supernode(cli).await,
             Role::Ordinary => ordinary(cli).await,

@@ -229,7 +229,7 @@ pub async fn get(
         source,
     };
     let anon = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
-    let mut client = OnClient::connect(opts.sn, &opts.network, anon, &opts.user, &[])
+    let mut client = OnClient::connect(opts.sn, &opts.network, anon, &opts.user, &[], Some(&stats))
         .await
         .map_err(search_err)?;
     let found = hash_search(&mut client, &hash, opts.search_timeout)

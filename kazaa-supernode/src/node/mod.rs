@@ -395,25 +395,28 @@ pub struct OnClient {
 }
 
 impl OnClient {
-    /// Connects, handshakes, and sends the user info and shares.
+    /// Connects, handshakes, and sends the user info and shares; every message is counted in `stats`.
     pub async fn connect(
         sn: SocketAddr,
         network: &str,
         http: SocketAddrV4,
         user: &str,
         shares: &[FileMeta],
+        stats: Option<&Stats>,
     ) -> io::Result<OnClient> {
         let start = Instant::now();
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(sn))
             .await
             .map_err(|_| io::ErrorKind::TimedOut)??;
-        let (peer, r, mut w) = tokio::time::timeout(
+        let (peer, mut r, mut w) = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             session::connect(stream, rand::random(), network),
         )
         .await
         .map_err(|_| io::ErrorKind::TimedOut)??;
         let rtt = start.elapsed();
+        r.stats = stats.cloned();
+        w.stats = stats.cloned();
         w.send(&Packet::plain(Message::UserInfo {
             addr: http,
             bandwidth: 0xD1,

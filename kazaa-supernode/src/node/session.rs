@@ -26,6 +26,8 @@ fn bad(e: impl std::fmt::Display) -> io::Error {
 
 /// The receiving half of a session.
 pub struct SessionReader {
+    /// Counts every frame read, when set (the SN's pump counts on its own and leaves it unset).
+    pub stats: Option<common::stats::Stats>,
     rd: OwnedReadHalf,
     buf: Vec<u8>,
     dec: FrameDecoder,
@@ -34,6 +36,8 @@ pub struct SessionReader {
 
 /// The sending half of a session.
 pub struct SessionWriter {
+    /// Counts every frame written, when set.
+    pub stats: Option<common::stats::Stats>,
     wr: OwnedWriteHalf,
     enc: FrameEncoder,
     cipher: Box<dyn StreamCipher>,
@@ -86,12 +90,14 @@ fn split(
     let (rd, wr) = stream.into_split();
     (
         SessionReader {
+            stats: None,
             rd,
             buf: Vec::new(),
             dec: FrameDecoder::new(),
             cipher: rx,
         },
         SessionWriter {
+            stats: None,
             wr,
             enc: FrameEncoder::new(),
             cipher: tx,
@@ -181,12 +187,26 @@ pub async fn accept(
     ))
 }
 
+/// The stats name of a frame: the message name, or `ping`/`pong`.
+pub fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Ping => "ping",
+        Frame::Pong => "pong",
+        Frame::Message { msg_type, payload } => Packet::decode(*msg_type, payload)
+            .map(|p| p.message.name())
+            .unwrap_or("invalid"),
+    }
+}
+
 impl SessionReader {
     /// The next frame; `None` at a clean end of stream.
     pub async fn next_frame(&mut self) -> io::Result<Option<Frame>> {
         loop {
             if let Some((f, n)) = self.dec.decode(&self.buf).map_err(bad)? {
                 self.buf.drain(..n);
+                if let Some(s) = &self.stats {
+                    s.msg_in(frame_name(&f), n);
+                }
                 return Ok(Some(f));
             }
             let start = self.buf.len();
@@ -212,6 +232,9 @@ impl SessionWriter {
         self.enc.encode(f, &mut out).map_err(bad)?;
         self.cipher.apply(&mut out);
         self.wr.write_all(&out).await?;
+        if let Some(s) = &self.stats {
+            s.msg_out(frame_name(f), out.len());
+        }
         Ok(out.len())
     }
 
