@@ -46,8 +46,9 @@ cargo build --workspace --bins --locked
 
 log "running the test suite"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    # Doc tests first, so the suite's closing line is nextest's summary of every test.
     cargo test --workspace --doc --locked
+    cargo nextest run --workspace --locked --no-fail-fast
 else
     cargo test --workspace --locked --no-fail-fast
 fi
