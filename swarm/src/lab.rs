@@ -43,18 +43,12 @@ const PACKAGES: [(&str, &str); 6] = [
     ("bittorrent-peer", "bittorrent-peer"),
 ];
 
-/// When binaries are missing from a `target/debug` or `target/release` folder of this workspace, builds
-/// them with cargo (same profile) so `cargo run --release -p swarm -- demo` works from a fresh checkout.
-/// Returns what it did; a failed build is not fatal (the systems are then reported as not available).
+/// When the binaries live in a `target/debug` or `target/release` folder of this workspace, (re)builds them
+/// with cargo in the same profile, so `cargo run --release -p swarm -- demo` works from a fresh checkout and never
+/// runs protocol binaries older than their sources (cargo does nothing when they are up to date). `--bin-dir`
+/// skips this. Returns what it did; a failed build is not fatal (the systems are then reported as not available).
 pub fn ensure_binaries(bins: &Path) -> Option<String> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(bin, _)| !bins.join(bin).exists())
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return None;
-    }
+    let packages: Vec<&str> = PACKAGES.iter().map(|(_, pkg)| *pkg).collect();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
     let release = match bins.file_name()?.to_str()? {
         "release" => true,
@@ -70,17 +64,17 @@ pub fn ensure_binaries(bins: &Path) -> Option<String> {
     if release {
         cmd.arg("--release");
     }
-    let mut pkgs = missing.clone();
+    let mut pkgs = packages;
     pkgs.dedup();
     for p in &pkgs {
         cmd.args(["-p", p]);
     }
     eprintln!(
-        "swarm: building the missing binaries of {} ...",
+        "swarm: making sure the binaries of {} are built and up to date ...",
         pkgs.join(", ")
     );
     Some(match cmd.status() {
-        Ok(s) if s.success() => format!("built {}", pkgs.join(", ")),
+        Ok(s) if s.success() => format!("built or found up to date: {}", pkgs.join(", ")),
         Ok(s) => format!("cargo build failed ({s})"),
         Err(e) => format!("cannot run cargo: {e}"),
     })
