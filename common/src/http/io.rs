@@ -114,6 +114,28 @@ impl<T> IdleTimeout<T> {
         self.armed = false;
     }
 
+    /// Turns the inner stream's poll result into ours: a completed operation (read/write) counts as progress and
+    /// stops the clock; a pending one starts it and becomes a `TimedOut` error once it expires.
+    fn settle<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<R>>,
+        progress: bool,
+    ) -> Poll<io::Result<R>> {
+        match poll {
+            Poll::Ready(r) => {
+                if progress {
+                    self.progressed();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.check(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+        }
+    }
+
     /// Called when an operation is pending: starts the clock if it is not running and reports expiry.
     fn check(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         if !self.armed {
@@ -140,16 +162,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.progressed();
-                Poll::Ready(r)
-            }
-            Poll::Pending => match this.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.settle(cx, poll, true)
     }
 }
 
@@ -160,16 +174,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.progressed();
-                Poll::Ready(r)
-            }
-            Poll::Pending => match this.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.settle(cx, poll, true)
     }
 
     fn poll_write_vectored(
@@ -178,16 +184,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.progressed();
-                Poll::Ready(r)
-            }
-            Poll::Pending => match this.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.settle(cx, poll, true)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -196,24 +194,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => match this.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.settle(cx, poll, false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_shutdown(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => match this.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.settle(cx, poll, false)
     }
 }
 
