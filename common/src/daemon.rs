@@ -5,6 +5,7 @@
 //! - SIGTERM and Ctrl-C (SIGINT) cancel the returned [`CancellationToken`]: the daemon stops accepting,
 //!   finishes or drops its connections and writes its stats file before exiting.
 //! - SIGUSR1 writes the stats file at once ("stats on request") without stopping.
+//! - [`RateArgs`]: `--upload-rate` for nodes that upload files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,55 @@ impl DaemonArgs {
     }
 }
 
+/// The transfer cap every node that uploads files accepts (flatten it beside [`DaemonArgs`] in nodes that share;
+/// directory servers and trackers do not take it). The lab uses it to give loopback peers realistic link speeds,
+/// without which a flash crowd on one machine finishes before any design difference shows.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RateArgs {
+    /// Cap on this node's total upload payload rate, bytes per second, shared by all its uploads
+    /// (suffixes k, M, G are powers of 1024: `256k`, `1.5M`). Unlimited when absent.
+    #[arg(long, env = "P2PLAB_UPLOAD_RATE", value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
+    pub upload_rate: Option<u64>,
+}
+
+impl RateArgs {
+    /// One limiter shared by every upload of the node, or `None` when uploads are unlimited.
+    pub fn upload_limiter(&self) -> Option<crate::ratelimit::RateLimiter> {
+        self.upload_rate.map(crate::ratelimit::RateLimiter::new)
+    }
+}
+
+/// Parses a byte rate: a non-negative number with an optional `k`/`K`, `m`/`M` or `g`/`G` suffix (powers of
+/// 1024) and an optional trailing `B`, `B/s` or `/s`. Zero is refused: it would stall every transfer forever.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1024f64),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1024f64 * 1024.0),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1024f64 * 1024.0 * 1024.0),
+        _ => (t, 1f64),
+    };
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a byte rate: {text:?} (examples: 65536, 256k, 1.5M)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("not a byte rate: {text:?}"));
+    }
+    let bytes = (value * mult).round();
+    if bytes < 1.0 {
+        return Err(format!(
+            "rate {text:?} is zero; leave the option out for no cap"
+        ));
+    }
+    if bytes > u64::MAX as f64 {
+        return Err(format!("rate {text:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
 /// Installs the signal handlers of a daemon (must be called inside a tokio runtime).
 ///
 /// Returns a token cancelled on SIGTERM or SIGINT. SIGUSR1 writes `stats` to `stats_file` when one is set.
@@ -92,5 +142,41 @@ pub fn write_stats(stats: &Stats, path: &Path) {
     match stats.write_json(path) {
         Ok(()) => tracing::debug!(path = %path.display(), "stats written"),
         Err(e) => tracing::error!(path = %path.display(), cause = %e, "cannot write stats"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_parse_with_binary_suffixes() {
+        assert_eq!(parse_rate("65536"), Ok(65536));
+        assert_eq!(parse_rate("256k"), Ok(256 * 1024));
+        assert_eq!(parse_rate("256KB/s"), Ok(256 * 1024));
+        assert_eq!(parse_rate("1.5M"), Ok(1536 * 1024));
+        assert_eq!(parse_rate("2G"), Ok(2 << 30));
+        assert_eq!(parse_rate(" 10 "), Ok(10));
+    }
+
+    #[test]
+    fn bad_rates_are_refused() {
+        for bad in ["", "0", "0k", "-5", "fast", "1.5X", "NaN", "inf", "1e400"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn rate_args_parse_from_the_command_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            rates: super::RateArgs,
+        }
+        let cli = Cli::try_parse_from(["x", "--upload-rate", "64k"]).unwrap();
+        assert_eq!(cli.rates.upload_rate, Some(65536));
+        assert!(cli.rates.upload_limiter().is_some());
+        assert!(Cli::try_parse_from(["x", "--upload-rate", "0"]).is_err());
     }
 }
