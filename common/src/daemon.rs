@@ -5,7 +5,7 @@
 //! - SIGTERM and Ctrl-C (SIGINT) cancel the returned [`CancellationToken`]: the daemon stops accepting,
 //!   finishes or drops its connections and writes its stats file before exiting.
 //! - SIGUSR1 writes the stats file at once ("stats on request") without stopping.
-//! - [`RateArgs`]: `--upload-rate` for nodes that upload files.
+//! - [`RateArgs`]: `--upload-rate` / `--download-rate` for nodes that move files.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ impl DaemonArgs {
     }
 }
 
-/// The transfer cap every node that uploads files accepts (flatten it beside [`DaemonArgs`] in nodes that share;
+/// The transfer caps every node that moves files accepts (flatten it beside [`DaemonArgs`] in nodes that share;
 /// directory servers and trackers do not take it). The lab uses it to give loopback peers realistic link speeds,
 /// without which a flash crowd on one machine finishes before any design difference shows.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -62,12 +62,23 @@ pub struct RateArgs {
     /// (suffixes k, M, G are powers of 1024: `256k`, `1.5M`). Unlimited when absent.
     #[arg(long, env = "P2PLAB_UPLOAD_RATE", value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
     pub upload_rate: Option<u64>,
+
+    /// Cap on this node's total download payload rate, bytes per second (same syntax), shared by all its
+    /// downloads. Unlimited when absent.
+    #[arg(long, env = "P2PLAB_DOWNLOAD_RATE", value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
+    pub download_rate: Option<u64>,
 }
 
 impl RateArgs {
     /// One limiter shared by every upload of the node, or `None` when uploads are unlimited.
     pub fn upload_limiter(&self) -> Option<crate::ratelimit::RateLimiter> {
         self.upload_rate.map(crate::ratelimit::RateLimiter::new)
+    }
+
+    /// One limiter shared by every download of the node (`DownloadConfig::rate_limit` in
+    /// [`crate::multisource`]), or `None` when downloads are unlimited.
+    pub fn download_limiter(&self) -> Option<crate::ratelimit::RateLimiter> {
+        self.download_rate.map(crate::ratelimit::RateLimiter::new)
     }
 }
 
@@ -176,6 +187,7 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["x", "--upload-rate", "64k"]).unwrap();
         assert_eq!(cli.rates.upload_rate, Some(65536));
+        assert_eq!(cli.rates.download_rate, None);
         assert!(cli.rates.upload_limiter().is_some());
         assert!(Cli::try_parse_from(["x", "--upload-rate", "0"]).is_err());
     }

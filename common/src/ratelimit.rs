@@ -155,6 +155,16 @@ impl RateLimiter {
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
     }
+
+    /// Waits until all of `amount` has been taken (in pieces, so other tasks sharing the limiter are served
+    /// in between). Used after bytes have been received: the reader stops reading until the cap allows it,
+    /// and TCP flow control slows the sender.
+    pub async fn acquire(&self, amount: u64) {
+        let mut left = amount;
+        while left > 0 {
+            left -= self.acquire_up_to(left).await;
+        }
+    }
 }
 
 #[cfg(test)]

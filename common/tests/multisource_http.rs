@@ -179,3 +179,43 @@ async fn full_upload_slots_queue_us_until_one_frees() {
     );
     assert_eq!(report.sources[0].blocks, 4);
 }
+
+/// A download cap holds across all sources together: two unlimited servers cannot push the download faster
+/// than the cap (checked as a lower bound on the time taken, which only a working cap can produce).
+#[tokio::test]
+async fn a_download_rate_cap_holds_across_sources() {
+    let size = 192 * 1024;
+    let rate = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let file = shared_file(dir.path(), size);
+    let a = FileServer::start(&file, HttpConfig::default(), false).await;
+    let b = FileServer::start(&file, HttpConfig::default(), false).await;
+    let limiter = common::ratelimit::RateLimiter::new(rate);
+    // `RateLimiter::new` starts with a full bucket of a tenth of a second.
+    let burst = rate / 10;
+    let dest = dir.path().join("out");
+    let (dl, _adder, _rx) = Download::new(
+        &dest,
+        size,
+        ExpectedHash::Sha1(content_sha1(size)),
+        DownloadConfig {
+            rate_limit: Some(limiter),
+            ..config()
+        },
+        Stats::new("test", "downloader", "d"),
+    );
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(TEST_DEADLINE, dl.run(vec![a.source(), b.source()]))
+        .await
+        .expect("download hung")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(std::fs::read(&dest).unwrap(), content(size));
+    assert_eq!(report.sources.len(), 2);
+    // Everything after the initial burst is paced at `rate`.
+    let floor = Duration::from_secs_f64((size - burst) as f64 / rate as f64 * 0.9);
+    assert!(
+        took >= floor,
+        "{size} bytes at {rate} B/s took only {took:?} (floor {floor:?})"
+    );
+}

@@ -70,6 +70,9 @@ pub struct DownloadConfig {
     pub state_save_interval: Duration,
     /// Time between two [`Event::Progress`].
     pub progress_interval: Duration,
+    /// Cap on the payload rate of this download (all sources together); share one limiter between
+    /// downloads to cap a whole node (`--download-rate`). `None`: unlimited.
+    pub rate_limit: Option<crate::ratelimit::RateLimiter>,
 }
 
 impl Default for DownloadConfig {
@@ -88,6 +91,7 @@ impl Default for DownloadConfig {
             no_source_timeout: Duration::from_secs(120),
             state_save_interval: Duration::from_secs(2),
             progress_interval: Duration::from_millis(250),
+            rate_limit: None,
         }
     }
 }
@@ -563,6 +567,7 @@ impl Driver {
             default_retry_after: cfg.default_retry_after,
             max_retry_after: cfg.max_retry_after,
             urn: dl.expected.urn(),
+            rate_limit: cfg.rate_limit.clone(),
         });
         let now = Instant::now();
         let mut d = Driver {

@@ -260,6 +260,8 @@ pub(crate) struct FetchParams {
     pub(crate) max_retry_after: Duration,
     /// `urn:sha1:<BASE32>` when the expected hash is a SHA-1: a source announcing another URN is wrong.
     pub(crate) urn: Option<String>,
+    /// The download's rate cap, charged for every body chunk received.
+    pub(crate) rate_limit: Option<crate::ratelimit::RateLimiter>,
 }
 
 /// Extra facts from a response the caller may want (alternate locations).
@@ -441,6 +443,9 @@ async fn request(
                 return Err(FetchError::TooLong(want));
             }
             on_chunk(&data);
+            if let Some(limit) = &p.rate_limit {
+                limit.acquire(data.len() as u64).await;
+            }
         }
     }
     if got != want {
