@@ -1,5 +1,5 @@
 //! BEP 10 extension protocol handshake and BEP 9 `ut_metadata` messages (the payloads carried inside
-//! [`super::peer::Msg::Extended`]).
+//! [`super::peer::Msg::Extended`]). The BEP 11 `ut_pex` payload is in [`super::pex`].
 
 use bendy::encoding::Encoder;
 use bendy::value::Value;
@@ -8,6 +8,8 @@ use crate::bencode::{self, as_dict, BencodeError};
 
 /// The id we assign to ut_metadata in our extension handshake.
 pub const UT_METADATA_ID: u8 = 1;
+/// The id we assign to ut_pex (BEP 11) in our extension handshake (absent for private torrents).
+pub const UT_PEX_ID: u8 = 2;
 /// BEP 9 metadata piece size.
 pub const METADATA_PIECE: usize = 16 << 10;
 /// Largest metadata (raw `info` dictionary) we fetch or serve.
@@ -18,6 +20,10 @@ pub const MAX_METADATA_SIZE: usize = 8 << 20;
 pub struct ExtHandshake {
     /// The peer's message id for ut_metadata (`m.ut_metadata`), if it supports it (0 = disabled).
     pub ut_metadata: Option<u8>,
+    /// The peer's message id for ut_pex (`m.ut_pex`, BEP 11).
+    pub ut_pex: Option<u8>,
+    /// The sender's TCP listen port (`p`): what PEX must advertise for a peer that dialled us.
+    pub port: Option<u16>,
     /// Size of the raw info dictionary (`metadata_size`).
     pub metadata_size: Option<usize>,
     /// Client name (`v`).
@@ -38,11 +44,17 @@ impl ExtHandshake {
                     if let Some(id) = self.ut_metadata {
                         m.emit_pair(b"ut_metadata", id as i64)?;
                     }
+                    if let Some(id) = self.ut_pex {
+                        m.emit_pair(b"ut_pex", id as i64)?;
+                    }
                     Ok(())
                 })
             })?;
             if let Some(n) = self.metadata_size {
                 d.emit_pair(b"metadata_size", n as i64)?;
+            }
+            if let Some(p) = self.port {
+                d.emit_pair(b"p", p as i64)?;
             }
             if let Some(v) = &self.client {
                 d.emit_pair(b"v", v.as_str())?;
@@ -58,11 +70,16 @@ impl ExtHandshake {
     pub fn parse(payload: &[u8]) -> Result<ExtHandshake, BencodeError> {
         let (v, _) = bencode::decode_prefix(payload)?;
         let d = as_dict(&v, "handshake")?;
-        let ut_metadata = match bencode::get(d, "m") {
-            Some(Value::Dict(m)) => match m.get(&b"ut_metadata"[..]) {
+        // An id of 0 disables the extension (BEP 10); ids above 255 cannot be sent.
+        let id = |name: &[u8]| match bencode::get(d, "m") {
+            Some(Value::Dict(m)) => match m.get(name) {
                 Some(Value::Integer(i)) if (1..=255).contains(i) => Some(*i as u8),
                 _ => None,
             },
+            _ => None,
+        };
+        let port = match bencode::get(d, "p") {
+            Some(Value::Integer(p)) if (1..=65535).contains(p) => Some(*p as u16),
             _ => None,
         };
         let metadata_size = match bencode::get(d, "metadata_size") {
@@ -72,7 +89,9 @@ impl ExtHandshake {
             _ => None,
         };
         Ok(ExtHandshake {
-            ut_metadata,
+            ut_metadata: id(b"ut_metadata"),
+            ut_pex: id(b"ut_pex"),
+            port,
             metadata_size,
             client: bencode::opt_text(d, "v").ok().flatten(),
         })
@@ -161,18 +180,22 @@ mod tests {
     fn handshake_round_trip_and_known_bytes() {
         let h = ExtHandshake {
             ut_metadata: Some(3),
+            ut_pex: Some(2),
+            port: Some(6881),
             metadata_size: Some(1234),
             client: Some("x".into()),
         };
         let b = h.encode();
-        assert_eq!(b, b"d1:md11:ut_metadatai3ee13:metadata_sizei1234e1:v1:xe");
-        assert_eq!(ExtHandshake::parse(&b).unwrap(), h);
         assert_eq!(
-            ExtHandshake::parse(b"d1:md6:ut_pexi2eee")
-                .unwrap()
-                .ut_metadata,
-            None
+            b,
+            &b"d1:md11:ut_metadatai3e6:ut_pexi2ee13:metadata_sizei1234e1:pi6881e1:v1:xe"[..]
         );
+        assert_eq!(ExtHandshake::parse(&b).unwrap(), h);
+        let only_pex = ExtHandshake::parse(b"d1:md6:ut_pexi2eee").unwrap();
+        assert_eq!((only_pex.ut_metadata, only_pex.ut_pex), (None, Some(2)));
+        // 0 disables; out-of-range ports and ids are dropped, not trusted.
+        let off = ExtHandshake::parse(b"d1:md6:ut_pexi0ee1:pi70000ee").unwrap();
+        assert_eq!((off.ut_pex, off.port), (None, None));
     }
 
     #[test]

@@ -53,8 +53,7 @@ async fn from_peer(
     let mut out = BytesMut::new();
     let hs = ExtHandshake {
         ut_metadata: Some(UT_METADATA_ID),
-        metadata_size: None,
-        client: None,
+        ..ExtHandshake::default()
     }
     .encode();
     Msg::Extended {

@@ -1,5 +1,5 @@
-//! The shared state of one torrent inside the node: the sans-I/O picker, choker and verification
-//! bookkeeping, plus each connection's outbox. Every method runs with the torrent lock held and never
+//! The shared state of one torrent inside the node: the sans-I/O picker, choker, verification and peer
+//! exchange (BEP 11) bookkeeping, plus each connection's outbox. Every method runs with the torrent lock held and never
 //! awaits; the connection tasks in [`super::peer`] only move bytes.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -8,16 +8,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use common::ratelimit::RateLimiter;
 use common::stats::Stats;
 use rand::rngs::StdRng;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::ext::{ExtHandshake, MetadataMsg, METADATA_PIECE, UT_METADATA_ID};
+use crate::codec::ext::{ExtHandshake, MetadataMsg, METADATA_PIECE, UT_METADATA_ID, UT_PEX_ID};
 use crate::codec::peer::{BlockRef, Msg, MAX_BLOCK_LEN};
+use crate::codec::pex::{flags as pex_flags, PexMsg};
 use crate::metainfo::Metainfo;
 use crate::protocol::bitfield::Bitfield;
 use crate::protocol::choker::Choker;
+use crate::protocol::pex::{Candidates, PexPeer};
 use crate::protocol::picker::{PeerKey, Picker, Received};
 use crate::protocol::pieces::{PieceHashers, Strikes};
 use crate::storage::Storage;
@@ -112,6 +115,13 @@ pub struct PeerEntry {
     fast: bool,
     /// The peer's id for ut_metadata (from its BEP 10 handshake).
     ut_metadata: Option<u8>,
+    /// The peer's id for ut_pex (BEP 11), if it negotiated it.
+    ut_pex: Option<u8>,
+    /// The peer's listen port from its BEP 10 handshake (`p`).
+    listen_port: Option<u16>,
+    /// We dialled this peer (so `addr` is where it listens: PEX flag "reachable").
+    outgoing: bool,
+    pex: PexPeer,
     has: Bitfield,
     /// Pieces the peer has that we do not (interest without rescanning the bitfield).
     wanted: u32,
@@ -169,6 +179,20 @@ pub struct Torrent {
     records: BTreeMap<String, PeerRecord>,
     chokes: u64,
     unchokes: u64,
+    /// Addresses the node is dialling right now: a connection from one of them is outgoing.
+    pub dialing: HashSet<SocketAddr>,
+    /// Contacts learnt by PEX for the node to dial (bounded).
+    pub pex_candidates: Candidates,
+    /// Our TCP listen port, sent as `p` in the extension handshake so PEX can advertise us.
+    pub listen_port: Option<u16>,
+    /// Cap on the payload we send, shared by every connection (`--upload-rate`).
+    pub upload_limit: Option<RateLimiter>,
+    /// Cap on the payload we receive, shared by every connection (`--download-rate`).
+    pub download_limit: Option<RateLimiter>,
+    pex_sent: u64,
+    pex_received: u64,
+    pex_ignored: u64,
+    pex_learned: u64,
 }
 
 /// The torrent behind a lock, shared by every task of the node.
@@ -213,6 +237,15 @@ impl Torrent {
                 records: BTreeMap::new(),
                 chokes: 0,
                 unchokes: 0,
+                dialing: HashSet::new(),
+                pex_candidates: Candidates::default(),
+                listen_port: None,
+                upload_limit: None,
+                download_limit: None,
+                pex_sent: 0,
+                pex_received: 0,
+                pex_ignored: 0,
+                pex_learned: 0,
             },
             rx,
         )
@@ -260,6 +293,7 @@ impl Torrent {
         let key = self.next_key;
         self.next_key += 1;
         let n = self.meta.info.num_pieces();
+        let outgoing = self.dialing.contains(&addr);
         self.peers.insert(
             key,
             PeerEntry {
@@ -267,6 +301,10 @@ impl Torrent {
                 id,
                 fast,
                 ut_metadata: None,
+                ut_pex: None,
+                listen_port: None,
+                outgoing,
+                pex: PexPeer::default(),
                 has: Bitfield::new(n),
                 wanted: 0,
                 am_interested: false,
@@ -282,6 +320,9 @@ impl Torrent {
         if extensions {
             let hs = ExtHandshake {
                 ut_metadata: Some(UT_METADATA_ID),
+                // BEP 27: no peer exchange for private torrents, so we do not offer it.
+                ut_pex: self.pex_enabled().then_some(UT_PEX_ID),
+                port: self.listen_port,
                 metadata_size: Some(self.meta.info_bytes.len()),
                 client: Some(concat!("p2p-lab ", env!("CARGO_PKG_VERSION")).into()),
             }
@@ -377,9 +418,38 @@ impl Torrent {
             Msg::KeepAlive | Msg::Port(_) => {}
             Msg::Extended { ext_id: 0, payload } => {
                 // A malformed extension handshake only disables extensions for this peer.
-                p.ut_metadata = ExtHandshake::parse(payload)
-                    .ok()
-                    .and_then(|h| h.ut_metadata);
+                let h = ExtHandshake::parse(payload).unwrap_or_default();
+                p.ut_metadata = h.ut_metadata;
+                p.ut_pex = h.ut_pex;
+                p.listen_port = h.port;
+            }
+            Msg::Extended { ext_id, payload } if ext_id == UT_PEX_ID => {
+                // Only peers that saw us offer ut_pex may send it; a private torrent never offers it.
+                if self.meta.info.private || p.ut_pex.is_none() || !p.pex.accept(now) {
+                    self.pex_ignored += 1;
+                    return Ok(());
+                }
+                match PexMsg::parse(payload) {
+                    Ok(m) => {
+                        self.pex_received += 1;
+                        let ours =
+                            SocketAddr::new(p.addr.ip(), self.listen_port.unwrap_or_default());
+                        let n = self.pex_candidates.learn(&m, ours);
+                        self.pex_learned += n as u64;
+                        tracing::debug!(
+                            from = %p.addr,
+                            added = m.added.len(),
+                            dropped = m.dropped.len(),
+                            queued = n,
+                            "ut_pex received"
+                        );
+                    }
+                    Err(e) => {
+                        // PEX is advisory: a bad message is ignored, the connection stays.
+                        tracing::debug!(from = %p.addr, cause = %e, "bad ut_pex message");
+                        self.stats.error("pex_malformed");
+                    }
+                }
             }
             Msg::Extended { ext_id, payload } if ext_id == UT_METADATA_ID => {
                 if let (Some(their), Ok(MetadataMsg::Request(piece))) =
@@ -406,7 +476,7 @@ impl Torrent {
                     );
                 }
             }
-            // Extensions we did not announce (ut_pex, ...): ignored.
+            // Extensions we did not announce: ignored.
             Msg::Extended { .. } => {}
             Msg::Suggest(_) | Msg::AllowedFast(_) => {
                 if !fast {
@@ -683,6 +753,66 @@ impl Torrent {
         }
     }
 
+    /// Whether peer exchange may be used: never for a private torrent (BEP 27).
+    pub fn pex_enabled(&self) -> bool {
+        !self.meta.info.private
+    }
+
+    /// Sends each peer that negotiated ut_pex the changes in our connection set since it was last told,
+    /// at most once a minute per peer (BEP 11). Call about once a second.
+    pub fn pex_tick(&mut self, now: Instant) {
+        if !self.pex_enabled() {
+            return;
+        }
+        // Where each connected peer can be reached: the address we dialled, or its IP with the
+        // listen port from its extension handshake. Peers that dialled us without saying are left out.
+        let contacts: Vec<(PeerKey, SocketAddr, u8)> = self
+            .peers
+            .iter()
+            .filter_map(|(k, p)| {
+                let seed = if p.has.is_full() { pex_flags::SEED } else { 0 };
+                if p.outgoing {
+                    Some((*k, p.addr, pex_flags::REACHABLE | seed))
+                } else {
+                    p.listen_port
+                        .map(|port| (*k, SocketAddr::new(p.addr.ip(), port), seed))
+                }
+            })
+            .collect();
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.ut_pex.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let others: Vec<(SocketAddr, u8)> = contacts
+                .iter()
+                .filter(|c| c.0 != key)
+                .map(|c| (c.1, c.2))
+                .collect();
+            let p = self.peers.get_mut(&key).expect("key from map");
+            let (Some(their), Some(m)) = (p.ut_pex, p.pex.poll(now, &others)) else {
+                continue;
+            };
+            tracing::debug!(
+                to = %p.addr,
+                added = m.added.len(),
+                dropped = m.dropped.len(),
+                "ut_pex sent"
+            );
+            let payload = m.encode();
+            self.pex_sent += 1;
+            self.push(
+                key,
+                &Msg::Extended {
+                    ext_id: their,
+                    payload: &payload,
+                },
+            );
+        }
+    }
+
     /// Writes the protocol-specific figures into the stats record.
     pub fn publish_stats(&mut self) {
         let mut records = self.records.clone();
@@ -709,5 +839,15 @@ impl Torrent {
         );
         self.stats
             .set_extra("hash_failures", self.strikes.failed_pieces.into());
+        self.stats.set_extra(
+            "pex",
+            serde_json::json!({
+                "enabled": self.pex_enabled(),
+                "sent": self.pex_sent,
+                "received": self.pex_received,
+                "ignored": self.pex_ignored,
+                "learned": self.pex_learned,
+            }),
+        );
     }
 }
