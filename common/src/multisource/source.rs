@@ -359,23 +359,6 @@ async fn request(
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
-    for name in ["x-alt", "x-gnutella-alternate-location"] {
-        for v in resp.headers().get_all(name) {
-            if let Ok(s) = v.to_str() {
-                info.alt_locs.push(s.to_owned());
-            }
-        }
-    }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        let wait = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after)
-            .unwrap_or(p.default_retry_after)
-            .min(p.max_retry_after);
-        return Err(FetchError::Queued(wait));
-    }
     if let (Some(want_urn), Some(got)) = (
         &p.urn,
         resp.headers()
@@ -395,6 +378,25 @@ async fn request(
         {
             return Err(FetchError::WrongContent(got.to_owned()));
         }
+    }
+    // Alternate locations are trusted only once the content URN matched (notes §5); a busy (503) source
+    // still hands them out, which is what spreads a flash crowd over the mesh.
+    for name in ["x-alt", "x-gnutella-alternate-location"] {
+        for v in resp.headers().get_all(name) {
+            if let Ok(s) = v.to_str() {
+                info.alt_locs.push(s.to_owned());
+            }
+        }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let wait = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after)
+            .unwrap_or(p.default_retry_after)
+            .min(p.max_retry_after);
+        return Err(FetchError::Queued(wait));
     }
     match status {
         StatusCode::PARTIAL_CONTENT => {
