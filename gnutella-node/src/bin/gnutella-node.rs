@@ -8,9 +8,11 @@
 //! gnutella-node --peer 127.0.0.1:6346 search "hello world" --expanding --json          # search, print hits
 //! ```
 //! `search --download DIR` fetches the first result from every hit with the same SHA-1 (`common::multisource`),
-//! reaching firewalled sources with PUSH/GIV.
+//! reaching firewalled sources with PUSH/GIV, adding the alternate locations sources name (`X-Alt`) and
+//! re-querying by `urn:sha1:` when short of sources. `get --urn ... --size ... --source ip:port` fetches a
+//! file by SHA-1 from hosts known to have it (plus their `X-Alt`), with or without joining the network.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +30,16 @@ use tokio::net::TcpListener;
 struct Cli {
     #[command(flatten)]
     daemon: common::daemon::DaemonArgs,
+
+    /// `--upload-rate` caps all HTTP uploads of the node together; `--download-rate` all its downloads
+    /// (`search --download`, `get`) together.
+    #[command(flatten)]
+    rates: common::daemon::RateArgs,
+
+    /// Files uploaded at once; beyond that a request gets `503 Busy` with `Retry-After: 1` and the `X-Alt`
+    /// of other sources, and the downloader comes back (or goes to them).
+    #[arg(long, default_value_t = gnutella_node::node::DEFAULT_UPLOAD_SLOTS, env = "P2PLAB_UPLOAD_SLOTS")]
+    upload_slots: usize,
 
     /// Folder whose files we share (hashed with SHA-1, served over HTTP on the same port).
     #[arg(long, env = "P2PLAB_SHARE", value_name = "DIR")]
@@ -127,6 +139,32 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         download: Option<PathBuf>,
     },
+    /// Download a file by SHA-1 from hosts known to have it (`/uri-res/N2R?urn:sha1:...`), adding the
+    /// alternate locations they name (`X-Alt`). With `--peer`, also joins as a leaf and queries by URN for
+    /// sources (at the start when no `--source` is given, and whenever the download runs low).
+    Get {
+        /// The file: `urn:sha1:<32 base32>`.
+        #[arg(long)]
+        urn: String,
+        /// Its size in bytes.
+        #[arg(long)]
+        size: u64,
+        /// A host that has it, ip:port (repeatable).
+        #[arg(long = "source", value_name = "ADDR")]
+        sources: Vec<SocketAddrV4>,
+        /// Save as this name (default: the base32 SHA-1).
+        #[arg(long)]
+        name: Option<String>,
+        /// Directory to save into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Seconds to wait for the first link (with --peer).
+        #[arg(long, default_value_t = 10.0)]
+        connect_timeout: f64,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn node_config(cli: &Cli, default_role: Role) -> NodeConfig {
@@ -152,6 +190,10 @@ fn node_config(cli: &Cli, default_role: Role) -> NodeConfig {
         firewalled: cli.firewalled,
         accept_guidance: cli.accept_guidance,
         seed: cli.seed,
+        upload_rate: cli.rates.upload_limiter(),
+        download_rate: cli.rates.download_limiter(),
+        upload_slots: cli.upload_slots,
+        busy_retry_after: gnutella_node::node::DEFAULT_BUSY_RETRY_AFTER,
     }
 }
 
@@ -162,6 +204,7 @@ async fn main() {
     let r = match &cli.cmd {
         None => daemon(&cli).await,
         Some(Cmd::Search { .. }) => search(&cli).await,
+        Some(Cmd::Get { .. }) => get(&cli).await,
     };
     if let Err(e) = r {
         eprintln!("gnutella-node: {e:#}");
@@ -269,7 +312,7 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
                 results += 1;
                 found.push((
                     HitSource {
-                        addr: std::net::SocketAddrV4::new(hit.ip, hit.port),
+                        addr: SocketAddrV4::new(hit.ip, hit.port),
                         index: r.index,
                         name: r.name.clone(),
                         servent: hit.servent,
@@ -377,30 +420,123 @@ async fn fetch(
     }
     std::fs::create_dir_all(dir)?;
     let dest = dir.join(safe_name(&first.name));
-    let report = node
-        .download(&sources, size, sha1, dest)
+    let out = node
+        .download(&sources, &[], size, sha1, dest, true)
         .await
         .context("download failed")?;
+    print_download(
+        &out,
+        &sha1,
+        sources.iter().filter(|s| s.firewalled).count(),
+        json,
+    );
+    Ok(())
+}
+
+fn print_download(
+    out: &gnutella_node::node::DownloadOutcome,
+    sha1: &[u8; 20],
+    pushed: usize,
+    json: bool,
+) {
+    let r = &out.report;
+    let used = r.sources.iter().filter(|s| s.bytes > 0).count();
     if json {
         println!(
             "{}",
             serde_json::json!({
                 "event": "downloaded",
-                "path": report.path,
-                "size": report.size,
-                "sha1": sha1_urn(&sha1),
-                "sources": sources.len(),
-                "pushed": sources.iter().filter(|s| s.firewalled).count(),
+                "path": r.path,
+                "size": r.size,
+                "sha1": sha1_urn(sha1),
+                "sources": out.initial_sources,
+                "pushed": pushed,
+                "from_alt": out.from_alt,
+                "from_requery": out.from_requery,
+                "requeries": out.requeries,
+                "sources_used": used,
+                "elapsed_ms": r.elapsed_ms,
+                "per_source": r.sources,
             })
         );
     } else {
         eprintln!(
-            "downloaded {} ({} bytes, {} source(s), verified {})",
-            report.path.display(),
-            report.size,
-            sources.len(),
-            sha1_urn(&sha1)
+            "downloaded {} ({} bytes, {} source(s) at start, {} from X-Alt, {} from re-queries, {} used, verified {})",
+            r.path.display(),
+            r.size,
+            out.initial_sources,
+            out.from_alt,
+            out.from_requery,
+            used,
+            sha1_urn(sha1)
         );
     }
-    Ok(())
+}
+
+async fn get(cli: &Cli) -> anyhow::Result<()> {
+    let Some(Cmd::Get {
+        urn,
+        size,
+        sources,
+        name,
+        out,
+        connect_timeout,
+        json,
+    }) = &cli.cmd
+    else {
+        unreachable!()
+    };
+    let sha1 = parse_sha1_urn(urn).context("--urn must be urn:sha1:<32 base32>")?;
+    if sources.is_empty() && cli.peers.is_empty() {
+        anyhow::bail!("get needs a --source or a --peer to search");
+    }
+    let listen = cli
+        .daemon
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let stats = Stats::new("gnutella", "leaf", &addr.to_string());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let node = Node::start(
+        listener,
+        node_config(cli, Role::Leaf),
+        stats.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let joined = !cli.peers.is_empty();
+    if joined
+        && !node
+            .wait_connected(1, Duration::from_secs_f64(*connect_timeout))
+            .await
+    {
+        anyhow::bail!("could not connect to any peer");
+    }
+    let file_name = name
+        .clone()
+        .unwrap_or_else(|| sha1_urn(&sha1)["urn:sha1:".len()..].to_owned());
+    let r = async {
+        std::fs::create_dir_all(out)?;
+        let o = node
+            .download(
+                &[],
+                sources,
+                *size,
+                sha1,
+                out.join(safe_name(&file_name)),
+                joined,
+            )
+            .await
+            .context("download failed")?;
+        print_download(&o, &sha1, 0, *json);
+        anyhow::Ok(())
+    }
+    .await;
+    node.close().await;
+    shutdown.cancel();
+    if let Some(p) = &cli.daemon.stats_file {
+        common::daemon::write_stats(&stats, p);
+    }
+    r
 }

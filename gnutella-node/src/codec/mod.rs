@@ -6,10 +6,12 @@
 //! - [`message`]: the payloads (Ping, Pong, Query, QueryHit, Push, Bye, QRP, vendor messages).
 //! - [`ggep`]: GGEP 0.5 extension blocks (COBS, deflate with a bounded inflate, 6-bit length chunks).
 //! - [`handshake`]: the 0.6 header blocks and the legacy 0.4 lines.
+//! - [`altloc`]: alternate locations in HTTP headers (`X-Alt` compact form, old URL form).
 //! - [`qrp`]: the QRP hash (LimeWire/0.6 QRP spec), table build, RESET/PATCH encoding and the receiver.
 //!
 //! Integers are little-endian except IPv4 addresses and the Query flags word (big-endian).
 
+pub mod altloc;
 pub mod ggep;
 pub mod handshake;
 pub mod message;

@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, warn, Instrument};
 
+use crate::codec::altloc::{format_x_alt, parse_alt_locs};
 use crate::codec::handshake::Block;
 use crate::codec::message::type_name;
 use crate::codec::{Descriptor, Frame, Guid};
@@ -35,6 +36,7 @@ use crate::protocol::handshake::{
     Capacity, ClientStart, HandshakeConfig, HandshakeError, Link, PeerKind, Role,
     ServerAwaitConnect, ServerReply,
 };
+use crate::protocol::mesh::Mesh;
 use crate::protocol::servent::{Config, ConnId, Event, Servent, SharedFile};
 
 /// The historical Gnutella port.
@@ -77,7 +79,25 @@ pub struct NodeConfig {
     pub accept_guidance: bool,
     /// RNG seed (GUIDs); random when `None`.
     pub seed: Option<u64>,
+    /// Cap shared by all our uploads (`--upload-rate`); `None`: unlimited.
+    pub upload_rate: Option<common::ratelimit::RateLimiter>,
+    /// Cap shared by all our downloads (`--download-rate`); `None`: unlimited.
+    pub download_rate: Option<common::ratelimit::RateLimiter>,
+    /// Files uploaded at once; further requests get `503` with `Retry-After` and `X-Alt`.
+    pub upload_slots: usize,
+    /// `Retry-After` of that `503`. Short, because a slot frees after every block a downloader fetches
+    /// (the default of `common::http`, 60 s, left a flash crowd waiting a minute per busy answer).
+    pub busy_retry_after: Duration,
 }
+
+/// Upload slots of a node unless told otherwise.
+pub const DEFAULT_UPLOAD_SLOTS: usize = 8;
+/// `Retry-After` of a busy node unless told otherwise.
+pub const DEFAULT_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Least time between two `urn:sha1:` re-queries of one download (LowOnSources).
+pub const REQUERY_INTERVAL: Duration = Duration::from_secs(5);
+/// TTL of a re-query for more sources.
+pub const REQUERY_TTL: u8 = 4;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -96,6 +116,10 @@ impl Default for NodeConfig {
             firewalled: false,
             accept_guidance: false,
             seed: None,
+            upload_rate: None,
+            download_rate: None,
+            upload_slots: DEFAULT_UPLOAD_SLOTS,
+            busy_retry_after: DEFAULT_BUSY_RETRY_AFTER,
         }
     }
 }
@@ -122,6 +146,8 @@ struct Inner {
     user_agent: String,
     /// Downloads waiting for a pushed connection, by the firewalled servent's GUID.
     givs: Mutex<HashMap<Guid, tokio::sync::mpsc::Sender<common::multisource::BoxStream>>>,
+    /// Alternate locations by SHA-1, shared with the HTTP router.
+    mesh: Arc<Mutex<Mesh>>,
 }
 
 /// A running node. Cheap to clone.
@@ -221,11 +247,15 @@ impl Node {
         stats.set_role(role_name);
         stats.set_node(&local.to_string());
         stats.set_extra("servent_guid", serde_json::json!(guid.to_hex()));
+        let mesh = Arc::new(Mutex::new(Mesh::new()));
         let http = library.as_ref().map(|l| {
             common::http::HttpServer::new(
-                http::GnutellaRouter::new(Arc::clone(l)),
+                http::GnutellaRouter::new(Arc::clone(l), Arc::clone(&mesh), addr),
                 common::http::HttpConfig {
                     server_header: Some(format!("p2p-lab-gnutella/{}", env!("CARGO_PKG_VERSION"))),
+                    upload_slots: cfg.upload_slots,
+                    retry_after: cfg.busy_retry_after,
+                    global_rate: cfg.upload_rate.clone(),
                     ..Default::default()
                 },
                 stats.clone(),
@@ -245,6 +275,7 @@ impl Node {
             http,
             library,
             givs: Mutex::new(HashMap::new()),
+            mesh,
             user_agent: format!("p2p-lab-gnutella/{}", env!("CARGO_PKG_VERSION")),
         });
         let node = Node { inner };
@@ -382,7 +413,18 @@ impl Inner {
                         Role::Leaf => "leaf",
                     });
                 }
-                Event::Hit { .. } => {}
+                Event::Hit { hit, .. } => {
+                    // Every reachable responder is a location of what it offers: our uploads of the same
+                    // file will name it in `X-Alt`.
+                    let a = SocketAddrV4::new(hit.ip, hit.port);
+                    if !hit.firewalled() {
+                        let t = now();
+                        let mut mesh = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
+                        for h in hit.results.iter().flat_map(|r| r.ext.sha1s()) {
+                            mesh.add(t, h, a);
+                        }
+                    }
+                }
             }
             let _ = self.events.send(e);
         }
@@ -1029,61 +1071,276 @@ fn encode_name(name: &str) -> String {
     out
 }
 
+/// Block size of a download of `size` bytes: about eight blocks (so several sources share even a small
+/// file), between 64 KiB and 1 MiB.
+fn block_size_for(size: u64) -> u32 {
+    (size / 8).clamp(64 * 1024, 1 << 20) as u32
+}
+
+/// What a finished download used besides the sources it started with.
+#[derive(Clone, Debug)]
+pub struct DownloadOutcome {
+    /// The multisource report (per-source bytes included).
+    pub report: common::multisource::DownloadReport,
+    /// Sources it started with.
+    pub initial_sources: usize,
+    /// Sources learned from `X-Alt` / `X-Gnutella-Alternate-Location` replies while it ran.
+    pub from_alt: usize,
+    /// Sources learned from hits of `urn:sha1:` re-queries.
+    pub from_requery: usize,
+    /// Re-queries sent.
+    pub requeries: u32,
+}
+
+/// The download's bookkeeping of sources, so none is added twice.
+struct SourceSet {
+    urn: String,
+    me: SocketAddrV4,
+    /// Reachable sources already added (by address).
+    direct: HashSet<SocketAddrV4>,
+    /// Firewalled sources already added (by servent GUID).
+    pushed: HashSet<Guid>,
+    /// What we tell each source in `X-Alt`: every reachable location we know.
+    alts: Vec<SocketAddrV4>,
+}
+
 impl Node {
-    /// Downloads a file from every source at once with `common::multisource`, verified against `sha1`.
-    /// Firewalled sources are reached through a Push and the GIV connection it provokes.
+    fn mesh(&self) -> MutexGuard<'_, Mesh> {
+        self.inner.mesh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A source for a host that has the file, fetched by URN (`/uri-res/N2R?urn:sha1:...`), telling it the
+    /// other locations we know (`X-Alt`), as gtk-gnutella's downloads do, so the mesh spreads.
+    fn direct_source(
+        &self,
+        set: &mut SourceSet,
+        a: SocketAddrV4,
+    ) -> anyhow::Result<Option<common::multisource::Source>> {
+        if a == set.me || !set.direct.insert(a) {
+            return Ok(None);
+        }
+        let url = format!("http://{a}/uri-res/N2R?{}", set.urn);
+        self.finish_source(common::multisource::Source::http(&url)?, set, Some(a))
+            .map(Some)
+    }
+
+    fn finish_source(
+        &self,
+        src: common::multisource::Source,
+        set: &SourceSet,
+        itself: Option<SocketAddrV4>,
+    ) -> anyhow::Result<common::multisource::Source> {
+        let mut src = src.header("X-Gnutella-Content-URN", &set.urn)?;
+        let others: Vec<SocketAddrV4> = set
+            .alts
+            .iter()
+            .copied()
+            .filter(|o| Some(*o) != itself)
+            .collect();
+        if !others.is_empty() {
+            src = src.header("X-Alt", &format_x_alt(&others))?;
+        }
+        Ok(src)
+    }
+
+    /// A source for one search hit: reachable ones by index, firewalled ones through Push/GIV.
+    fn hit_source(
+        &self,
+        set: &mut SourceSet,
+        s: &HitSource,
+    ) -> anyhow::Result<Option<common::multisource::Source>> {
+        use common::multisource::Source;
+        if !s.firewalled {
+            if s.addr == set.me || !set.direct.insert(s.addr) {
+                return Ok(None);
+            }
+            let url = format!("http://{}/get/{}/{}", s.addr, s.index, encode_name(&s.name));
+            return self
+                .finish_source(Source::http(&url)?, set, Some(s.addr))
+                .map(Some);
+        }
+        if s.servent == self.guid() || !set.pushed.insert(s.servent) {
+            return Ok(None);
+        }
+        let url = format!("http://{}/get/{}/{}", s.addr, s.index, encode_name(&s.name));
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        self.inner
+            .givs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(s.servent, tx);
+        let c = PushConnector {
+            inner: Arc::clone(&self.inner),
+            servent: s.servent,
+            index: s.index,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        };
+        self.finish_source(Source::with_connector(&url, Arc::new(c))?, set, None)
+            .map(Some)
+    }
+
+    /// Downloads a file with `common::multisource`, verified against `sha1`, from every search hit in `hits`
+    /// (firewalled ones through a Push and the GIV connection it provokes) and every host in `direct`
+    /// (fetched by URN). While it runs, the alternate locations sources name (`X-Alt`) are added as
+    /// sources, and when the downloader runs low on sources and `requery` is set, a `urn:sha1:` query
+    /// (at most one per [`REQUERY_INTERVAL`]) looks for more. Capped by the node's `--download-rate`.
     pub async fn download(
         &self,
-        sources: &[HitSource],
+        hits: &[HitSource],
+        direct: &[SocketAddrV4],
         size: u64,
         sha1: [u8; 20],
         dest: PathBuf,
-    ) -> anyhow::Result<common::multisource::DownloadReport> {
-        use common::multisource::{Download, DownloadConfig, ExpectedHash, Source};
-        let urn = crate::codec::message::sha1_urn(&sha1);
-        let mut list = Vec::new();
-        for s in sources {
-            let url = format!("http://{}/get/{}/{}", s.addr, s.index, encode_name(&s.name));
-            let src = if s.firewalled {
-                let (tx, rx) = tokio::sync::mpsc::channel(4);
-                self.inner
-                    .givs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(s.servent, tx);
-                let c = PushConnector {
-                    inner: Arc::clone(&self.inner),
-                    servent: s.servent,
-                    index: s.index,
-                    rx: Arc::new(tokio::sync::Mutex::new(rx)),
-                };
-                Source::with_connector(&url, Arc::new(c))?
-            } else {
-                Source::http(&url)?
-            };
-            list.push(src.header("X-Gnutella-Content-URN", &urn)?);
+        requery: bool,
+    ) -> anyhow::Result<DownloadOutcome> {
+        use common::multisource::{Download, DownloadConfig, Event as DlEvent, ExpectedHash};
+        let mut set = SourceSet {
+            urn: crate::codec::message::sha1_urn(&sha1),
+            me: self.inner.servent().config().addr,
+            direct: HashSet::new(),
+            pushed: HashSet::new(),
+            alts: Vec::new(),
+        };
+        {
+            // Everything we start with also goes into the mesh: our own uploads name it in `X-Alt`.
+            let now = now();
+            let mut mesh = self.mesh();
+            for a in direct
+                .iter()
+                .chain(hits.iter().filter(|h| !h.firewalled).map(|h| &h.addr))
+            {
+                if *a != set.me {
+                    mesh.add(now, sha1, *a);
+                }
+            }
         }
+        // Known addresses first, so each source's X-Alt names all the others.
+        for a in direct
+            .iter()
+            .chain(hits.iter().filter(|h| !h.firewalled).map(|h| &h.addr))
+        {
+            if *a != set.me && !set.alts.contains(a) {
+                set.alts.push(*a);
+            }
+        }
+        let mut list = Vec::new();
+        for h in hits {
+            if let Some(src) = self.hit_source(&mut set, h)? {
+                list.push(src);
+            }
+        }
+        for a in direct {
+            if let Some(src) = self.direct_source(&mut set, *a)? {
+                list.push(src);
+            }
+        }
+        let initial_sources = list.len();
         let cfg = DownloadConfig {
-            no_source_timeout: Duration::from_secs(5),
+            block_size: block_size_for(size),
+            no_source_timeout: if requery {
+                REQUERY_INTERVAL * 2
+            } else {
+                Duration::from_secs(5)
+            },
+            rate_limit: self.inner.cfg.download_rate.clone(),
             ..Default::default()
         };
-        let (dl, adder, _events) = Download::new(
+        let (dl, adder, mut events) = Download::new(
             dest,
             size,
             ExpectedHash::Sha1(common::hash::Sha1Digest(sha1)),
             cfg,
             self.inner.stats.clone(),
         );
-        drop(adder);
-        let r = dl.run(list).await;
-        for s in sources.iter().filter(|s| s.firewalled) {
-            self.inner
-                .givs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&s.servent);
+        let mut node_events = self.subscribe();
+        let run = dl.run(list);
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut low = false;
+        let mut last_requery: Option<Instant> = None;
+        let mut requery_guids: HashSet<Guid> = HashSet::new();
+        let (mut from_alt, mut from_requery, mut requeries) = (0usize, 0usize, 0u32);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                Some(ev) = events.recv() => match ev {
+                    DlEvent::AltLocations { values, .. } => {
+                        let alts: Vec<SocketAddrV4> = values.iter().flat_map(|v| parse_alt_locs(v)).collect();
+                        for a in alts {
+                            if a == set.me {
+                                continue;
+                            }
+                            self.mesh().add(now(), sha1, a);
+                            if !set.alts.contains(&a) {
+                                set.alts.push(a);
+                            }
+                            if let Some(src) = self.direct_source(&mut set, a)? {
+                                debug!(alt = %a, "source learned from X-Alt");
+                                if adder.try_add(src) {
+                                    from_alt += 1;
+                                }
+                            }
+                        }
+                    }
+                    DlEvent::LowOnSources { live } => {
+                        debug!(live, "low on sources");
+                        low = true;
+                    }
+                    DlEvent::SourceFailed { url, dead: true, .. } => {
+                        if let Some(a) = parse_alt_locs(&url).first() {
+                            self.mesh().remove(&sha1, a);
+                        }
+                    }
+                    _ => {}
+                },
+                Ok(ev) = node_events.recv(), if requery => {
+                    let Event::Hit { query, hit, .. } = ev else { continue };
+                    if !requery_guids.contains(&query) {
+                        continue;
+                    }
+                    for r in &hit.results {
+                        if r.file_size() != size || !r.ext.sha1s().contains(&sha1) {
+                            continue;
+                        }
+                        let hs = HitSource {
+                            addr: SocketAddrV4::new(hit.ip, hit.port),
+                            index: r.index,
+                            name: r.name.clone(),
+                            servent: hit.servent,
+                            firewalled: hit.firewalled(),
+                        };
+                        if let Some(src) = self.hit_source(&mut set, &hs)? {
+                            debug!(source = %hs.addr, "source found by re-query");
+                            if adder.try_add(src) {
+                                from_requery += 1;
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if requery && low && last_requery.is_none_or(|t| t.elapsed() >= REQUERY_INTERVAL) {
+                        low = false;
+                        last_requery = Some(Instant::now());
+                        requeries += 1;
+                        requery_guids.insert(self.search("", Some(sha1), REQUERY_TTL));
+                        info!(urn = %set.urn, "re-query for more sources");
+                    }
+                }
+            }
+        };
+        {
+            let mut givs = self.inner.givs.lock().unwrap_or_else(|e| e.into_inner());
+            for g in &set.pushed {
+                givs.remove(g);
+            }
         }
-        Ok(r?)
+        Ok(DownloadOutcome {
+            report: result?,
+            initial_sources,
+            from_alt,
+            from_requery,
+            requeries,
+        })
     }
 }
 
