@@ -183,6 +183,7 @@ fn message() -> impl Strategy<Value = Message> {
         name().prop_map(Message::NetworkName),
         any::<u32>().prop_map(Message::ProtocolVersion),
         any::<u32>().prop_map(|ip| Message::ExternalIp(Ipv4Addr::from(ip))),
+        addr().prop_map(Message::Reachability),
         (0x30u8..0x50, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(c, payload)| {
             Message::Unknown {
                 msg_type: u16::from(c),
@@ -332,6 +333,8 @@ fn golden_layouts() {
         }),
         [127, 0, 0, 1, 0x04, 0xBE, 0xD1, 0, b'b', b'o', b'b']
     );
+    assert_eq!(body(&Message::Reachability(sn)), [127, 0, 0, 1, 0x04, 0xBE]);
+    assert_eq!(Message::Reachability(sn).code(), 0x15);
     let hq = Query {
         max_results: 16,
         search_id: 7,

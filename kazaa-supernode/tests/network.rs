@@ -302,3 +302,77 @@ fn supernode_hopping_case_14() {
         (on_a() == 1).then_some(())
     });
 }
+
+/// The readiness line an auto node prints once it became a supernode.
+fn promoted_sn(d: &Daemon) -> Option<String> {
+    d.stdout_lines().iter().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["event"] == "listening" && v["name"] == "supernode")
+            .then(|| v["addr"].as_str().map(str::to_owned))
+            .flatten()
+    })
+}
+
+/// `--role auto`: a reachable node with enough capacity promotes itself after its minimum uptime,
+/// appears in its former SN's node list, links to it, and then serves as the SN of another ordinary
+/// node whose files are found through the old SN. A node that cannot be reached (firewalled) or has
+/// too little capacity stays ordinary.
+#[test]
+fn auto_node_is_promoted_and_serves_children() {
+    let sn1 = sn(&[]);
+    let a1 = sn1.addr().to_string();
+    let dir_a = tempfile::tempdir().unwrap();
+    std::fs::write(dir_a.path().join("Auto Own.mp3"), "promoted".repeat(100)).unwrap();
+    let auto = |user: &str, extra: &[&str]| {
+        Daemon::builder_path(BIN)
+            .args(["--role", "auto", "--listen", "127.0.0.1:0", "--peer", &a1])
+            .args(["--user", user, "--share", dir_a.path().to_str().unwrap()])
+            .args(["--promote-after", "1", "--promote-min-kbps", "1000"])
+            .args(extra)
+            .spawn()
+            .expect("auto node starts")
+    };
+    let started = Instant::now();
+    let a = auto("auto", &["--capacity-kbps", "4000"]);
+    let weak = auto("weak", &["--capacity-kbps", "100"]);
+    let walled = auto("walled", &["--firewalled"]);
+    let sn_a = eventually("the auto node's promotion", || promoted_sn(&a));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "promoted before its minimum uptime"
+    );
+    // The former SN lists the new SN in the node list it hands out.
+    eventually("the new SN in SN1's node list", || {
+        let v = search(&a1, &["nothing-matches-this"]);
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["addr"] == sn_a.as_str())
+            .then_some(())
+    });
+    // An ordinary node joins the promoted SN; its files are found there and, through the SN<->SN
+    // link, from SN1 in a wave headed by the promoted SN.
+    let dir_b = tempfile::tempdir().unwrap();
+    std::fs::write(dir_b.path().join("Child Of Auto.mp3"), "child".repeat(100)).unwrap();
+    let _b = on(&sn_a, dir_b.path(), "child");
+    let v = eventually("the child's file through SN1", || {
+        let v = search(&a1, &["child", "auto"]);
+        (!results(&v).is_empty()).then_some(v)
+    });
+    let wave = &v["waves"].as_array().unwrap()[0];
+    assert_eq!(wave["sn"], sn_a.as_str(), "{v}");
+    assert_eq!(wave["results"][0]["user"], "child");
+    // The promoted node registered its own shares with itself.
+    eventually("the auto node's own file on its SN", || {
+        let v = search(&sn_a, &["auto", "own"]);
+        results(&v)
+            .iter()
+            .any(|r| r["user"] == "auto")
+            .then_some(())
+    });
+    // Give the others as long again as the promoted node needed: neither may promote.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(promoted_sn(&weak), None, "too little capacity");
+    assert_eq!(promoted_sn(&walled), None, "never confirmed reachable");
+}

@@ -96,8 +96,14 @@ struct Get(Child, tempfile::NamedTempFile);
 
 impl Get {
     fn start(sn: &Daemon, target: &str, out: &Path) -> Get {
+        Get::start_with(sn, target, out, &[], &[])
+    }
+
+    /// `pre` goes before the `get` subcommand (node options), `post` after it (its own options).
+    fn start_with(sn: &Daemon, target: &str, out: &Path, pre: &[&str], post: &[&str]) -> Get {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(BIN)
+            .args(pre)
             .args([
                 "get",
                 "--json",
@@ -109,6 +115,7 @@ impl Get {
                 "-o",
             ])
             .arg(out)
+            .args(post)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
@@ -374,4 +381,185 @@ fn push_to_a_firewalled_source_case_13() {
         srcs[0]["blocks"].as_u64().unwrap() >= 5,
         "80 kB in 16 KiB blocks, each over its own push: {report}"
     );
+}
+
+fn queue_position(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-kazaa-queueposition")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// The upload queue: with the only slot busy, requesters get 503 + Retry-After + their place in line;
+/// a later requester with a higher participation level (X-Kazaa-XferUid) goes ahead of an earlier
+/// one with a lower level, and gets the slot first once it is free, although both keep asking.
+#[test]
+fn upload_queue_serves_the_higher_participation_level_first() {
+    let s = sn();
+    // ~2.9 s for the whole file at the node's 200 kB/s: the queue is built while it is busy.
+    let data = content(600_000, 7);
+    let hash = uuhash(&data);
+    let dir = share_dir("Queue.bin", &data);
+    let o = on(
+        &s,
+        dir.path(),
+        "uploader",
+        &[
+            "--upload-slots",
+            "1",
+            "--upload-rate",
+            "200000",
+            "--retry-after",
+            "2",
+        ],
+    );
+    wait_sources(&s, &hash.to_hex(), 1);
+    let req = |user: &str, level: u16| {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\nX-Kazaa-Username: {user}\r\nX-Kazaa-XferUid: {level}\r\n\r\n",
+            hash.http_path()
+        )
+    };
+    let mut holder = TcpStream::connect(o.addr()).unwrap();
+    holder
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    holder
+        .write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: x\r\nX-Kazaa-Username: holder\r\n\r\n",
+                hash.http_path()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut first = [0u8; 64];
+    holder.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    let (head, _) = http(o.addr(), &req("low", 10));
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 2"),
+        "{head}"
+    );
+    assert_eq!(queue_position(&head), Some(1), "{head}");
+    let (head, _) = http(o.addr(), &req("high", 900));
+    assert_eq!(
+        queue_position(&head),
+        Some(1),
+        "the higher level goes first: {head}"
+    );
+    let (head, _) = http(o.addr(), &req("low", 10));
+    assert_eq!(queue_position(&head), Some(2), "{head}");
+    // Free the slot, then let both ask in turn, the earlier (low) one first every round.
+    let mut rest = Vec::new();
+    holder.read_to_end(&mut rest).unwrap();
+    let start = Instant::now();
+    loop {
+        let (head, _) = http(o.addr(), &req("low", 10));
+        assert!(
+            head.starts_with("HTTP/1.1 503"),
+            "the lower level was served first: {head}"
+        );
+        let (head, body) = http(o.addr(), &req("high", 900));
+        if head.starts_with("HTTP/1.1 206") {
+            assert_eq!(body, &data[..100]);
+            break;
+        }
+        assert_eq!(queue_position(&head), Some(1), "{head}");
+        assert!(start.elapsed() < DEADLINE, "the slot never came free");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Now "low" is first in line and the slot is free again.
+    let start = Instant::now();
+    loop {
+        let (head, _) = http(o.addr(), &req("low", 10));
+        if head.starts_with("HTTP/1.1 206") {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "low was never served: {head}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--upload-rate` caps all uploads of a node together (two downloads at once share it) and
+/// `get --download-rate` caps a download across all its sources. Lower bounds on the time taken:
+/// a correctness check of the caps, not a speed limit.
+#[test]
+fn upload_and_download_rates_are_capped() {
+    let s = sn();
+    let rate = 100 * 1024u64;
+    let burst = rate / 10;
+    // Upload cap: one capped source, two concurrent downloads of 150 kB each.
+    let up = content(150_000, 11);
+    let up_hash = uuhash(&up);
+    let up_dir = share_dir("Capped.bin", &up);
+    let _capped = on(&s, up_dir.path(), "capped", &["--upload-rate", "100k"]);
+    // Download cap: two uncapped sources of another 200 kB file.
+    let down = content(200_000, 12);
+    let down_hash = uuhash(&down);
+    let down_dirs: Vec<_> = (0..2).map(|_| share_dir("Free.bin", &down)).collect();
+    let _free: Vec<Daemon> = down_dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| on(&s, d.path(), &format!("free{i}"), &[]))
+        .collect();
+    wait_sources(&s, &up_hash.to_hex(), 1);
+    wait_sources(&s, &down_hash.to_hex(), 2);
+    let out = tempfile::tempdir().unwrap();
+
+    let start = Instant::now();
+    let gets: Vec<Get> = (0..2)
+        .map(|i| {
+            Get::start_with(
+                &s,
+                &up_hash.to_hex(),
+                &out.path().join(format!("up{i}.bin")),
+                &["--user", &format!("dl{i}")],
+                &[],
+            )
+        })
+        .collect();
+    for g in gets {
+        g.finish();
+    }
+    let took = start.elapsed().as_secs_f64();
+    let floor = (2 * up.len() as u64 - burst) as f64 / rate as f64;
+    assert!(
+        took >= floor * 0.95,
+        "300 kB through a 100 KiB/s upload cap took {took:.2} s (< {floor:.2} s)"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            std::fs::read(out.path().join(format!("up{i}.bin"))).unwrap(),
+            up
+        );
+    }
+
+    let dest = out.path().join("down.bin");
+    let start = Instant::now();
+    let report = Get::start_with(
+        &s,
+        &down_hash.to_hex(),
+        &dest,
+        &[],
+        &["--download-rate", "100k"],
+    )
+    .finish();
+    let took = start.elapsed().as_secs_f64();
+    let floor = (down.len() as u64 - burst) as f64 / rate as f64;
+    assert!(
+        took >= floor * 0.95,
+        "200 kB under a 100 KiB/s download cap took {took:.2} s (< {floor:.2} s)"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), down);
+    let senders = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["bytes"].as_u64() > Some(0))
+        .count();
+    assert_eq!(senders, 2, "the cap spans both sources: {report}");
 }

@@ -16,21 +16,25 @@ use kazaa_supernode::codec::message::{FileMeta, Query};
 use kazaa_supernode::codec::tag::code;
 use kazaa_supernode::codec::{MediaType, Realm, Tag};
 use kazaa_supernode::node::get::{get, GetOptions};
-use kazaa_supernode::node::http::KazaaRouter;
-use kazaa_supernode::node::{run_supernode, OnClient};
+use kazaa_supernode::node::http::{KazaaRouter, QueueGate};
+use kazaa_supernode::node::{run_supernode, OnClient, OnEvent};
 use kazaa_supernode::protocol::matching::terms;
 use kazaa_supernode::protocol::ordinary::{choose_supernode, NodeCache, Probe};
+use kazaa_supernode::protocol::promotion::{Promotion, PromotionConfig, Verdict};
 use kazaa_supernode::protocol::supernode::SupernodeConfig;
 
-/// FastTrack-style KaZaA node: supernode or ordinary-node role, and a `search` client.
+/// FastTrack-style KaZaA node: supernode, ordinary or auto role, and `search`/`get` clients.
 ///
-/// Works: the supernode role (index of children's shares, SN<->SN forwarding, result waves), the
-/// ordinary role registering its shared folder with the best of its `--peer` SNs (with failover) and
-/// serving it over HTTP (GET /.hash=, X-Kazaa-* headers, 503 when slots are full), `search`, and `get`
-/// (multi-source download by hash with re-search, push + GIVE for firewalled sources), SN hopping.
-/// NOT IMPLEMENTED YET: `--role auto`, HTTP on a supernode's port (501), an upload queue ordered by
-/// participation level. The FastTrack cipher is replaced by a documented pass-through, so historical
-/// clients cannot log in.
+/// Works: the supernode role (index of children's shares, SN<->SN forwarding, result waves, connect-back
+/// reachability probes), the ordinary role registering its shared folder with the best of its `--peer`
+/// SNs (with failover, SN hopping) and serving it over HTTP (GET /.hash=, X-Kazaa-* headers, an upload
+/// queue ordered by participation level behind 503 + Retry-After), the auto role (an ordinary node that
+/// promotes itself to supernode once an SN confirmed it is reachable, its capacity is high enough and
+/// it has been up long enough), `search`, and `get` (multi-source download by hash with re-search, push
+/// and GIVE for firewalled sources). --upload-rate caps all uploads of a node together, --download-rate all
+/// downloads of `get`. NOT IMPLEMENTED: HTTP on a supernode's binary port (501), push relay beyond
+/// directly linked SNs, demotion. The FastTrack cipher is replaced by a documented pass-through, so
+/// historical clients cannot log in.
 #[derive(Parser, Debug)]
 #[command(name = "kazaa-supernode", version, about, long_about)]
 struct Cli {
@@ -38,6 +42,8 @@ struct Cli {
     cmd: Option<Cmd>,
     #[command(flatten)]
     daemon: common::daemon::DaemonArgs,
+    #[command(flatten)]
+    rates: common::daemon::RateArgs,
     /// Role of this node.
     #[arg(long, value_enum, default_value_t = Role::Supernode)]
     role: Role,
@@ -74,16 +80,33 @@ struct Cli {
     /// SN hopping (ordinary role): move to another cached supernode every this many seconds.
     #[arg(long, value_name = "SECS")]
     hop_every: Option<u64>,
-    /// Cap on each upload's rate, bytes per second (ordinary role).
+    /// Cap on each upload connection's rate, bytes per second (ordinary role); --upload-rate caps
+    /// all uploads together.
     #[arg(long, value_name = "BYTES_PER_SEC")]
     rate: Option<u64>,
+    /// Declared up-link in kbit/s (0x02 bandwidth byte, promotion's capacity test). Default: from
+    /// --upload-rate, else unlimited.
+    #[arg(long, value_name = "KBPS")]
+    capacity_kbps: Option<u32>,
+    /// Auto role: least uptime before promotion to supernode, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    promote_after: f64,
+    /// Auto role: least declared up-link for promotion, kbit/s.
+    #[arg(long, value_name = "KBPS", default_value_t = 1000)]
+    promote_min_kbps: u32,
+    /// Auto role: least load (%) our supernode must report before we promote (0: any).
+    #[arg(long, value_name = "PERCENT", default_value_t = 0)]
+    promote_min_sn_load: u8,
+    /// Auto role: where the supernode port opens after promotion (default: our IP, a free port).
+    #[arg(long, value_name = "ADDR")]
+    sn_listen: Option<SocketAddr>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Role {
     Supernode,
     Ordinary,
-    /// Not implemented yet.
+    /// Start ordinary; become a supernode once reachable, capable and up long enough.
     Auto,
 }
 
@@ -113,25 +136,43 @@ enum Cmd {
         network: String,
     },
     /// Download a file by ContentHash from every source the supernode finds, in parallel.
-    Get {
-        /// The supernode to search through.
-        #[arg(long = "peer", value_name = "ADDR")]
-        peer: SocketAddr,
-        /// ContentHash (40 hex digits) or a `sig2dat://` link (pins the hash and length).
-        target: String,
-        /// Output file.
-        #[arg(long, short)]
-        out: PathBuf,
-        /// Block size in bytes.
-        #[arg(long, default_value_t = 256 * 1024)]
-        block_size: u32,
-        /// One JSON report on stdout instead of the progress bar.
-        #[arg(long)]
-        json: bool,
-        /// Network name.
-        #[arg(long, default_value = "KaZaA")]
-        network: String,
-    },
+    Get(GetArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct GetArgs {
+    /// The supernode to search through.
+    #[arg(long = "peer", value_name = "ADDR")]
+    peer: SocketAddr,
+    /// ContentHash (40 hex digits) or a `sig2dat://` link (pins the hash and length).
+    target: String,
+    /// Output file.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Block size in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    block_size: u32,
+    /// One JSON report on stdout instead of the progress bar.
+    #[arg(long)]
+    json: bool,
+    /// Network name.
+    #[arg(long, default_value = "KaZaA")]
+    network: String,
+    /// Our participation level (0-1000, Kazaa's uploaded MB / downloaded MB x 100), sent in
+    /// X-Kazaa-XferUid: uploaders' queues serve higher levels first.
+    #[arg(long, default_value_t = 10)]
+    participation: u16,
+    /// A source that sends nothing for this long is given up (its blocks move on), milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    stall_timeout_ms: u64,
+    /// Connecting to a source (or waiting for its push) gives up after this, milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    connect_timeout_ms: u64,
+    /// Print every downloader event as a JSON line on stderr (with `unix_ms`).
+    #[arg(long)]
+    events: bool,
+    #[command(flatten)]
+    rates: common::daemon::RateArgs,
 }
 
 fn open_library(dir: &PathBuf, data_dir: Option<&PathBuf>) -> anyhow::Result<Library> {
@@ -168,10 +209,24 @@ fn v4(a: SocketAddr) -> anyhow::Result<SocketAddrV4> {
     }
 }
 
-async fn ordinary(cli: Cli) -> anyhow::Result<()> {
+/// The declared up-link: `--capacity-kbps`, else `--upload-rate` in kbit/s, else unlimited.
+fn capacity_kbps(cli: &Cli) -> u32 {
+    cli.capacity_kbps.unwrap_or_else(|| {
+        cli.rates.upload_rate.map_or(u32::MAX, |r| {
+            u32::try_from(r.saturating_mul(8) / 1000).unwrap_or(u32::MAX - 1)
+        })
+    })
+}
+
+/// Ordinary role, and auto role (`auto`): an ordinary node that may promote itself to supernode.
+async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
     if cli.peers.is_empty() {
-        bail!("--role ordinary needs at least one --peer supernode");
+        bail!(
+            "--role {} needs at least one --peer supernode",
+            if auto { "auto" } else { "ordinary" }
+        );
     }
+    let started = Instant::now();
     let listen = cli.daemon.listen_or(1214);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -183,17 +238,23 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
     };
     let shares = lib.as_deref().map(shares_of).unwrap_or_default();
     let stats = common::stats::Stats::new("kazaa", "ordinary", &http.to_string());
+    stats.set_extra("role", serde_json::Value::String("ordinary".into()));
     let shutdown = common::daemon::install_signals(stats.clone(), cli.daemon.stats_file.clone());
     let current_sn = Arc::new(Mutex::new(None));
-    let router = KazaaRouter::new(lib, &cli.user, &cli.network, http, current_sn.clone());
+    let retry_after = Duration::from_secs(cli.retry_after);
+    let gate = QueueGate::new(retry_after, stats.clone());
+    let router = KazaaRouter::new(lib, &cli.user, &cli.network, http, current_sn.clone())
+        .with_queue(gate.clone());
     let http_cfg = HttpConfig {
         upload_slots: cli.upload_slots,
-        retry_after: Duration::from_secs(cli.retry_after),
+        retry_after,
         per_connection_rate: cli.rate,
+        global_rate: cli.rates.upload_limiter(),
         ..HttpConfig::default()
     };
     common::telemetry::announce_listening("tcp", http.into(), None);
     let server = HttpServer::new(router, http_cfg, stats.clone());
+    gate.attach(server.clone());
     {
         let (server, shutdown) = (server.clone(), shutdown.clone());
         tokio::spawn(async move { server.serve(listener, shutdown).await });
@@ -204,11 +265,23 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
     } else {
         http
     };
+    let capacity = capacity_kbps(&cli);
+    let mut promotion = Promotion::new(
+        PromotionConfig {
+            min_uptime: Duration::from_secs_f64(cli.promote_after.max(0.0)),
+            min_capacity_kbps: cli.promote_min_kbps,
+            capacity_kbps: capacity,
+            min_sn_load: cli.promote_min_sn_load,
+        },
+        started,
+    );
+    let mut check = tokio::time::interval(PROMOTION_CHECK);
     let mut cache = NodeCache::new();
     let boot: Vec<SocketAddrV4> = cli.peers.iter().map(|p| v4(*p)).collect::<Result<_, _>>()?;
     cache.bootstrap(&boot, Instant::now());
     let mut rng = rand::thread_rng();
     let mut previous = None;
+    let mut own_sn: Option<SocketAddrV4> = None;
     while !shutdown.is_cancelled() {
         // Probe up to 5 SNs, keep the best session, close the others.
         let mut sessions = Vec::new();
@@ -247,11 +320,12 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
             tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
         };
         drop(probes);
-        let (_, client) = sessions
+        let (probe, client) = sessions
             .into_iter()
             .find(|(p, _)| p.addr == best)
             .expect("chosen among probes");
         drop(client);
+        promotion.sn_load(probe.load);
         // Register on a fresh session: probes registered nothing.
         let mut c = match OnClient::connect(
             best.into(),
@@ -278,34 +352,168 @@ async fn ordinary(cli: Cli) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            r = c.hold(&shutdown, |push_id, requester| {
-                let (server, shutdown, stats) = (server.clone(), shutdown.clone(), stats.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = give(push_id, requester, server, shutdown).await {
-                        stats.error("give");
-                        tracing::info!(%requester, error = %e, "push connect-back failed");
+        tokio::pin!(hop);
+        let mut events = Vec::new();
+        let promoted_now = loop {
+            let r = tokio::select! {
+                r = c.hold(&shutdown, |ev| match ev {
+                    // Pushes are answered at once; the rest feeds the promotion check below.
+                    OnEvent::Push { push_id, requester } => {
+                        let (server, shutdown, stats) = (server.clone(), shutdown.clone(), stats.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = give(push_id, requester, server, shutdown).await {
+                                stats.error("give");
+                                tracing::info!(%requester, error = %e, "push connect-back failed");
+                            }
+                        });
                     }
-                });
-            }) => if let Err(e) = r {
-                tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
-                cache.mark_failed(best, Instant::now());
-            },
-            _ = hop => {
-                // SN hopping (K-Lite's KaZuperNodes, giFT's "dance"): leave this SN for another one, so
-                // the next searches see that SN's children.
-                tracing::info!(sn = %best, "hopping to another supernode");
-                previous = Some(best);
-                stats.add_gauge("sn_hops", 1);
+                    // Only an auto node still waiting to promote reads them; bounded against a
+                    // chatty SN.
+                    other => {
+                        if auto && own_sn.is_none() && events.len() < MAX_PENDING_EVENTS {
+                            events.push(other);
+                        }
+                    }
+                }) => Some(r),
+                _ = &mut hop => None,
+                _ = check.tick(), if auto && own_sn.is_none() => {
+                    // Fall through to the promotion check below, then resume holding.
+                    Some(Ok(()))
+                }
+            };
+            for ev in events.drain(..) {
+                match ev {
+                    OnEvent::Push { .. } => {}
+                    OnEvent::Reachable(a) => {
+                        tracing::info!(sn = %best, addr = %a, "supernode confirmed we are reachable");
+                        promotion.confirmed_reachable(a, advertised);
+                    }
+                    OnEvent::NodeList(n) => {
+                        if let Some(me) = n.first() {
+                            promotion.sn_load(me.load);
+                        }
+                        cache.merge(&n, Instant::now());
+                    }
+                }
+            }
+            match r {
+                None => {
+                    // SN hopping (K-Lite's KaZuperNodes, giFT's "dance"): leave this SN for another one,
+                    // so the next searches see that SN's children.
+                    tracing::info!(sn = %best, "hopping to another supernode");
+                    previous = Some(best);
+                    stats.add_gauge("sn_hops", 1);
+                    break false;
+                }
+                Some(Err(e)) => {
+                    tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
+                    cache.mark_failed(best, Instant::now());
+                    previous = None;
+                    break false;
+                }
+                Some(Ok(())) if shutdown.is_cancelled() => break false,
+                Some(Ok(())) => {}
+            }
+            if !auto || own_sn.is_some() {
                 continue;
             }
+            match promotion.check(Instant::now()) {
+                Verdict::Promote => break true,
+                Verdict::Wait(why) => tracing::trace!(?why, "not promoting yet"),
+                Verdict::Promoted => {}
+            }
+        };
+        if !promoted_now {
+            continue;
         }
+        // Promotion: open the SN port, link to the SN we were a child of (its 0x01 tells it we are an
+        // SN now, and it lists us in its node lists) and to the other SNs we know, then register our
+        // own shares with ourselves.
+        let sn_addr = match start_supernode(
+            &cli,
+            http,
+            &cache,
+            best,
+            stats.clone(),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "promotion failed; staying ordinary");
+                stats.error("promotion");
+                continue;
+            }
+        };
+        tracing::info!(%sn_addr, after_ms = started.elapsed().as_millis() as u64, "promoted to supernode");
+        common::telemetry::announce_listening("tcp", sn_addr.into(), Some("supernode"));
+        stats.set_extra("role", serde_json::Value::String("supernode".into()));
+        stats.set_extra(
+            "promoted_after_ms",
+            serde_json::Value::from(started.elapsed().as_millis() as u64),
+        );
+        own_sn = Some(sn_addr);
+        cache = NodeCache::new();
+        cache.bootstrap(&[sn_addr], Instant::now());
         previous = None;
     }
     if let Some(p) = &cli.daemon.stats_file {
         common::daemon::write_stats(&stats, p);
     }
     Ok(())
+}
+
+/// Session events an auto node buffers between two promotion checks.
+const MAX_PENDING_EVENTS: usize = 64;
+/// How often an auto node checks whether to promote itself.
+const PROMOTION_CHECK: Duration = Duration::from_millis(250);
+/// Most supernodes a promoted node links to.
+const PROMOTED_LINKS: usize = 4;
+
+/// Opens a promoted node's SN port and runs the SN on it, linked to `parent` and up to
+/// `PROMOTED_LINKS - 1` other cached SNs.
+async fn start_supernode(
+    cli: &Cli,
+    http: SocketAddrV4,
+    cache: &NodeCache,
+    parent: SocketAddrV4,
+    stats: common::stats::Stats,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<SocketAddrV4> {
+    let listen = cli
+        .sn_listen
+        .unwrap_or_else(|| SocketAddr::new((*http.ip()).into(), 0));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot open the supernode port {listen}"))?;
+    let addr = v4(listener.local_addr()?)?;
+    let mut links = vec![parent];
+    links.extend(
+        cache
+            .addrs()
+            .into_iter()
+            .filter(|a| *a != parent && *a != addr)
+            .take(PROMOTED_LINKS - 1),
+    );
+    let cfg = supernode_config(cli, addr);
+    let peers = links.into_iter().map(SocketAddr::V4).collect();
+    tokio::spawn(async move {
+        if let Err(e) = run_supernode(listener, cfg, peers, stats, shutdown).await {
+            tracing::warn!(error = %e, "promoted supernode stopped");
+        }
+    });
+    Ok(addr)
+}
+
+fn supernode_config(cli: &Cli, addr: SocketAddrV4) -> SupernodeConfig {
+    let mut cfg = SupernodeConfig::new(addr);
+    cfg.network = cli.network.clone();
+    cfg.max_children = cli.max_children;
+    cfg.fanout = cli.fanout;
+    cfg.hop_limit = cli.hop_limit.min(6);
+    cfg.seed = rand::random();
+    cfg
 }
 
 /// Push connect-back (§4 "Push"): connect to the requester, send `GIVE <push id>\r\n`, then serve its
@@ -336,12 +544,7 @@ async fn supernode(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = v4(listener.local_addr()?)?;
-    let mut cfg = SupernodeConfig::new(addr);
-    cfg.network = cli.network.clone();
-    cfg.max_children = cli.max_children;
-    cfg.fanout = cli.fanout;
-    cfg.hop_limit = cli.hop_limit.min(6);
-    cfg.seed = rand::random();
+    let cfg = supernode_config(&cli, addr);
     let stats = common::stats::Stats::new("kazaa", "supernode", &addr.to_string());
     let shutdown = common::daemon::install_signals(stats.clone(), cli.daemon.stats_file.clone());
     common::telemetry::announce_listening("tcp", addr.into(), None);
@@ -389,6 +592,12 @@ async fn search(
         .search(q, Duration::from_secs(timeout))
         .await
         .context("search failed");
+    let nodes: Vec<_> = c
+        .login
+        .nodes
+        .iter()
+        .map(|n| serde_json::json!({ "addr": n.addr.to_string(), "load": n.load }))
+        .collect();
     if let Some(p) = &stats_file {
         common::daemon::write_stats(&stats, p);
     }
@@ -411,7 +620,7 @@ async fn search(
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "waves": waves }));
+        println!("{}", serde_json::json!({ "waves": waves, "nodes": nodes }));
     } else {
         for w in &waves {
             println!("-- from supernode {} ({} results)", w.sn, w.results.len());
@@ -437,38 +646,39 @@ async fn search(
 }
 
 async fn fetch(
-    peer: SocketAddr,
-    target: String,
-    out: PathBuf,
-    block_size: u32,
-    json: bool,
-    network: String,
+    g: GetArgs,
+    download_limit: Option<common::ratelimit::RateLimiter>,
+    user: String,
     stats_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let (hash, length) = if target.starts_with("sig2dat:") {
-        let link = Sig2Dat::parse(&target).context("cannot parse the sig2dat link")?;
+    let (hash, length) = if g.target.starts_with("sig2dat:") {
+        let link = Sig2Dat::parse(&g.target).context("cannot parse the sig2dat link")?;
         (link.uuhash, Some(link.length))
     } else {
         (
-            UuHash::from_hex(&target).context("want 40 hex digits or a sig2dat:// link")?,
+            UuHash::from_hex(&g.target).context("want 40 hex digits or a sig2dat:// link")?,
             None,
         )
     };
     let config = DownloadConfig {
-        block_size,
+        block_size: g.block_size,
+        stall_timeout: Duration::from_millis(g.stall_timeout_ms.max(1)),
+        connect_timeout: Duration::from_millis(g.connect_timeout_ms.max(1)),
+        rate_limit: download_limit,
         ..DownloadConfig::default()
     };
     let opts = GetOptions {
-        sn: peer,
-        network,
-        user: "kazaa-lab".into(),
-        dest: out,
+        sn: g.peer,
+        network: g.network,
+        user,
+        dest: g.out,
         length,
         config,
         search_timeout: Duration::from_secs(10),
+        participation: g.participation,
     };
     let stats = common::stats::Stats::new("kazaa", "client", "get");
-    let bar = (!json).then(|| {
+    let bar = (!g.json).then(|| {
         let b = ProgressBar::new(0);
         b.set_style(
             ProgressStyle::with_template(
@@ -479,7 +689,18 @@ async fn fetch(
         b
     });
     let b2 = bar.clone();
+    let events = g.events;
     let report = get(hash, opts, stats.clone(), move |ev| {
+        if events {
+            // One line per event, stamped with the wall clock so another process (the benchmark)
+            // can line it up with what it did.
+            let mut v = serde_json::to_value(ev).unwrap_or_default();
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            v["unix_ms"] = serde_json::Value::from(ms);
+            eprintln!("{v}");
+        }
         if let (Some(b), Event::Progress(p)) = (&b2, ev) {
             b.set_length(p.size);
             b.set_position(p.bytes_done);
@@ -494,7 +715,7 @@ async fn fetch(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if json {
+    if g.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
@@ -512,16 +733,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     common::telemetry::init_tracing(cli.daemon.log_json);
     match cli.cmd {
-        Some(Cmd::Get {
-            peer,
-            target,
-            out,
-            block_size,
-            json,
-            network,
-        }) => {
+        Some(Cmd::Get(g)) => {
             let stats_file = cli.daemon.stats_file.clone();
-            fetch(peer, target, out, block_size, json, network, stats_file).await
+            // The subcommand's own --download-rate wins over one given before `get`.
+            let limit = g
+                .rates
+                .download_limiter()
+                .or_else(|| cli.rates.download_limiter());
+            fetch(g, limit, cli.user.clone(), stats_file).await
         }
         Some(Cmd::Search {
             peer,
@@ -537,8 +756,8 @@ async fn main() -> anyhow::Result<()> {
         }
         None => match cli.role {
             Role::Supernode => supernode(cli).await,
-            Role::Ordinary => ordinary(cli).await,
-            Role::Auto => bail!("--role auto is not implemented yet (use supernode or ordinary)"),
+            Role::Ordinary => ordinary(cli, false).await,
+            Role::Auto => ordinary(cli, true).await,
         },
     }
 }

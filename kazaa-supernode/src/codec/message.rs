@@ -37,6 +37,9 @@ pub mod code {
     pub const FORWARD_QUERY_2: u8 = 0x0B;
     /// Push request / relay.
     pub const PUSH: u8 = 0x0D;
+    /// Reachability probe (ip4, port2). Historically "send a UDP 0xC0 there"; we send it SN → ON
+    /// after a TCP connect-back to that address succeeded (README, "Promotion").
+    pub const REACHABILITY: u8 = 0x15;
     /// Network name.
     pub const NETWORK_NAME: u8 = 0x1D;
     /// Share.
@@ -274,6 +277,9 @@ pub enum Message {
         /// Where to connect.
         requester: SocketAddrV4,
     },
+    /// 0x15: reachability probe, an ip:port. We send it SN → ON once the SN could connect back to that
+    /// address (re-created meaning, see the README).
+    Reachability(SocketAddrV4),
     /// 0x1D.
     NetworkName(String),
     /// 0x22.
@@ -407,6 +413,7 @@ impl Message {
             Message::Stats(_) => code::STATS,
             Message::ForwardQuery { code, .. } => *code,
             Message::PushRequest { .. } | Message::PushRelay { .. } => code::PUSH,
+            Message::Reachability(_) => code::REACHABILITY,
             Message::NetworkName(_) => code::NETWORK_NAME,
             Message::Share(_) => code::SHARE,
             Message::ProtocolVersion(_) => code::PROTOCOL_VERSION,
@@ -429,6 +436,7 @@ impl Message {
             Message::ForwardQuery { .. } => "forward_query",
             Message::PushRequest { .. } => "push_request",
             Message::PushRelay { .. } => "push_relay",
+            Message::Reachability(_) => "reachability",
             Message::NetworkName(_) => "network_name",
             Message::Share(_) => "share",
             Message::ProtocolVersion(_) => "protocol_version",
@@ -536,6 +544,7 @@ impl Message {
                 out.extend_from_slice(&push_id.to_be_bytes());
                 put_addr(out, *requester);
             }
+            Message::Reachability(a) => put_addr(out, *a),
             Message::NetworkName(n) => out.extend_from_slice(clip(n, MAX_NET_LEN)),
             Message::Share(f) => {
                 out.extend_from_slice(&[0x00, f.media, 0x00, 0x00]);
@@ -739,6 +748,7 @@ impl Message {
                     })
                 }
             },
+            code::REACHABILITY => Message::Reachability(read_addr(&mut r, "reachable address")?),
             code::NETWORK_NAME => {
                 let n = r.rest();
                 if n.len() > MAX_NET_LEN {

@@ -8,7 +8,7 @@
 //! - [`frame`]: the 12-byte hello, the 8-byte reply, the NUL-terminated network names, the
 //!   `0x50`/`0x52`/`0x4B` framing with the per-direction `xinu` header rotation, and the cipher seam;
 //! - [`message`]: the message bodies (0x00, 0x01, 0x02, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A/0x0B, 0x0D,
-//!   0x1D, 0x22, 0x26, 0x2C) and the routed SN↔SN headers (0x80xx unicast, 0xC0xx broadcast).
+//!   0x15, 0x1D, 0x22, 0x26, 0x2C) and the routed SN↔SN headers (0x80xx unicast, 0xC0xx broadcast).
 //!
 //! Every size limit is a named constant, and every count read from the wire is checked against the bytes
 //! that remain before anything is allocated, so peer input can never make a decoder allocate more than

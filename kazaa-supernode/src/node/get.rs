@@ -83,15 +83,19 @@ pub struct GetOptions {
     pub config: DownloadConfig,
     /// Seconds a search may take.
     pub search_timeout: Duration,
+    /// Our participation level (0–1000), sent in `X-Kazaa-XferUid` for the uploaders' queues.
+    pub participation: u16,
 }
 
-fn source_for(r: &SearchResult, user: &str, network: &str) -> Option<Source> {
+fn source_for(r: &SearchResult, user: &str, network: &str, level: u16) -> Option<Source> {
     let url = format!("http://{}{}", r.addr, r.hash.http_path());
     Source::http(&url)
         .ok()?
         .header("X-Kazaa-Username", user)
         .ok()?
         .header("X-Kazaa-Network", network)
+        .ok()?
+        .header(super::http::PARTICIPATION_HEADER, &level.to_string())
         .ok()
 }
 
@@ -260,6 +264,7 @@ pub async fn get(
     let (push_tx, mut push_rx) = mpsc::channel::<Message>(64);
     let ids = Arc::new(AtomicU32::new(1));
     let mk = {
+        let level = opts.participation;
         let (user, network, pending, ids, push_tx) = (
             opts.user.clone(),
             opts.network.clone(),
@@ -268,7 +273,7 @@ pub async fn get(
             push_tx.clone(),
         );
         move |sn: SocketAddrV4, r: &SearchResult| -> Option<Source> {
-            let plain = source_for(r, &user, &network)?;
+            let plain = source_for(r, &user, &network, level)?;
             if !is_firewalled(&r.addr) {
                 return Some(plain);
             }

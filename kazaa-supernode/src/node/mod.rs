@@ -47,7 +47,11 @@ pub const RELINK_DELAY: Duration = Duration::from_secs(1);
 /// How often the actor ticks (search deadlines).
 pub const TICK: Duration = Duration::from_millis(200);
 
+/// How long an SN's connect-back to a child may take (reachability for promotion).
+pub const CONNECT_BACK_TIMEOUT: Duration = Duration::from_secs(3);
+
 enum Event {
+    ConnectBack(ConnId, SocketAddrV4, bool),
     Child(ConnId, SocketAddrV4, mpsc::Sender<Frame>),
     Peer(ConnId, SocketAddrV4, mpsc::Sender<Frame>),
     Msg(ConnId, Packet),
@@ -78,6 +82,7 @@ pub async fn run_supernode(
     let actor = tokio::spawn(actor(
         Supernode::new(cfg),
         ev_rx,
+        ev_tx.clone(),
         stats.clone(),
         shutdown.clone(),
     ));
@@ -155,6 +160,7 @@ pub async fn run_supernode(
 async fn actor(
     mut sn: Supernode,
     mut rx: mpsc::Receiver<Event>,
+    tx: mpsc::Sender<Event>,
     stats: Stats,
     shutdown: CancellationToken,
 ) {
@@ -166,6 +172,7 @@ async fn actor(
             _ = tick.tick() => sn.tick(Instant::now()),
             ev = rx.recv() => match ev {
                 None => break,
+                Some(Event::ConnectBack(c, addr, ok)) => sn.connect_back_done(c, addr, ok),
                 Some(Event::Child(c, addr, tx)) => {
                     out.insert(c, tx);
                     sn.child_connected(c, addr)
@@ -199,6 +206,19 @@ async fn actor(
                 Action::Close { conn, reason } => {
                     tracing::debug!(conn = conn.0, reason, "closing");
                     out.remove(&conn);
+                }
+                Action::ConnectBack { conn, addr } => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        // A bare TCP connect says "the port accepts inbound"; the ON's HTTP server
+                        // sees a connection that closes without a request.
+                        let ok =
+                            tokio::time::timeout(CONNECT_BACK_TIMEOUT, TcpStream::connect(addr))
+                                .await
+                                .is_ok_and(|r| r.is_ok());
+                        tracing::debug!(conn = conn.0, %addr, ok, "connect-back");
+                        let _ = tx.send(Event::ConnectBack(conn, addr, ok)).await;
+                    });
                 }
             }
         }
@@ -372,6 +392,22 @@ async fn link(
     pump(r, conn, tx, ev, stats, shutdown).await
 }
 
+/// What an ON's SN told it while the session is held.
+#[derive(Debug, Clone)]
+pub enum OnEvent {
+    /// Short 0x0D: connect to `requester` and send `GIVE <push_id>`.
+    Push {
+        /// Push id.
+        push_id: u32,
+        /// Where to connect.
+        requester: SocketAddrV4,
+    },
+    /// 0x15: the SN reached us at this address.
+    Reachable(SocketAddrV4),
+    /// 0x00: a fresh node list.
+    NodeList(Vec<NodeEntry>),
+}
+
 /// What an ON learnt at login.
 #[derive(Debug, Clone, Default)]
 pub struct LoginInfo {
@@ -508,11 +544,12 @@ impl OnClient {
     }
 
     /// Keeps the session open, answering pings, until the SN closes it or `shutdown`.
-    /// A 0x0D relayed by the SN (push id, requester) goes to `on_push`.
+    /// A 0x0D relayed by the SN (push id, requester), a 0x15 connect-back confirmation and node lists
+    /// go to `on_event`.
     pub async fn hold(
         &mut self,
         shutdown: &CancellationToken,
-        mut on_push: impl FnMut(u32, SocketAddrV4),
+        mut on_event: impl FnMut(OnEvent),
     ) -> io::Result<()> {
         loop {
             let f = tokio::select! {
@@ -527,8 +564,13 @@ impl OnClient {
                 Some(Frame::Message { msg_type, payload }) => {
                     if let Ok(p) = Packet::decode(msg_type, &payload) {
                         self.note(&p.message);
-                        if let Message::PushRelay { push_id, requester } = p.message {
-                            on_push(push_id, requester);
+                        match p.message {
+                            Message::PushRelay { push_id, requester } => {
+                                on_event(OnEvent::Push { push_id, requester })
+                            }
+                            Message::Reachability(addr) => on_event(OnEvent::Reachable(addr)),
+                            Message::NodeList(n) => on_event(OnEvent::NodeList(n)),
+                            _ => {}
                         }
                     }
                 }

@@ -200,6 +200,7 @@ pub fn frame_name(f: &Frame) -> &'static str {
 
 impl SessionReader {
     /// The next frame; `None` at a clean end of stream.
+    /// Cancel-safe: dropping the future loses no bytes.
     pub async fn next_frame(&mut self) -> io::Result<Option<Frame>> {
         loop {
             if let Some((f, n)) = self.dec.decode(&self.buf).map_err(bad)? {
@@ -209,10 +210,12 @@ impl SessionReader {
                 }
                 return Ok(Some(f));
             }
+            // Read into a scratch buffer so that a cancelled read (the ON's `select!` against its
+            // timers) leaves `buf` untouched: this method is cancel-safe.
+            let mut chunk = [0u8; READ_CHUNK];
+            let n = self.rd.read(&mut chunk).await?;
             let start = self.buf.len();
-            self.buf.resize(start + READ_CHUNK, 0);
-            let n = self.rd.read(&mut self.buf[start..]).await?;
-            self.buf.truncate(start + n);
+            self.buf.extend_from_slice(&chunk[..n]);
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

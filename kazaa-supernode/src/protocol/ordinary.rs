@@ -107,6 +107,13 @@ impl NodeCache {
         self.nodes.is_empty()
     }
 
+    /// Every cached SN, freshest first.
+    pub fn addrs(&self) -> Vec<SocketAddrV4> {
+        let mut v: Vec<_> = self.nodes.iter().map(|(a, c)| (*a, c.seen)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter().map(|(a, _)| a).collect()
+    }
+
     /// Whether `addr` is cached.
     pub fn contains(&self, addr: SocketAddrV4) -> bool {
         self.nodes.contains_key(&addr)

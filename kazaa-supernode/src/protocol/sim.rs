@@ -48,6 +48,8 @@ struct Sim {
     queue: VecDeque<(ConnId, Packet)>,
     next: u64,
     dead: Vec<ConnId>,
+    /// Connect-backs the SNs asked for (SN-side connection, address), carried out by the test.
+    connect_backs: Vec<(ConnId, SocketAddrV4)>,
 }
 
 impl Sim {
@@ -113,6 +115,7 @@ impl Sim {
                     self.queue.push_back((to, wire(&packet)));
                 }
                 Action::Close { conn, .. } => self.dead.push(conn),
+                Action::ConnectBack { conn, addr } => self.connect_backs.push((conn, addr)),
             }
         }
     }
@@ -233,6 +236,32 @@ fn on_login_case_7() {
     assert!(acts.is_empty());
     assert_eq!(sim.sns[0].index().file_count(), 0);
     assert_eq!(sim.sns[0].index().child_count(), 0);
+}
+
+/// Promotion's reachability input: the SN probes a child's advertised port and confirms with 0x15
+/// only when the connect-back worked and the child still advertises that address.
+#[test]
+fn connect_back_confirms_reachability() {
+    let mut sim = Sim::new(1, |_| {});
+    let ip = Ipv4Addr::new(127, 0, 0, 9);
+    let a = sim.child(0, ip, "alice", 1214);
+    let _ = sim.take(a);
+    let conn = sim.peer_of[&a];
+    let at = SocketAddrV4::new(ip, 1214);
+    assert_eq!(sim.connect_backs, vec![(conn, at)]);
+    // A failed connect-back says nothing; a success is echoed as 0x15 with that address.
+    let acts = sim.sns[0].connect_back_done(conn, at, false);
+    assert!(acts.is_empty());
+    let acts = sim.sns[0].connect_back_done(conn, at, true);
+    sim.apply(acts);
+    sim.run();
+    assert_eq!(sim.take(a), vec![Message::Reachability(at)]);
+    // A stale result (the child moved to another port meanwhile) is ignored.
+    let acts = sim.sns[0].connect_back_done(conn, SocketAddrV4::new(ip, 9), true);
+    assert!(acts.is_empty());
+    // A firewalled child (port 0) is not probed.
+    let _b = sim.child(0, Ipv4Addr::new(127, 0, 0, 10), "bob", 0);
+    assert_eq!(sim.connect_backs.len(), 1);
 }
 
 #[test]

@@ -93,6 +93,14 @@ pub enum Action {
         /// Why (for the log).
         reason: &'static str,
     },
+    /// Try a TCP connection to a child's advertised address and report the outcome with
+    /// [`Supernode::connect_back_done`] (reachability, one of the promotion criteria; README).
+    ConnectBack {
+        /// The child.
+        conn: ConnId,
+        /// Its advertised ip:port.
+        addr: SocketAddrV4,
+    },
 }
 
 #[derive(Debug)]
@@ -243,6 +251,15 @@ impl Supernode {
         ]
     }
 
+    /// The outcome of an [`Action::ConnectBack`]: when the SN reached the child at the address it still
+    /// advertises, the child is told so with a 0x15 carrying that address.
+    pub fn connect_back_done(&mut self, conn: ConnId, addr: SocketAddrV4, ok: bool) -> Vec<Action> {
+        match self.index.child(conn) {
+            Some(c) if ok && c.addr == addr => vec![send(conn, None, Message::Reachability(addr))],
+            _ => Vec::new(),
+        }
+    }
+
     /// A linked SN's session is up.
     pub fn peer_connected(&mut self, conn: ConnId, addr: SocketAddrV4) {
         self.peers.insert(conn, addr);
@@ -357,14 +374,23 @@ impl Supernode {
                 } else {
                     *addr.ip()
                 };
+                let advertised = SocketAddrV4::new(ip, addr.port());
                 self.index.set_child(
                     conn,
                     ChildInfo {
-                        addr: SocketAddrV4::new(ip, addr.port()),
+                        addr: advertised,
                         bandwidth,
                         user,
                     },
                 );
+                // Port 0 says "firewalled": nothing to probe. A repeated 0x02 (§2: the client sends it
+                // again after 0x2C) probes again, which is harmless and catches a changed port.
+                if advertised.port() != 0 {
+                    out.push(Action::ConnectBack {
+                        conn,
+                        addr: advertised,
+                    });
+                }
             }
             Message::Share(file) => {
                 if let Err(e) = self.index.share(conn, file) {
