@@ -3,8 +3,9 @@
 //! ```text
 //! bittorrent-peer create PATH --tracker URL [--tracker URL2] [--piece-size BYTES] [-o FILE.torrent]
 //! bittorrent-peer show FILE.torrent [--json]
-//! bittorrent-peer download FILE.torrent --out DIR [--listen ADDR] [--peer ADDR]... [--seed]
+//! bittorrent-peer download FILE.torrent|MAGNET --out DIR [--listen ADDR] [--peer ADDR]... [--seed | --seed-time SECS]
 //! bittorrent-peer seed FILE.torrent --dir DIR [--listen ADDR] [--peer ADDR]...
+//!     both: [--upload-rate BYTES/S] [--download-rate BYTES/S] [--no-trackers] [--stats-file F] [--json]
 //! ```
 
 use std::net::SocketAddr;
@@ -15,13 +16,15 @@ use bittorrent_peer::metainfo::{create, CreateOptions, Magnet, Metainfo};
 use bittorrent_peer::node::{Config, Node};
 use bittorrent_peer::storage::OpenMode;
 use clap::{Args, Parser, Subcommand};
-use common::daemon::{install_signals, write_stats, DaemonArgs};
+use common::daemon::{install_signals, write_stats, DaemonArgs, RateArgs};
 use common::stats::Stats;
 use common::telemetry::{announce_listening, init_tracing};
 
 /// BitTorrent metainfo tool, seeder and leecher: rarest-first and tit-for-tat (BEP 3, BEP 6 fast
-/// extension, BEP 9/10 magnet metadata, BEP 12 tiers, BEP 15 UDP trackers). PEX (BEP 11) and DHT (BEP 5)
-/// are NOT implemented yet: a magnet link needs `x.pe` peers, `--peer` or a tracker.
+/// extension, BEP 9/10 magnet metadata, BEP 11 peer exchange, BEP 12 tiers, BEP 15 UDP trackers).
+/// DHT (BEP 5) is NOT implemented: a magnet link needs `x.pe` peers, `--peer` or a tracker to find
+/// its first peer (PEX then finds the others). Not done yet: BEP 6 allowed-fast sets, BEP 7 `ipv6`
+/// announce parameter, encryption (MSE), uTP.
 #[derive(Parser, Debug)]
 #[command(name = "bittorrent-peer", version, about, long_about = None)]
 struct Cli {
@@ -72,6 +75,9 @@ enum Cmd {
         /// Keep seeding after the download completes, until stopped.
         #[arg(long)]
         seed: bool,
+        /// Keep seeding this many seconds after the download completes, then exit 0 (implies --seed).
+        #[arg(long, value_name = "SECS")]
+        seed_time: Option<u64>,
         #[command(flatten)]
         common: PeerArgs,
     },
@@ -91,6 +97,10 @@ enum Cmd {
 struct PeerArgs {
     #[command(flatten)]
     daemon: DaemonArgs,
+    /// `--upload-rate` / `--download-rate`: caps on piece payload for the whole node, shared by all
+    /// its connections (control messages are not counted).
+    #[command(flatten)]
+    rate: RateArgs,
     /// Peer to connect to (repeatable), besides the trackers'.
     #[arg(long = "peer", value_name = "ADDR")]
     peers: Vec<SocketAddr>,
@@ -194,15 +204,22 @@ async fn run_node(
     dir: PathBuf,
     mode: OpenMode,
     keep: bool,
+    seed_time: Option<u64>,
     a: PeerArgs,
 ) -> anyhow::Result<()> {
     init_tracing(a.daemon.log_json);
     let stats = Stats::new("bittorrent", "leecher", "bittorrent-peer");
     let shutdown = install_signals(stats.clone(), a.daemon.stats_file.clone());
+    // Let the signal tasks register their handlers before the readiness line: a SIGUSR1 sent as soon as
+    // we are listening must dump stats, not kill us (its default action).
+    tokio::task::yield_now().await;
     let cfg = Config {
         listen: a.daemon.listen_or(6881),
         peers: a.peers.clone(),
-        keep_seeding: keep,
+        keep_seeding: keep || seed_time.is_some(),
+        seed_time: seed_time.map(std::time::Duration::from_secs),
+        upload_limit: a.rate.upload_limiter(),
+        download_limit: a.rate.download_limiter(),
         use_trackers: !a.no_trackers,
         data_dir: a.daemon.data_dir.clone(),
         rng_seed: a.rng_seed,
@@ -286,12 +303,13 @@ fn main() -> anyhow::Result<()> {
             torrent,
             out,
             seed,
+            seed_time,
             mut common,
         } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             runtime()?.block_on(async move {
                 let meta = load_torrent(&torrent, &mut common).await?;
-                run_node(meta, out, OpenMode::Create, seed, common).await
+                run_node(meta, out, OpenMode::Create, seed, seed_time, common).await
             })
         }
         Cmd::Seed {
@@ -301,7 +319,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let meta = Metainfo::load(&torrent)
                 .with_context(|| format!("loading {}", torrent.display()))?;
-            runtime()?.block_on(run_node(meta, dir, OpenMode::Existing, true, common))
+            runtime()?.block_on(run_node(meta, dir, OpenMode::Existing, true, None, common))
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The tokio shell: listener, outgoing connections, tracker announces, choke timer and progress. All
+//! The tokio shell: listener, outgoing connections, tracker announces, choke and peer-exchange timer
+//! (BEP 11: contacts learnt by PEX are dialled, a bounded number per tick), seed time and progress. All
 //! protocol decisions are made by the sans-I/O parts in [`crate::protocol`] through [`torrent::Torrent`].
 
 pub mod metadata;
@@ -6,12 +7,12 @@ pub mod peer;
 pub mod torrent;
 pub mod tracker;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::ratelimit::RateLimiter;
 use common::stats::Stats;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -31,8 +32,15 @@ pub const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(15);
 pub const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often peers given with `--peer` are dialled again while not connected.
 pub const REDIAL: Duration = Duration::from_secs(2);
-/// How often the choker timer runs (rounds themselves happen every 10 s).
+/// How often the choker timer runs (rounds themselves happen every 10 s); PEX messages are
+/// considered on the same tick (each peer still gets at most one a minute).
 pub const CHOKE_TICK: Duration = Duration::from_secs(1);
+/// With `--upload-rate`/`--download-rate`: how often paid-for blocks are released (requests sent,
+/// writers woken). Short next to the limiter's burst (a tenth of a second of traffic).
+pub const RATE_TICK: Duration = Duration::from_millis(20);
+/// Most contacts learnt by PEX that are dialled per tick (the dialer also stops at
+/// [`torrent::MAX_PEERS`] connections).
+pub const PEX_DIALS_PER_TICK: usize = 8;
 
 /// How a node runs.
 #[derive(Clone, Debug)]
@@ -43,6 +51,12 @@ pub struct Config {
     pub peers: Vec<SocketAddr>,
     /// Keep running (seeding) after the download completes.
     pub keep_seeding: bool,
+    /// With `keep_seeding`: stop this long after the download completed (`None`: until shut down).
+    pub seed_time: Option<Duration>,
+    /// Cap on the payload sent, shared by all connections.
+    pub upload_limit: Option<RateLimiter>,
+    /// Cap on the payload received, shared by all connections.
+    pub download_limit: Option<RateLimiter>,
     /// Use the torrent's trackers.
     pub use_trackers: bool,
     /// Directory for the resume file; `None` always re-checks.
@@ -129,10 +143,13 @@ impl Node {
         stats.set_node(&String::from_utf8_lossy(&peer_id.0));
         stats.set_role(if have.is_full() { "seeder" } else { "leecher" });
         stats.transfers(|t| t.downloads_started += u64::from(!have.is_full()));
-        let (t, complete) = Torrent::new(meta, Arc::new(storage), have, peer_id, stats, rng);
+        let (mut t, complete) = Torrent::new(meta, Arc::new(storage), have, peer_id, stats, rng);
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(io("binding the listen address"))?;
+        t.listen_port = listener.local_addr().ok().map(|a| a.port());
+        t.upload_limit = cfg.upload_limit.clone();
+        t.download_limit = cfg.download_limit.clone();
         Ok(Node {
             listener,
             shared: Arc::new(Mutex::new(t)),
@@ -213,7 +230,6 @@ impl Node {
             let shared = shared.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let dialing: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
                 loop {
                     let addr = tokio::select! {
                         _ = stop.cancelled() => return,
@@ -223,46 +239,67 @@ impl Node {
                         continue;
                     }
                     {
-                        let t = lock(&shared);
+                        // The torrent keeps the set of addresses being dialled: a connection from one
+                        // of them is outgoing (PEX advertises it as reachable).
+                        let mut t = lock(&shared);
                         if t.is_connected(addr)
                             || t.banned.contains(&addr)
-                            || t.num_peers() >= torrent::MAX_PEERS
+                            || t.num_peers() + t.dialing.len() >= torrent::MAX_PEERS
+                            || !t.dialing.insert(addr)
                         {
                             continue;
                         }
                     }
-                    if !dialing
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(addr)
-                    {
-                        continue;
-                    }
                     let shared = shared.clone();
                     let stop = stop.clone();
-                    let dialing = dialing.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = peer::outgoing(shared, addr, stop).await {
+                        if let Err(e) = peer::outgoing(shared.clone(), addr, stop).await {
                             tracing::debug!(%addr, cause = %e, "outgoing connection failed");
                         }
-                        dialing
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&addr);
+                        lock(&shared).dialing.remove(&addr);
                     });
                 }
             });
         }
-        // Choke timer.
+        // Choke and PEX timer.
         {
             let shared = shared.clone();
             let stop = stop.clone();
+            let tx = peer_tx.clone();
             tokio::spawn(async move {
                 let mut iv = tokio::time::interval(CHOKE_TICK);
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = iv.tick() => lock(&shared).run_choker(Instant::now()),
+                        _ = iv.tick() => {}
+                    }
+                    let now = Instant::now();
+                    let mut t = lock(&shared);
+                    t.run_choker(now);
+                    t.pex_tick(now);
+                    // Keeps the per-peer and PEX figures fresh for a SIGUSR1 stats dump.
+                    t.publish_stats();
+                    let room = torrent::MAX_PEERS.saturating_sub(t.num_peers() + t.dialing.len());
+                    for _ in 0..room.min(PEX_DIALS_PER_TICK) {
+                        let Some(a) = t.pex_candidates.pop() else {
+                            break;
+                        };
+                        let _ = tx.send(a);
+                    }
+                }
+            });
+        }
+        // Rate caps: release blocks as the limiters refill.
+        if cfg.upload_limit.is_some() || cfg.download_limit.is_some() {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut iv = tokio::time::interval(RATE_TICK);
+                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = iv.tick() => lock(&shared).rate_tick(),
                     }
                 }
             });
@@ -290,8 +327,9 @@ impl Node {
         } else {
             None
         };
-        // Wait for completion or shutdown.
+        // Wait for completion or shutdown (or, with a seed time, for its end).
         let mut done_at = None;
+        let mut seed_until: Option<tokio::time::Instant> = None;
         loop {
             if *complete.borrow() && done_at.is_none() {
                 done_at = Some(start.elapsed());
@@ -308,9 +346,26 @@ impl Node {
                 if !cfg.keep_seeding {
                     break;
                 }
+                if let Some(d) = cfg.seed_time {
+                    tracing::info!(
+                        seconds = d.as_secs_f64(),
+                        "complete; seeding for the seed time"
+                    );
+                    seed_until = Some(tokio::time::Instant::now() + d);
+                }
             }
+            let seed_end = async {
+                match seed_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = seed_end => {
+                    tracing::info!("seed time over");
+                    break;
+                }
                 r = complete.changed() => if r.is_err() { break },
             }
         }

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::ext::{ExtHandshake, MetadataMsg, METADATA_PIECE, UT_METADATA_ID, UT_PEX_ID};
-use crate::codec::peer::{BlockRef, Msg, MAX_BLOCK_LEN};
+use crate::codec::peer::{BlockRef, Msg, BLOCK_LEN, MAX_BLOCK_LEN};
 use crate::codec::pex::{flags as pex_flags, PexMsg};
 use crate::metainfo::Metainfo;
 use crate::protocol::bitfield::Bitfield;
@@ -57,6 +57,30 @@ pub enum ProtoError {
 struct OutQ {
     ctrl: BytesMut,
     uploads: VecDeque<BlockRef>,
+    /// The node's upload cap (`--upload-rate`), shared by every outbox.
+    limit: Option<RateLimiter>,
+    credit: Credit,
+}
+
+/// Bytes drawn from a shared [`RateLimiter`] without waiting, saved up until a whole block's worth is
+/// there: a block is only handed out (sent, or requested) once it is paid for in full, so a node's
+/// payload never runs ahead of its cap by more than the limiter's burst plus one block per connection.
+#[derive(Debug, Default)]
+struct Credit(u64);
+
+impl Credit {
+    /// Whether `len` bytes are paid for (and spends them).
+    fn take(&mut self, limit: &RateLimiter, len: u64) -> bool {
+        if self.0 < len {
+            self.0 += limit.try_take(len - self.0);
+        }
+        if self.0 >= len {
+            self.0 -= len;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Bytes and upload requests waiting for a connection's writer task.
@@ -75,6 +99,8 @@ impl Outbox {
             q: Mutex::new(OutQ {
                 ctrl: BytesMut::with_capacity(4096),
                 uploads: VecDeque::new(),
+                limit: None,
+                credit: Credit::default(),
             }),
             notify: Notify::new(),
             cancel,
@@ -91,18 +117,35 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Takes queued control bytes and up to `max_bytes` of upload requests.
+    /// Takes queued control bytes and up to `max_bytes` of upload requests (with an upload cap, only
+    /// the blocks already paid for: the rest wait for the node's rate tick to wake the writer).
     pub fn take(&self, max_bytes: usize, blocks: &mut Vec<BlockRef>) -> BytesMut {
         let mut q = self.lock();
+        let OutQ {
+            ctrl,
+            uploads,
+            limit,
+            credit,
+        } = &mut *q;
         let mut total = 0usize;
-        while let Some(b) = q.uploads.front() {
+        while let Some(b) = uploads.front() {
             if total + b.len as usize > max_bytes && !blocks.is_empty() {
                 break;
             }
+            if let Some(l) = limit {
+                if !credit.take(l, u64::from(b.len)) {
+                    break;
+                }
+            }
             total += b.len as usize;
-            blocks.push(q.uploads.pop_front().expect("front exists"));
+            blocks.push(uploads.pop_front().expect("front exists"));
         }
-        q.ctrl.split()
+        ctrl.split()
+    }
+
+    /// Whether upload requests are waiting.
+    fn has_uploads(&self) -> bool {
+        !self.lock().uploads.is_empty()
     }
 }
 
@@ -128,6 +171,8 @@ pub struct PeerEntry {
     am_interested: bool,
     peer_choking: bool,
     outstanding: Vec<BlockRef>,
+    /// Paid-for request bytes under the download cap.
+    req_credit: Credit,
     /// Where messages for this peer go.
     pub outbox: Arc<Outbox>,
     down: u64,
@@ -310,6 +355,7 @@ impl Torrent {
                 am_interested: false,
                 peer_choking: true,
                 outstanding: Vec::new(),
+                req_credit: Credit::default(),
                 outbox,
                 down: 0,
                 up: 0,
@@ -317,6 +363,9 @@ impl Torrent {
             },
         );
         self.choker.add_peer(key, now);
+        if let Some(l) = &self.upload_limit {
+            self.peers[&key].outbox.lock().limit = Some(l.clone());
+        }
         if extensions {
             let hs = ExtHandshake {
                 ut_metadata: Some(UT_METADATA_ID),
@@ -701,9 +750,23 @@ impl Torrent {
         }
         let mut added = 0;
         while p.outstanding.len() < PIPELINE {
+            // Under `--download-rate` a block is requested only once paid for: what we receive
+            // is what we asked for, so the payload rate follows the cap.
+            if let Some(l) = &self.download_limit {
+                if !p.req_credit.take(l, u64::from(BLOCK_LEN)) {
+                    break;
+                }
+            }
             let Some(b) = self.picker.pick(key, &p.has, &mut self.rng) else {
+                if self.download_limit.is_some() {
+                    p.req_credit.0 += u64::from(BLOCK_LEN);
+                }
                 break;
             };
+            if self.download_limit.is_some() {
+                // A short last block pays only for its length.
+                p.req_credit.0 += u64::from(BLOCK_LEN.saturating_sub(b.len));
+            }
             p.outstanding.push(b);
             let m = Msg::Request(b);
             self.stats.msg_out(m.name(), m.wire_len());
@@ -712,6 +775,21 @@ impl Torrent {
         }
         if added > 0 {
             p.outbox.notify.notify_one();
+        }
+    }
+
+    /// With a rate cap, called every few milliseconds: tops up request pipelines as the download cap
+    /// allows and wakes writers whose uploads were waiting for the upload cap.
+    pub fn rate_tick(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            if self.download_limit.is_some() {
+                self.fill_requests(k);
+            }
+            let p = &self.peers[&k];
+            if self.upload_limit.is_some() && p.outbox.has_uploads() {
+                p.outbox.notify.notify_one();
+            }
         }
     }
 

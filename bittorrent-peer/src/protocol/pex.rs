@@ -123,7 +123,7 @@ impl Candidates {
     }
 
     /// The next contact to dial.
-    pub fn next(&mut self) -> Option<SocketAddr> {
+    pub fn pop(&mut self) -> Option<SocketAddr> {
         self.queue.pop_front()
     }
 
@@ -224,8 +224,8 @@ mod tests {
             dropped: vec![a(1)],
         };
         c.learn(&gone, me);
-        assert_eq!(c.next(), Some(a(2)));
-        assert_eq!(c.next(), None);
+        assert_eq!(c.pop(), Some(a(2)));
+        assert_eq!(c.pop(), None);
         let flood = PexMsg {
             added: (1000..1400).map(|i| (a(i), 0)).collect(),
             dropped: vec![],

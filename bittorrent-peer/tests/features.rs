@@ -1,0 +1,324 @@
+//! Real processes on 127.0.0.1 (started with the shared `integration` harness): peer exchange
+//! (BEP 11) finds a peer nobody told the leecher about, and is off for private torrents (BEP 27);
+//! `--upload-rate` / `--download-rate` hold a transfer to its cap; `--seed-time` keeps a finished
+//! leecher serving others for a while, then exits 0.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::stats::StatsSnapshot;
+use integration::Daemon;
+use support::{make_torrent, payload, BIN};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn peer(args: &[&str], label: &str) -> Daemon {
+    Daemon::builder_path(BIN)
+        .args(args)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{label}: {e:#}"))
+}
+
+/// Asks the daemon for its stats (SIGUSR1) and reads them.
+fn stats_of(d: &Daemon, path: &Path) -> StatsSnapshot {
+    let _ = std::fs::remove_file(path);
+    d.signal(libc::SIGUSR1).expect("SIGUSR1");
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        // A read racing the write fails to parse: try again.
+        if let Ok(s) = StatsSnapshot::read_json(path) {
+            return s;
+        }
+        assert!(
+            Instant::now() < end,
+            "no stats written to {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < end, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A payload in `dir/src/NAME` and its .torrent.
+fn content(dir: &Path, name: &str, len: usize, private: bool) -> (PathBuf, Vec<u8>) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = payload(len, len as u64);
+    std::fs::write(src.join(name), &data).unwrap();
+    let t = dir.join(format!("{name}.torrent"));
+    if private {
+        let o = std::process::Command::new(BIN)
+            .args(["create", src.join(name).to_str().unwrap(), "--private"])
+            .args(["--piece-size", "32768", "-o", t.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+    } else {
+        make_torrent(&src.join(name), &t, None, 32 << 10);
+    }
+    (t, data)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Seeder S, a second seeder T that dialled S, and a leecher L given only S: L and T must find each
+/// other through S's `ut_pex` messages. With a private torrent nobody may exchange peers.
+fn pex_swarm(private: bool) -> (StatsSnapshot, StatsSnapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, data) = content(dir.path(), "pex.bin", 600_000, private);
+    let src = dir.path().join("src");
+    let s_stats = dir.path().join("s.json");
+    let seeder = peer(
+        &[
+            "seed",
+            s(&t),
+            "--dir",
+            s(&src),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--stats-file",
+            s(&s_stats),
+        ],
+        "seeder-S",
+    );
+    let s_addr = seeder.addr().to_string();
+    let third = peer(
+        &[
+            "seed",
+            s(&t),
+            "--dir",
+            s(&src),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--peer",
+            &s_addr,
+        ],
+        "seeder-T",
+    );
+    let t_addr = third.addr().to_string();
+    wait_until("T connected to S", LIMIT, || {
+        stats_of(&seeder, &s_stats).gauges.get("peers").copied() == Some(1)
+    });
+    let out = dir.path().join("out");
+    let l_stats = dir.path().join("l.json");
+    let leecher = peer(
+        &[
+            "download",
+            s(&t),
+            "--out",
+            s(&out),
+            "--peer",
+            &s_addr,
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--seed",
+            "--stats-file",
+            s(&l_stats),
+        ],
+        "leecher-L",
+    );
+    let file = out.join("pex.bin");
+    wait_until("L downloaded the file", LIMIT, || {
+        std::fs::read(&file).ok().as_deref() == Some(&data[..])
+    });
+    // L was given only S, and there are no trackers: a second connection can only be T, found by PEX
+    // (L dials the contact S sent, or T dials L first after hearing of L from S: either way).
+    let knows_t = |st: &StatsSnapshot| st.gauges.get("peers").copied() == Some(2);
+    if !private {
+        let mut last = None;
+        let end = Instant::now() + LIMIT;
+        while !last.as_ref().is_some_and(knows_t) {
+            assert!(
+                Instant::now() < end,
+                "L never connected to T ({t_addr}), learnt by PEX: {:?}",
+                last.map(|l| l.extra)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            last = Some(stats_of(&leecher, &l_stats));
+        }
+    } else {
+        // S's PEX tick runs every second; give it several chances to (wrongly) tell L about T.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let l = stats_of(&leecher, &l_stats);
+    let st = stats_of(&seeder, &s_stats);
+    assert_eq!(knows_t(&l), !private, "L connected to T: {:?}", l.extra);
+    (l, st)
+}
+
+#[test]
+fn leecher_learns_a_third_peer_by_pex() {
+    let (l, s) = pex_swarm(false);
+    assert!(
+        s.extra["pex"]["sent"].as_u64().unwrap() >= 1,
+        "{:?}",
+        s.extra
+    );
+    assert!(l.extra["pex"]["received"].as_u64().unwrap() >= 1);
+    assert!(l.extra["pex"]["learned"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn private_torrents_exchange_no_peers() {
+    let (l, s) = pex_swarm(true);
+    assert_eq!(s.extra["pex"]["enabled"], false);
+    assert_eq!(s.extra["pex"]["sent"], 0);
+    assert_eq!(l.extra["pex"]["received"], 0);
+}
+
+/// Seconds the leecher reported from its start to the last verified piece (`--json` summary).
+fn summary_seconds(d: &Daemon) -> f64 {
+    let line = d
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.contains("\"complete\""))
+        .expect("--json summary on stdout");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["complete"], true);
+    v["seconds"].as_f64().unwrap()
+}
+
+/// 1 MiB through a 256 KiB/s cap (on the seeder's upload or the leecher's download) cannot take less
+/// than about 4 s: the limiter's burst and one block per connection are all it may run ahead.
+fn capped_transfer(seeder_args: &[&str], leecher_args: &[&str]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    const LEN: usize = 1 << 20;
+    let (t, data) = content(dir.path(), "capped.bin", LEN, false);
+    let src = dir.path().join("src");
+    let mut a = vec![
+        "seed",
+        s(&t),
+        "--dir",
+        s(&src),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ];
+    a.extend_from_slice(seeder_args);
+    let seeder = peer(&a, "capped-seeder");
+    let s_addr = seeder.addr().to_string();
+    let out = dir.path().join("out");
+    let mut a = vec![
+        "download",
+        s(&t),
+        "--out",
+        s(&out),
+        "--peer",
+        &s_addr,
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--json",
+    ];
+    a.extend_from_slice(leecher_args);
+    let mut leecher = peer(&a, "capped-leecher");
+    assert!(leecher.wait_exit(LIMIT).unwrap().success());
+    assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), data);
+    // The stdout reader thread may lag the exit by a moment.
+    let mut secs = None;
+    wait_until("the --json summary", Duration::from_secs(5), || {
+        secs = std::panic::catch_unwind(|| summary_seconds(&leecher)).ok();
+        secs.is_some()
+    });
+    let secs = secs.unwrap();
+    let floor = (LEN as f64 - 2.0 * 64.0 * 1024.0) / (256.0 * 1024.0);
+    assert!(
+        secs >= floor,
+        "1 MiB at 256 KiB/s took {secs:.2} s, under the {floor:.2} s the cap allows"
+    );
+    eprintln!("1 MiB through a 256 KiB/s cap: {secs:.2} s (floor {floor:.2} s)");
+    secs
+}
+
+#[test]
+fn upload_rate_caps_the_seeder() {
+    capped_transfer(&["--upload-rate", "256k"], &[]);
+}
+
+#[test]
+fn download_rate_caps_the_leecher() {
+    capped_transfer(&[], &["--download-rate", "256k"]);
+}
+
+#[test]
+fn seed_time_keeps_a_finished_leecher_serving_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, data) = content(dir.path(), "st.bin", 300_000, false);
+    let src = dir.path().join("src");
+    let mut seeder = peer(
+        &[
+            "seed",
+            s(&t),
+            "--dir",
+            s(&src),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ],
+        "origin",
+    );
+    let out1 = dir.path().join("out1");
+    let started = Instant::now();
+    let mut first = peer(
+        &[
+            "download",
+            s(&t),
+            "--out",
+            s(&out1),
+            "--peer",
+            &seeder.addr().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--seed-time",
+            "4",
+        ],
+        "seed-time-leecher",
+    );
+    wait_until("first leecher complete", LIMIT, || {
+        std::fs::read(out1.join("st.bin")).ok().as_deref() == Some(&data[..])
+    });
+    let completed = Instant::now();
+    // The origin leaves: the second leecher can only get the file from the first, now seeding.
+    seeder.terminate(Duration::from_secs(5)).unwrap();
+    let out2 = dir.path().join("out2");
+    let mut second = peer(
+        &[
+            "download",
+            s(&t),
+            "--out",
+            s(&out2),
+            "--peer",
+            &first.addr().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ],
+        "second-leecher",
+    );
+    assert!(second.wait_exit(LIMIT).unwrap().success());
+    assert_eq!(std::fs::read(out2.join("st.bin")).unwrap(), data);
+    let st = first.wait_exit(LIMIT).unwrap();
+    assert!(st.success(), "--seed-time ends with exit 0, got {st}");
+    // It stayed at least the seed time after completing (completion was seen after it happened).
+    assert!(
+        completed.elapsed() + Duration::from_millis(300) >= Duration::from_secs(4),
+        "exited {:?} after completion (started {:?} ago)",
+        completed.elapsed(),
+        started.elapsed()
+    );
+}
