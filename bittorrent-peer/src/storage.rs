@@ -2,12 +2,17 @@
 //! entry, pieces and blocks mapped across file boundaries, SHA-1 re-check and a resume file.
 //!
 //! Blocks are written with positioned writes straight from the receive buffer, so no piece buffer is
-//! held per peer; the page cache is the only copy until the piece is verified.
+//! held per peer; the page cache is the only copy until the piece is verified. Uploads do not copy
+//! blocks into our memory either: [`Storage::segments`] gives the (file, offset, length) runs a block
+//! maps to, for `sendfile`. While downloading, a writeback thread flushes every [`WRITEBACK_EVERY`]
+//! bytes written, so the final [`Storage::sync`] does not have to write the whole torrent at once.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::UNIX_EPOCH;
 
 use common::hash::Sha1Digest;
@@ -26,10 +31,19 @@ struct Stored {
     length: u64,
 }
 
+/// Bytes written between two background flushes. The page cache would otherwise hold the whole
+/// download dirty (the kernel starts writeback only at 10 % of RAM) and the `fdatasync` at completion
+/// would write all of it while the user waits (0.5 s for 256 MiB on the test machine).
+pub const WRITEBACK_EVERY: u64 = 16 << 20;
+
 /// Open files of one torrent.
 #[derive(Debug)]
 pub struct Storage {
     files: Vec<Stored>,
+    /// Bytes written since the last request to the writeback thread.
+    unflushed: AtomicU64,
+    /// Wakes the writeback thread (created with the first write); one pending request at most.
+    writeback: std::sync::OnceLock<Option<SyncSender<()>>>,
     /// Every file was created empty by `open`: there is nothing to re-check.
     fresh: bool,
     piece_length: u64,
@@ -98,6 +112,8 @@ impl Storage {
         }
         Ok(Storage {
             files,
+            unflushed: AtomicU64::new(0),
+            writeback: std::sync::OnceLock::new(),
             fresh,
             piece_length: info.piece_length,
             total_length: info.total_length,
@@ -106,11 +122,11 @@ impl Storage {
 
     /// Visits the (file, file offset, range in `0..len`) pieces of the torrent byte range
     /// `[start, start+len)`.
-    fn spans(
-        &self,
+    fn spans<'a>(
+        &'a self,
         start: u64,
         len: usize,
-        mut f: impl FnMut(&Stored, u64, std::ops::Range<usize>) -> io::Result<()>,
+        mut f: impl FnMut(&'a Stored, u64, std::ops::Range<usize>) -> io::Result<()>,
     ) -> io::Result<()> {
         let end = start + len as u64;
         if end > self.total_length {
@@ -140,7 +156,66 @@ impl Storage {
         let start = index as u64 * self.piece_length + begin as u64;
         self.spans(start, data.len(), |s, off, r| {
             s.file.write_all_at(&data[r], off)
-        })
+        })?;
+        self.wrote(data.len() as u64);
+        Ok(())
+    }
+
+    /// Counts written bytes and asks the writeback thread to flush every [`WRITEBACK_EVERY`].
+    fn wrote(&self, n: u64) {
+        let before = self.unflushed.fetch_add(n, Ordering::Relaxed);
+        if before + n < WRITEBACK_EVERY {
+            return;
+        }
+        self.unflushed.store(0, Ordering::Relaxed);
+        let tx = self.writeback.get_or_init(|| self.spawn_writeback());
+        if let Some(tx) = tx {
+            // Full: a flush is already pending and will cover these bytes too.
+            if let Err(TrySendError::Disconnected(())) = tx.try_send(()) {
+                tracing::debug!("writeback thread gone");
+            }
+        }
+    }
+
+    /// A thread that runs `fdatasync` on every file when asked; it ends when the storage is dropped.
+    /// Without a thread (spawn failed) data is still flushed by [`Storage::sync`].
+    fn spawn_writeback(&self) -> Option<SyncSender<()>> {
+        let files: Vec<File> = self
+            .files
+            .iter()
+            .filter_map(|s| s.file.try_clone().ok())
+            .collect();
+        let (tx, rx) = sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("bt-writeback".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    for f in &files {
+                        if let Err(e) = f.sync_data() {
+                            tracing::warn!(cause = %e, "background flush failed");
+                        }
+                    }
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    }
+
+    /// The (file, offset in the file, length) runs of `len` bytes at `begin` inside piece `index`, in
+    /// order: what a block is made of on disk, for `sendfile`.
+    pub fn segments(
+        &self,
+        index: u32,
+        begin: u32,
+        len: u32,
+    ) -> io::Result<Vec<(&File, u64, usize)>> {
+        let start = index as u64 * self.piece_length + begin as u64;
+        let mut out = Vec::with_capacity(1);
+        self.spans(start, len as usize, |s, off, r| {
+            out.push((&s.file, off, r.len()));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Reads `buf.len()` bytes at `begin` inside piece `index`.
@@ -307,6 +382,43 @@ mod tests {
             leech.write_block(6, 16000, &[0; 1000]).is_err(),
             "past the end"
         );
+        // The runs of a block that crosses files, read back one by one, are the block.
+        let segs = seed.segments(0, 900, 16384).unwrap();
+        assert_eq!(segs.len(), 2, "a (1000 bytes) then d/c");
+        let mut joined = Vec::new();
+        for (f, off, n) in segs {
+            let mut b = vec![0u8; n];
+            f.read_exact_at(&mut b, off).unwrap();
+            joined.extend(b);
+        }
+        assert_eq!(joined, all[900..900 + 16384]);
+        assert!(seed.segments(6, 16000, 1000).is_err(), "past the end");
+    }
+
+    #[test]
+    fn background_writeback_keeps_every_byte() {
+        let src = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(WRITEBACK_EVERY as usize * 2 + 12345))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        std::fs::write(src.path().join("big"), &data).unwrap();
+        let m = create(
+            &src.path().join("big"),
+            &CreateOptions {
+                piece_length: Some(1 << 20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let st = Storage::open(&m.info, out.path(), OpenMode::Create).unwrap();
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            st.write_block(i as u32, 0, chunk).unwrap();
+        }
+        assert!(st.writeback.get().is_some(), "flush thread started");
+        st.sync().unwrap();
+        assert!(std::fs::read(out.path().join("big")).unwrap() == data);
+        assert_eq!(st.recheck(&m.info).unwrap().count(), m.info.num_pieces());
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! Connection tasks: the handshake (BEP 3), then a reader that decodes messages straight out of its
 //! receive buffer into the shared torrent state, and a writer that drains the connection's outbox and
-//! sends requested blocks read from storage into one reused buffer (no allocation per block).
+//! sends requested blocks with `sendfile` (the page cache goes to the socket without a copy in our
+//! memory), each `piece` header written just before its block while the socket is corked, so headers
+//! and blocks leave in full segments.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -190,8 +194,9 @@ async fn writer(
     key: PeerKey,
     storage: Arc<Storage>,
 ) -> io::Result<()> {
-    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + (64 << 10));
     let mut blocks: Vec<BlockRef> = Vec::new();
+    let mut head: Vec<u8> = Vec::with_capacity(4096);
+    let mut zero_copy = ZeroCopy::default();
     loop {
         blocks.clear();
         let ctrl = ob.take(WRITE_BATCH, &mut blocks);
@@ -205,20 +210,90 @@ async fn writer(
             }
             continue;
         }
-        out.clear();
-        out.extend_from_slice(&ctrl);
-        for b in &blocks {
-            let start = out.len();
-            out.extend_from_slice(&piece_header(b.index, b.begin, b.len));
-            out.resize(start + 13 + b.len as usize, 0);
-            storage.read_block(b.index, b.begin, &mut out[start + 13..])?;
-        }
+        let send = async {
+            if blocks.is_empty() {
+                return wr.write_all(&ctrl).await;
+            }
+            // Corked: the 13-byte headers wait for their blocks instead of leaving as tiny segments.
+            set_cork(&wr, true);
+            head.clear();
+            head.extend_from_slice(&ctrl);
+            for b in &blocks {
+                head.extend_from_slice(&piece_header(b.index, b.begin, b.len));
+                wr.write_all(&head).await?;
+                head.clear();
+                for (file, off, n) in storage.segments(b.index, b.begin, b.len)? {
+                    zero_copy.send(&mut wr, file, off, n).await?;
+                }
+            }
+            set_cork(&wr, false);
+            Ok(())
+        };
         tokio::select! {
             _ = ob.cancel.cancelled() => return Ok(()),
-            r = wr.write_all(&out) => r?,
+            r = send => r?,
         }
         if !blocks.is_empty() {
             lock(&shared).on_uploaded(key, &blocks);
         }
+    }
+}
+
+fn set_cork(wr: &OwnedWriteHalf, on: bool) {
+    // Only an optimisation: without it the data still goes out, in more segments.
+    if let Err(e) = rustix::net::sockopt::set_tcp_cork(wr.as_ref(), on) {
+        tracing::trace!(cause = %e, "TCP_CORK");
+    }
+}
+
+/// Sends file ranges with `sendfile`, falling back to read-and-write (through one reused buffer) for
+/// the rest of the connection when the file system or socket does not support it.
+#[derive(Default)]
+struct ZeroCopy {
+    unsupported: bool,
+    buf: Vec<u8>,
+}
+
+impl ZeroCopy {
+    async fn send(
+        &mut self,
+        wr: &mut OwnedWriteHalf,
+        file: &File,
+        mut off: u64,
+        mut n: usize,
+    ) -> io::Result<()> {
+        while n > 0 && !self.unsupported {
+            let sock = wr.as_ref();
+            sock.writable().await?;
+            let r = sock.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(sock, file, Some(&mut off), n).map_err(io::Error::from)
+            });
+            match r {
+                // The file ended early (truncated under us): the block cannot be sent.
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(k) => n -= k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(code) if code == rustix::io::Errno::INVAL.raw_os_error()
+                            || code == rustix::io::Errno::NOSYS.raw_os_error()
+                            || code == rustix::io::Errno::OPNOTSUPP.raw_os_error()
+                    ) =>
+                {
+                    tracing::debug!(cause = %e, "sendfile unsupported, copying blocks");
+                    self.unsupported = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if n > 0 {
+            if self.buf.len() < n {
+                self.buf.resize(n, 0);
+            }
+            file.read_exact_at(&mut self.buf[..n], off)?;
+            wr.write_all(&self.buf[..n]).await?;
+        }
+        Ok(())
     }
 }
