@@ -3,7 +3,8 @@
 //! - a 20-node 0.6 overlay (6 ultrapeers in a chain, 14 leaves, one firewalled) where a leaf's search finds
 //!   files three ultrapeers away, the hit is routed back, and the file is fetched over HTTP and verified;
 //! - a classic 0.4 flood across four processes;
-//! - raw-socket protocol checks: version 0.7 answered as 0.6, 0.4 refused, oversized query → BYE 400.
+//! - raw-socket protocol checks: version 0.7 answered as 0.6, 0.4 refused, oversized query → BYE 400, a
+//!   neighbour repeating one query on its link → BYE 401.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,55 +12,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use integration::Daemon;
+
 const BIN: &str = env!("CARGO_BIN_EXE_gnutella-node");
 
-/// A child process that printed its readiness line; killed on drop. (A small local copy of the
-/// `integration` harness: that crate does not pass `clippy -D warnings` as a dev-dependency yet.)
-struct Daemon {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts `gnutella-node` with `args` through the shared harness (readiness line awaited, killed on drop).
 fn spawn(args: &[String]) -> Daemon {
-    use std::io::BufRead;
-    let mut child = Command::new(BIN)
+    Daemon::builder("gnutella-node")
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("gnutella-node starts");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(l) = common::telemetry::Listening::parse(&line) {
-                let _ = tx.send(l.addr);
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(addr) => Daemon { child, addr },
-        Err(_) => {
-            let _ = child.kill();
-            panic!("gnutella-node printed no readiness line within 30 s");
-        }
-    }
+        .expect("gnutella-node starts")
 }
 
 fn node(share: Option<&Path>, extra: &[&str]) -> Daemon {
@@ -323,6 +286,54 @@ fn read_until_blank(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Reads until the node closes; returns its Bye descriptor (header and payload), skipping the pings,
+/// pongs and anything else it sent first.
+fn read_bye(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let mut off = 0;
+    let mut bye = None;
+    while off + 23 <= got.len() {
+        let len = u32::from_le_bytes(got[off + 19..off + 23].try_into().unwrap()) as usize;
+        if got[off + 16] == 0x02 && off + 23 + len <= got.len() {
+            bye = Some(got[off..off + 23 + len].to_vec());
+        }
+        off += 23 + len;
+    }
+    bye
+}
+
+/// An ultrapeer link over a raw socket (no deflate either way).
+fn raw_ultrapeer_link(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\n\r\n")
+        .unwrap();
+    let resp = read_until_blank(&mut s);
+    assert!(resp.starts_with("GNUTELLA/0.6 200"), "{resp}");
+    s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").unwrap();
+    s
+}
+
+#[test]
+fn a_neighbour_repeating_a_query_on_its_link_gets_bye_401() {
+    let up = node(None, &[]);
+    let mut s = raw_ultrapeer_link(up.addr());
+    // The same query (same GUID) over and over: honest duplicates come over other links, never this one.
+    let payload = b"\x00\x00repeat me\x00";
+    let mut q = vec![0x42u8; 16];
+    q.extend_from_slice(&[0x80, 2, 0]);
+    q.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    q.extend_from_slice(payload);
+    for _ in 0..40 {
+        if s.write_all(&q).is_err() {
+            break;
+        }
+    }
+    let bye = read_bye(&mut s).expect("a Bye before close");
+    assert_eq!(u16::from_le_bytes([bye[23], bye[24]]), 401);
+}
+
 #[test]
 fn raw_socket_handshakes_and_oversized_query_gets_bye_400() {
     let up = node(None, &[]);
@@ -339,19 +350,7 @@ fn raw_socket_handshakes_and_oversized_query_gets_bye_400() {
     h.extend_from_slice(&[0x80, 4, 0]);
     h.extend_from_slice(&5000u32.to_le_bytes());
     s.write_all(&h).unwrap();
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    // Skip the ping (and anything else) the node sent first; find the Bye.
-    let mut off = 0;
-    let mut bye = None;
-    while off + 23 <= got.len() {
-        let len = u32::from_le_bytes(got[off + 19..off + 23].try_into().unwrap()) as usize;
-        if got[off + 16] == 0x02 {
-            bye = Some(got[off..off + 23 + len].to_vec());
-        }
-        off += 23 + len;
-    }
-    let bye = bye.expect("a Bye before close");
+    let bye = read_bye(&mut s).expect("a Bye before close");
     assert_eq!((bye[17], bye[18]), (1, 0), "Bye goes with TTL 1, hops 0");
     assert_eq!(u16::from_le_bytes([bye[23], bye[24]]), 400);
 
@@ -393,15 +392,13 @@ fn host_cache_survives_a_restart_and_stats_are_written_on_sigterm() {
     // Let B link up and hear A's pongs (the 3 s pong-cache refresh), then stop it with SIGTERM.
     std::thread::sleep(Duration::from_secs(4));
     let st = Command::new("kill")
-        .args(["-TERM", &b.child.id().to_string()])
+        .args(["-TERM", &b.pid().to_string()])
         .status()
         .unwrap();
     assert!(st.success());
     let mut b = b;
-    let end = Instant::now() + Duration::from_secs(10);
-    while b.child.try_wait().unwrap().is_none() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    b.wait_exit(Duration::from_secs(10))
+        .expect("stops on SIGTERM");
     let cache =
         std::fs::read_to_string(data.join("gnutella-hosts.txt")).expect("host cache written");
     assert!(cache.lines().any(|l| l == a_addr), "{cache}");

@@ -3,6 +3,7 @@
 //!
 //! - alternate locations: a download that starts with one known source finishes with sources it learned
 //!   only from that source's `X-Alt`, verified by SHA-1;
+//! - `get` with no known source finds them with a `urn:sha1:` re-query through its ultrapeer;
 //! - `--upload-rate` and `--download-rate` hold (a lower bound on the time of a capped transfer);
 //! - a flash crowd: twelve leaves search for and download one file from one (capped) source at once, all
 //!   finish and verify.
@@ -110,6 +111,26 @@ fn head_of(addr: SocketAddr, path: &str, headers: &str) -> String {
     all
 }
 
+/// Searches through `up` until a hit for `words` arrives (the leaf's QRP table has reached the ultrapeer).
+fn wait_searchable(up: &str, words: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = run(&[
+            "--peer".into(),
+            up.into(),
+            "search".into(),
+            words.into(),
+            "--json".into(),
+            "--timeout".into(),
+            "1".into(),
+        ]);
+        if lines.iter().any(|h| h["event"] == "hit") {
+            return;
+        }
+        assert!(Instant::now() < end, "{words:?} never became searchable");
+    }
+}
+
 #[test]
 fn a_download_finishes_with_sources_learned_only_from_x_alt() {
     let tmp = tempfile::tempdir().unwrap();
@@ -164,6 +185,31 @@ fn a_download_finishes_with_sources_learned_only_from_x_alt() {
     assert_eq!(second["sha1"], urn.as_str());
     let got = std::fs::read(tmp.path().join("d2/f.bin")).unwrap();
     assert_eq!(urn_of(&got), urn);
+}
+
+#[test]
+fn get_without_a_source_finds_them_by_urn_requery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = body(200 * 1024, 5);
+    let urn = urn_of(&data);
+    let up = node(None, &[]);
+    let up_addr = up.addr().to_string();
+    let _src = node(
+        Some(&share(tmp.path(), "src", "requeried thing.bin", &data)),
+        &["--leaf", "--peer", &up_addr],
+    );
+    wait_searchable(&up_addr, "requeried thing");
+    let r = get(
+        &urn,
+        data.len(),
+        &[],
+        &tmp.path().join("d"),
+        &["--peer", &up_addr],
+    );
+    assert_eq!(r["sources"], 0, "{r}");
+    assert!(r["requeries"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["from_requery"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(std::fs::read(tmp.path().join("d/f.bin")).unwrap(), data);
 }
 
 #[test]
@@ -228,23 +274,7 @@ fn a_flash_crowd_of_twelve_leaves_all_finish_from_one_source() {
             "4",
         ],
     );
-    // Wait until the ultrapeer routes queries to the source (QRP table received).
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let hits = run(&[
-            "--peer".into(),
-            up_addr.clone(),
-            "search".into(),
-            "release candidate".into(),
-            "--json".into(),
-            "--timeout".into(),
-            "1".into(),
-        ]);
-        if hits.iter().any(|h| h["event"] == "hit") {
-            break;
-        }
-        assert!(Instant::now() < end, "the source never became searchable");
-    }
+    wait_searchable(&up_addr, "release candidate");
     let t = Instant::now();
     let crowd: Vec<_> = (0..12)
         .map(|i| {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use gnutella_node::codec::message::{Message, Push};
 use gnutella_node::codec::{Descriptor, Guid};
+use integration::Daemon;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gnutella-node");
-
+/// Kills dumpcap (not a daemon with a readiness line, so not an `integration::Daemon`) on drop.
 struct Kill(std::process::Child);
 
 impl Drop for Kill {
@@ -24,24 +24,16 @@ impl Drop for Kill {
     }
 }
 
-fn daemon(args: &[&str]) -> (Kill, SocketAddr) {
-    let mut child = Command::new(BIN)
+/// A `gnutella-node` without deflate (so the capture is readable), through the shared harness.
+fn daemon(args: &[&str]) -> (Daemon, SocketAddr) {
+    let d = Daemon::builder("gnutella-node")
         .args(["--listen", "127.0.0.1:0", "--no-deflate"])
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = common::telemetry::Listening::parse(&line)
-        .expect("readiness line")
-        .addr;
-    (Kill(child), addr)
+        .expect("gnutella-node starts");
+    let addr = d.addr();
+    (d, addr)
 }
 
 fn tshark_fields(
@@ -137,7 +129,7 @@ fn tshark_decodes_our_pong_query_queryhit_and_push() {
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let hit = loop {
-        let out = Command::new(BIN)
+        let out = Command::new(integration::bin_path("gnutella-node"))
             .args([
                 "--no-deflate",
                 "--peer",

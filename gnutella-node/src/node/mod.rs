@@ -476,6 +476,8 @@ impl Inner {
                 "qrp_filtered": c.qrp_filtered,
                 "hits_routed": c.hits_routed,
                 "ignored": c.ignored,
+                "idle_closed": c.idle_closed,
+                "kicked": c.kicked,
             }),
         );
         self.stats
@@ -755,7 +757,7 @@ async fn read_loop(
                             hops = f.header.hops,
                             "in"
                         );
-                        descs.push(Descriptor::from_frame(&f));
+                        descs.push((f.header.ptype, Descriptor::from_frame(&f)));
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -768,12 +770,12 @@ async fn read_loop(
             if !descs.is_empty() || fatal.is_some() {
                 let t = now();
                 let mut s = inner.servent();
-                for d in descs {
+                for (ptype, d) in descs {
                     match d {
                         Ok(d) => s.handle_descriptor(t, id, d),
                         Err(e) => {
                             inner.stats.error("decode");
-                            s.handle_decode_error(id, &e);
+                            s.handle_bad_payload(t, id, ptype, &e);
                         }
                     }
                 }

@@ -67,6 +67,15 @@ pub struct Config {
     pub max_leaves: u8,
     /// Ultrapeer links we accept (advertised in the pong GGEP `UP`).
     pub max_ultrapeers: u8,
+    /// Window over which a connection's offences are counted (kicks below).
+    pub kick_window: Duration,
+    /// A neighbour re-sending a GUID it already sent us on the same link (a duplicate flood; honest
+    /// duplicates arrive over *other* links) is tolerated this many times per window; beyond: BYE 401.
+    pub max_dup_repeats: u32,
+    /// Descriptors over the hard TTL limit tolerated per window; beyond: BYE 403.
+    pub max_over_ttl: u32,
+    /// Malformed queries tolerated per window; beyond: BYE 402.
+    pub max_bad_queries: u32,
 }
 
 /// Queries are relayed only up to this payload size (gtk-gnutella); bigger ones are answered, not relayed.
@@ -96,6 +105,10 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             max_leaves: 64,
             max_ultrapeers: 16,
+            kick_window: Duration::from_secs(10),
+            max_dup_repeats: 20,
+            max_over_ttl: 10,
+            max_bad_queries: 10,
         }
     }
 }
@@ -172,6 +185,19 @@ pub struct Counters {
     pub too_big_to_relay: u64,
     /// Links closed with BYE 406 for silence.
     pub idle_closed: u64,
+    /// Links closed with BYE 401/402/403/414 for abuse.
+    pub kicked: u64,
+}
+
+/// What a neighbour can be kicked for (notes §2 Bye codes, §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Offence {
+    /// Re-sent a GUID on the same link (BYE 401).
+    DupRepeat = 0,
+    /// hops + TTL over the hard limit (BYE 403).
+    OverTtl = 1,
+    /// A query we could not parse (BYE 402).
+    BadQuery = 2,
 }
 
 struct Conn {
@@ -182,6 +208,8 @@ struct Conn {
     last_ping_in: Option<Instant>,
     query_window: (Instant, u32),
     duplicates: u32,
+    /// Per [`Offence`]: start of the current window and offences in it.
+    strikes: [(Instant, u32); 3],
     closing: bool,
     last_rx: Instant,
     ggep: bool,
@@ -408,6 +436,7 @@ impl Servent {
                 last_ping_in: None,
                 query_window: (now, 0),
                 duplicates: 0,
+                strikes: [(now, 0); 3],
                 closing: false,
                 last_rx: now,
                 ggep: link.ggep,
@@ -536,6 +565,42 @@ impl Servent {
         }
     }
 
+    /// Counts an offence of `id`; past the configured number per window the link gets its Bye.
+    fn offence(&mut self, now: Instant, id: ConnId, o: Offence) {
+        let (limit, code, reason) = match o {
+            Offence::DupRepeat => (self.cfg.max_dup_repeats, 401, "Too many duplicates"),
+            Offence::OverTtl => (self.cfg.max_over_ttl, 403, "Hops + TTL over limit"),
+            Offence::BadQuery => (self.cfg.max_bad_queries, 402, "Too many bad queries"),
+        };
+        let window = self.cfg.kick_window;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let s = &mut c.strikes[o as usize];
+        if now.saturating_duration_since(s.0) >= window {
+            *s = (now, 0);
+        }
+        s.1 += 1;
+        if s.1 > limit {
+            self.counters.kicked += 1;
+            self.send_bye(id, code, reason);
+        }
+    }
+
+    /// A descriptor of type `ptype` from `id` had a payload we could not parse: it is ignored, and a
+    /// neighbour that keeps sending malformed queries is kicked (BYE 402). Framing errors go to
+    /// [`Servent::handle_decode_error`].
+    pub fn handle_bad_payload(&mut self, now: Instant, id: ConnId, ptype: u8, e: &DecodeError) {
+        if e.is_fatal() {
+            self.handle_decode_error(id, e);
+            return;
+        }
+        self.counters.ignored += 1;
+        if ptype == m::TYPE_QUERY {
+            self.offence(now, id, Offence::BadQuery);
+        }
+    }
+
     /// A frame from `id` could not be decoded. Fatal errors (oversized) answer BYE 400 and close.
     pub fn handle_decode_error(&mut self, id: ConnId, e: &DecodeError) {
         if let DecodeError::TooLarge { ptype, .. } = e {
@@ -589,12 +654,31 @@ impl Servent {
         }
         if d.ttl == 0 || d.ttl as u16 + d.hops as u16 > HARD_TTL_LIMIT as u16 {
             self.counters.ttl_dropped += 1;
+            if d.ttl != 0 {
+                self.offence(now, from, Offence::OverTtl);
+            }
             return;
         }
-        // A leaf never relays: anything from a leaf that already travelled is bogus (gtk-gnutella: BYE 414).
-        if kind == PeerKind::Leaf && d.hops > 0 && !matches!(d.msg, Message::QueryHit(_)) {
-            self.counters.ignored += 1;
-            return;
+        // A leaf never relays: a query, ping or push from a leaf that already travelled is bogus, and the
+        // leaf is kicked (gtk-gnutella: BYE 414). Replies (pongs from its cache, hits) legitimately carry hops.
+        if kind == PeerKind::Leaf && d.hops > 0 {
+            match d.msg {
+                Message::QueryHit(_) => {}
+                Message::Pong(_) => {
+                    self.counters.ignored += 1;
+                    return;
+                }
+                Message::Query(_) | Message::Ping(_) | Message::Push(_) => {
+                    self.counters.ignored += 1;
+                    self.counters.kicked += 1;
+                    self.send_bye(from, 414, "Leaf relayed traffic");
+                    return;
+                }
+                _ => {
+                    self.counters.ignored += 1;
+                    return;
+                }
+            }
         }
         let msg = std::mem::replace(&mut d.msg, Message::Ping(Ping::default()));
         match msg {
@@ -728,6 +812,18 @@ impl Servent {
         }
     }
 
+    /// A (GUID, type) seen before arrived on `from`. Honest duplicates come over another link; the same
+    /// link repeating itself is a duplicate flood (BYE 401 past the limit).
+    fn duplicate(&mut self, now: Instant, from: ConnId, key: (Guid, u8)) {
+        self.counters.duplicates += 1;
+        if let Some(c) = self.conns.get_mut(&from) {
+            c.duplicates += 1;
+        }
+        if self.routes.get(&key) == Some(Route::Conn(from)) {
+            self.offence(now, from, Offence::DupRepeat);
+        }
+    }
+
     /// Trims a broadcast to max_ttl (notes §3). Returns false if it must not go further.
     fn clamp(&mut self, d: &mut Descriptor) {
         if d.ttl as u16 + d.hops as u16 > self.cfg.max_ttl as u16 {
@@ -785,7 +881,7 @@ impl Servent {
                 .routes
                 .insert(now, (d.guid, m::TYPE_PING), Route::Conn(from))
             {
-                self.counters.duplicates += 1;
+                self.duplicate(now, from, (d.guid, m::TYPE_PING));
                 return;
             }
         } else {
@@ -929,10 +1025,7 @@ impl Servent {
             .routes
             .insert(now, (d.guid, m::TYPE_QUERY), Route::Conn(from))
         {
-            self.counters.duplicates += 1;
-            if let Some(c) = self.conns.get_mut(&from) {
-                c.duplicates += 1;
-            }
+            self.duplicate(now, from, (d.guid, m::TYPE_QUERY));
             return;
         }
         let max_q = self.cfg.max_queries_per_sec;
@@ -1073,7 +1166,7 @@ impl Servent {
             .routes
             .insert(now, (d.guid, m::TYPE_PUSH), Route::Conn(from))
         {
-            self.counters.duplicates += 1;
+            self.duplicate(now, from, (d.guid, m::TYPE_PUSH));
             return;
         }
         if p.servent == self.cfg.guid {

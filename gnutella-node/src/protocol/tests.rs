@@ -679,18 +679,40 @@ fn vendor_and_unknown_messages_are_ignored_and_query_floods_rate_limited() {
 }
 
 #[test]
-fn a_leaf_never_relays_and_its_relayed_traffic_is_dropped() {
+fn a_leaf_never_relays_and_a_leaf_relaying_is_kicked_with_414() {
     let now = Instant::now();
     let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
     s.add_connection(now, 1, &link(PeerKind::Leaf));
     s.add_connection(now, 2, &link(PeerKind::Ultrapeer));
+    s.add_connection(now, 3, &link(PeerKind::Leaf));
     drain(&mut s, 1);
     drain(&mut s, 2);
-    // A "leaf" passing on a query that already travelled (hops 2) is not believed.
+    drain(&mut s, 3);
+    // A leaf answering our ping from its pong cache sends pongs with hops: fine, not relayed, no kick.
+    s.handle_descriptor(
+        now,
+        3,
+        Descriptor {
+            guid: Guid([9; 16]),
+            ttl: 1,
+            hops: 1,
+            msg: Message::Pong(Pong {
+                port: 1,
+                ip: Ipv4Addr::new(10, 0, 0, 1),
+                files: 0,
+                kbytes: 0,
+                ggep: vec![],
+            }),
+        },
+    );
+    assert_eq!(bye_code(&drain(&mut s, 3)), None);
+    // A "leaf" passing on a query that already travelled (hops 2) is not believed, and is kicked.
     s.handle_descriptor(now, 1, query(1, 3, 2, Query::new("abc", false)));
     assert!(drain(&mut s, 2).is_empty());
-    // Its own query (hops 0) goes on.
-    s.handle_descriptor(now, 1, query(2, 3, 0, Query::new("abc", false)));
+    assert_eq!(bye_code(&drain(&mut s, 1)), Some(414));
+    assert_eq!(s.counters().kicked, 1);
+    // Another leaf's own query (hops 0) goes on.
+    s.handle_descriptor(now, 3, query(2, 3, 0, Query::new("abc", false)));
     assert_eq!(drain(&mut s, 2).len(), 1);
     // And a leaf servent does not relay what its ultrapeer sends.
     let mut l = servent(2, Role::Leaf, false, vec![], now);
@@ -700,4 +722,88 @@ fn a_leaf_never_relays_and_its_relayed_traffic_is_dropped() {
     drain(&mut l, 2);
     l.handle_descriptor(now, 1, query(3, 3, 1, Query::new("abc", false)));
     assert!(drain(&mut l, 2).is_empty());
+}
+
+fn bye_code(out: &[Descriptor]) -> Option<u16> {
+    out.iter().find_map(|d| match &d.msg {
+        Message::Bye(b) => Some(b.code),
+        _ => None,
+    })
+}
+
+fn numbered_query(i: usize, ttl: u8, hops: u8) -> Descriptor {
+    Descriptor {
+        guid: guid(1000 + i),
+        ttl,
+        hops,
+        msg: Message::Query(Query::new("abc", false)),
+    }
+}
+
+#[test]
+fn honest_duplicates_are_dropped_but_a_link_repeating_itself_gets_bye_401() {
+    let now = Instant::now();
+    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
+    for c in 1..=3 {
+        s.add_connection(now, c, &link(PeerKind::Ultrapeer));
+        drain(&mut s, c);
+    }
+    // The same 100 queries over two links (a flood's normal duplicates): dropped, nobody kicked.
+    for i in 0..100 {
+        s.handle_descriptor(now, 1, numbered_query(i, 3, 0));
+        s.handle_descriptor(now, 2, numbered_query(i, 3, 1));
+    }
+    assert_eq!(s.counters().duplicates, 100);
+    assert_eq!(bye_code(&drain(&mut s, 1)), None);
+    assert_eq!(bye_code(&drain(&mut s, 2)), None);
+    // Link 1 sending one of its queries again and again: tolerated up to the limit, then BYE 401.
+    let limit = s.config().max_dup_repeats as usize;
+    for _ in 0..limit {
+        s.handle_descriptor(now, 1, numbered_query(5, 3, 0));
+    }
+    assert_eq!(bye_code(&drain(&mut s, 1)), None);
+    s.handle_descriptor(now, 1, numbered_query(5, 3, 0));
+    assert_eq!(bye_code(&drain(&mut s, 1)), Some(401));
+    // The count restarts every window: link 2 repeating slowly is never kicked.
+    let w = s.config().kick_window;
+    for k in 0..3u32 {
+        for _ in 0..limit {
+            s.handle_descriptor(now + w * (k + 1), 2, numbered_query(7, 3, 1));
+        }
+    }
+    assert_eq!(bye_code(&drain(&mut s, 2)), None);
+    assert_eq!(s.counters().kicked, 1);
+}
+
+#[test]
+fn over_the_hard_ttl_limit_repeatedly_gets_bye_403_and_bad_queries_402() {
+    let now = Instant::now();
+    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
+    for c in 1..=3 {
+        s.add_connection(now, c, &link(PeerKind::Ultrapeer));
+        drain(&mut s, c);
+    }
+    let over = s.config().max_over_ttl as usize;
+    for i in 0..over {
+        s.handle_descriptor(now, 1, numbered_query(i, 1, 15));
+    }
+    assert_eq!(s.counters().ttl_dropped, over as u64);
+    assert_eq!(bye_code(&drain(&mut s, 1)), None);
+    s.handle_descriptor(now, 1, numbered_query(over, 1, 15));
+    assert_eq!(bye_code(&drain(&mut s, 1)), Some(403));
+
+    let bad = s.config().max_bad_queries as usize;
+    let e = DecodeError::Truncated("query criteria");
+    // Malformed pongs are only ignored; malformed queries past the limit kick.
+    for _ in 0..bad * 3 {
+        s.handle_bad_payload(now, 3, m::TYPE_PONG, &e);
+    }
+    assert_eq!(bye_code(&drain(&mut s, 3)), None);
+    for _ in 0..bad {
+        s.handle_bad_payload(now, 2, m::TYPE_QUERY, &e);
+    }
+    assert_eq!(bye_code(&drain(&mut s, 2)), None);
+    s.handle_bad_payload(now, 2, m::TYPE_QUERY, &e);
+    assert_eq!(bye_code(&drain(&mut s, 2)), Some(402));
+    assert_eq!(s.counters().kicked, 2);
 }
