@@ -190,6 +190,9 @@ fn routing_throughput(queries: usize) {
         guid: None,
         try_hosts: Vec::new(),
         ggep: false,
+        max_ttl: None,
+        bye_packet: true,
+        remote_ip: None,
     };
     for c in 1..=30u64 {
         s.add_connection(now, c, &link);

@@ -307,7 +307,7 @@ fn read_bye(s: &mut TcpStream) -> Option<Vec<u8>> {
 fn raw_ultrapeer_link(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\n\r\n")
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\nBye-Packet: 0.1\r\n\r\n")
         .unwrap();
     let resp = read_until_blank(&mut s);
     assert!(resp.starts_with("GNUTELLA/0.6 200"), "{resp}");
@@ -340,7 +340,7 @@ fn raw_socket_handshakes_and_oversized_query_gets_bye_400() {
     // 0.7 with headers in odd case is answered as 0.6.
     let mut s = TcpStream::connect(up.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.7\r\nuser-agent: probe/1\r\nX-ULTRAPEER: true\r\n\r\n")
+    s.write_all(b"GNUTELLA CONNECT/0.7\r\nuser-agent: probe/1\r\nX-ULTRAPEER: true\r\nbye-packet: 0.1\r\n\r\n")
         .unwrap();
     let resp = read_until_blank(&mut s);
     assert!(resp.starts_with("GNUTELLA/0.6 200"), "{resp}");

@@ -666,7 +666,7 @@ async fn run_link(
     let notify = Arc::new(Notify::new());
     let closing = Arc::new(AtomicBool::new(false));
     let cancel = inner.shutdown.child_token();
-    info!(id, peer = ?link.peer, ua = link.user_agent.as_deref().unwrap_or("?"), deflate_in = link.deflate_in, deflate_out = link.deflate_out, "link up");
+    info!(id, peer = ?link.peer, ua = link.user_agent.as_deref().unwrap_or("?"), deflate_in = link.deflate_in, deflate_out = link.deflate_out, max_ttl = ?link.max_ttl, bye = link.bye_packet, remote_ip = ?link.remote_ip, "link up");
     inner.conns().insert(
         id,
         ConnCtl {

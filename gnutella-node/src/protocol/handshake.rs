@@ -85,6 +85,14 @@ pub struct Link {
     pub try_hosts: Vec<SocketAddr>,
     /// It said `GGEP:`: GGEP blocks may go in the pings and pongs we send it.
     pub ggep: bool,
+    /// Its `X-Max-TTL`: the queries and pings we send it are trimmed to this TTL.
+    pub max_ttl: Option<u8>,
+    /// It said `Bye-Packet:`. Others are closed without a Bye message (as gtk-gnutella does); 0.4 links
+    /// never get one (Bye came with 0.6).
+    pub bye_packet: bool,
+    /// Our IP as the peer sees it (`Remote-IP`, sent by a server); logged, not used to change what we
+    /// advertise.
+    pub remote_ip: Option<IpAddr>,
 }
 
 /// Why a handshake failed.
@@ -150,6 +158,15 @@ fn common_headers(cfg: &HandshakeConfig, b: Block) -> Block {
     b
 }
 
+/// `X-Max-TTL` (clamped to 1..=15, nonsense ignored) and `Bye-Packet` of a peer's block.
+fn peer_caps(b: &Block) -> (Option<u8>, bool) {
+    let max_ttl = b
+        .get("X-Max-TTL")
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .map(|t| t.clamp(1, crate::codec::HARD_TTL_LIMIT));
+    (max_ttl, b.get("Bye-Packet").is_some())
+}
+
 fn peer_fields(b: &Block) -> (Option<String>, Option<SocketAddr>, Option<Guid>) {
     let ua = b.get("User-Agent").map(str::to_owned);
     let listen = b
@@ -205,6 +222,9 @@ impl ClientAwaitResponse {
                         guid: None,
                         try_hosts: Vec::new(),
                         ggep: false,
+                        max_ttl: None,
+                        bye_packet: false,
+                        remote_ip: None,
                     },
                 )),
                 _ => Err(HandshakeError::Protocol("expected GNUTELLA OK")),
@@ -267,6 +287,9 @@ impl ClientAwaitResponse {
                 guid,
                 try_hosts: try_hosts(resp),
                 ggep: resp.get("GGEP").is_some(),
+                max_ttl: peer_caps(resp).0,
+                bye_packet: peer_caps(resp).1,
+                remote_ip: resp.get("Remote-IP").and_then(|v| v.trim().parse().ok()),
             },
         ))
     }
@@ -328,6 +351,9 @@ impl ServerAwaitConnect {
                         guid: None,
                         try_hosts: Vec::new(),
                         ggep: false,
+                        max_ttl: None,
+                        bye_packet: false,
+                        remote_ip: None,
                     },
                 ))
             }
@@ -450,6 +476,9 @@ impl ServerAwaitAck {
             guid,
             try_hosts: try_hosts(&self.connect),
             ggep: self.connect.get("GGEP").is_some(),
+            max_ttl: peer_caps(&self.connect).0,
+            bye_packet: peer_caps(&self.connect).1,
+            remote_ip: None,
         })
     }
 }
@@ -513,6 +542,37 @@ mod tests {
         assert!(c.deflate_in && c.deflate_out && s.deflate_in && s.deflate_out);
         assert_eq!(s.listen_addr, Some("127.0.0.1:6346".parse().unwrap()));
         assert_eq!(c.guid, Some(Guid([1; 16])));
+        // Both said X-Max-TTL: 4 and Bye-Packet.
+        assert_eq!((c.max_ttl, s.max_ttl), (Some(4), Some(4)));
+        assert!(c.bye_packet && s.bye_packet);
+    }
+
+    #[test]
+    fn peer_capabilities_remote_ip_and_odd_values() {
+        let (c, _) = ClientStart::begin(cfg(Role::Ultrapeer));
+        let resp = wire(
+            &Block::new(StartLine::Response {
+                code: 200,
+                reason: "OK".into(),
+            })
+            .header("x-max-ttl", "200")
+            .header("remote-ip", "10.1.2.3"),
+        );
+        let (_, l) = c.handle(&resp, false).unwrap();
+        assert_eq!(l.max_ttl, Some(crate::codec::HARD_TTL_LIMIT));
+        assert!(!l.bye_packet, "no Bye-Packet header");
+        assert_eq!(l.remote_ip, Some("10.1.2.3".parse().unwrap()));
+        let (c, _) = ClientStart::begin(cfg(Role::Ultrapeer));
+        let resp = wire(
+            &Block::new(StartLine::Response {
+                code: 200,
+                reason: "OK".into(),
+            })
+            .header("X-Max-TTL", "lots")
+            .header("Remote-IP", "not an ip"),
+        );
+        let (_, l) = c.handle(&resp, false).unwrap();
+        assert_eq!((l.max_ttl, l.remote_ip), (None, None));
     }
 
     #[test]

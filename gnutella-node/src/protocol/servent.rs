@@ -213,6 +213,10 @@ struct Conn {
     closing: bool,
     last_rx: Instant,
     ggep: bool,
+    /// The peer's `X-Max-TTL`.
+    max_ttl: Option<u8>,
+    /// The peer takes Bye messages (`Bye-Packet:`).
+    bye_packet: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -440,6 +444,8 @@ impl Servent {
                 closing: false,
                 last_rx: now,
                 ggep: link.ggep,
+                max_ttl: link.max_ttl,
+                bye_packet: link.bye_packet,
             },
         );
         self.add_hosts(link.try_hosts.iter().copied());
@@ -725,12 +731,16 @@ impl Servent {
         }
     }
 
-    fn send(&mut self, id: ConnId, desc: Descriptor) -> bool {
+    fn send(&mut self, id: ConnId, mut desc: Descriptor) -> bool {
         let Some(c) = self.conns.get_mut(&id) else {
             return false;
         };
         if c.closing {
             return false;
+        }
+        // A peer that announced X-Max-TTL gets broadcasts no longer than that (it would trim them anyway).
+        if let (Some(max), Message::Query(_) | Message::Ping(_)) = (c.max_ttl, &desc.msg) {
+            desc.ttl = desc.ttl.min(max);
         }
         let wire = desc.to_bytes();
         match c.queue.push(Outgoing { desc, wire }) {
@@ -758,6 +768,15 @@ impl Servent {
             return;
         }
         c.queue.clear();
+        c.closing = true;
+        if !c.bye_packet {
+            // gtk-gnutella sends Bye only to peers that said `Bye-Packet:`; the others are just closed.
+            self.events.push_back(Event::Close {
+                conn: id,
+                reason: format!("closing ({code} {reason}) without a Bye: the peer takes none"),
+            });
+            return;
+        }
         let desc = Descriptor {
             guid: Guid::random(&mut self.rng),
             ttl: 1,
@@ -769,7 +788,6 @@ impl Servent {
         };
         let wire = desc.to_bytes();
         c.queue.push(Outgoing { desc, wire });
-        c.closing = true;
         self.dirty.insert(id);
         self.events.push_back(Event::Close {
             conn: id,

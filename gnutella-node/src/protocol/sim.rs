@@ -79,6 +79,9 @@ impl Net {
             guid: None,
             try_hosts: Vec::new(),
             ggep: true,
+            max_ttl: None,
+            bye_packet: true,
+            remote_ip: None,
         };
         let la = link(self.kind_of(b), SocketAddr::V4(self.nodes[b].config().addr));
         let lb = link(self.kind_of(a), SocketAddr::V4(self.nodes[a].config().addr));

@@ -56,6 +56,9 @@ fn link(peer: PeerKind) -> Link {
         guid: None,
         try_hosts: Vec::new(),
         ggep: true,
+        max_ttl: None,
+        bye_packet: true,
+        remote_ip: None,
     }
 }
 
@@ -806,4 +809,38 @@ fn over_the_hard_ttl_limit_repeatedly_gets_bye_403_and_bad_queries_402() {
     s.handle_bad_payload(now, 2, m::TYPE_QUERY, &e);
     assert_eq!(bye_code(&drain(&mut s, 2)), Some(402));
     assert_eq!(s.counters().kicked, 2);
+}
+
+#[test]
+fn x_max_ttl_trims_what_we_send_and_bye_goes_only_to_peers_that_take_it() {
+    let now = Instant::now();
+    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
+    let mut short = link(PeerKind::Ultrapeer);
+    short.max_ttl = Some(2);
+    let mut no_bye = link(PeerKind::Ultrapeer);
+    no_bye.bye_packet = false;
+    s.add_connection(now, 1, &short);
+    s.add_connection(now, 2, &no_bye);
+    drain(&mut s, 1);
+    drain(&mut s, 2);
+    s.start_search(now, "abc", None, 4);
+    let to1 = drain(&mut s, 1);
+    let to2 = drain(&mut s, 2);
+    assert_eq!(to1.iter().map(|d| d.ttl).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(to2.iter().map(|d| d.ttl).collect::<Vec<_>>(), vec![4]);
+    while s.poll_event().is_some() {}
+    s.send_bye(1, 200, "Shutting down");
+    s.send_bye(2, 200, "Shutting down");
+    assert_eq!(bye_code(&drain(&mut s, 1)), Some(200));
+    assert!(
+        drain(&mut s, 2).is_empty(),
+        "no Bye for a peer without Bye-Packet"
+    );
+    let closed: Vec<ConnId> = std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            Event::Close { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![1, 2], "both links are closed all the same");
 }
