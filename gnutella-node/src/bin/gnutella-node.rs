@@ -135,7 +135,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Download the first result into DIR from every hit with the same SHA-1 (multi-source, verified;
-        /// firewalled sources through PUSH/GIV).
+        /// firewalled sources through PUSH/GIV), adding the alternate locations sources name (`X-Alt`) and
+        /// re-querying by `urn:sha1:` when short of sources.
         #[arg(long, value_name = "DIR")]
         download: Option<PathBuf>,
     },
