@@ -1,0 +1,712 @@
+//! `bittorrent-peer` with real clients and trackers from Debian, on 127.0.0.1 (and, for Transmission as
+//! a leecher, in a network namespace this test creates):
+//!
+//! - aria2c and libtorrent (python3-libtorrent through /usr/bin/python3) leech from our seeder and seed to
+//!   our leecher; a magnet link is resolved (BEP 9) from each of them;
+//! - Transmission seeds to our leecher on loopback, and leeches from our seeder inside a namespace (it
+//!   never dials loopback peers) through our tracker;
+//! - a mixed swarm: our seeder, aria2c, libtorrent and our leecher, all through the workspace's `tracker`
+//!   (our seeder announces over UDP, BEP 15; the others over HTTP);
+//! - Debian's `opentracker` as the only way our seeder and leecher find each other (HTTP and UDP);
+//! - `transmission-show` reads our .torrent, we read `mktorrent`'s; tshark decodes our traffic as
+//!   BitTorrent with no malformed packets.
+//!
+//! Every download is compared byte for byte with the original. Payloads are small (a few MiB).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bittorrent_peer::metainfo::Metainfo;
+use integration::{run_tool, Daemon};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+const LIBTORRENT: &str = r#"
+import sys, time
+import libtorrent as lt
+mode, torrent, path, port = sys.argv[1:5]
+peers = sys.argv[5:]
+ses = lt.session({
+    'listen_interfaces': '127.0.0.1:%s' % port,
+    'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+    'allow_multiple_connections_per_ip': True,
+    'enable_outgoing_utp': False, 'enable_incoming_utp': False,
+    'alert_mask': 0,
+})
+atp = lt.add_torrent_params()
+atp.ti = lt.torrent_info(torrent)
+atp.save_path = path
+h = ses.add_torrent(atp)
+deadline = time.time() + 80
+while time.time() < deadline:
+    for p in peers:
+        host, p_port = p.rsplit(':', 1)
+        h.connect_peer((host, int(p_port)))
+    peers = [] if mode == 'seed' else peers
+    s = h.status()
+    if mode == 'leech' and s.is_seeding:
+        print('done', flush=True)
+        sys.exit(0)
+    time.sleep(0.2)
+sys.exit(0 if mode == 'seed' else 1)
+"#;
+
+/// Deterministic pseudo-random bytes.
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// `dir/src/NAME` with `len` bytes; returns (dir/src, bytes).
+fn content(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = payload(len, len as u64);
+    std::fs::write(src.join(name), &data).unwrap();
+    (src, data)
+}
+
+/// `bittorrent-peer create` with one tier per tracker.
+fn make_torrent(content: &Path, out: &Path, trackers: &[&str], piece: u64) -> PathBuf {
+    let piece = piece.to_string();
+    let mut args = vec!["create", s(content), "-o", s(out), "--piece-size", &piece];
+    for t in trackers {
+        args.extend_from_slice(&["--tracker", t]);
+    }
+    let o = run_tool("bittorrent-peer", &args, Duration::from_secs(30)).unwrap();
+    assert!(
+        o.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (for programs that cannot listen on port 0 and report it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ours(args: &[&str]) -> Daemon {
+    Daemon::builder("bittorrent-peer")
+        .args(args)
+        .spawn()
+        .unwrap_or_else(|e| panic!("bittorrent-peer {args:?}: {e:#}"))
+}
+
+/// A foreign program that prints no readiness line.
+fn program(cmd: &str, args: &[&str]) -> Daemon {
+    Daemon::builder_path(cmd)
+        .args(args)
+        .expect_listening(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e:#}"))
+}
+
+fn our_seeder(t: &Path, dir: &Path, listen: &str, extra: &[&str]) -> Daemon {
+    let mut a = vec!["seed", s(t), "--dir", s(dir), "--listen", listen, "--quiet"];
+    a.extend_from_slice(extra);
+    ours(&a)
+}
+
+/// Runs our leecher to completion and checks the file.
+fn our_leecher(t: &str, out: &Path, extra: &[&str], name: &str, want: &[u8]) {
+    let mut a = vec![
+        "download",
+        t,
+        "--out",
+        s(out),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ];
+    a.extend_from_slice(extra);
+    let mut l = ours(&a);
+    let st = l.wait_exit(LIMIT).unwrap();
+    assert!(st.success(), "our leecher: {st}\n{}", l.log_tail(30));
+    assert_eq!(
+        std::fs::read(out.join(name)).unwrap(),
+        want,
+        "{name} differs"
+    );
+}
+
+fn aria2c_args(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        "--file-allocation=none",
+        "--bt-tracker-connect-timeout=5",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.extend(extra.iter().map(|x| x.to_string()));
+    v
+}
+
+fn aria2c(extra: &[&str]) -> Daemon {
+    let a = aria2c_args(extra);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    program("aria2c", &a)
+}
+
+fn libtorrent(mode: &str, t: &str, path: &Path, port: u16, peers: &[&str]) -> Daemon {
+    let port = port.to_string();
+    let mut a = vec!["-c", LIBTORRENT, mode, t, s(path), &port];
+    a.extend_from_slice(peers);
+    program("/usr/bin/python3", &a)
+}
+
+fn wait_for_file(path: &Path, want: &[u8], limit: Duration, what: &str) {
+    let end = Instant::now() + limit;
+    while std::fs::read(path).ok().as_deref() != Some(want) {
+        assert!(
+            Instant::now() < end,
+            "{what}: {} never matched the original within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The workspace's tracker on HTTP and UDP, with a short interval so late joiners meet.
+fn our_tracker(ip: &str) -> (Daemon, SocketAddr, SocketAddr) {
+    let d = Daemon::builder("tracker")
+        .args([
+            "--listen",
+            &format!("{ip}:0"),
+            "--udp",
+            &format!("{ip}:0"),
+            "--interval",
+            "5",
+        ])
+        .expect_listening(2)
+        .spawn()
+        .unwrap();
+    let http = d.addr_of("tcp", None).expect("tcp readiness");
+    let udp = d.addr_of("udp", None).expect("udp readiness");
+    (d, http, udp)
+}
+
+#[test]
+fn transmission_show_reads_ours_and_we_read_mktorrent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = content(dir.path(), "m.bin", 300_000);
+    let ours_t = make_torrent(
+        &src.join("m.bin"),
+        &dir.path().join("ours.torrent"),
+        &["http://127.0.0.1:6969/announce"],
+        16 << 10,
+    );
+    let m = Metainfo::load(&ours_t).unwrap();
+    let o = Command::new("transmission-show")
+        .arg(&ours_t)
+        .output()
+        .expect("transmission-show");
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&m.info_hash.to_hex()), "{text}");
+    assert!(text.contains("Piece Count: 19"), "{text}");
+    assert!(text.contains("http://127.0.0.1:6969/announce"), "{text}");
+
+    // mktorrent: a folder with two files, 256 KiB pieces (-l 18), two tiers.
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    std::fs::write(folder.join("one.bin"), payload(400_000, 1)).unwrap();
+    std::fs::write(folder.join("sub/two.bin"), payload(200_000, 2)).unwrap();
+    let mk = dir.path().join("mk.torrent");
+    let st = Command::new("mktorrent")
+        .args([
+            "-l",
+            "18",
+            "-a",
+            "http://a/announce",
+            "-a",
+            "udp://b:1",
+            "-o",
+        ])
+        .arg(&mk)
+        .arg(&folder)
+        .output()
+        .expect("mktorrent");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let theirs = Metainfo::load(&mk).unwrap();
+    assert_eq!(theirs.info.piece_length, 256 << 10);
+    assert_eq!(theirs.info.total_length, 600_000);
+    assert_eq!(theirs.info.files.len(), 2);
+    assert_eq!(theirs.trackers.len(), 2, "{:?}", theirs.trackers);
+    // Same info_hash as transmission computes, and our recreation of the same folder hashes the same
+    // pieces.
+    let o = Command::new("transmission-show").arg(&mk).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&theirs.info_hash.to_hex()));
+    let again = bittorrent_peer::metainfo::create(
+        &folder,
+        &bittorrent_peer::metainfo::CreateOptions {
+            piece_length: Some(256 << 10),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(again.info.pieces, theirs.info.pieces);
+    // Our seeder can serve it: the storage opens mktorrent's layout.
+    let st = bittorrent_peer::storage::Storage::open(
+        &theirs.info,
+        dir.path(),
+        bittorrent_peer::storage::OpenMode::Existing,
+    )
+    .unwrap();
+    assert!(st.recheck(&theirs.info).unwrap().is_full());
+}
+
+#[test]
+fn aria2c_leeches_from_our_seeder_and_seeds_to_our_leecher_and_a_magnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, http, _) = our_tracker("127.0.0.1");
+    let announce = format!("http://{http}/announce");
+    let (src, data) = content(dir.path(), "aria.bin", 3 << 20);
+    let t = make_torrent(
+        &src.join("aria.bin"),
+        &dir.path().join("a.torrent"),
+        &[&announce],
+        256 << 10,
+    );
+    let ts = s(&t);
+    {
+        let _seed = our_seeder(&t, &src, "127.0.0.1:0", &[]);
+        let out = dir.path().join("aria-out");
+        let port = free_port().to_string();
+        let mut a = aria2c(&[
+            "--dir",
+            s(&out),
+            "--seed-time=0",
+            "--listen-port",
+            &port,
+            ts,
+        ]);
+        let st = a.wait_exit(LIMIT).unwrap();
+        assert!(st.success(), "aria2c: {st}\n{}", a.log_tail(20));
+        assert_eq!(std::fs::read(out.join("aria.bin")).unwrap(), data);
+    }
+    // aria2c seeds, we leech: from the .torrent, then from a magnet link (metadata by BEP 9 from aria2c).
+    let port = free_port();
+    let _aria = aria2c(&[
+        "--dir",
+        s(&src),
+        "--check-integrity=true",
+        "--seed-ratio=0.0",
+        "--seed-time=1",
+        "--listen-port",
+        &port.to_string(),
+        ts,
+    ]);
+    let peer = format!("127.0.0.1:{port}");
+    our_leecher(
+        ts,
+        &dir.path().join("ours-out"),
+        &["--peer", &peer, "--no-trackers"],
+        "aria.bin",
+        &data,
+    );
+    let magnet = format!("{}&x.pe={peer}", Metainfo::load(&t).unwrap().magnet());
+    our_leecher(
+        &magnet,
+        &dir.path().join("magnet-out"),
+        &["--no-trackers"],
+        "aria.bin",
+        &data,
+    );
+}
+
+#[test]
+fn libtorrent_leeches_from_us_and_seeds_to_us_and_a_magnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = content(dir.path(), "lt.bin", 3 << 20);
+    let t = make_torrent(
+        &src.join("lt.bin"),
+        &dir.path().join("lt.torrent"),
+        &[],
+        64 << 10,
+    );
+    let ts = s(&t);
+    {
+        let seed = our_seeder(&t, &src, "127.0.0.1:0", &[]);
+        let out = dir.path().join("lt-out");
+        std::fs::create_dir_all(&out).unwrap();
+        let addr = seed.addr().to_string();
+        let mut p = libtorrent("leech", ts, &out, free_port(), &[&addr]);
+        let st = p.wait_exit(LIMIT).unwrap();
+        assert!(st.success(), "libtorrent: {st}\n{}", p.log_tail(20));
+        assert_eq!(std::fs::read(out.join("lt.bin")).unwrap(), data);
+    }
+    let port = free_port();
+    let _seed = libtorrent("seed", ts, &src, port, &[]);
+    let peer = format!("127.0.0.1:{port}");
+    // libtorrent checks its files before it accepts: our leecher re-dials --peer addresses.
+    our_leecher(
+        ts,
+        &dir.path().join("ours-out"),
+        &["--peer", &peer],
+        "lt.bin",
+        &data,
+    );
+    let magnet = format!("{}&x.pe={peer}", Metainfo::load(&t).unwrap().magnet());
+    our_leecher(
+        &magnet,
+        &dir.path().join("magnet-out"),
+        &["--no-trackers"],
+        "lt.bin",
+        &data,
+    );
+}
+
+/// Transmission settings that keep it to the peers we give it: no DHT, LPD, PEX, uTP or port mapping.
+fn transmission_config(dir: &Path) -> PathBuf {
+    let cfg = dir.join("trcfg");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("settings.json"),
+        r#"{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "port-forwarding-enabled": false, "utp-enabled": false}"#,
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn transmission_seeds_to_our_leecher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = content(dir.path(), "tr.bin", 2 << 20);
+    let t = make_torrent(
+        &src.join("tr.bin"),
+        &dir.path().join("tr.torrent"),
+        &[],
+        64 << 10,
+    );
+    let port = free_port();
+    let cfg = transmission_config(dir.path());
+    let _tr = program(
+        "transmission-cli",
+        &[
+            "-g",
+            s(&cfg),
+            "-w",
+            s(&src),
+            "-p",
+            &port.to_string(),
+            "-M",
+            "-et",
+            s(&t),
+        ],
+    );
+    our_leecher(
+        s(&t),
+        &dir.path().join("out"),
+        &["--peer", &format!("127.0.0.1:{port}")],
+        "tr.bin",
+        &data,
+    );
+}
+
+/// Our seeder, aria2c, libtorrent and our leecher in one swarm, meeting only through the workspace's
+/// tracker (our seeder announces over UDP, the others over HTTP to the same swarm).
+#[test]
+fn mixed_swarm_through_our_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tracker, http, udp) = our_tracker("127.0.0.1");
+    let (src, data) = content(dir.path(), "mix.bin", 4 << 20);
+    let http_t = make_torrent(
+        &src.join("mix.bin"),
+        &dir.path().join("http.torrent"),
+        &[&format!("http://{http}/announce")],
+        128 << 10,
+    );
+    let udp_t = make_torrent(
+        &src.join("mix.bin"),
+        &dir.path().join("udp.torrent"),
+        &[&format!("udp://{udp}")],
+        128 << 10,
+    );
+    let _seed = our_seeder(&udp_t, &src, "127.0.0.1:0", &[]);
+    let aria_out = dir.path().join("aria");
+    let lt_out = dir.path().join("lt");
+    std::fs::create_dir_all(&lt_out).unwrap();
+    let aria_port = free_port().to_string();
+    let _aria = aria2c(&[
+        "--dir",
+        s(&aria_out),
+        "--seed-ratio=0.0",
+        "--seed-time=1",
+        "--listen-port",
+        &aria_port,
+        s(&http_t),
+    ]);
+    let mut lt = libtorrent("leech", s(&http_t), &lt_out, free_port(), &[]);
+    our_leecher(s(&http_t), &dir.path().join("ours"), &[], "mix.bin", &data);
+    let st = lt.wait_exit(LIMIT).unwrap();
+    assert!(st.success(), "libtorrent: {st}\n{}", lt.log_tail(20));
+    assert_eq!(std::fs::read(lt_out.join("mix.bin")).unwrap(), data);
+    // aria2c's --seed-time is in minutes: it keeps seeding, so wait for its file, not its exit.
+    wait_for_file(
+        &aria_out.join("mix.bin"),
+        &data,
+        LIMIT,
+        "aria2c in the mixed swarm",
+    );
+}
+
+/// Debian's opentracker (built allow-list only) as the only rendezvous: our seeder announces over UDP,
+/// our leecher over HTTP.
+#[test]
+fn our_seeder_and_leecher_meet_through_opentracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = content(dir.path(), "ot.bin", 1 << 20);
+    let port = free_port();
+    let http_t = make_torrent(
+        &src.join("ot.bin"),
+        &dir.path().join("http.torrent"),
+        &[&format!("http://127.0.0.1:{port}/announce")],
+        64 << 10,
+    );
+    let udp_t = make_torrent(
+        &src.join("ot.bin"),
+        &dir.path().join("udp.torrent"),
+        &[&format!("udp://127.0.0.1:{port}")],
+        64 << 10,
+    );
+    let hash = Metainfo::load(&http_t).unwrap().info_hash.to_hex();
+    let chroot = dir.path().join("ot");
+    std::fs::create_dir_all(&chroot).unwrap();
+    std::fs::write(chroot.join("whitelist.txt"), format!("{hash}\n")).unwrap();
+    let p = port.to_string();
+    // opentracker chroots into -d before reading the allow-list: the path is relative to it.
+    let _ot = program(
+        "opentracker",
+        &[
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-P",
+            &p,
+            "-d",
+            s(&chroot),
+            "-w",
+            "/whitelist.txt",
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "opentracker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Announces refused while the allow-list loads are retried by our announcer (with backoff).
+    let _seed = our_seeder(&udp_t, &src, "127.0.0.1:0", &[]);
+    our_leecher(s(&http_t), &dir.path().join("out"), &[], "ot.bin", &data);
+}
+
+fn tshark_count(cap: &Path, port: u16, filter: &str) -> usize {
+    let o = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(cap)
+        .args([
+            "-d",
+            &format!("tcp.port=={port},bittorrent"),
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .expect("tshark -r");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+#[test]
+fn tshark_decodes_our_traffic_as_bittorrent_without_malformed_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = content(dir.path(), "cap.bin", 1 << 20);
+    let t = make_torrent(
+        &src.join("cap.bin"),
+        &dir.path().join("cap.torrent"),
+        &[],
+        64 << 10,
+    );
+    let port = free_port();
+    let cap = dir.path().join("bt.pcapng");
+    let filter = format!("tcp port {port}");
+    let mut shark = program("tshark", &["-n", "-i", "lo", "-f", &filter, "-w", s(&cap)]);
+    // tshark writes the file header once it captures.
+    let end = Instant::now() + Duration::from_secs(20);
+    while !cap.exists() {
+        assert!(Instant::now() < end, "tshark did not start capturing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    {
+        let listen = format!("127.0.0.1:{port}");
+        let _seed = our_seeder(&t, &src, &listen, &[]);
+        our_leecher(
+            s(&t),
+            &dir.path().join("out"),
+            &["--peer", &listen],
+            "cap.bin",
+            &data,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    shark.signal(libc::SIGINT).unwrap();
+    shark.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(
+        tshark_count(&cap, port, "bittorrent.msg.type == 7") >= 16,
+        "piece messages decoded"
+    );
+    assert!(
+        tshark_count(&cap, port, "bittorrent.msg.type == 6") >= 1,
+        "request messages decoded"
+    );
+    assert!(
+        tshark_count(&cap, port, "bittorrent.info_hash") >= 2,
+        "both handshakes decoded"
+    );
+    assert_eq!(
+        tshark_count(&cap, port, "_ws.malformed || _ws.expert.severity == error"),
+        0,
+        "malformed packets"
+    );
+}
+
+/// A network namespace with a veth pair to the host, removed (with its veth) on drop. Transmission
+/// never dials loopback peers, so as a leecher it runs inside one, reaching our tracker and seeder on
+/// the host end of the pair (private 10.x addresses that exist only while the test runs).
+struct NetNs {
+    name: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2)");
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+}
+
+impl NetNs {
+    fn create() -> NetNs {
+        let id = std::process::id() % 200 + 20;
+        let name = format!("p2plab-bt-{}", std::process::id());
+        let (host_if, ns_if) = (format!("p2pbt{id}h"), format!("p2pbt{id}n"));
+        let ns = NetNs {
+            name,
+            host_ip: format!("10.231.{id}.1"),
+            ns_ip: format!("10.231.{id}.2"),
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &ns.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", ns.host_ip),
+            "dev",
+            &host_if,
+        ]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", &ns.name, "ip"];
+            a.extend_from_slice(args);
+            ip(&a);
+        };
+        inside(&["addr", "add", &format!("{}/24", ns.ns_ip), "dev", &ns_if]);
+        inside(&["link", "set", &ns_if, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth end inside it, and with it the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = NetNs::create();
+    let (_tracker, http, _) = our_tracker(&ns.host_ip);
+    let (src, data) = content(dir.path(), "ns.bin", 2 << 20);
+    let t = make_torrent(
+        &src.join("ns.bin"),
+        &dir.path().join("ns.torrent"),
+        &[&format!("http://{http}/announce")],
+        64 << 10,
+    );
+    let _seed = our_seeder(&t, &src, &format!("{}:0", ns.host_ip), &[]);
+    let cfg = transmission_config(dir.path());
+    let out = dir.path().join("tr-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let _tr = program(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "transmission-cli",
+            "-g",
+            s(&cfg),
+            "-w",
+            s(&out),
+            "-p",
+            "51413",
+            "-M",
+            "-et",
+            s(&t),
+        ],
+    );
+    let what = format!("transmission at {} in namespace {}", ns.ns_ip, ns.name);
+    wait_for_file(&out.join("ns.bin"), &data, LIMIT, &what);
+}
