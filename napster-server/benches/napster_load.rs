@@ -43,6 +43,97 @@ fn word(i: usize) -> String {
     s
 }
 
+/// The path user `u` shares as its file `f`: a directory from 500, two vocabulary words, a word shared by
+/// every thousandth user, and the file number.
+fn share_path(rng: &mut impl Rng, u: usize, f: usize) -> String {
+    let (a, b, d) = (
+        rng.gen_range(0..VOCAB),
+        rng.gen_range(0..VOCAB),
+        rng.gen_range(0..VOCAB),
+    );
+    format!(
+        "C:\\mp3\\{}\\{} - {} {} {f}.mp3",
+        word(d % 500),
+        word(a),
+        word(b),
+        word(u % 1000)
+    )
+}
+
+/// A search: one vocabulary word, or a directory word and a user word.
+fn query(rng: &mut impl Rng) -> String {
+    if rng.gen_bool(0.5) {
+        format!(
+            "FILENAME CONTAINS \"{}\" MAX_RESULTS 100",
+            word(rng.gen_range(0..VOCAB))
+        )
+    } else {
+        format!(
+            "FILENAME CONTAINS \"{} {}\" MAX_RESULTS 100",
+            word(rng.gen_range(0..500)),
+            word(rng.gen_range(0..1000))
+        )
+    }
+}
+
+/// The same files and searches without sockets, in this process: the index's own heap bytes and the
+/// server-side cost of one search (lookup plus formatting the 201 lines), apart from I/O and scheduling.
+fn in_process(users: usize, files: usize, searches: usize) {
+    use napster_server::protocol::index::{Index, NewFile};
+    use napster_server::protocol::search::{parse, Kind};
+    use napster_server::protocol::ConnId;
+    let mut ix = Index::default();
+    for chunk in 0..64usize {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(chunk as u64);
+        for u in (chunk..users).step_by(64) {
+            for f in 0..files {
+                let path = share_path(&mut rng, u, f);
+                ix.insert(NewFile {
+                    owner: ConnId(u as u64),
+                    path: &path,
+                    md5: "0123456789abcdef0123456789abcdef",
+                    size: 3_000_000 + f as u64,
+                    bitrate: 128,
+                    freq: 44100,
+                    secs: 240,
+                    kind: Kind::Mp3,
+                });
+            }
+        }
+    }
+    let mem = ix.memory();
+    let per_file = |b: usize| b as f64 / ix.len() as f64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut lat = Vec::with_capacity(searches);
+    let mut bytes = 0usize;
+    for _ in 0..searches {
+        let q = query(&mut rng);
+        let t = Instant::now();
+        let q = parse(&q, 100).unwrap();
+        for (_, f) in ix.search(&q, |_| true) {
+            let line = format!(
+                "\"{}\" {} {} {} {} {} user 16777343 7",
+                f.path, f.md5, f.size, f.bitrate, f.freq, f.secs
+            );
+            bytes += line.len();
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "  in-process:     index {:.1} B per file (records {:.1}, text {:.1}, postings {:.1}, other {:.1}); search+format p50 {:?} p99 {:?} ({} result bytes)",
+        per_file(mem.total()),
+        per_file(mem.records),
+        per_file(mem.text),
+        per_file(mem.postings),
+        per_file(mem.other),
+        pct(0.5),
+        pct(0.99),
+        bytes
+    );
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -165,18 +256,7 @@ fn main() {
                 for (u, mut c) in chunk {
                     let mut wire = BytesMut::new();
                     for f in 0..files {
-                        let (a, b, d) = (
-                            rng.gen_range(0..VOCAB),
-                            rng.gen_range(0..VOCAB),
-                            rng.gen_range(0..VOCAB),
-                        );
-                        let path = format!(
-                            "C:\\mp3\\{}\\{} - {} {} {f}.mp3",
-                            word(d % 500),
-                            word(a),
-                            word(b),
-                            word(u % 1000)
-                        );
+                        let path = share_path(&mut rng, u, f);
                         Frame::text(
                             100,
                             &format!(
@@ -219,18 +299,7 @@ fn main() {
                 let mut lat = Vec::with_capacity(per);
                 let mut results = 0usize;
                 for _ in 0..per {
-                    let q = if rng.gen_bool(0.5) {
-                        format!(
-                            "FILENAME CONTAINS \"{}\" MAX_RESULTS 100",
-                            word(rng.gen_range(0..VOCAB))
-                        )
-                    } else {
-                        format!(
-                            "FILENAME CONTAINS \"{} {}\" MAX_RESULTS 100",
-                            word(rng.gen_range(0..500)),
-                            word(rng.gen_range(0..1000))
-                        )
-                    };
+                    let q = query(&mut rng);
                     let t = Instant::now();
                     c.send(200, &q).await;
                     results += c.until(202).await - 1;
@@ -294,4 +363,5 @@ fn main() {
         rss_start, rss_logged_in, rss_shared
     );
     println!("  memory:         {:.1} KB per 1,000 shared files (OpenNap-NG documented: 300-350 KB; ratio {:.2}x of 325)", per_1000, per_1000 / 325.0);
+    in_process(users, files, searches);
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -41,6 +41,9 @@ pub const EXTRA_SOCKETS: usize = 64;
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 4096;
+
+/// Bytes of encoded frames written to a socket in one call at most.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// How long a writer may take to flush after its connection ended before it is abandoned.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
@@ -289,8 +292,9 @@ enum ReadEnd {
     Decode(#[from] crate::codec::DecodeError),
 }
 
-async fn read_loop(mut rd: OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), ReadEnd> {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK + HEADER_LEN + MAX_CLIENT_PAYLOAD);
+async fn read_loop(rd: OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), ReadEnd> {
+    // The buffer exists only while bytes are pending: ten thousand idle users then hold no read buffer.
+    let mut buf = BytesMut::new();
     loop {
         loop {
             let (frame, used) = match Frame::decode(&buf) {
@@ -314,11 +318,18 @@ async fn read_loop(mut rd: OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), R
                 tokio::time::sleep_until(Instant::from_std(until)).await;
             }
         }
-        if buf.capacity() - buf.len() < READ_CHUNK {
-            buf.reserve(READ_CHUNK);
+        if buf.is_empty() && buf.capacity() > 0 {
+            buf = BytesMut::new();
         }
-        if rd.read_buf(&mut buf).await? == 0 {
-            return Err(ReadEnd::Eof);
+        rd.readable().await?;
+        if buf.capacity() - buf.len() < READ_CHUNK {
+            buf.reserve(READ_CHUNK + HEADER_LEN + MAX_CLIENT_PAYLOAD);
+        }
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => return Err(ReadEnd::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -330,31 +341,39 @@ async fn write_loop(
     id: ConnId,
     done: CancellationToken,
 ) {
-    let mut out = BufWriter::new(wr);
+    let mut out = wr;
+    // Frames queued together are encoded into one buffer and written with one call; the buffer is
+    // released when the connection goes idle, so idle users hold no write buffer.
     let mut bytes = BytesMut::new();
-    'outer: while let Some(first) = rx.recv().await {
+    let mut searches_done = 0u32;
+    while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(f) = next {
-            bytes.clear();
+            let before = bytes.len();
             if f.encode(&mut bytes).is_err() {
                 hub.stats.error("encode");
             } else {
-                hub.stats.msg_out(type_name(f.ty), bytes.len());
-                if out.write_all(&bytes).await.is_err() {
-                    break 'outer;
-                }
-                if f.ty == ty::SEARCH_END {
-                    hub.lock().server.search_delivered(id);
-                }
+                hub.stats.msg_out(type_name(f.ty), bytes.len() - before);
+                searches_done += u32::from(f.ty == ty::SEARCH_END);
+            }
+            if bytes.len() >= WRITE_BATCH {
+                break;
             }
             next = rx.try_recv().ok();
         }
-        if out.flush().await.is_err() {
+        if out.write_all(&bytes).await.is_err() {
             break;
         }
+        if searches_done > 0 {
+            let mut g = hub.lock();
+            for _ in 0..searches_done {
+                g.server.search_delivered(id);
+            }
+            searches_done = 0;
+        }
+        bytes = BytesMut::new();
     }
-    let _ = out.flush().await;
-    let _ = out.into_inner().shutdown().await;
+    let _ = out.shutdown().await;
     done.cancel();
 }
 

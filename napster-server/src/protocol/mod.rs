@@ -14,13 +14,13 @@
 
 pub mod accounts;
 pub mod index;
+pub mod postings;
 pub mod search;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,8 @@ use crate::codec::fields::FieldError;
 use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
 use crate::codec::{ip, Frame};
 use accounts::{hash_password_with_salt, verify_password, Account, FileStore, Level};
-use index::{FileId, FileRec, Index};
+use hashbrown::HashTable;
+use index::{FileId, FileView, Index, NewFile};
 use rand::RngCore;
 use search::Kind;
 
@@ -195,7 +196,8 @@ struct User {
     speed: u8,
     client: String,
     login_at: Instant,
-    files: HashMap<u64, FileId>,
+    /// The user's files, hashed by path with [`Server`]'s hasher (4 bytes per file).
+    files: HashTable<FileId>,
     downloads: u32,
     uploads: u32,
     channels: Vec<String>,
@@ -227,6 +229,8 @@ pub struct Server {
     nicks: HashMap<String, ConnId>,
     accounts: FileStore,
     index: Index,
+    /// Keyed per server, so peers cannot aim path collisions at the per-user file tables.
+    hasher: RandomState,
     channels: BTreeMap<String, Channel>,
     watchers: HashMap<String, Vec<ConnId>>,
     out: VecDeque<Transmit>,
@@ -244,12 +248,6 @@ impl std::fmt::Debug for Server {
             .field("files", &self.index.len())
             .finish_non_exhaustive()
     }
-}
-
-fn path_key(path: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    path.hash(&mut h);
-    h.finish()
 }
 
 /// Checks a nick against OpenNap's rules (notes §7).
@@ -294,6 +292,7 @@ impl Server {
             nicks: HashMap::new(),
             accounts,
             index: Index::default(),
+            hasher: RandomState::new(),
             channels: BTreeMap::new(),
             watchers: HashMap::new(),
             out: VecDeque::new(),
@@ -320,9 +319,15 @@ impl Server {
         self.conns.len()
     }
 
-    /// Approximate heap bytes of the file index (benchmark figure).
+    /// Approximate heap bytes of the file index and the users' file tables (benchmark figure).
     pub fn index_heap_estimate(&self) -> usize {
-        self.index.heap_estimate()
+        let tables: usize = self
+            .conns
+            .values()
+            .filter_map(|c| c.user.as_ref())
+            .map(|u| u.files.capacity() * (size_of::<FileId>() + 1))
+            .sum();
+        self.index.memory().total() + tables
     }
 
     /// The account store (to flush it at shutdown).
@@ -474,7 +479,7 @@ impl Server {
         if self.nicks.get(&lower) == Some(&conn) {
             self.nicks.remove(&lower);
         }
-        for id in u.files.values() {
+        for id in u.files.iter() {
             self.index.remove(*id);
         }
         self.maybe_compact();
@@ -507,7 +512,7 @@ impl Server {
         let remap = self.index.compact();
         for c in self.conns.values_mut() {
             if let Some(u) = c.user.as_mut() {
-                for id in u.files.values_mut() {
+                for id in u.files.iter_mut() {
                     id.0 = remap[id.0 as usize];
                 }
             }
@@ -623,14 +628,21 @@ impl Server {
                 None => self.notice(conn, &format!("invalid media type: {kind}")),
             },
             ClientMsg::Unshare(path) => {
-                let key = path_key(&path);
-                let found = self.user(conn).and_then(|u| u.files.get(&key).copied());
-                match found.filter(|id| self.index.get(*id).is_some_and(|f| *f.path == *path)) {
+                let h = self.hasher.hash_one(path.as_str());
+                let index = &self.index;
+                let found = self
+                    .conns
+                    .get_mut(&conn)
+                    .and_then(|c| c.user.as_mut())
+                    .and_then(|u| {
+                        u.files
+                            .find_entry(h, |id| index.path(*id) == Some(path.as_str()))
+                            .ok()
+                    })
+                    .map(|e| e.remove().0);
+                match found {
                     Some(id) => {
                         self.index.remove(id);
-                        if let Some(u) = self.user_mut(conn) {
-                            u.files.remove(&key);
-                        }
                         self.maybe_compact();
                     }
                     None => self.notice(conn, "Not sharing that file"),
@@ -639,7 +651,7 @@ impl Server {
             ClientMsg::UnshareAll => {
                 let ids: Vec<FileId> = self
                     .user_mut(conn)
-                    .map(|u| u.files.drain().map(|(_, id)| id).collect())
+                    .map(|u| u.files.drain().collect())
                     .unwrap_or_default();
                 for id in &ids {
                     self.index.remove(*id);
@@ -940,7 +952,7 @@ impl Server {
                 speed,
                 client,
                 login_at: now,
-                files: HashMap::new(),
+                files: HashTable::new(),
                 downloads: 0,
                 uploads: 0,
                 channels: Vec::new(),
@@ -991,15 +1003,18 @@ impl Server {
             self.notice(conn, &format!("You may not share more than {max} files"));
             return;
         }
-        let key = path_key(&s.path);
-        if u.files.contains_key(&key) {
+        let h = self.hasher.hash_one(s.path.as_str());
+        if u.files
+            .find(h, |id| self.index.path(*id) == Some(s.path.as_str()))
+            .is_some()
+        {
             self.notice(conn, "duplicate file");
             return;
         }
-        let Some(id) = self.index.insert(FileRec {
+        let Some(id) = self.index.insert(NewFile {
             owner: conn,
-            path: s.path.into_boxed_str(),
-            md5: index::Md5Field::new(&s.md5),
+            path: &s.path,
+            md5: &s.md5,
             size: s.size,
             bitrate: s.bitrate,
             freq: s.freq,
@@ -1009,8 +1024,11 @@ impl Server {
             self.notice(conn, "server file table is full");
             return;
         };
-        if let Some(u) = self.user_mut(conn) {
-            u.files.insert(key, id);
+        let (index, hasher) = (&self.index, &self.hasher);
+        if let Some(u) = self.conns.get_mut(&conn).and_then(|c| c.user.as_mut()) {
+            u.files.insert_unique(h, id, |id| {
+                hasher.hash_one(index.path(*id).unwrap_or_default())
+            });
         }
     }
 
@@ -1038,7 +1056,7 @@ impl Server {
         };
         let my_port = me.port;
         let conns = &self.conns;
-        let owner = |f: &FileRec| {
+        let owner = |f: &FileView<'_>| {
             conns
                 .get(&f.owner)
                 .and_then(|c| c.user.as_ref().map(|u| (c, u)))
@@ -1053,7 +1071,7 @@ impl Server {
         let lines: Vec<String> = hits
             .into_iter()
             .filter_map(|(_, f)| {
-                let (c, u) = owner(f)?;
+                let (c, u) = owner(&f)?;
                 Some(format!(
                     "\"{}\" {} {} {} {} {} {} {} {}",
                     f.path,
@@ -1080,7 +1098,7 @@ impl Server {
             self.send(conn, ty::BROWSE_END, nick);
             return;
         };
-        let mut ids: Vec<FileId> = u.files.values().copied().collect();
+        let mut ids: Vec<FileId> = u.files.iter().copied().collect();
         ids.sort_unstable();
         let lines: Vec<String> = ids
             .into_iter()
@@ -1101,9 +1119,11 @@ impl Server {
     }
 
     fn md5_of(&self, owner: &User, path: &str) -> Option<String> {
-        let id = owner.files.get(&path_key(path))?;
-        let f = self.index.get(*id)?;
-        (*f.path == *path).then(|| f.md5.to_string())
+        let h = self.hasher.hash_one(path);
+        let id = owner
+            .files
+            .find(h, |id| self.index.path(*id) == Some(path))?;
+        self.index.get(*id).map(|f| f.md5.to_string())
     }
 
     fn download(&mut self, conn: ConnId, nick: &str, path: &str) {
