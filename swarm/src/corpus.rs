@@ -111,8 +111,10 @@ pub enum Role {
     Regular,
     /// The new release every flash-crowd peer downloads; starts on peer 0 only.
     Flash,
-    /// The file whose only source (the last peer) leaves mid-download.
+    /// The file whose sources (the last peers) leave mid-download.
     Churn,
+    /// A popular new file with decoys under its name (pollution).
+    Polluted,
 }
 
 /// One file of the corpus.
@@ -130,9 +132,14 @@ pub struct CorpusFile {
     pub holders: Vec<usize>,
     /// Its part in the workload.
     pub role: Role,
+    /// Peers sharing a decoy under the same name (same size, other bytes); empty but for pollution.
+    pub decoy_holders: Vec<usize>,
     /// Seed of its content.
     content_seed: u64,
 }
+
+/// Mixed into a file's content seed to make its decoy's bytes.
+const DECOY_SEED: u64 = 0xDEC0_DEC0_DEC0_DEC0;
 
 /// The whole corpus of one run.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -183,12 +190,15 @@ impl Corpus {
                 rank,
                 holders,
                 role: Role::Regular,
+                decoy_holders: Vec::new(),
                 content_seed: rng.next_u64(),
             });
         }
-        for (role, kib, holder) in [
-            (Role::Flash, s.flash_file_kib, 0),
-            (Role::Churn, s.churn_file_kib, s.peers - 1),
+        let churn_holders: Vec<usize> =
+            (s.peers - s.churn_sources.clamp(1, s.peers - 1)..s.peers).collect();
+        for (role, kib, holders) in [
+            (Role::Flash, s.flash_file_kib, vec![0]),
+            (Role::Churn, s.churn_file_kib, churn_holders.clone()),
         ] {
             let (name, query) = new_name(&mut rng);
             files.push(CorpusFile {
@@ -196,8 +206,32 @@ impl Corpus {
                 query,
                 size: kib * 1024,
                 rank: 0,
-                holders: vec![holder],
+                holders,
                 role,
+                decoy_holders: Vec::new(),
+                content_seed: rng.next_u64(),
+            });
+        }
+        if s.decoys > 0 {
+            // Genuine copies and decoys on distinct peers, away from the flash source and the churn sources.
+            let mut free: Vec<usize> = (1..s.peers)
+                .filter(|p| !churn_holders.contains(p))
+                .collect();
+            free.shuffle(&mut rng);
+            let g = s.pollution_genuine.min(free.len());
+            let mut holders = free[..g].to_vec();
+            let mut decoy_holders = free[g..(g + s.decoys).min(free.len())].to_vec();
+            holders.sort_unstable();
+            decoy_holders.sort_unstable();
+            let (name, query) = new_name(&mut rng);
+            files.push(CorpusFile {
+                name,
+                query,
+                size: s.flash_file_kib * 1024,
+                rank: 0,
+                holders,
+                role: Role::Polluted,
+                decoy_holders,
                 content_seed: rng.next_u64(),
             });
         }
@@ -221,12 +255,26 @@ impl Corpus {
             .expect("at least one regular file")
     }
 
-    /// The file of a role.
+    /// The file of a role (the flash and churn files always exist).
     pub fn by_role(&self, role: Role) -> &CorpusFile {
         self.files
             .iter()
             .find(|f| f.role == role)
             .expect("flash and churn files exist")
+    }
+
+    /// The polluted file, when the scenario has decoys.
+    pub fn polluted(&self) -> Option<&CorpusFile> {
+        self.files.iter().find(|f| f.role == Role::Polluted)
+    }
+
+    /// True if `peer` must stay reachable without push (it is a flash, churn or pollution source): the
+    /// lab makes no such peer firewalled.
+    pub fn is_special_source(&self, peer: usize) -> bool {
+        self.files
+            .iter()
+            .filter(|f| f.role != Role::Regular)
+            .any(|f| f.holders.contains(&peer) || f.decoy_holders.contains(&peer))
     }
 
     /// Finds a file by name.
@@ -236,8 +284,17 @@ impl Corpus {
 
     /// Regenerates a file's bytes.
     pub fn content(&self, f: &CorpusFile) -> Vec<u8> {
-        let mut rng = StdRng::seed_from_u64(f.content_seed);
-        let mut buf = vec![0u8; f.size as usize];
+        Self::bytes(f.content_seed, f.size)
+    }
+
+    /// Regenerates the bytes of a file's decoy: same size, other content.
+    pub fn decoy_content(&self, f: &CorpusFile) -> Vec<u8> {
+        Self::bytes(f.content_seed ^ DECOY_SEED, f.size)
+    }
+
+    fn bytes(seed: u64, size: u64) -> Vec<u8> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut buf = vec![0u8; size as usize];
         rng.fill_bytes(&mut buf);
         buf
     }
@@ -259,6 +316,13 @@ impl Corpus {
                 std::fs::write(Self::peer_dir(root, h).join(&f.name), &bytes)?;
                 total += bytes.len() as u64;
             }
+            if !f.decoy_holders.is_empty() {
+                let decoy = self.decoy_content(f);
+                for &h in &f.decoy_holders {
+                    std::fs::write(Self::peer_dir(root, h).join(&f.name), &decoy)?;
+                    total += decoy.len() as u64;
+                }
+            }
         }
         Ok(total)
     }
@@ -266,6 +330,11 @@ impl Corpus {
     /// True if `path` holds exactly the planned bytes of `f`.
     pub fn verify(&self, f: &CorpusFile, path: &Path) -> bool {
         std::fs::read(path).is_ok_and(|b| b == self.content(f))
+    }
+
+    /// True if `path` holds exactly the bytes of `f`'s decoy.
+    pub fn is_decoy(&self, f: &CorpusFile, path: &Path) -> bool {
+        std::fs::read(path).is_ok_and(|b| b == self.decoy_content(f))
     }
 }
 
@@ -333,5 +402,47 @@ mod tests {
         b[0] ^= 1;
         std::fs::write(&p, b).unwrap();
         assert!(!c.verify(f, &p));
+    }
+
+    #[test]
+    fn decoys_share_the_name_not_the_bytes() {
+        let s = Scenario {
+            decoys: 2,
+            pollution_genuine: 1,
+            pollution_downloads: 2,
+            churn_sources: 2,
+            ..Scenario::small()
+        };
+        s.validate().unwrap();
+        let c = Corpus::plan(&s);
+        assert_eq!(c.by_role(Role::Churn).holders, vec![4, 5]);
+        let f = c.polluted().unwrap();
+        assert_eq!((f.holders.len(), f.decoy_holders.len()), (1, 2));
+        let too_many = Scenario {
+            decoys: 3,
+            ..s.clone()
+        };
+        assert!(too_many
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`decoys`"));
+        for p in f.holders.iter().chain(&f.decoy_holders) {
+            assert!(
+                *p != 0 && *p < 4,
+                "away from the flash and churn sources: {p}"
+            );
+            assert!(c.is_special_source(*p));
+        }
+        assert!(f.holders.iter().all(|h| !f.decoy_holders.contains(h)));
+        let dir = tempfile::tempdir().unwrap();
+        c.write(dir.path()).unwrap();
+        let genuine = Corpus::peer_dir(dir.path(), f.holders[0]).join(&f.name);
+        let decoy = Corpus::peer_dir(dir.path(), f.decoy_holders[0]).join(&f.name);
+        assert!(c.verify(f, &genuine) && !c.is_decoy(f, &genuine));
+        assert!(c.is_decoy(f, &decoy) && !c.verify(f, &decoy));
+        assert_eq!(std::fs::metadata(&decoy).unwrap().len(), f.size);
+        // Without decoys the corpus is the one earlier versions planned.
+        assert!(Corpus::plan(&Scenario::small()).polluted().is_none());
     }
 }

@@ -12,8 +12,8 @@ use common::stats::StatsSnapshot;
 
 use crate::corpus::{Corpus, CorpusFile, Role};
 use crate::results::Traffic;
-use crate::scenario::Scenario;
-use crate::supervisor::{run_tool, Daemon};
+use crate::scenario::{Caps, Scenario};
+use crate::supervisor::{run_tool, Daemon, ToolRun};
 
 /// How long a daemon gets to print its readiness line.
 pub const READY: Duration = Duration::from_secs(30);
@@ -58,6 +58,28 @@ pub struct Collected {
     pub snapshot: StatsSnapshot,
 }
 
+/// What a search client's output says.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SearchOutcome {
+    /// A result names the file.
+    pub found: bool,
+    /// Results returned.
+    pub hits: usize,
+    /// Seconds from the client's start until the line with the first result naming the file arrived.
+    pub first_hit_s: Option<f64>,
+    /// TTL of the ring that found it (Gnutella expanding ring).
+    pub ttl: Option<u8>,
+}
+
+/// How a pollution download picks what to fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Search by name and take what the client picks: the user cannot tell a decoy from the real file.
+    ByName,
+    /// Fetch by a content hash from a trusted link (urn:sha1, sig2dat UUHash, info_hash).
+    ByHash,
+}
+
 /// One system, driven through its real binaries.
 pub trait Driver {
     /// `napster`, `gnutella`, `kazaa`, `bittorrent`.
@@ -68,9 +90,8 @@ pub trait Driver {
     fn start_infrastructure(&mut self, ctx: &Ctx) -> Result<()>;
     /// Starts the sharing peers; returns how many.
     fn start_peers(&mut self, ctx: &Ctx) -> Result<usize>;
-    /// Control messages and bytes sent so far by every live node (fresh stats on SIGUSR1) and every
-    /// finished client.
-    fn control_traffic(&mut self) -> Traffic;
+    /// Every live node's stats now (fresh on SIGUSR1) and every finished client's stats file.
+    fn snapshots(&mut self) -> Snapshots;
     /// The command of search number `i` for `file`, or `None` when the system has no search.
     fn search_command(&mut self, ctx: &Ctx, file: &CorpusFile, i: usize)
         -> Result<Option<Command>>;
@@ -78,8 +99,8 @@ pub trait Driver {
     fn search_note(&self) -> Option<String> {
         None
     }
-    /// From a search's stdout: did it find `file`, and how many results came back.
-    fn parse_search(&self, stdout: &str, file: &CorpusFile) -> (bool, usize);
+    /// From a search's output: did it find `file`, how many results, when the first one came.
+    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome;
     /// The command that downloads `file` into `out` as node `who`.
     fn download_command(
         &mut self,
@@ -90,12 +111,53 @@ pub trait Driver {
     ) -> Result<Command>;
     /// The source a download reports, from its stdout.
     fn parse_source(&self, stdout: &str) -> Option<String>;
-    /// Peer `peer` leaves abruptly (killed, as a user pulling the plug).
-    fn leave(&mut self, peer: usize);
+    /// Peer `peer` leaves: gracefully (SIGTERM) or abruptly (SIGUSR1 for its stats, then SIGKILL).
+    fn leave(&mut self, peer: usize, graceful: bool);
     /// Stops everything and reads every node's stats file.
     fn finish(&mut self) -> (Vec<Collected>, Vec<String>);
     /// Overlay edges known to the driver (logins, downloads), besides those in the stats files.
     fn edges(&self) -> Vec<(String, String, String)>;
+    /// Which rate caps were passed to which binary, and which binary had no option for one.
+    fn rate_caps(&self) -> Vec<String>;
+    /// A search with this TTL for `query` that nobody answers (Gnutella flood cost); `None` elsewhere.
+    fn flood_command(
+        &mut self,
+        _ctx: &Ctx,
+        _query: &str,
+        _i: usize,
+        _ttl: u8,
+    ) -> Result<Option<Command>> {
+        Ok(None)
+    }
+    /// A search-and-download of `file` with a fixed TTL or an expanding ring (Gnutella); `None` elsewhere.
+    fn ring_command(
+        &mut self,
+        _ctx: &Ctx,
+        _file: &CorpusFile,
+        _who: &str,
+        _out: &Path,
+        _expanding: bool,
+    ) -> Result<Option<Command>> {
+        Ok(None)
+    }
+    /// A downloader stays online sharing `dir` (the ring phase); returns the new node's name.
+    fn share_folder(&mut self, _ctx: &Ctx, _who: &str, _dir: &Path) -> Result<String> {
+        bail!(
+            "{} does not start sharers for the ring phase",
+            self.system()
+        )
+    }
+    /// Stops the nodes `share_folder` started (SIGTERM: their stats are kept).
+    fn stop_sharers(&mut self) {}
+    /// A download of the polluted `file` with this pick, or `None` with why the system cannot pick so.
+    fn pollution_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+        pick: Pick,
+    ) -> Result<std::result::Result<Command, String>>;
 }
 
 /// The sentence of a `--help` text that says what is not implemented yet, if any.
@@ -129,16 +191,161 @@ pub fn check_binaries(bins: &Path, names: &[&str]) -> std::result::Result<(), St
     Ok(())
 }
 
-fn sum_control(s: &StatsSnapshot) -> Traffic {
-    Traffic {
-        messages: s.control.out_count,
-        bytes: s.control.out_bytes,
+/// `--help` texts, read once per binary and subcommand.
+static HELP: std::sync::Mutex<BTreeMap<(PathBuf, String), String>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn help_text(bin: &Path, sub: Option<&str>) -> String {
+    let key = (bin.to_path_buf(), sub.unwrap_or("").to_owned());
+    let mut cache = HELP.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(key)
+        .or_insert_with(|| {
+            let mut c = Command::new(bin);
+            if let Some(s) = sub {
+                c.arg(s);
+            }
+            c.arg("--help")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
+/// True if the help text lists `flag` as an option (not merely a longer flag starting with it).
+fn lists_flag(help: &str, flag: &str) -> bool {
+    help.match_indices(flag).any(|(i, _)| {
+        let next = help[i + flag.len()..].chars().next();
+        !matches!(next, Some(c) if c.is_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+/// Where a binary takes an option: before its subcommand, after it, or nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Top,
+    Sub,
+    Absent,
+}
+
+fn place_of(bin: &Path, sub: Option<&str>, flag: &str) -> Place {
+    if lists_flag(&help_text(bin, None), flag) {
+        Place::Top
+    } else if sub.is_some() && lists_flag(&help_text(bin, sub), flag) {
+        Place::Sub
+    } else {
+        Place::Absent
     }
 }
 
-fn add(a: &mut Traffic, b: Traffic) {
-    a.messages += b.messages;
-    a.bytes += b.bytes;
+/// Options a binary may or may not have yet, added where its `--help` lists them, and a record of
+/// which were passed and which were missing (the report shows it: no figure pretends a cap it lacked).
+#[derive(Default)]
+struct Options {
+    notes: std::collections::BTreeSet<String>,
+}
+
+impl Options {
+    /// Pushes the top-level options, `sub` (when given), then the subcommand's own options.
+    fn push(
+        &mut self,
+        c: &mut Command,
+        bin: &Path,
+        sub: Option<&str>,
+        wanted: &[(&str, Option<String>)],
+    ) {
+        let name = bin
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let what = match sub {
+            Some(s) => format!("{name} {s}"),
+            None => name,
+        };
+        let mut after = Vec::new();
+        for (flag, value) in wanted {
+            let Some(v) = value else { continue };
+            match place_of(bin, sub, flag) {
+                Place::Top => {
+                    c.arg(flag).arg(v);
+                    self.notes.insert(format!("{what}: {flag} {v}"));
+                }
+                Place::Sub => after.push((flag, v)),
+                Place::Absent => {
+                    self.notes
+                        .insert(format!("{what}: has no {flag} option yet (ran without it)"));
+                }
+            }
+        }
+        if let Some(s) = sub {
+            c.arg(s);
+        }
+        for (flag, v) in after {
+            c.arg(flag).arg(v);
+            self.notes.insert(format!("{what}: {flag} {v}"));
+        }
+    }
+
+    /// [`Options::push`] of the rate caps.
+    fn caps(&mut self, c: &mut Command, bin: &Path, sub: Option<&str>, caps: Caps) {
+        self.push(
+            c,
+            bin,
+            sub,
+            &[
+                ("--upload-rate", caps.upload.map(|v| v.to_string())),
+                ("--download-rate", caps.download.map(|v| v.to_string())),
+            ],
+        );
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.notes.iter().cloned().collect()
+    }
+}
+
+/// Stats of every live node (fresh, on SIGUSR1) and of every client that finished.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshots {
+    /// The nodes still running.
+    pub daemons: Vec<StatsSnapshot>,
+    /// The one-shot clients' stats files.
+    pub tools: Vec<StatsSnapshot>,
+}
+
+impl Snapshots {
+    fn all(&self) -> impl Iterator<Item = &StatsSnapshot> {
+        self.daemons.iter().chain(&self.tools)
+    }
+
+    /// Control messages and bytes sent (each message counted once, by its sender).
+    pub fn control_sent(&self) -> Traffic {
+        self.all().fold(Traffic::default(), |t, s| Traffic {
+            messages: t.messages + s.control.out_count,
+            bytes: t.bytes + s.control.out_bytes,
+        })
+    }
+
+    /// Messages of one type sent by every node and client.
+    pub fn sent(&self, kind: &str) -> u64 {
+        self.all()
+            .filter_map(|s| s.messages.get(kind))
+            .map(|m| m.out_count)
+            .sum()
+    }
+
+    /// The overlay of the running nodes, from their `connections` gauges.
+    pub fn overlay(&self) -> crate::results::Overlay {
+        let degrees: Vec<i64> = self
+            .daemons
+            .iter()
+            .filter_map(|s| s.gauges.get("connections").copied())
+            .collect();
+        crate::results::Overlay {
+            nodes: degrees.len(),
+            edges: degrees.iter().sum::<i64>().max(0) as f64 / 2.0,
+        }
+    }
 }
 
 /// Daemons plus the stats files of one-shot clients: what every driver keeps.
@@ -146,24 +353,28 @@ fn add(a: &mut Traffic, b: Traffic) {
 struct Fleet {
     daemons: Vec<(Daemon, bool)>,
     tool_stats: Vec<(String, PathBuf)>,
+    opts: Options,
 }
 
 impl Fleet {
-    fn control_traffic(&mut self) -> Traffic {
-        let mut t = Traffic::default();
-        for (d, _) in &mut self.daemons {
+    fn snapshots(&mut self) -> Snapshots {
+        let mut asked = Vec::new();
+        for (i, (d, _)) in self.daemons.iter_mut().enumerate() {
             if d.running() {
-                if let Some(s) = d.request_stats() {
-                    add(&mut t, sum_control(&s));
-                }
+                asked.push((i, d.ask_stats()));
             }
         }
-        for (_, p) in &self.tool_stats {
-            if let Ok(s) = StatsSnapshot::read_json(p) {
-                add(&mut t, sum_control(&s));
-            }
-        }
-        t
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let daemons = asked
+            .into_iter()
+            .filter_map(|(i, before)| self.daemons[i].0.await_stats(before, deadline))
+            .collect();
+        let tools = self
+            .tool_stats
+            .iter()
+            .filter_map(|(_, p)| StatsSnapshot::read_json(p).ok())
+            .collect();
+        Snapshots { daemons, tools }
     }
 
     fn finish(&mut self) -> (Vec<Collected>, Vec<String>) {
@@ -247,15 +458,18 @@ impl Driver for Napster {
     fn start_peers(&mut self, ctx: &Ctx) -> Result<usize> {
         let n = ctx.scn.peers;
         let firewalled = (n as f64 * ctx.scn.firewalled_fraction).round() as usize;
+        let bin = ctx.bin("napster-client");
         for p in 0..n {
             let nick = format!("peer{p:03}");
             let (mut c, stats) = self.client(ctx, &nick)?;
             c.arg("--share").arg(Corpus::peer_dir(&ctx.shares, p));
-            // Peers 1..=k are firewalled: the flash source (0) and the churn source (last) stay reachable.
-            if p >= 1 && p <= firewalled && p != n - 1 {
+            // Peers 1..=k are firewalled; the flash, churn and pollution sources stay reachable.
+            if p >= 1 && p <= firewalled && !ctx.corpus.is_special_source(p) {
                 c.arg("--firewalled");
             }
-            c.arg("serve");
+            self.fleet
+                .opts
+                .caps(&mut c, &bin, Some("serve"), ctx.scn.sharing_caps());
             let d = Daemon::spawn(
                 &nick,
                 c,
@@ -271,8 +485,8 @@ impl Driver for Napster {
         Ok(n)
     }
 
-    fn control_traffic(&mut self) -> Traffic {
-        self.fleet.control_traffic()
+    fn snapshots(&mut self) -> Snapshots {
+        self.fleet.snapshots()
     }
 
     fn search_command(
@@ -289,12 +503,23 @@ impl Driver for Napster {
         Ok(Some(c))
     }
 
-    fn parse_search(&self, stdout: &str, file: &CorpusFile) -> (bool, usize) {
-        let hits: Vec<serde_json::Value> = serde_json::from_str(stdout.trim()).unwrap_or_default();
-        let found = hits
-            .iter()
-            .any(|h| h["path"].as_str().is_some_and(|p| p.ends_with(&file.name)));
-        (found, hits.len())
+    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
+        // One JSON array once the server said "end of results": the user sees every result at once.
+        for (at, line) in &run.lines {
+            let Ok(hits) = serde_json::from_str::<Vec<serde_json::Value>>(line.trim()) else {
+                continue;
+            };
+            let found = hits
+                .iter()
+                .any(|h| h["path"].as_str().is_some_and(|p| p.ends_with(&file.name)));
+            return SearchOutcome {
+                found,
+                hits: hits.len(),
+                first_hit_s: found.then_some(at.as_secs_f64()),
+                ttl: None,
+            };
+        }
+        SearchOutcome::default()
     }
 
     fn download_command(
@@ -305,7 +530,11 @@ impl Driver for Napster {
         out: &Path,
     ) -> Result<Command> {
         let (mut c, stats) = self.client(ctx, who)?;
-        c.arg("get").arg(&file.query).arg("--out").arg(out);
+        let bin = ctx.bin("napster-client");
+        self.fleet
+            .opts
+            .caps(&mut c, &bin, Some("get"), ctx.scn.downloader_caps());
+        c.arg(&file.query).arg("--out").arg(out);
         self.nicks.push(who.to_owned());
         self.fleet.tool_stats.push((who.to_owned(), stats));
         Ok(c)
@@ -316,9 +545,9 @@ impl Driver for Napster {
         v["from"].as_str().map(str::to_owned)
     }
 
-    fn leave(&mut self, peer: usize) {
+    fn leave(&mut self, peer: usize, graceful: bool) {
         if let Some(&i) = self.peers.get(&peer) {
-            self.fleet.daemons[i].0.kill();
+            self.fleet.daemons[i].0.leave(graceful);
         }
     }
 
@@ -332,6 +561,27 @@ impl Driver for Napster {
             .map(|n| ("server".to_owned(), n.clone(), "login".to_owned()))
             .collect()
     }
+
+    fn rate_caps(&self) -> Vec<String> {
+        self.fleet.opts.list()
+    }
+
+    fn pollution_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+        pick: Pick,
+    ) -> Result<std::result::Result<Command, String>> {
+        Ok(match pick {
+            Pick::ByName => Ok(self.download_command(ctx, file, who, out)?),
+            Pick::ByHash => Err(
+                "Napster's index knows names (and an MD5 of the first 300 KB), no content hash to ask for"
+                    .into(),
+            ),
+        })
+    }
 }
 
 /// A distinct, reproducible RNG seed per BitTorrent node: the peer id derives from it, and two nodes with
@@ -340,25 +590,24 @@ fn node_seed(run_seed: u64, node: usize) -> u64 {
     run_seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (node as u64 + 1)
 }
 
-/// BitTorrent: one `tracker`, a `bittorrent-peer seed` per published file, `download` leechers.
+/// BitTorrent: one `tracker`, a `bittorrent-peer seed` per holder of a published file, `download` leechers.
 #[derive(Default)]
 pub struct BitTorrent {
     fleet: Fleet,
     tracker: Option<std::net::SocketAddr>,
     torrents: BTreeMap<String, PathBuf>,
-    seeders: BTreeMap<usize, usize>,
+    seeders: BTreeMap<usize, Vec<usize>>,
     peers: usize,
 }
 
 impl BitTorrent {
-    /// Creates the .torrent of `file` and starts its seeder (once per file).
+    /// Creates the .torrent of `file` and starts a seeder on each of its holders (once per file).
     fn publish(&mut self, ctx: &Ctx, file: &CorpusFile) -> Result<PathBuf> {
         if let Some(t) = self.torrents.get(&file.name) {
             return Ok(t.clone());
         }
         let tracker = self.tracker.context("tracker not started")?;
-        let holder = file.holders[0];
-        let src = Corpus::peer_dir(&ctx.shares, holder);
+        let src = Corpus::peer_dir(&ctx.shares, file.holders[0]);
         let torrent = ctx.work.join(format!("{}.torrent", self.torrents.len()));
         let mut c = Command::new(ctx.bin("bittorrent-peer"));
         c.arg("create")
@@ -379,30 +628,38 @@ impl BitTorrent {
         if !r.ok() {
             bail!("bittorrent-peer create failed: {}", r.reason);
         }
-        let name = format!("seed{holder:03}");
-        let stats = ctx.work.join(format!("stats-{name}.json"));
-        let mut c = Command::new(ctx.bin("bittorrent-peer"));
-        c.arg("seed")
-            .arg(&torrent)
-            .arg("--dir")
-            .arg(&src)
-            .args(["--listen", "127.0.0.1:0", "--quiet", "--rng-seed"])
-            .arg(node_seed(ctx.scn.seed, self.peers).to_string())
-            .arg("--data-dir")
-            .arg(ctx.dir(&format!("data-{name}"))?)
-            .arg("--stats-file")
-            .arg(&stats);
-        let d = Daemon::spawn(
-            &name,
-            c,
-            &ctx.work.join(format!("{name}.log")),
-            stats,
-            1,
-            READY,
-        )?;
-        self.seeders.insert(holder, self.fleet.daemons.len());
-        self.fleet.daemons.push((d, false));
-        self.peers += 1;
+        let bin = ctx.bin("bittorrent-peer");
+        for &holder in &file.holders {
+            let name = format!("seed{holder:03}-{}", self.torrents.len());
+            let stats = ctx.work.join(format!("stats-{name}.json"));
+            let mut c = Command::new(&bin);
+            self.fleet
+                .opts
+                .caps(&mut c, &bin, Some("seed"), ctx.scn.sharing_caps());
+            c.arg(&torrent)
+                .arg("--dir")
+                .arg(Corpus::peer_dir(&ctx.shares, holder))
+                .args(["--listen", "127.0.0.1:0", "--quiet", "--rng-seed"])
+                .arg(node_seed(ctx.scn.seed, self.peers).to_string())
+                .arg("--data-dir")
+                .arg(ctx.dir(&format!("data-{name}"))?)
+                .arg("--stats-file")
+                .arg(&stats);
+            let d = Daemon::spawn(
+                &name,
+                c,
+                &ctx.work.join(format!("{name}.log")),
+                stats,
+                1,
+                READY,
+            )?;
+            self.seeders
+                .entry(holder)
+                .or_default()
+                .push(self.fleet.daemons.len());
+            self.fleet.daemons.push((d, false));
+            self.peers += 1;
+        }
         self.torrents.insert(file.name.clone(), torrent.clone());
         Ok(torrent)
     }
@@ -435,16 +692,21 @@ impl Driver for BitTorrent {
     }
 
     fn start_peers(&mut self, ctx: &Ctx) -> Result<usize> {
-        // A BitTorrent swarm exists per file: the seeders of the flash and churn files are its standing peers.
+        // A BitTorrent swarm exists per file: the seeders of the published files are its standing peers.
         self.publish(ctx, ctx.corpus.by_role(Role::Flash))?;
         if ctx.scn.churn_downloads > 0 {
             self.publish(ctx, ctx.corpus.by_role(Role::Churn))?;
         }
+        if ctx.scn.pollution_downloads > 0 {
+            if let Some(f) = ctx.corpus.polluted() {
+                self.publish(ctx, f)?;
+            }
+        }
         Ok(self.peers)
     }
 
-    fn control_traffic(&mut self) -> Traffic {
-        self.fleet.control_traffic()
+    fn snapshots(&mut self) -> Snapshots {
+        self.fleet.snapshots()
     }
 
     fn search_command(&mut self, _: &Ctx, _: &CorpusFile, _: usize) -> Result<Option<Command>> {
@@ -455,8 +717,8 @@ impl Driver for BitTorrent {
         Some("BitTorrent has no search: users find a .torrent on the web (BEP 3)".into())
     }
 
-    fn parse_search(&self, _: &str, _: &CorpusFile) -> (bool, usize) {
-        (false, 0)
+    fn parse_search(&self, _: &ToolRun, _: &CorpusFile) -> SearchOutcome {
+        SearchOutcome::default()
     }
 
     fn download_command(
@@ -468,9 +730,12 @@ impl Driver for BitTorrent {
     ) -> Result<Command> {
         let torrent = self.publish(ctx, file)?;
         let stats = ctx.work.join(format!("stats-{who}.json"));
-        let mut c = Command::new(ctx.bin("bittorrent-peer"));
-        c.arg("download")
-            .arg(&torrent)
+        let bin = ctx.bin("bittorrent-peer");
+        let mut c = Command::new(&bin);
+        self.fleet
+            .opts
+            .caps(&mut c, &bin, Some("download"), ctx.scn.downloader_caps());
+        c.arg(&torrent)
             .arg("--out")
             .arg(out)
             .args(["--listen", "127.0.0.1:0", "--quiet", "--json", "--rng-seed"])
@@ -488,9 +753,9 @@ impl Driver for BitTorrent {
         None
     }
 
-    fn leave(&mut self, peer: usize) {
-        if let Some(&i) = self.seeders.get(&peer) {
-            self.fleet.daemons[i].0.kill();
+    fn leave(&mut self, peer: usize, graceful: bool) {
+        for &i in self.seeders.get(&peer).into_iter().flatten() {
+            self.fleet.daemons[i].0.leave(graceful);
         }
     }
 
@@ -500,6 +765,27 @@ impl Driver for BitTorrent {
 
     fn edges(&self) -> Vec<(String, String, String)> {
         Vec::new()
+    }
+
+    fn rate_caps(&self) -> Vec<String> {
+        self.fleet.opts.list()
+    }
+
+    fn pollution_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+        pick: Pick,
+    ) -> Result<std::result::Result<Command, String>> {
+        Ok(match pick {
+            Pick::ByName => Err(
+                "no search to pick by name from: the .torrent names its content by info_hash"
+                    .into(),
+            ),
+            Pick::ByHash => Ok(self.download_command(ctx, file, who, out)?),
+        })
     }
 }
 
@@ -512,10 +798,20 @@ pub struct Gnutella {
     peers: BTreeMap<usize, usize>,
     links: Vec<(String, String, String)>,
     clients: usize,
+    /// Daemons started by [`Driver::share_folder`] (index in the fleet).
+    sharers: Vec<usize>,
+    /// Every overlay node's name and address, in start order.
+    nodes: Vec<(String, std::net::SocketAddr)>,
 }
 
 /// How long the overlay gets to settle (links, QRP tables sent up and merged) before the first search.
 pub const GNUTELLA_SETTLE: Duration = Duration::from_millis(1500);
+
+/// Seconds a Gnutella search client waits for hits: on loopback every hit of a 20-node overlay is back
+/// within milliseconds.
+const GNUTELLA_HIT_WAIT: &str = "2";
+/// The same per ring of an expanding ring, and for floods nobody answers: every round costs this long.
+const GNUTELLA_RING_WAIT: &str = "1";
 
 impl Gnutella {
     /// Ultrapeer count: one per five peers, at least two (the tutorial's ultrapeer/leaf split).
@@ -531,34 +827,88 @@ impl Gnutella {
             .arg("--stats-file")
             .arg(&stats)
             .arg("--seed")
-            .arg(node_seed(ctx.scn.seed, self.peers.len() + self.clients + 1000).to_string());
+            .arg(
+                node_seed(
+                    ctx.scn.seed,
+                    self.peers.len() + self.clients + self.sharers.len() + 1000,
+                )
+                .to_string(),
+            );
         Ok((c, stats))
     }
 
-    fn client(&mut self, ctx: &Ctx, name: &str, query: &str) -> Result<Command> {
+    /// A one-shot `search` client: words (may be empty), then the options after the subcommand.
+    fn client(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        words: &str,
+        caps: Option<Caps>,
+    ) -> Result<Command> {
+        self.client_waiting(ctx, name, words, caps, GNUTELLA_HIT_WAIT)
+    }
+
+    fn client_waiting(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        words: &str,
+        caps: Option<Caps>,
+        wait: &str,
+    ) -> Result<Command> {
         if self.ultrapeers.is_empty() {
             bail!("no ultrapeer started");
         }
-        let up = self.ultrapeers[self.clients % self.ultrapeers.len()];
+        let up = self.entry(ctx, self.clients);
         let (mut c, stats) = self.base(ctx, name)?;
         self.clients += 1;
         c.arg("--peer").arg(up.to_string());
         if ctx.scn.gnutella_classic {
             c.arg("--classic");
         }
-        c.args([
-            "search",
-            query,
-            "--json",
-            "--min-hits",
-            "1",
-            "--timeout",
-            "3",
-            "--ttl",
-        ])
-        .arg(ctx.scn.gnutella_ttl.to_string());
+        let bin = ctx.bin("gnutella-node");
+        self.fleet
+            .opts
+            .caps(&mut c, &bin, Some("search"), caps.unwrap_or_default());
+        c.arg(words)
+            .args(["--json", "--min-hits", "1", "--timeout", wait]);
         self.fleet.tool_stats.push((name.to_owned(), stats));
         Ok(c)
+    }
+
+    /// Where client or sharer `k` joins: an ultrapeer, or in the classic flood any node, spread by a
+    /// seeded hash so the entry points do not all sit on the first nodes.
+    fn entry(&self, ctx: &Ctx, k: usize) -> std::net::SocketAddr {
+        if ctx.scn.gnutella_classic && !self.nodes.is_empty() {
+            let h = node_seed(ctx.scn.seed, k) as usize;
+            self.nodes[h % self.nodes.len()].1
+        } else {
+            self.ultrapeers[k % self.ultrapeers.len()]
+        }
+    }
+
+    fn spawn_node(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        mut c: Command,
+        stats: PathBuf,
+    ) -> Result<usize> {
+        let bin = ctx.bin("gnutella-node");
+        self.fleet
+            .opts
+            .caps(&mut c, &bin, None, ctx.scn.sharing_caps());
+        let d = Daemon::spawn(
+            name,
+            c,
+            &ctx.work.join(format!("{name}.log")),
+            stats,
+            1,
+            READY,
+        )?;
+        self.nodes.push((name.to_owned(), d.addr()));
+        self.fleet.daemons.push((d, false));
+        Ok(self.fleet.daemons.len() - 1)
     }
 }
 
@@ -588,18 +938,11 @@ impl Driver for Gnutella {
                 self.links
                     .push((name.clone(), format!("up{:03}", i + 1), "bootstrap".into()));
             }
-            let d = Daemon::spawn(
-                &name,
-                c,
-                &ctx.work.join(format!("{name}.log")),
-                stats,
-                1,
-                READY,
-            )?;
-            self.ultrapeers.push(d.addr());
-            self.peers.insert(p, self.fleet.daemons.len());
+            let i = self.spawn_node(ctx, &name, c, stats)?;
+            self.ultrapeers.push(self.fleet.daemons[i].0.addr());
+            self.peers.insert(p, i);
             // In the classic flood every node is equal: no infrastructure.
-            self.fleet.daemons.push((d, !ctx.scn.gnutella_classic));
+            self.fleet.daemons[i].1 = !ctx.scn.gnutella_classic;
         }
         Ok(())
     }
@@ -619,33 +962,41 @@ impl Driver for Gnutella {
             })
             .arg("--share")
             .arg(Corpus::peer_dir(&ctx.shares, p));
-            // Two ultrapeers per leaf, spread evenly, as leaves of the era kept.
-            for k in 0..2.min(u) {
-                let i = (p + k) % u;
-                c.arg("--peer").arg(self.ultrapeers[i].to_string());
-                self.links
-                    .push((name.clone(), format!("up{:03}", i + 1), "bootstrap".into()));
+            if ctx.scn.gnutella_classic {
+                // Gnutella 0.4 had no hubs: a new servent met two random servents already online (more
+                // come from pongs), which keeps the degrees even, as the flood formula assumes.
+                let known = self.nodes.len();
+                let a = node_seed(ctx.scn.seed, p) as usize % known;
+                let b = (a
+                    + 1
+                    + node_seed(ctx.scn.seed, p + 7919) as usize % known.max(2).saturating_sub(1))
+                    % known;
+                for i in if a == b { vec![a] } else { vec![a, b] } {
+                    let (other, addr) = self.nodes[i].clone();
+                    c.arg("--peer").arg(addr.to_string());
+                    self.links.push((name.clone(), other, "bootstrap".into()));
+                }
+            } else {
+                // Two ultrapeers per leaf, spread evenly, as leaves of the era kept.
+                for k in 0..2.min(u) {
+                    let i = (p + k) % u;
+                    c.arg("--peer").arg(self.ultrapeers[i].to_string());
+                    self.links
+                        .push((name.clone(), format!("up{:03}", i + 1), "bootstrap".into()));
+                }
             }
-            if p > u && p <= u + firewalled && p != n - 1 {
+            if p > u && p <= u + firewalled && !ctx.corpus.is_special_source(p) {
                 c.arg("--firewalled");
             }
-            let d = Daemon::spawn(
-                &name,
-                c,
-                &ctx.work.join(format!("{name}.log")),
-                stats,
-                1,
-                READY,
-            )?;
-            self.peers.insert(p, self.fleet.daemons.len());
-            self.fleet.daemons.push((d, false));
+            let i = self.spawn_node(ctx, &name, c, stats)?;
+            self.peers.insert(p, i);
         }
         std::thread::sleep(GNUTELLA_SETTLE);
         Ok(n)
     }
 
-    fn control_traffic(&mut self) -> Traffic {
-        self.fleet.control_traffic()
+    fn snapshots(&mut self) -> Snapshots {
+        self.fleet.snapshots()
     }
 
     fn search_command(
@@ -654,18 +1005,28 @@ impl Driver for Gnutella {
         file: &CorpusFile,
         i: usize,
     ) -> Result<Option<Command>> {
-        self.client(ctx, &format!("search{i:03}"), &file.query)
-            .map(Some)
+        let mut c = self.client(ctx, &format!("search{i:03}"), &file.query, None)?;
+        c.arg("--ttl").arg(ctx.scn.gnutella_ttl.to_string());
+        Ok(Some(c))
     }
 
-    fn parse_search(&self, stdout: &str, file: &CorpusFile) -> (bool, usize) {
-        let hits: Vec<serde_json::Value> = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["event"] == "hit")
-            .collect();
-        let found = hits.iter().any(|h| h["name"] == file.name.as_str());
-        (found, hits.len())
+    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
+        let mut o = SearchOutcome::default();
+        for (at, line) in &run.lines {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["event"] != "hit" {
+                continue;
+            }
+            o.hits += 1;
+            if v["name"] == file.name.as_str() && !o.found {
+                o.found = true;
+                o.first_hit_s = Some(at.as_secs_f64());
+                o.ttl = v["ttl"].as_u64().and_then(|t| u8::try_from(t).ok());
+            }
+        }
+        o
     }
 
     fn download_command(
@@ -675,8 +1036,11 @@ impl Driver for Gnutella {
         who: &str,
         out: &Path,
     ) -> Result<Command> {
-        let mut c = self.client(ctx, who, &file.query)?;
-        c.arg("--download").arg(out);
+        let mut c = self.client(ctx, who, &file.query, Some(ctx.scn.downloader_caps()))?;
+        c.arg("--ttl")
+            .arg(ctx.scn.gnutella_ttl.to_string())
+            .arg("--download")
+            .arg(out);
         Ok(c)
     }
 
@@ -689,9 +1053,9 @@ impl Driver for Gnutella {
             .and_then(|v| Some(format!("{}:{}", v["ip"].as_str()?, v["port"].as_u64()?)))
     }
 
-    fn leave(&mut self, peer: usize) {
+    fn leave(&mut self, peer: usize, graceful: bool) {
         if let Some(&i) = self.peers.get(&peer) {
-            self.fleet.daemons[i].0.kill();
+            self.fleet.daemons[i].0.leave(graceful);
         }
     }
 
@@ -701,6 +1065,105 @@ impl Driver for Gnutella {
 
     fn edges(&self) -> Vec<(String, String, String)> {
         self.links.clone()
+    }
+
+    fn rate_caps(&self) -> Vec<String> {
+        self.fleet.opts.list()
+    }
+
+    fn flood_command(
+        &mut self,
+        ctx: &Ctx,
+        query: &str,
+        i: usize,
+        ttl: u8,
+    ) -> Result<Option<Command>> {
+        let mut c = self.client_waiting(
+            ctx,
+            &format!("flood{i:03}"),
+            query,
+            None,
+            GNUTELLA_RING_WAIT,
+        )?;
+        c.arg("--ttl").arg(ttl.to_string());
+        Ok(Some(c))
+    }
+
+    fn ring_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+        expanding: bool,
+    ) -> Result<Option<Command>> {
+        let mut c = self.client_waiting(
+            ctx,
+            who,
+            &file.query,
+            Some(ctx.scn.downloader_caps()),
+            GNUTELLA_RING_WAIT,
+        )?;
+        c.arg("--ttl")
+            .arg(ctx.scn.gnutella_ttl.to_string())
+            .arg("--download")
+            .arg(out);
+        if expanding {
+            c.arg("--expanding");
+        }
+        Ok(Some(c))
+    }
+
+    fn share_folder(&mut self, ctx: &Ctx, who: &str, dir: &Path) -> Result<String> {
+        if self.ultrapeers.is_empty() {
+            bail!("no ultrapeer started");
+        }
+        let name = format!("sharer-{who}");
+        let (mut c, stats) = self.base(ctx, &name)?;
+        c.arg(if ctx.scn.gnutella_classic {
+            "--classic"
+        } else {
+            "--leaf"
+        })
+        .arg("--share")
+        .arg(dir);
+        // Spread over the overlay, as the searchers were.
+        let up = self.entry(ctx, self.sharers.len() + 5000);
+        c.arg("--peer").arg(up.to_string());
+        let i = self.spawn_node(ctx, &name, c, stats)?;
+        self.sharers.push(i);
+        Ok(name)
+    }
+
+    fn stop_sharers(&mut self) {
+        for i in self.sharers.drain(..) {
+            self.fleet.daemons[i].0.stop();
+        }
+        // Gone nodes are no entry point for later clients.
+        self.nodes.retain(|(n, _)| !n.starts_with("sharer-"));
+    }
+
+    fn pollution_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+        pick: Pick,
+    ) -> Result<std::result::Result<Command, String>> {
+        Ok(Ok(match pick {
+            Pick::ByName => self.download_command(ctx, file, who, out)?,
+            Pick::ByHash => {
+                // A URN-only query: no keywords, so only files with this SHA-1 answer (and QRP routes it).
+                let urn = common::hash::sha1(&ctx.corpus.content(file)).to_urn();
+                let mut c = self.client(ctx, who, "", Some(ctx.scn.downloader_caps()))?;
+                c.args(["--urn", &urn, "--ttl"])
+                    .arg(ctx.scn.gnutella_ttl.to_string())
+                    .arg("--download")
+                    .arg(out);
+                c
+            }
+        }))
     }
 }
 
@@ -732,6 +1195,50 @@ impl Kazaa {
         }
         self.clients += 1;
         Ok(self.supernodes[self.clients % self.supernodes.len()])
+    }
+
+    fn search(&mut self, ctx: &Ctx, name: &str, query: &str) -> Result<Command> {
+        let sn = self.next_sn()?;
+        let (mut c, stats) = self.base(ctx, name)?;
+        c.args(["search", "--json", "--timeout", "3", "--peer"])
+            .arg(sn.to_string())
+            .args(query.split_whitespace());
+        self.fleet.tool_stats.push((name.to_owned(), stats));
+        Ok(c)
+    }
+
+    /// `get` of a ContentHash into `out/NAME`.
+    fn get(&mut self, ctx: &Ctx, who: &str, hash: &str, out: &Path, name: &str) -> Result<Command> {
+        let sn = self.next_sn()?;
+        let (mut c, stats) = self.base(ctx, who)?;
+        let bin = ctx.bin("kazaa-supernode");
+        self.fleet
+            .opts
+            .caps(&mut c, &bin, Some("get"), ctx.scn.downloader_caps());
+        c.args(["--json", "--peer"])
+            .arg(sn.to_string())
+            .arg("--out")
+            .arg(out.join(name))
+            .arg(hash);
+        self.fleet.tool_stats.push((who.to_owned(), stats));
+        Ok(c)
+    }
+
+    /// Results of a `search --json` output: `(name, hash)` in the order the client listed them.
+    fn results(stdout: &str) -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
+        v["waves"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|w| w["results"].as_array().into_iter().flatten())
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap_or_default().to_owned(),
+                    r["hash"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -770,16 +1277,32 @@ impl Driver for Kazaa {
 
     fn start_peers(&mut self, ctx: &Ctx) -> Result<usize> {
         let u = self.supernodes.len();
+        let bin = ctx.bin("kazaa-supernode");
+        let caps = ctx.scn.sharing_caps();
         for p in 0..ctx.scn.peers {
             let name = format!("on{p:03}");
             let (mut c, stats) = self.base(ctx, &name)?;
             c.args(["--role", "ordinary", "--share"])
                 .arg(Corpus::peer_dir(&ctx.shares, p));
+            // A lab compresses time: a busy source asks to come back in seconds, not giFT's 5 minutes.
+            self.fleet
+                .opts
+                .push(&mut c, &bin, None, &[("--retry-after", Some("2".into()))]);
             for k in 0..2.min(u) {
                 let i = (p + k) % u;
                 c.arg("--peer").arg(self.supernodes[i].to_string());
                 self.links
                     .push((name.clone(), format!("sn{i:03}"), "bootstrap".into()));
+            }
+            self.fleet.opts.caps(&mut c, &bin, None, caps);
+            // Before --upload-rate lands, the older per-upload cap is the closest thing there is.
+            if caps.upload.is_some() && place_of(&bin, None, "--upload-rate") == Place::Absent {
+                self.fleet.opts.push(
+                    &mut c,
+                    &bin,
+                    None,
+                    &[("--rate", caps.upload.map(|v| v.to_string()))],
+                );
             }
             let d = Daemon::spawn(
                 &name,
@@ -797,8 +1320,8 @@ impl Driver for Kazaa {
         Ok(ctx.scn.peers)
     }
 
-    fn control_traffic(&mut self) -> Traffic {
-        self.fleet.control_traffic()
+    fn snapshots(&mut self) -> Snapshots {
+        self.fleet.snapshots()
     }
 
     fn search_command(
@@ -807,28 +1330,21 @@ impl Driver for Kazaa {
         file: &CorpusFile,
         i: usize,
     ) -> Result<Option<Command>> {
-        let sn = self.next_sn()?;
-        let name = format!("search{i:03}");
-        let (mut c, stats) = self.base(ctx, &name)?;
-        c.args(["search", "--json", "--timeout", "3", "--peer"])
-            .arg(sn.to_string())
-            .args(file.query.split_whitespace());
-        self.fleet.tool_stats.push((name, stats));
-        Ok(Some(c))
+        self.search(ctx, &format!("search{i:03}"), &file.query)
+            .map(Some)
     }
 
-    fn parse_search(&self, stdout: &str, file: &CorpusFile) -> (bool, usize) {
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
-        let results: Vec<&serde_json::Value> = v["waves"]
-            .as_array()
-            .map(|w| {
-                w.iter()
-                    .flat_map(|w| w["results"].as_array().into_iter().flatten())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let found = results.iter().any(|r| r["name"] == file.name.as_str());
-        (found, results.len())
+    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
+        // One JSON object once the result waves ended: the user sees them all at once.
+        let results = Self::results(&run.stdout);
+        let found = results.iter().any(|(n, _)| n == &file.name);
+        let at = run.lines.iter().find(|(_, l)| l.contains("\"waves\""));
+        SearchOutcome {
+            found,
+            hits: results.len(),
+            first_hit_s: at.filter(|_| found).map(|(t, _)| t.as_secs_f64()),
+            ttl: None,
+        }
     }
 
     fn download_command(
@@ -838,26 +1354,18 @@ impl Driver for Kazaa {
         who: &str,
         out: &Path,
     ) -> Result<Command> {
-        let sn = self.next_sn()?;
         // KaZaA downloads by ContentHash (UUHash), which the user got from a search or a sig2dat link.
         let hash = common::hash::uuhash(&ctx.corpus.content(file)).to_hex();
-        let (mut c, stats) = self.base(ctx, who)?;
-        c.args(["get", "--json", "--peer"])
-            .arg(sn.to_string())
-            .arg("--out")
-            .arg(out.join(&file.name))
-            .arg(hash);
-        self.fleet.tool_stats.push((who.to_owned(), stats));
-        Ok(c)
+        self.get(ctx, who, &hash, out, &file.name)
     }
 
     fn parse_source(&self, _: &str) -> Option<String> {
         None
     }
 
-    fn leave(&mut self, peer: usize) {
+    fn leave(&mut self, peer: usize, graceful: bool) {
         if let Some(&i) = self.peers.get(&peer) {
-            self.fleet.daemons[i].0.kill();
+            self.fleet.daemons[i].0.leave(graceful);
         }
     }
 
@@ -867,6 +1375,57 @@ impl Driver for Kazaa {
 
     fn edges(&self) -> Vec<(String, String, String)> {
         self.links.clone()
+    }
+
+    fn rate_caps(&self) -> Vec<String> {
+        self.fleet.opts.list()
+    }
+
+    fn pollution_command(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+        pick: Pick,
+    ) -> Result<std::result::Result<Command, String>> {
+        match pick {
+            Pick::ByHash => Ok(Ok(self.download_command(ctx, file, who, out)?)),
+            Pick::ByName => {
+                // The user searches by name and, as KaZaA's window groups results by hash, takes the line
+                // with the most sources: the polluters' many nodes make it the decoy's.
+                let cmd = self.search(ctx, &format!("pick-{who}"), &file.query)?;
+                let run = run_tool(
+                    cmd,
+                    &ctx.work.join(format!("pick-{who}.log")),
+                    Duration::from_secs(ctx.scn.op_timeout_secs),
+                    ctx.epoch,
+                )?;
+                let mut sources: Vec<(String, usize)> = Vec::new();
+                for (n, h) in Self::results(&run.stdout) {
+                    if n != file.name {
+                        continue;
+                    }
+                    match sources.iter_mut().find(|(x, _)| *x == h) {
+                        Some(e) => e.1 += 1,
+                        None => sources.push((h, 1)),
+                    }
+                }
+                // The first listed wins a tie.
+                let best = sources
+                    .iter()
+                    .rev()
+                    .max_by_key(|(_, k)| *k)
+                    .map(|(h, _)| h.clone());
+                let Some(hash) = best else {
+                    return Ok(Err(format!(
+                        "the search for {:?} found nothing",
+                        file.query
+                    )));
+                };
+                Ok(Ok(self.get(ctx, who, &hash, out, &file.name)?))
+            }
+        }
     }
 }
 

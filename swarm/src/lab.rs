@@ -8,12 +8,13 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::corpus::{Corpus, CorpusFile, Role};
-use crate::drivers::{check_binaries, driver_for, Ctx, Driver};
+use crate::drivers::{check_binaries, driver_for, Ctx, Driver, Pick};
 use crate::results::{
-    ChurnRecord, DownloadRecord, NodeRecord, Results, SearchRecord, SystemResult,
+    ChurnRecord, DownloadRecord, FloodPoint, NodeRecord, PollutionRecord, Results, RingRecord,
+    SearchRecord, SystemResult,
 };
 use crate::scenario::Scenario;
-use crate::supervisor::{register_temp, run_tool};
+use crate::supervisor::{register_temp, run_tool, ToolRun};
 
 /// Options of one run beyond the scenario.
 pub struct RunOptions {
@@ -177,6 +178,7 @@ fn run_system(d: &mut dyn Driver, ctx: &Ctx, quiet: bool) -> SystemResult {
     ));
     let (collected, problems) = d.finish();
     r.problems.extend(problems);
+    r.rate_caps = d.rate_caps();
     r.stats_files_read = collected.len();
     let mut by_addr = BTreeMap::new();
     for c in &collected {
@@ -228,7 +230,7 @@ fn phases(d: &mut dyn Driver, ctx: &Ctx, r: &mut SystemResult, pb: &ProgressBar)
     let timeout = Duration::from_secs(ctx.scn.op_timeout_secs);
 
     // Searches: the rarest and the most popular file, one client each time.
-    let before = d.control_traffic();
+    let before = d.snapshots().control_sent();
     let targets = [
         ("rare", ctx.corpus.rare()),
         ("popular", ctx.corpus.popular()),
@@ -243,25 +245,30 @@ fn phases(d: &mut dyn Driver, ctx: &Ctx, r: &mut SystemResult, pb: &ProgressBar)
             };
             let log = ctx.work.join(format!("search-{i}.log"));
             let run = run_tool(cmd, &log, timeout, ctx.epoch)?;
-            let (found, hits) = d.parse_search(&run.stdout, f);
+            let o = d.parse_search(&run, f);
             r.searches.push(SearchRecord {
                 target: label.into(),
                 file: f.name.clone(),
                 holders: f.holders.len(),
-                found,
-                hits,
+                found: o.found,
+                hits: o.hits,
                 seconds: run.elapsed().as_secs_f64(),
+                first_hit_s: o.first_hit_s,
                 error: (!run.ok()).then(|| run.reason.clone()),
             });
             i += 1;
         }
     }
     if !r.searches.is_empty() {
-        let after = d.control_traffic();
+        let after = d.snapshots().control_sent();
         r.search_traffic = Some(crate::results::Traffic {
             messages: after.messages.saturating_sub(before.messages),
             bytes: after.bytes.saturating_sub(before.bytes),
         });
+    }
+
+    if !ctx.scn.gnutella_ttl_sweep.is_empty() {
+        flood_sweep(d, ctx, r, pb)?;
     }
 
     // Flash crowd: every downloader asks for the new release at once.
@@ -270,61 +277,253 @@ fn phases(d: &mut dyn Driver, ctx: &Ctx, r: &mut SystemResult, pb: &ProgressBar)
         "{sys}: flash crowd of {} downloads",
         ctx.scn.flash_crowd
     ));
-    r.flash = downloads(d, ctx, &flash, "flash", ctx.scn.flash_crowd, None, pb)?.0;
-    for (k, &n) in ctx.scn.flash_sweep.iter().enumerate() {
-        pb.set_message(format!("{sys}: flash crowd sweep, {n} downloads"));
-        let tag = format!("sweep{k}-");
-        let recs = downloads(d, ctx, &flash, &tag, n, None, pb)?.0;
-        r.flash_sweep.push((n, recs));
+    r.flash = downloads(d, ctx, &flash, "flash", ctx.scn.flash_crowd, &[], pb)?.0;
+    if ctx.scn.sweeps(sys) {
+        for (k, &n) in ctx.scn.flash_sweep.iter().enumerate() {
+            pb.set_message(format!("{sys}: flash crowd sweep, {n} downloads"));
+            let tag = format!("sweep{k}-");
+            let recs = downloads(d, ctx, &flash, &tag, n, &[], pb)?.0;
+            r.flash_sweep.push((n, recs));
+        }
     }
 
-    // Churn: the churn file's only source leaves while its downloads run.
+    if ctx.scn.ring_searches > 0 {
+        ring(d, ctx, r, &flash, pb)?;
+    }
+
+    if ctx.scn.pollution_downloads > 0 {
+        if let Some(f) = ctx.corpus.polluted() {
+            pollution(d, ctx, r, &f.clone(), pb)?;
+        }
+    }
+
+    // Churn: the churn file's sources leave while its downloads run.
     if ctx.scn.churn_downloads > 0 {
         let churn = ctx.corpus.by_role(Role::Churn).clone();
-        pb.set_message(format!("{sys}: churn, the source leaves mid-download"));
-        let leave = (
-            churn.holders[0],
-            Duration::from_millis(ctx.scn.churn_leave_after_ms),
-        );
+        pb.set_message(format!("{sys}: churn, sources leave mid-download"));
+        let every = Duration::from_millis(ctx.scn.churn_leave_after_ms);
+        let leaving: Vec<(usize, Duration)> = churn
+            .holders
+            .iter()
+            .take(ctx.scn.churn_leaving)
+            .enumerate()
+            .map(|(k, &p)| (p, every * (k as u32 + 1)))
+            .collect();
         let (downloads, left) = downloads(
             d,
             ctx,
             &churn,
             "churn",
             ctx.scn.churn_downloads,
-            Some(leave),
+            &leaving,
             pb,
         )?;
         r.churn = Some(ChurnRecord {
-            source_left_at: left.unwrap_or(f64::INFINITY),
+            source_left_at: left.first().copied().unwrap_or(f64::INFINITY),
+            departures: left,
+            sources: churn.holders.len(),
+            graceful: ctx.scn.churn_graceful,
             downloads,
         });
     }
     Ok(())
 }
 
-/// Starts `n` downloads of `file` at once; optionally kills a peer after a delay. Times are measured per
-/// client process; success means the bytes on disk equal the corpus.
-fn downloads(
+/// A query no file name contains: the flood runs its full course (no early stop on hits).
+const NO_MATCH_QUERY: &str = "xyzzy plugh";
+
+/// Gnutella flood cost against TTL: query messages per search next to the tree formula.
+fn flood_sweep(
     d: &mut dyn Driver,
     ctx: &Ctx,
-    file: &CorpusFile,
-    tag: &str,
-    n: usize,
-    leave: Option<(usize, Duration)>,
+    r: &mut SystemResult,
     pb: &ProgressBar,
-) -> Result<(Vec<DownloadRecord>, Option<f64>)> {
+) -> Result<()> {
+    let sys = d.system();
     let timeout = Duration::from_secs(ctx.scn.op_timeout_secs);
-    let mut jobs = Vec::new();
-    for k in 0..n {
-        let who = format!("{tag}{k:03}");
-        let out = ctx.dir(&format!("dl-{who}"))?;
-        let cmd = d.download_command(ctx, file, &who, &out)?;
-        jobs.push((who, out, cmd));
+    let n = ctx.scn.searches_per_target.max(1);
+    let mut k = 0;
+    for &ttl in &ctx.scn.gnutella_ttl_sweep {
+        pb.set_message(format!("{sys}: flood cost at TTL {ttl}"));
+        // Servents keep making links from pongs: the formula takes the overlay as it is now.
+        let snap = d.snapshots();
+        let overlay = snap.overlay();
+        let before = snap.sent("query");
+        let mut ran = 0;
+        for _ in 0..n {
+            let Some(cmd) = d.flood_command(ctx, NO_MATCH_QUERY, k, ttl)? else {
+                return Ok(());
+            };
+            let log = ctx.work.join(format!("flood-{k}.log"));
+            let run = run_tool(cmd, &log, timeout, ctx.epoch)?;
+            if !run.ok() {
+                r.problems
+                    .push(format!("flood search at TTL {ttl}: {}", run.reason));
+            }
+            ran += 1;
+            k += 1;
+        }
+        let after = d.snapshots().sent("query");
+        r.flood.push(FloodPoint {
+            ttl,
+            searches: ran,
+            measured: after.saturating_sub(before) as f64 / ran as f64,
+            tree_formula: overlay.tree_formula(ttl),
+            full_flood: overlay.full_flood(),
+        });
+        r.flood_overlay = Some(overlay);
     }
-    let phase_start = ctx.epoch.elapsed();
+    Ok(())
+}
+
+/// Expanding ring during a flash crowd: one searcher after the other downloads the flash file and stays
+/// online sharing it, first with the fixed TTL, then (copies reset) with an expanding ring.
+fn ring(
+    d: &mut dyn Driver,
+    ctx: &Ctx,
+    r: &mut SystemResult,
+    flash: &CorpusFile,
+    pb: &ProgressBar,
+) -> Result<()> {
+    let sys = d.system();
+    let timeout = Duration::from_secs(ctx.scn.op_timeout_secs);
+    for expanding in [false, true] {
+        let mode = if expanding { "x" } else { "f" };
+        let mut copies = flash.holders.len();
+        for k in 0..ctx.scn.ring_searches {
+            pb.set_message(format!(
+                "{sys}: {} search {} of {}",
+                if expanding {
+                    "expanding-ring"
+                } else {
+                    "fixed-TTL"
+                },
+                k + 1,
+                ctx.scn.ring_searches
+            ));
+            let who = format!("ring{mode}{k:03}");
+            let out = ctx.dir(&format!("dl-{who}"))?;
+            let before = d.snapshots().sent("query");
+            let Some(cmd) = d.ring_command(ctx, flash, &who, &out, expanding)? else {
+                return Ok(());
+            };
+            let run = run_tool(
+                cmd,
+                &ctx.work.join(format!("{who}.log")),
+                timeout,
+                ctx.epoch,
+            )?;
+            let after = d.snapshots().sent("query");
+            let o = d.parse_search(&run, flash);
+            let verified =
+                find_file(&out, &flash.name).is_some_and(|p| ctx.corpus.verify(flash, &p));
+            r.ring.push(RingRecord {
+                expanding,
+                index: k,
+                copies,
+                found: o.found,
+                verified,
+                ttl: o.ttl,
+                query_msgs: after.saturating_sub(before),
+                first_hit_s: o.first_hit_s,
+                seconds: run.elapsed().as_secs_f64(),
+                error: (!run.ok()).then(|| run.reason.clone()),
+            });
+            if verified {
+                // The searcher stays online and shares what it got, as a servent of the era did.
+                d.share_folder(ctx, &who, &out)?;
+                copies += 1;
+                std::thread::sleep(RING_SETTLE);
+            }
+        }
+        d.stop_sharers();
+    }
+    Ok(())
+}
+
+/// Time a new sharer gets to link up (and send its QRP table) before the next search.
+const RING_SETTLE: Duration = Duration::from_millis(800);
+
+/// Downloads of the polluted file, picked by name and by content hash.
+fn pollution(
+    d: &mut dyn Driver,
+    ctx: &Ctx,
+    r: &mut SystemResult,
+    f: &CorpusFile,
+    pb: &ProgressBar,
+) -> Result<()> {
+    let sys = d.system();
+    for (pick, label) in [(Pick::ByName, "name"), (Pick::ByHash, "hash")] {
+        pb.set_message(format!("{sys}: pollution, downloads picked by {label}"));
+        let mut jobs = Vec::new();
+        for k in 0..ctx.scn.pollution_downloads {
+            let who = format!("poll{label}{k:03}");
+            let out = ctx.dir(&format!("dl-{who}"))?;
+            match d.pollution_command(ctx, f, &who, &out, pick)? {
+                Ok(cmd) => jobs.push((who, out, cmd)),
+                Err(why) => {
+                    r.pollution_notes.push(format!("by {label}: {why}"));
+                    break;
+                }
+            }
+        }
+        let start = ctx.epoch.elapsed();
+        let (runs, _) = run_jobs(
+            d,
+            ctx,
+            &format!("pollution ({label})"),
+            jobs,
+            &[],
+            start,
+            pb,
+        );
+        for (who, out, run, _) in runs {
+            let run = run?;
+            let path = find_file(&out, &f.name);
+            let outcome = match path {
+                Some(p) if ctx.corpus.verify(f, &p) => "genuine",
+                Some(p) if ctx.corpus.is_decoy(f, &p) => "decoy",
+                _ => "failed",
+            };
+            r.pollution.push(PollutionRecord {
+                pick: label.into(),
+                node: who,
+                outcome: outcome.into(),
+                error: (outcome == "failed").then(|| {
+                    if run.ok() {
+                        "no file with the genuine or the decoy bytes".into()
+                    } else {
+                        run.reason.clone()
+                    }
+                }),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One finished job: who, its download folder, the run, sampled progress.
+type JobRun = (String, PathBuf, Result<ToolRun>, Vec<(f64, u64)>);
+
+/// Runs the jobs at once; the peers in `leave` leave at their times after `phase_start` (always, even
+/// if every job ended first). Returns the runs and the departure times (seconds since the phase began).
+fn run_jobs(
+    d: &mut dyn Driver,
+    ctx: &Ctx,
+    what: &str,
+    jobs: Vec<(String, PathBuf, std::process::Command)>,
+    leave: &[(usize, Duration)],
+    phase_start: Duration,
+    pb: &ProgressBar,
+) -> (Vec<JobRun>, Vec<f64>) {
+    let timeout = Duration::from_secs(ctx.scn.op_timeout_secs);
+    let n = jobs.len();
+    let since = |ctx: &Ctx| (ctx.epoch.elapsed().saturating_sub(phase_start)).as_secs_f64();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let mut left_at = None;
+    let mut left_at = Vec::new();
+    let sample = !leave.is_empty();
+    let dirs: Vec<PathBuf> = jobs.iter().map(|j| j.1.clone()).collect();
+    let mut progress: Vec<Vec<(f64, u64)>> = vec![Vec::new(); n];
     let runs = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .into_iter()
@@ -338,23 +537,100 @@ fn downloads(
                 })
             })
             .collect();
-        if let Some((peer, after)) = leave {
-            std::thread::sleep(after);
-            d.leave(peer);
-            left_at = Some((ctx.epoch.elapsed() - phase_start).as_secs_f64());
-        }
+        let mut pending = leave.iter().peekable();
         while handles.iter().any(|h| !h.is_finished()) {
+            if let Some((peer, at)) = pending.peek() {
+                if ctx.epoch.elapsed().saturating_sub(phase_start) >= *at {
+                    d.leave(*peer, ctx.scn.churn_graceful);
+                    left_at.push(since(ctx));
+                    pending.next();
+                }
+            }
+            if sample {
+                let t = since(ctx);
+                for (k, dir) in dirs.iter().enumerate() {
+                    if !handles[k].is_finished() {
+                        progress[k].push((t, bytes_on_disk(dir)));
+                    }
+                }
+            }
             let k = done.load(std::sync::atomic::Ordering::Relaxed);
-            pb.set_message(format!("{}: {tag} downloads {k}/{n} finished", d.system()));
+            pb.set_message(format!("{}: {what} {k}/{n} finished", d.system()));
             std::thread::sleep(Duration::from_millis(50));
+        }
+        for (peer, _) in pending {
+            d.leave(*peer, ctx.scn.churn_graceful);
+            left_at.push(since(ctx));
         }
         handles
             .into_iter()
             .map(|h| h.join().expect("download thread"))
             .collect::<Vec<_>>()
     });
+    let runs = runs
+        .into_iter()
+        .zip(progress)
+        .map(|((who, out, run), mut prog)| {
+            if sample {
+                if let Ok(r) = &run {
+                    prog.push((
+                        r.ended.saturating_sub(phase_start).as_secs_f64(),
+                        bytes_on_disk(&out),
+                    ));
+                }
+            }
+            (who, out, run, prog)
+        })
+        .collect();
+    (runs, left_at)
+}
+
+/// Bytes actually written under `dir` (allocated blocks, so a preallocated sparse file counts only what
+/// arrived), capped by each file's length.
+fn bytes_on_disk(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_on_disk(&e.path()),
+            Ok(m) => (m.blocks() * 512).min(m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Starts `n` downloads of `file` at once; the peers in `leave` leave at their times. Times are measured
+/// per client process; success means the bytes on disk equal the corpus.
+fn downloads(
+    d: &mut dyn Driver,
+    ctx: &Ctx,
+    file: &CorpusFile,
+    tag: &str,
+    n: usize,
+    leave: &[(usize, Duration)],
+    pb: &ProgressBar,
+) -> Result<(Vec<DownloadRecord>, Vec<f64>)> {
+    let mut jobs = Vec::new();
+    for k in 0..n {
+        let who = format!("{tag}{k:03}");
+        let out = ctx.dir(&format!("dl-{who}"))?;
+        let cmd = d.download_command(ctx, file, &who, &out)?;
+        jobs.push((who, out, cmd));
+    }
+    let phase_start = ctx.epoch.elapsed();
+    let (runs, left_at) = run_jobs(
+        d,
+        ctx,
+        &format!("{tag} downloads"),
+        jobs,
+        leave,
+        phase_start,
+        pb,
+    );
     let mut recs = Vec::new();
-    for (who, out, run) in runs {
+    for (who, out, run, progress) in runs {
         let run = run?;
         let found = find_file(&out, &file.name);
         let verified = found.as_deref().is_some_and(|p| ctx.corpus.verify(file, p));
@@ -373,6 +649,7 @@ fn downloads(
             } else {
                 Some(run.reason)
             },
+            progress,
         });
     }
     Ok((recs, left_at))

@@ -41,11 +41,19 @@ fn rows(res: &Results) -> Vec<(String, Vec<String>)> {
                 .collect(),
         )
     };
-    vec![
+    let mut rows = vec![
         row("standing peers (sharing, seeding)", &|s, _| {
             s.peers.to_string()
         }),
-        row("time to search result, median (s)", &|s, m| {
+        row("rate caps applied", &|_, m| m.caps.clone()),
+        row("time to first result, median (s)", &|s, m| {
+            if s.searches.is_empty() {
+                "no search".into()
+            } else {
+                opt(m.first_hit_median_s, 3)
+            }
+        }),
+        row("search client wall time, median (s)", &|s, m| {
             if s.searches.is_empty() {
                 "no search".into()
             } else {
@@ -82,8 +90,21 @@ fn rows(res: &Results) -> Vec<(String, Vec<String>)> {
             m.churn
                 .map_or("-".into(), |(a, b, c)| format!("{a}/{b}/{c}"))
         }),
-        row("stats files read", &|s, _| s.stats_files_read.to_string()),
-    ]
+    ];
+    if res.scenario.pollution_downloads > 0 {
+        let frac =
+            |v: Option<(usize, usize)>| v.map_or("-".into(), |(a, b)| format!("{a}/{b} decoys"));
+        rows.push(row("pollution, picked by name", &|_, m| {
+            frac(m.polluted_by_name)
+        }));
+        rows.push(row("pollution, picked by content hash", &|_, m| {
+            frac(m.polluted_by_hash)
+        }));
+    }
+    rows.push(row("stats files read", &|s, _| {
+        s.stats_files_read.to_string()
+    }));
+    rows
 }
 
 /// The terminal comparison table, followed by what is not available and why.
@@ -124,6 +145,9 @@ pub fn table(res: &Results) -> String {
         }
         for p in s.problems.iter().take(5) {
             let _ = writeln!(out, "{}: problem: {p}", s.system);
+        }
+        for c in s.rate_caps.iter().filter(|c| c.contains("has no")) {
+            let _ = writeln!(out, "{}: {c}", s.system);
         }
     }
     out
@@ -198,22 +222,46 @@ fn axes(s: &mut String, xlabel: &str, ylabel: &str, xmax: &str, ymax: &str) {
     );
 }
 
-/// `(crowd size, worst verified completion)` of a system's sweep, crowds with a failure left out.
+/// `(crowd size, worst verified completion)` of a system's sweep and of its main flash crowd (when it
+/// swept), by size, crowds with a failure left out.
 fn sweep_points(s: &SystemResult) -> Vec<(f64, f64)> {
-    s.flash_sweep
+    let main = (!s.flash_sweep.is_empty()).then(|| (s.flash.len(), s.flash.clone()));
+    let mut pts: Vec<(f64, f64)> = s
+        .flash_sweep
         .iter()
+        .cloned()
+        .chain(main)
         .filter(|(_, recs)| !recs.is_empty() && recs.iter().all(|d| d.verified))
         .filter_map(|(n, recs)| {
             let t: Vec<f64> = recs.iter().map(|d| d.seconds).collect();
-            figures::max(&t).map(|w| (*n as f64, w))
+            figures::max(&t).map(|w| (n as f64, w))
         })
-        .collect()
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts
+}
+
+/// How many times the worst completion grew from the smallest to the largest crowd of a sweep.
+fn growth(pts: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let (first, last) = (pts.first()?, pts.last()?);
+    (last.0 > first.0 && first.1 > 0.0).then(|| (first.0, last.0, last.1 / first.1))
 }
 
 /// SVG line chart with markers: one series per `(label, points)`.
 pub fn svg_lines(series: &[(String, Vec<(f64, f64)>)], xlabel: &str, ylabel: &str) -> String {
+    svg_lines_marked(series, xlabel, ylabel, &[])
+}
+
+/// [`svg_lines`] with dashed vertical lines at the `marks` (x, label), e.g. when a source left.
+pub fn svg_lines_marked(
+    series: &[(String, Vec<(f64, f64)>)],
+    xlabel: &str,
+    ylabel: &str,
+    marks: &[(f64, String)],
+) -> String {
     let all = series.iter().flat_map(|(_, p)| p.iter());
     let (xmax, ymax) = all.fold((1e-9f64, 1e-9f64), |m, p| (m.0.max(p.0), m.1.max(p.1)));
+    let xmax = marks.iter().map(|m| m.0).fold(xmax, f64::max);
     let x = |v: f64| PAD + v / (xmax * 1.05) * (W - 2.0 * PAD);
     let y = |v: f64| H - PAD - v / (ymax * 1.05) * (H - 2.0 * PAD);
     let mut s = format!(
@@ -253,6 +301,17 @@ pub fn svg_lines(series: &[(String, Vec<(f64, f64)>)], xlabel: &str, ylabel: &st
             W - PAD - 120.0,
             PAD + 15.0 * i as f64,
             esc(label)
+        );
+    }
+    for (mx, label) in marks {
+        let _ = write!(
+            s,
+            r##"<line class="mark" x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{b}" stroke="#000" stroke-dasharray="4 3"/><text x="{x:.1}" y="{ty}" font-size="10" text-anchor="middle">{}</text>"##,
+            esc(label),
+            x = x(*mx),
+            top = PAD,
+            b = H - PAD,
+            ty = PAD - 4.0,
         );
     }
     s.push_str("</svg>");
@@ -461,12 +520,35 @@ pub fn html(res: &Results) -> String {
             })
             .collect::<Vec<_>>()
             .join("; ");
+        let grew: Vec<String> = series
+            .iter()
+            .filter_map(|(name, pts)| {
+                growth(pts).map(|(a, b, g)| {
+                    format!("{name}'s worst time grew {g:.1}-fold from {a:.0} to {b:.0} downloaders ({:.0}-fold more downloaders)", b / a)
+                })
+            })
+            .collect();
+        let shape = match (
+            series.iter().find(|s| s.0 == "napster").and_then(|s| growth(&s.1)),
+            series.iter().find(|s| s.0 == "bittorrent").and_then(|s| growth(&s.1)),
+        ) {
+            (Some(n), Some(b)) if n.2 > b.2 * 1.5 => " The tutorial's shape: the client-server line climbs with the crowd, BitTorrent's stays much flatter.",
+            (Some(_), Some(_)) => " NOT the tutorial's shape: Napster's line did not climb clearly faster than BitTorrent's (without rate caps one loopback source is not the bottleneck).",
+            _ => "",
+        };
         verdict(
             &mut h,
             "client-server time grows about linearly with the number of downloaders (one uplink shared N ways); BitTorrent's stays nearly flat because every downloader also uploads.",
-            &format!("{seen} (a crowd where a download failed is left out of its line)"),
+            &format!(
+                "{seen} (a crowd where a download failed is left out of its line). {}.{shape}",
+                grew.join("; ")
+            ),
         );
     }
+
+    flood_section(&mut h, &ran);
+    ring_section(&mut h, &ran);
+    pollution_section(&mut h, res, &ran);
 
     // Control traffic per search.
     h.push_str("<h2>Control traffic per search</h2>");
@@ -560,22 +642,231 @@ pub fn html(res: &Results) -> String {
     // Churn.
     h.push_str("<h2>Downloads whose source left</h2><ul>");
     for s in &ran {
-        if let Some((a, b, c)) = sums[s.system.as_str()].churn {
+        if let (Some((a, b, c)), Some(ch)) = (sums[s.system.as_str()].churn, &s.churn) {
             let _ = write!(
                 h,
-                "<li>{}: {a} finished before the source left, {b} finished after it left, {c} failed</li>",
-                esc(&s.system)
+                "<li>{}: {a} finished before the first source left, {b} finished after, {c} failed ({} of {} sources left, {})</li>",
+                esc(&s.system),
+                ch.departures.len(),
+                ch.sources,
+                if ch.graceful { "with a goodbye" } else { "killed" }
             );
         }
     }
     h.push_str("</ul>");
+    for s in &ran {
+        let Some(ch) = &s.churn else { continue };
+        let series: Vec<(String, Vec<(f64, f64)>)> = ch
+            .downloads
+            .iter()
+            .filter(|d| !d.progress.is_empty())
+            .map(|d| {
+                (
+                    format!("{}{}", d.node, if d.verified { "" } else { " (failed)" }),
+                    d.progress
+                        .iter()
+                        .map(|&(t, b)| (t, b as f64 / 1024.0))
+                        .collect(),
+                )
+            })
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let marks: Vec<(f64, String)> = ch
+            .departures
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, format!("source {} left", i + 1)))
+            .collect();
+        let _ = write!(
+            h,
+            "<h3>{}: bytes received while the sources left</h3>",
+            esc(&s.system)
+        );
+        h.push_str(&svg_lines_marked(
+            &series,
+            "seconds since the downloads began",
+            "KiB on disk",
+            &marks,
+        ));
+    }
     verdict(
         &mut h,
-        "a single-source download dies with its source; BitTorrent leechers can finish from each other if the swarm together still holds every piece.",
-        "see the counts above (without upload rate caps a small file may finish before its source leaves).",
+        "a single-source download dies with its source; a multi-source download (KaZaA, Gnutella) carries on from the sources left, re-searching for more; BitTorrent leechers can finish from each other if the swarm together still holds every piece.",
+        "see the counts and the progress lines above: a line that keeps climbing after a dashed mark recovered from the loss of that source.",
     );
+
+    // Rate caps.
+    h.push_str("<h2>Rate caps</h2><ul>");
+    for s in &ran {
+        for c in &s.rate_caps {
+            let _ = write!(h, "<li>{}: {}</li>", esc(&s.system), esc(c));
+        }
+    }
+    h.push_str("</ul>");
     h.push_str("</body></html>\n");
     h
+}
+
+/// Gnutella flood cost against TTL, beside the tutorial's tree count.
+fn flood_section(h: &mut String, ran: &[&SystemResult]) {
+    for s in ran.iter().filter(|s| !s.flood.is_empty()) {
+        let _ = write!(h, "<h2>Flood cost against TTL ({})</h2>", esc(&s.system));
+        let pts = |f: &dyn Fn(&crate::results::FloodPoint) -> f64| {
+            s.flood
+                .iter()
+                .map(|p| (f64::from(p.ttl), f(p)))
+                .collect::<Vec<_>>()
+        };
+        let series = vec![
+            ("measured".to_owned(), pts(&|p| p.measured)),
+            ("tree formula".to_owned(), pts(&|p| p.tree_formula)),
+            ("full flood 2E-N+2".to_owned(), pts(&|p| p.full_flood)),
+        ];
+        h.push_str(&svg_lines(&series, "TTL", "query messages per search"));
+        let o = s.flood_overlay.unwrap_or_default();
+        let seen: Vec<String> = s
+            .flood
+            .iter()
+            .map(|p| {
+                format!(
+                    "TTL {}: {:.1} measured, {:.1} by the formula",
+                    p.ttl,
+                    p.measured,
+                    p.tree_formula.min(p.full_flood)
+                )
+            })
+            .collect();
+        verdict(
+            h,
+            "a flood with TTL t on a graph of degree d costs about 1 + sum over hops i = 2..t of d(d-1)^(i-2) transmissions (each node forwards to its other links), growing geometrically with TTL until the horizon covers the whole overlay; then duplicates make up most of it and the cost levels off at the full flood, 2E - N + 2 here.",
+            &format!(
+                "overlay of {} nodes, {:.0} links, mean degree {:.2} (the nodes' own connection counts); {}.",
+                o.nodes,
+                o.edges,
+                o.mean_degree(),
+                seen.join("; ")
+            ),
+        );
+    }
+}
+
+/// Expanding ring against fixed TTL during a flash crowd.
+fn ring_section(h: &mut String, ran: &[&SystemResult]) {
+    for s in ran.iter().filter(|s| !s.ring.is_empty()) {
+        let _ = write!(
+            h,
+            "<h2>Expanding ring during a flash crowd ({})</h2>",
+            esc(&s.system)
+        );
+        let line = |expanding: bool, f: &dyn Fn(&crate::results::RingRecord) -> Option<f64>| {
+            s.ring
+                .iter()
+                .filter(|r| r.expanding == expanding)
+                .filter_map(|r| f(r).map(|v| (r.copies as f64, v)))
+                .collect::<Vec<_>>()
+        };
+        let msgs = vec![
+            (
+                "fixed TTL".to_owned(),
+                line(false, &|r| Some(r.query_msgs as f64)),
+            ),
+            (
+                "expanding ring".to_owned(),
+                line(true, &|r| Some(r.query_msgs as f64)),
+            ),
+        ];
+        h.push_str(&svg_lines(
+            &msgs,
+            "copies online when searching",
+            "query messages",
+        ));
+        let times = vec![
+            ("fixed TTL".to_owned(), line(false, &|r| r.first_hit_s)),
+            ("expanding ring".to_owned(), line(true, &|r| r.first_hit_s)),
+        ];
+        h.push_str(&svg_lines(
+            &times,
+            "copies online when searching",
+            "seconds to the first hit",
+        ));
+        let stat = |expanding: bool| {
+            let rs: Vec<&crate::results::RingRecord> =
+                s.ring.iter().filter(|r| r.expanding == expanding).collect();
+            let m: Vec<f64> = rs.iter().map(|r| r.query_msgs as f64).collect();
+            let t: Vec<f64> = rs.iter().filter_map(|r| r.first_hit_s).collect();
+            let ttl: Vec<f64> = rs.iter().filter_map(|r| r.ttl.map(f64::from)).collect();
+            let ok = rs.iter().filter(|r| r.verified).count();
+            (
+                m.iter().sum::<f64>() / m.len().max(1) as f64,
+                figures::median(&t),
+                ttl.iter().sum::<f64>() / ttl.len().max(1) as f64,
+                ok,
+                rs.len(),
+            )
+        };
+        let (fm, ft, _, fok, fn_) = stat(false);
+        let (xm, xt, xttl, xok, xn) = stat(true);
+        let verdict_text = if xm < fm {
+            "the expanding ring sent fewer query messages: as predicted"
+        } else {
+            "the expanding ring did NOT send fewer query messages here"
+        };
+        verdict(
+            h,
+            "during a flash crowd each successful searcher becomes a source, so later searches find a copy close by; an expanding ring (TTL 1, 2, 3, ...) stops at the first ring that finds one and pays far fewer transmissions than a fixed-TTL flood, at the price of more rounds (time) while copies are still rare.",
+            &format!(
+                "fixed TTL: {fm:.1} query messages per search, first hit median {} s, {fok}/{fn_} downloads verified; expanding ring: {xm:.1} messages, first hit median {} s, found at TTL {xttl:.1} on average, {xok}/{xn} verified — {verdict_text}.",
+                opt(ft, 2),
+                opt(xt, 2)
+            ),
+        );
+    }
+}
+
+/// Decoys under a popular name: what a name pick and a content-hash pick downloaded.
+fn pollution_section(h: &mut String, res: &Results, ran: &[&SystemResult]) {
+    if res.scenario.pollution_downloads == 0 {
+        return;
+    }
+    h.push_str("<h2>Pollution: decoys under a popular name</h2>");
+    let mut bars = Vec::new();
+    let mut seen = Vec::new();
+    for s in ran {
+        let m = s.summary();
+        for (label, v) in [("name", m.polluted_by_name), ("hash", m.polluted_by_hash)] {
+            if let Some((a, n)) = v {
+                bars.push((
+                    format!("{} {label}", s.system),
+                    100.0 * a as f64 / n.max(1) as f64,
+                ));
+                let failed = s
+                    .pollution
+                    .iter()
+                    .filter(|p| p.pick == label && p.outcome == "failed")
+                    .count();
+                seen.push(format!(
+                    "{} by {label}: {a}/{n} decoys ({failed} failed)",
+                    s.system
+                ));
+            }
+        }
+        for n in &s.pollution_notes {
+            seen.push(format!("{}: {n}", s.system));
+        }
+    }
+    h.push_str(&svg_bars(&bars, "% of downloads that got a decoy"));
+    verdict(
+        h,
+        "polluters put bogus copies of popular songs under the real name on many well-connected nodes; a user who picks by name gets a decoy about as often as decoys outnumber real copies, while a download pinned to a content hash from a trusted link (KaZaA's sig2dat UUHash, Gnutella's urn:sha1, BitTorrent's info_hash) can only fetch the real bytes.",
+        &format!(
+            "{} decoy holders against {} genuine; {}.",
+            res.scenario.decoys,
+            res.scenario.pollution_genuine,
+            seen.join("; ")
+        ),
+    );
 }
 
 #[cfg(test)]
@@ -593,6 +884,7 @@ mod tests {
             ended_at: s,
             source: Some("peer000".into()),
             error: None,
+            progress: Vec::new(),
         };
         Results {
             scenario: crate::scenario::Scenario::small(),
@@ -653,7 +945,11 @@ mod tests {
             (2, vec![ok.clone(), bad]),
             (3, vec![ok]),
         ];
-        assert_eq!(sweep_points(&r.systems[0]), vec![(1.0, 1.0), (3.0, 1.0)]);
+        // The main flash crowd (2 downloads, worst 2 s) joins the line; the failed sweep crowd does not.
+        assert_eq!(
+            sweep_points(&r.systems[0]),
+            vec![(1.0, 1.0), (2.0, 2.0), (3.0, 1.0)]
+        );
         let h = html(&r);
         assert!(h.contains("against the number of downloaders"));
         assert!(h.contains("<polyline"));

@@ -23,6 +23,10 @@ pub struct SearchRecord {
     pub hits: usize,
     /// Wall time of the search client, seconds (includes its login/join).
     pub seconds: f64,
+    /// Seconds from the client's start until the output line with the first result naming the file
+    /// arrived (Gnutella prints each hit as it comes; Napster and KaZaA print all results at the end).
+    #[serde(default)]
+    pub first_hit_s: Option<f64>,
     /// Why it failed, when it did.
     pub error: Option<String>,
 }
@@ -46,6 +50,10 @@ pub struct DownloadRecord {
     pub source: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// Bytes on disk in its download folder, sampled while it ran: `(seconds since the phase began,
+    /// bytes)`; recorded for the churn downloads, whose recovery it shows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<(f64, u64)>,
 }
 
 /// Traffic counted by the nodes' stats files.
@@ -76,13 +84,105 @@ pub struct NodeRecord {
     pub control_bytes: u64,
 }
 
-/// The churn phase: downloads whose only source left.
+/// The churn phase: downloads whose sources left.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChurnRecord {
-    /// Seconds after the downloads began when the source was killed.
+    /// Seconds after the downloads began when the first source left.
     pub source_left_at: f64,
+    /// Seconds after the downloads began when each leaving source left.
+    #[serde(default)]
+    pub departures: Vec<f64>,
+    /// Sources the file had.
+    #[serde(default)]
+    pub sources: usize,
+    /// They left with a goodbye (SIGTERM) rather than being killed.
+    #[serde(default)]
+    pub graceful: bool,
     /// The downloads.
     pub downloads: Vec<DownloadRecord>,
+}
+
+/// Gnutella flood cost at one TTL.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FloodPoint {
+    /// The queries' TTL.
+    pub ttl: u8,
+    /// Searches run at this TTL.
+    pub searches: usize,
+    /// Query messages sent by all nodes (and the searching client), per search.
+    pub measured: f64,
+    /// The tutorial's tree count for the measured mean degree d: 1 + sum over hops 2..=ttl of
+    /// d(d-1)^(hop-2) (the client's one link, then every node forwarding to its other links).
+    pub tree_formula: f64,
+    /// What a complete flood of this overlay costs (2E - N + 2): the formula's ceiling on a finite graph.
+    pub full_flood: f64,
+}
+
+/// The overlay a flood ran on, from the nodes' `connections` gauges.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Overlay {
+    /// Nodes.
+    pub nodes: usize,
+    /// Links (sum of degrees / 2).
+    pub edges: f64,
+}
+
+impl Overlay {
+    /// Mean degree 2E/N.
+    pub fn mean_degree(&self) -> f64 {
+        2.0 * self.edges / self.nodes.max(1) as f64
+    }
+
+    /// Expected query transmissions of a search with TTL `ttl` whose client has one link: the tree count
+    /// `1 + sum_{i=2..=ttl} d(d-1)^(i-2)` (tutorial: queries fan out to the other links at every hop).
+    pub fn tree_formula(&self, ttl: u8) -> f64 {
+        let d = self.mean_degree();
+        (2..=i32::from(ttl)).fold(1.0, |acc, i| acc + d * (d - 1.0).max(0.0).powi(i - 2))
+    }
+
+    /// Transmissions of a flood that reaches every node: the first node forwards on all its links, every
+    /// other on all but the one it heard the query from, plus the client's own send: 2E - N + 2.
+    pub fn full_flood(&self) -> f64 {
+        2.0 * self.edges - self.nodes as f64 + 2.0
+    }
+}
+
+/// One search of the expanding-ring phase.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RingRecord {
+    /// Expanding ring (TTL 1, 2, ...) rather than the fixed TTL.
+    pub expanding: bool,
+    /// Position in its sequence (0 = first searcher).
+    pub index: usize,
+    /// Copies online when it searched (the original plus the earlier searchers that stayed to share).
+    pub copies: usize,
+    /// A result named the file.
+    pub found: bool,
+    /// The bytes it downloaded equal the corpus.
+    pub verified: bool,
+    /// TTL of the ring whose hit named the file.
+    pub ttl: Option<u8>,
+    /// Query messages every node sent for it.
+    pub query_msgs: u64,
+    /// Seconds until the first hit naming the file.
+    pub first_hit_s: Option<f64>,
+    /// Wall time of the client (search and download).
+    pub seconds: f64,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// One download of the polluted file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PollutionRecord {
+    /// `name` (the user picked by name) or `hash` (by content hash from a trusted link).
+    pub pick: String,
+    /// The downloading node.
+    pub node: String,
+    /// `genuine`, `decoy` or `failed` (bytes on disk compared with both).
+    pub outcome: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
 }
 
 impl ChurnRecord {
@@ -129,13 +229,33 @@ pub struct SystemResult {
     pub edges: Vec<(String, String, String)>,
     /// Problems met while running (the run went on).
     pub problems: Vec<String>,
+    /// Rate caps passed to each binary, and options a binary did not have.
+    #[serde(default)]
+    pub rate_caps: Vec<String>,
+    /// Flood cost against TTL (Gnutella).
+    #[serde(default)]
+    pub flood: Vec<FloodPoint>,
+    /// The overlay the flood sweep ran on.
+    #[serde(default)]
+    pub flood_overlay: Option<Overlay>,
+    /// Expanding ring against fixed TTL during a flash crowd (Gnutella).
+    #[serde(default)]
+    pub ring: Vec<RingRecord>,
+    /// Downloads of the polluted file.
+    #[serde(default)]
+    pub pollution: Vec<PollutionRecord>,
+    /// Picks the system cannot make, and why.
+    #[serde(default)]
+    pub pollution_notes: Vec<String>,
 }
 
 /// The comparison row of one system.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
-    /// Median wall time of a successful search, seconds.
+    /// Median wall time of a successful search client, seconds.
     pub search_median_s: Option<f64>,
+    /// Median time until the first result naming the file arrived, seconds.
+    pub first_hit_median_s: Option<f64>,
     /// Searches that found their file / searches run.
     pub search_success: Option<f64>,
     /// Control messages per search.
@@ -158,6 +278,12 @@ pub struct Summary {
     pub infra_bytes: u64,
     /// Churn fates: before the source left, after it left, failed.
     pub churn: Option<(usize, usize, usize)>,
+    /// Pollution by name pick: decoys downloaded, downloads run.
+    pub polluted_by_name: Option<(usize, usize)>,
+    /// Pollution by content-hash pick: decoys downloaded, downloads run.
+    pub polluted_by_hash: Option<(usize, usize)>,
+    /// Rate caps: `yes` (every binary took them), `partly`, `no`, or `-` (none asked).
+    pub caps: String,
 }
 
 impl SystemResult {
@@ -172,6 +298,8 @@ impl SystemResult {
                 .map(|r| r.seconds)
                 .collect();
             s.search_median_s = figures::median(&ok);
+            let first: Vec<f64> = self.searches.iter().filter_map(|r| r.first_hit_s).collect();
+            s.first_hit_median_s = figures::median(&first);
             s.search_success = Some(ok.len() as f64 / self.searches.len() as f64);
             if let Some(t) = self.search_traffic {
                 s.ctl_msgs_per_search = Some(t.messages as f64 / self.searches.len() as f64);
@@ -204,6 +332,30 @@ impl SystemResult {
             s.infra_bytes += n.control_bytes;
         }
         s.churn = self.churn.as_ref().map(ChurnRecord::fates);
+        let polluted = |pick: &str| {
+            let runs: Vec<&PollutionRecord> =
+                self.pollution.iter().filter(|p| p.pick == pick).collect();
+            (!runs.is_empty()).then(|| {
+                (
+                    runs.iter().filter(|p| p.outcome == "decoy").count(),
+                    runs.len(),
+                )
+            })
+        };
+        s.polluted_by_name = polluted("name");
+        s.polluted_by_hash = polluted("hash");
+        let passed = self
+            .rate_caps
+            .iter()
+            .filter(|n| !n.contains("has no"))
+            .count();
+        let missing = self.rate_caps.len() - passed;
+        s.caps = match (passed, missing) {
+            (0, 0) => "-".into(),
+            (_, 0) => "yes".into(),
+            (0, _) => "no".into(),
+            _ => "partly".into(),
+        };
         s
     }
 }
@@ -227,6 +379,21 @@ pub struct Results {
 mod tests {
     use super::*;
 
+    #[test]
+    fn flood_formula_is_the_tree_count_capped_by_the_graph() {
+        // 10 nodes of degree 4: 20 links.
+        let o = Overlay {
+            nodes: 10,
+            edges: 20.0,
+        };
+        assert_eq!(o.mean_degree(), 4.0);
+        assert_eq!(o.tree_formula(1), 1.0);
+        assert_eq!(o.tree_formula(2), 1.0 + 4.0);
+        assert_eq!(o.tree_formula(3), 1.0 + 4.0 + 12.0);
+        assert_eq!(o.tree_formula(4), 1.0 + 4.0 + 12.0 + 36.0);
+        assert_eq!(o.full_flood(), 32.0);
+    }
+
     fn dl(seconds: f64, ended_at: f64, verified: bool) -> DownloadRecord {
         DownloadRecord {
             node: "n".into(),
@@ -237,6 +404,7 @@ mod tests {
             ended_at,
             source: None,
             error: None,
+            progress: Vec::new(),
         }
     }
 
@@ -255,6 +423,7 @@ mod tests {
                 found: false,
                 hits: 0,
                 seconds: 9.0,
+                first_hit_s: None,
                 error: None,
             },
             SearchRecord {
@@ -264,6 +433,7 @@ mod tests {
                 found: true,
                 hits: 5,
                 seconds: 0.5,
+                first_hit_s: Some(0.25),
                 error: None,
             },
         ];
@@ -302,6 +472,9 @@ mod tests {
         ];
         r.churn = Some(ChurnRecord {
             source_left_at: 1.5,
+            departures: vec![1.5],
+            sources: 1,
+            graceful: false,
             downloads: vec![dl(1.0, 1.0, true), dl(2.0, 2.0, true), dl(2.0, 2.0, false)],
         });
         let s = r.summary();
@@ -310,11 +483,34 @@ mod tests {
         assert_eq!(s.flash_done, (3, 3));
         assert_eq!(s.search_success, Some(0.5));
         assert_eq!(s.search_median_s, Some(0.5));
+        assert_eq!(s.first_hit_median_s, Some(0.25));
         assert_eq!(s.ctl_msgs_per_search, Some(5.0));
         assert_eq!(s.busiest_upload, 100);
         assert_eq!(s.median_upload, 10);
         assert_eq!(s.infra_msgs, 11);
         assert_eq!(s.churn, Some((1, 1, 1)));
+        assert_eq!(s.caps, "-");
+        assert_eq!(s.polluted_by_name, None);
+        r.rate_caps = vec![
+            "napster-client serve: --upload-rate 1024".into(),
+            "napster-client get: has no --download-rate option yet (ran without it)".into(),
+        ];
+        let p = |pick: &str, outcome: &str| PollutionRecord {
+            pick: pick.into(),
+            node: "n".into(),
+            outcome: outcome.into(),
+            error: None,
+        };
+        r.pollution = vec![
+            p("name", "decoy"),
+            p("name", "genuine"),
+            p("name", "decoy"),
+            p("hash", "genuine"),
+        ];
+        let s = r.summary();
+        assert_eq!(s.caps, "partly");
+        assert_eq!(s.polluted_by_name, Some((2, 3)));
+        assert_eq!(s.polluted_by_hash, Some((0, 1)));
         r.flash.push(dl(0.0, 0.0, false));
         assert_eq!(
             r.summary().flash_worst_s,

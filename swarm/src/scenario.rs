@@ -64,6 +64,69 @@ pub struct Scenario {
     pub gnutella_ttl: u8,
     /// Most seconds any one search or download may take before it counts as failed.
     pub op_timeout_secs: u64,
+    /// Upload cap of every sharing peer (Napster clients, Gnutella nodes, KaZaA ordinary nodes, BitTorrent
+    /// seeders), bytes/s with k/M/G suffixes (`"512k"`) or a number; absent = unlimited.
+    pub upload_rate: Option<RateSpec>,
+    /// Download cap of every sharing peer (same syntax).
+    pub download_rate: Option<RateSpec>,
+    /// Upload cap of every downloader (flash crowd, sweep, churn, ring and pollution clients; BitTorrent
+    /// leechers upload to each other).
+    pub downloader_upload_rate: Option<RateSpec>,
+    /// Download cap of every downloader.
+    pub downloader_download_rate: Option<RateSpec>,
+    /// Systems that run the `flash_sweep` (empty: every system of the run).
+    pub flash_sweep_systems: Vec<String>,
+    /// Peers holding the churn file (the last peers), all of them sources of the churn downloads.
+    pub churn_sources: usize,
+    /// How many of those sources leave: source k leaves `(k + 1) * churn_leave_after_ms` after the start.
+    pub churn_leaving: usize,
+    /// Sources leave gracefully (SIGTERM: goodbye, stats written) instead of being killed (SIGKILL, after
+    /// a SIGUSR1 so their stats so far are still counted).
+    pub churn_graceful: bool,
+    /// Gnutella flood cost against TTL: for each TTL listed, `searches_per_target` searches that nobody can
+    /// answer (so the flood is never cut short), counting the query messages every node sent (empty: none).
+    pub gnutella_ttl_sweep: Vec<u8>,
+    /// Expanding ring during a flash crowd (Gnutella only): this many one-after-the-other searches for the
+    /// flash file with the fixed `gnutella_ttl`, then as many with an expanding ring (TTL 1, 2, ...); each
+    /// searcher downloads it and stays online sharing it, so later searches find closer copies (0: none).
+    pub ring_searches: usize,
+    /// Pollution: peers holding a decoy (same name and size, other bytes) of a popular new file.
+    pub decoys: usize,
+    /// Pollution: peers holding the genuine file.
+    pub pollution_genuine: usize,
+    /// Pollution: downloads of that file per pick (by name, and by content hash where the system has one;
+    /// 0: no pollution phase).
+    pub pollution_downloads: usize,
+}
+
+/// A byte rate as written in a scenario: a number of bytes/s, or text with a k/M/G suffix (`"256k"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RateSpec {
+    /// Bytes per second.
+    Bytes(u64),
+    /// Text such as `"256k"`, `"1.5M"` (powers of 1024, see `common::daemon::parse_rate`).
+    Text(String),
+}
+
+impl RateSpec {
+    /// Bytes per second, or why the value is not a rate.
+    pub fn bytes_per_sec(&self) -> Result<u64, String> {
+        match self {
+            RateSpec::Bytes(0) => Err("must be at least 1 byte/s (leave it out for no cap)".into()),
+            RateSpec::Bytes(n) => Ok(*n),
+            RateSpec::Text(t) => common::daemon::parse_rate(t),
+        }
+    }
+}
+
+/// The caps of one role, in bytes per second (`None`: unlimited).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caps {
+    /// Upload cap.
+    pub upload: Option<u64>,
+    /// Download cap.
+    pub download: Option<u64>,
 }
 
 impl Default for Scenario {
@@ -80,16 +143,29 @@ impl Default for Scenario {
             firewalled_fraction: 0.1,
             searches_per_target: 5,
             flash_crowd: 16,
-            flash_file_kib: 8192,
-            flash_sweep: Vec::new(),
+            flash_file_kib: 512,
+            flash_sweep: vec![2, 4, 8],
             churn_downloads: 3,
-            churn_file_kib: 8192,
-            churn_leave_after_ms: 150,
-            bittorrent_piece_kib: 64,
+            churn_file_kib: 1024,
+            churn_leave_after_ms: 1000,
+            bittorrent_piece_kib: 32,
             tracker_interval_secs: 5,
             gnutella_classic: false,
             gnutella_ttl: 4,
-            op_timeout_secs: 60,
+            op_timeout_secs: 45,
+            upload_rate: Some(RateSpec::Text("512k".into())),
+            download_rate: Some(RateSpec::Text("2M".into())),
+            downloader_upload_rate: Some(RateSpec::Text("512k".into())),
+            downloader_download_rate: Some(RateSpec::Text("2M".into())),
+            flash_sweep_systems: vec!["napster".into(), "bittorrent".into()],
+            churn_sources: 1,
+            churn_leaving: 1,
+            churn_graceful: false,
+            gnutella_ttl_sweep: Vec::new(),
+            ring_searches: 0,
+            decoys: 0,
+            pollution_genuine: 2,
+            pollution_downloads: 0,
         }
     }
 }
@@ -143,11 +219,18 @@ impl Scenario {
             flash_file_kib: 512,
             flash_sweep: vec![1, 3],
             churn_downloads: 2,
-            churn_file_kib: 512,
-            churn_leave_after_ms: 50,
+            churn_file_kib: 1024,
+            churn_leave_after_ms: 500,
+            churn_sources: 2,
+            churn_leaving: 1,
             bittorrent_piece_kib: 32,
             tracker_interval_secs: 2,
             op_timeout_secs: 15,
+            upload_rate: Some(RateSpec::Text("1M".into())),
+            download_rate: Some(RateSpec::Text("8M".into())),
+            downloader_upload_rate: Some(RateSpec::Text("1M".into())),
+            downloader_download_rate: Some(RateSpec::Text("8M".into())),
+            flash_sweep_systems: Vec::new(),
             ..Scenario::default()
         }
     }
@@ -242,8 +325,89 @@ impl Scenario {
         if self.op_timeout_secs == 0 || self.op_timeout_secs > 3600 {
             return Err(invalid("op_timeout_secs", "must be 1..=3600"));
         }
+        for (field, v) in [
+            ("upload_rate", &self.upload_rate),
+            ("download_rate", &self.download_rate),
+            ("downloader_upload_rate", &self.downloader_upload_rate),
+            ("downloader_download_rate", &self.downloader_download_rate),
+        ] {
+            if let Some(r) = v {
+                r.bytes_per_sec().map_err(|m| invalid(field, m))?;
+            }
+        }
+        for s in &self.flash_sweep_systems {
+            if !SYSTEMS.contains(&s.as_str()) {
+                return Err(invalid(
+                    "flash_sweep_systems",
+                    format!("unknown system {s:?} (known: {})", SYSTEMS.join(", ")),
+                ));
+            }
+        }
+        if self.churn_sources == 0 || self.churn_sources > self.peers - 1 {
+            return Err(invalid(
+                "churn_sources",
+                "must be 1..=peers-1 (peer 0 holds the flash-crowd file)",
+            ));
+        }
+        if self.churn_leaving > self.churn_sources {
+            return Err(invalid("churn_leaving", "must be 0..=churn_sources"));
+        }
+        if self.gnutella_ttl_sweep.len() > 16
+            || self.gnutella_ttl_sweep.iter().any(|t| !(1..=7).contains(t))
+        {
+            return Err(invalid("gnutella_ttl_sweep", "at most 16 TTLs, each 1..=7"));
+        }
+        if self.ring_searches > MAX_PEERS {
+            return Err(invalid("ring_searches", format!("must be 0..={MAX_PEERS}")));
+        }
+        if self.pollution_downloads > MAX_PEERS {
+            return Err(invalid(
+                "pollution_downloads",
+                format!("must be 0..={MAX_PEERS}"),
+            ));
+        }
+        if self.pollution_downloads > 0 && (self.decoys == 0 || self.pollution_genuine == 0) {
+            return Err(invalid(
+                "decoys",
+                "a pollution phase needs at least 1 decoy and 1 pollution_genuine peer",
+            ));
+        }
+        if (self.decoys > 0 || self.pollution_downloads > 0)
+            && self.decoys + self.pollution_genuine
+                > self.peers.saturating_sub(1 + self.churn_sources)
+        {
+            return Err(invalid(
+                "decoys",
+                "decoys + pollution_genuine must leave peer 0 and the churn sources free (at most peers - 1 - churn_sources)",
+            ));
+        }
         Ok(())
     }
+
+    /// The caps of the sharing peers.
+    pub fn sharing_caps(&self) -> Caps {
+        Caps {
+            upload: rate(&self.upload_rate),
+            download: rate(&self.download_rate),
+        }
+    }
+
+    /// The caps of the downloaders.
+    pub fn downloader_caps(&self) -> Caps {
+        Caps {
+            upload: rate(&self.downloader_upload_rate),
+            download: rate(&self.downloader_download_rate),
+        }
+    }
+
+    /// True when `system` runs the flash-crowd sweep.
+    pub fn sweeps(&self, system: &str) -> bool {
+        self.flash_sweep_systems.is_empty() || self.flash_sweep_systems.iter().any(|s| s == system)
+    }
+}
+
+fn rate(r: &Option<RateSpec>) -> Option<u64> {
+    r.as_ref().and_then(|r| r.bytes_per_sec().ok())
 }
 
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -275,32 +439,60 @@ max_file_kib = 1024
 zipf_exponent = 1.0
 # Fraction of the peers holding the most popular file (0 < f <= 1).
 top_fraction = 0.5
-# Fraction of Napster peers that are firewalled (data port 0: uploads only by push).
+# Fraction of Napster and Gnutella peers that are firewalled (uploads only by push).
 firewalled_fraction = 0.1
 # Searches for the rarest file and as many for the most popular one.
 searches_per_target = 5
 # Peers that download the same new file at once (the flash crowd); it starts on one peer only.
 flash_crowd = 16
 # Size of the flash-crowd file, KiB.
-flash_file_kib = 8192
+flash_file_kib = 512
 # Extra flash crowds of these sizes, one after the other, for the "completion time against the number of
-# downloaders" plot (empty: none), e.g. [2, 4, 8, 16].
-flash_sweep = []
-# Downloads of a file whose only source leaves while they run (churn), the file's size (KiB), and when the
-# source leaves (milliseconds after the downloads start).
+# downloaders" plot (the flash crowd above is its last point; empty: none), and the systems that run them
+# (empty: every system).
+flash_sweep = [2, 4, 8]
+flash_sweep_systems = ["napster", "bittorrent"]
+# Per-peer rate caps, bytes/s: a number or text with a k/M/G suffix (powers of 1024). Leave a line out for
+# no cap. Passed as --upload-rate/--download-rate to every node binary that accepts them (the report says
+# which did). Sharing peers (Napster clients, Gnutella nodes, KaZaA ordinary nodes, BitTorrent seeders):
+upload_rate = "512k"
+download_rate = "2M"
+# Downloaders (flash crowd, sweep, churn, ring and pollution clients; BitTorrent leechers upload too):
+downloader_upload_rate = "512k"
+downloader_download_rate = "2M"
+# Churn: downloads of a file held by `churn_sources` peers (the last ones), `churn_leaving` of which leave
+# while the downloads run: source k leaves (k + 1) * churn_leave_after_ms milliseconds after the start.
+# churn_graceful = true sends SIGTERM (a goodbye); false kills them (SIGKILL, after a SIGUSR1 so their
+# stats so far are counted).
 churn_downloads = 3
-churn_file_kib = 8192
-churn_leave_after_ms = 150
+churn_file_kib = 1024
+churn_leave_after_ms = 1000
+churn_sources = 1
+churn_leaving = 1
+churn_graceful = false
 # BitTorrent piece size, KiB (a power of two, at least 16).
-bittorrent_piece_kib = 64
+bittorrent_piece_kib = 32
 # Tracker re-announce interval handed to BitTorrent peers, seconds.
 tracker_interval_secs = 5
 # Gnutella in classic 0.4 mode: every node floods, no ultrapeers, no QRP (the flood for contrast).
 gnutella_classic = false
 # TTL of Gnutella queries (1..=7).
 gnutella_ttl = 4
+# Gnutella flood cost against TTL: for each TTL, searches_per_target searches nobody can answer, counting
+# the query messages all nodes sent, plotted beside the tutorial's expected transmissions (empty: none).
+gnutella_ttl_sweep = []
+# Expanding ring during a flash crowd (Gnutella): this many one-after-the-other searches for the flash file
+# with the fixed gnutella_ttl, then as many with an expanding ring (TTL 1, 2, ...); every searcher
+# downloads the file and stays online sharing it (0: none).
+ring_searches = 0
+# Pollution: `decoys` peers share a decoy (same name and size, other bytes) of a popular new file that
+# `pollution_genuine` peers share for real; pollution_downloads downloads per pick (by name, and by content
+# hash where the system has one: Gnutella urn:sha1, KaZaA UUHash, BitTorrent info_hash). 0: no phase.
+decoys = 0
+pollution_genuine = 2
+pollution_downloads = 0
 # Most seconds any one search or download may take before it counts as failed.
-op_timeout_secs = 60
+op_timeout_secs = 45
 "#;
 
 #[cfg(test)]

@@ -189,21 +189,41 @@ impl Daemon {
 
     /// Asks for a stats snapshot now (SIGUSR1) and waits until a fresh file is there.
     pub fn request_stats(&self) -> Option<common::stats::StatsSnapshot> {
+        let asked = self.ask_stats();
+        self.await_stats(asked, Instant::now() + Duration::from_secs(3))
+    }
+
+    /// Sends SIGUSR1; returns the stats file's modification time before, for [`Daemon::await_stats`].
+    /// Asking every node first and then waiting for all takes one round trip, not one per node.
+    pub fn ask_stats(&self) -> Option<std::time::SystemTime> {
         let before = std::fs::metadata(&self.stats_file)
             .and_then(|m| m.modified())
             .ok();
         signal_group(self.pgid, Signal::USR1);
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
+        before
+    }
+
+    /// Waits until the stats file changed since `before` (or `deadline`) and reads it.
+    pub fn await_stats(
+        &self,
+        before: Option<std::time::SystemTime>,
+        deadline: Instant,
+    ) -> Option<common::stats::StatsSnapshot> {
+        loop {
             let now = std::fs::metadata(&self.stats_file)
                 .and_then(|m| m.modified())
                 .ok();
             if now.is_some() && now != before {
-                return common::stats::StatsSnapshot::read_json(&self.stats_file).ok();
+                // The writer may still be busy: a half-written file is read again shortly.
+                if let Ok(s) = common::stats::StatsSnapshot::read_json(&self.stats_file) {
+                    return Some(s);
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        None
     }
 
     /// True while the process runs.
@@ -241,6 +261,19 @@ impl Daemon {
         self.stopped = self.child.wait().ok();
         forget(self.pgid);
     }
+
+    /// The peer leaves: gracefully (SIGTERM, it says goodbye and writes its stats) or abruptly (SIGKILL,
+    /// as a user pulling the plug, right after a SIGUSR1 so its stats up to that moment are on disk).
+    pub fn leave(&mut self, graceful: bool) {
+        if graceful {
+            self.stop();
+        } else {
+            if self.running() {
+                let _ = self.request_stats();
+            }
+            self.kill();
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -258,6 +291,9 @@ pub struct ToolRun {
     pub status: Option<ExitStatus>,
     /// Its stdout.
     pub stdout: String,
+    /// Each stdout line with the time it arrived, counted from the client's start (its first result's
+    /// arrival, for clients that print results as they come).
+    pub lines: Vec<(Duration, String)>,
     /// The last line of its stderr (the one-line reason on failure).
     pub reason: String,
     /// When it started and ended, relative to `epoch`.
@@ -286,10 +322,25 @@ pub fn run_tool(
     epoch: Instant,
 ) -> Result<ToolRun> {
     let out_path = log.with_extension("out");
-    cmd.stdout(std::fs::File::create(&out_path)?)
+    let mut out_file = std::fs::File::create(&out_path)?;
+    cmd.stdout(Stdio::piped())
         .stderr(std::fs::File::create(log)?);
     let started = epoch.elapsed();
+    let t0 = Instant::now();
     let (mut child, pgid) = spawn_grouped(&mut cmd)?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Lines are stamped as they arrive: a client that prints each hit when it comes tells us when the
+    // user would have seen it. A copy goes to the `.out` file for debugging.
+    let reader = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(out_file, "{line}");
+            lines.push((t0.elapsed(), line));
+        }
+        lines
+    });
     let end = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -310,6 +361,7 @@ pub fn run_tool(
                 signal_group(pgid, Signal::KILL);
                 let _ = child.wait();
                 forget(pgid);
+                let _ = reader.join();
                 return Err(anyhow!("waiting for {:?}: {e}", cmd.get_program()));
             }
         }
@@ -317,14 +369,21 @@ pub fn run_tool(
     let ended = epoch.elapsed();
     signal_group(pgid, Signal::KILL);
     forget(pgid);
+    let lines = reader.join().unwrap_or_default();
     let reason = if status.is_none() {
         format!("timed out after {timeout:?}")
     } else {
         tail_of(log)
     };
+    let stdout = lines.iter().fold(String::new(), |mut acc, (_, l)| {
+        acc.push_str(l);
+        acc.push('\n');
+        acc
+    });
     Ok(ToolRun {
         status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stdout,
+        lines,
         reason,
         started,
         ended,
@@ -374,6 +433,23 @@ mod tests {
         assert!(!r.ok());
         assert_eq!(r.stdout, "hi\n");
         assert_eq!(r.reason, "oops");
+        // Lines are stamped on arrival: the second comes after the pause.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; sleep 0.3; echo two"]);
+        let r = run_tool(
+            cmd,
+            &dir.path().join("v.log"),
+            Duration::from_secs(10),
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(r.lines.len(), 2);
+        assert_eq!(r.lines[1].1, "two");
+        assert!(
+            r.lines[1].0 >= r.lines[0].0 + Duration::from_millis(250),
+            "{:?}",
+            r.lines
+        );
     }
 
     #[test]

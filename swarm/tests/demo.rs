@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const SYSTEM_BINS: [&str; 5] = [
+const SYSTEM_BINS: [&str; 6] = [
     "napster-server",
     "napster-client",
     "gnutella-node",
+    "kazaa-supernode",
     "tracker",
     "bittorrent-peer",
 ];
@@ -119,6 +120,25 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
             .unwrap();
         assert!(busiest >= 512 * 1024, "{name}: busiest upload {busiest}");
     }
+    for name in ["napster", "gnutella", "kazaa", "bittorrent"] {
+        let s = by(name);
+        // Every rate cap the small scenario asks for was passed, or the binary's lack of it is said.
+        let caps = s["rate_caps"].as_array().unwrap();
+        assert!(!caps.is_empty(), "{name}: rate caps recorded");
+        // Churn: the file has two sources, one leaves mid-download; progress was sampled.
+        let churn = &s["churn"];
+        assert_eq!(churn["sources"], 2, "{name}");
+        assert_eq!(churn["departures"].as_array().unwrap().len(), 1, "{name}");
+        for d in churn["downloads"].as_array().unwrap() {
+            assert!(!d["progress"].as_array().unwrap().is_empty(), "{name}: {d}");
+        }
+    }
+    // KaZaA, Gnutella and BitTorrent download from every source at once: losing one of two is survived.
+    for name in ["gnutella", "kazaa", "bittorrent"] {
+        for d in by(name)["churn"]["downloads"].as_array().unwrap() {
+            assert_eq!(d["verified"], true, "{name}: {d}");
+        }
+    }
     for name in ["napster", "gnutella"] {
         let n = by(name);
         let searches = n["searches"].as_array().unwrap();
@@ -127,6 +147,14 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
             searches.iter().all(|s| s["found"] == true),
             "{name}: {searches:?}"
         );
+        // Time to the first result: when its line arrived, within the client's lifetime.
+        for s in searches {
+            let first = s["first_hit_s"].as_f64().unwrap();
+            assert!(
+                first > 0.0 && first <= s["seconds"].as_f64().unwrap(),
+                "{s}"
+            );
+        }
         assert!(
             n["search_traffic"]["messages"].as_u64().unwrap() >= 4,
             "{name}: a query and its answer per search"
@@ -148,6 +176,8 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         "Upload load across peers",
         "Overlay graph per system",
         "Downloads whose source left",
+        "bytes received while the sources left",
+        "Rate caps",
     ] {
         assert!(html.contains(title), "{title}");
     }
@@ -156,6 +186,165 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         "CDF, traffic, 3 upload, 3 graphs"
     );
     assert!(html.contains("<circle"), "overlay nodes drawn");
+    assert!(html.contains("class=\"mark\""), "source departures marked");
+}
+
+/// Runs `swarm run` on a scenario text; returns the results.
+fn run_scenario(text: &str) -> (Value, String) {
+    let bins = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let f = out.path().join("s.toml");
+    std::fs::write(&f, text).unwrap();
+    let o = swarm(tmp.path())
+        .arg("run")
+        .arg(&f)
+        .args(["--quiet", "--out"])
+        .arg(out.path())
+        .arg("--bin-dir")
+        .arg(&bins)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(processes_mentioning(&tmp.path().display().to_string()).is_empty());
+    let r =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    (r, html)
+}
+
+/// Gnutella flood cost against TTL, expanding ring during a flash crowd, and pollution, at a tiny size.
+#[test]
+fn gnutella_flood_ring_and_pollution_tiny() {
+    let (r, html) = run_scenario(
+        r#"
+systems = ["gnutella"]
+gnutella_classic = true
+gnutella_ttl = 3
+gnutella_ttl_sweep = [1, 3]
+peers = 6
+files = 6
+searches_per_target = 1
+flash_crowd = 0
+flash_file_kib = 64
+flash_sweep = []
+ring_searches = 2
+churn_downloads = 0
+decoys = 2
+pollution_genuine = 1
+pollution_downloads = 2
+op_timeout_secs = 20
+"#,
+    );
+    let g = &r["systems"][0];
+    assert!(g["unavailable"].is_null(), "{}", g["unavailable"]);
+    let flood = g["flood"].as_array().unwrap();
+    assert_eq!(flood.len(), 2);
+    let m = |i: usize| flood[i]["measured"].as_f64().unwrap();
+    // TTL 1 reaches only the client's own links; TTL 3 floods further (counted from the nodes' stats).
+    assert!(m(0) >= 1.0, "{flood:?}");
+    assert!(m(1) > m(0), "{flood:?}");
+    assert_eq!(flood[0]["tree_formula"], 1.0);
+    assert!(flood[1]["full_flood"].as_f64().unwrap() > 0.0);
+    let ring = g["ring"].as_array().unwrap();
+    assert_eq!(
+        ring.len(),
+        4,
+        "two fixed-TTL and two expanding-ring searches"
+    );
+    for rec in ring {
+        assert_eq!(rec["verified"], true, "{rec}");
+        assert!(rec["query_msgs"].as_u64().unwrap() >= 1, "{rec}");
+        assert!(rec["ttl"].as_u64().unwrap() <= 3, "{rec}");
+    }
+    // The second searcher found one more copy online (the first stayed to share).
+    assert_eq!(ring[1]["copies"], 2);
+    // A download pinned to the urn:sha1 never gets a decoy; a name pick may.
+    let poll = g["pollution"].as_array().unwrap();
+    let hash: Vec<&Value> = poll.iter().filter(|p| p["pick"] == "hash").collect();
+    assert_eq!(hash.len(), 2);
+    assert!(hash.iter().all(|p| p["outcome"] == "genuine"), "{poll:?}");
+    let name: Vec<&Value> = poll.iter().filter(|p| p["pick"] == "name").collect();
+    assert_eq!(name.len(), 2);
+    assert!(name.iter().all(|p| p["outcome"] != "failed"), "{poll:?}");
+    for title in [
+        "Flood cost against TTL",
+        "Expanding ring during a flash crowd",
+        "Pollution: decoys under a popular name",
+    ] {
+        assert!(html.contains(title), "{title}");
+    }
+}
+
+/// KaZaA surviving the loss of sources, and content hashes against decoys in KaZaA and BitTorrent.
+#[test]
+fn kazaa_source_loss_and_hash_picks_tiny() {
+    let (r, html) = run_scenario(
+        r#"
+systems = ["kazaa", "bittorrent"]
+peers = 8
+files = 6
+searches_per_target = 1
+flash_crowd = 0
+flash_sweep = []
+flash_file_kib = 64
+churn_downloads = 2
+churn_file_kib = 512
+churn_sources = 3
+churn_leaving = 2
+churn_leave_after_ms = 400
+upload_rate = "256k"
+decoys = 3
+pollution_genuine = 1
+pollution_downloads = 2
+op_timeout_secs = 30
+"#,
+    );
+    let by = |name: &str| {
+        r["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["system"] == name)
+            .unwrap()
+            .clone()
+    };
+    let k = by("kazaa");
+    assert!(k["unavailable"].is_null(), "{}", k["unavailable"]);
+    let churn = &k["churn"];
+    let left = churn["departures"].as_array().unwrap();
+    assert_eq!(left.len(), 2);
+    // 512 KiB from three sources capped at 256 KiB/s cannot be done before the first one leaves, and
+    // every download still completes from what is left.
+    for d in churn["downloads"].as_array().unwrap() {
+        assert_eq!(d["verified"], true, "{d}");
+        assert!(
+            d["ended_at"].as_f64().unwrap() > left[0].as_f64().unwrap(),
+            "{d}"
+        );
+    }
+    for name in ["kazaa", "bittorrent"] {
+        let poll = by(name)["pollution"].as_array().unwrap().clone();
+        let hash: Vec<&Value> = poll.iter().filter(|p| p["pick"] == "hash").collect();
+        assert_eq!(hash.len(), 2, "{name}");
+        assert!(
+            hash.iter().all(|p| p["outcome"] == "genuine"),
+            "{name}: {poll:?}"
+        );
+    }
+    // KaZaA users pick the result line with the most sources: three decoys outnumber one real copy.
+    let kp = k["pollution"].as_array().unwrap();
+    assert!(
+        kp.iter()
+            .any(|p| p["pick"] == "name" && p["outcome"] == "decoy"),
+        "{kp:?}"
+    );
+    assert!(html.contains("bytes received while the sources left"));
 }
 
 #[test]
