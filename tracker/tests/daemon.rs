@@ -126,10 +126,24 @@ fn bad_http_input_gets_failure_reason_and_tracker_survives() {
     assert!(String::from_utf8(bbytes(&d[&b"failure reason"[..]]))
         .unwrap()
         .contains("too long"));
-    // An oversized header block is refused by the HTTP layer, not by crashing.
+    // A request head over 8 KiB gets a bencoded failure too (and the connection is closed).
     let big = "x".repeat(20_000);
-    let (code, _) = http_get(t.http, "/announce", &[("X-Big", &big)]);
-    assert!(code >= 400, "got {code}");
+    let (code, body) = http_get(t.http, "/announce", &[("X-Big", &big)]);
+    assert_eq!(code, 200);
+    let reason = String::from_utf8(bbytes(&bdecode(&body)[&b"failure reason"[..]])).unwrap();
+    assert!(reason.contains("head too large"), "{reason}");
+    // Not HTTP at all: 400 with a bencoded reason.
+    let (code, body) = raw_request(t.http, b"\x16\x03\x01 hello\r\n\r\n");
+    assert_eq!(code, 400);
+    assert!(bdecode(&body).contains_key(&b"failure reason"[..]));
+    // Keep-alive with two pipelined announces on one connection: two replies.
+    let q1 = announce_query(6, 1, 7001, 1, Event::Started);
+    let q2 = announce_query(6, 2, 7002, 1, Event::Started);
+    let req = format!(
+        "GET {q1} HTTP/1.1\r\nHost: t\r\n\r\nGET {q2} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    );
+    let all = raw_exchange(t.http, req.as_bytes());
+    assert_eq!(all.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{all}");
     let (code, _) = t.get("/nope");
     assert_eq!(code, 404);
     // Still serving.
@@ -277,4 +291,23 @@ fn counters_survive_restart_and_stats_file_written_on_sigterm() {
     };
     assert_eq!(bint(&f[&b"downloaded"[..]]), 1, "counter restored");
     assert_eq!(bint(&f[&b"complete"[..]]), 0, "peers are not restored");
+}
+
+/// Sends raw bytes on a fresh connection and returns everything the tracker sent until it closed.
+fn raw_exchange(addr: std::net::SocketAddr, req: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+/// Sends raw bytes and splits the one reply into (status, body).
+fn raw_request(addr: std::net::SocketAddr, req: &[u8]) -> (u16, Vec<u8>) {
+    let all = raw_exchange(addr, req);
+    let (head, body) = all.split_once("\r\n\r\n").expect("a reply head");
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.as_bytes().to_vec())
 }

@@ -3,10 +3,12 @@
 //! - [`http`]: BEP 3 announce and BEP 48 scrape query strings, and their bencoded replies (BEP 3 dictionary
 //!   peers, BEP 23 compact peers, BEP 7 `peers6`), written by a small hand-written bencode writer that the
 //!   tests check against `bendy` as an oracle.
+//! - [`head`]: the HTTP/1.x request-head reader and reply framing of the tracker port.
 //! - [`udp`]: BEP 15 UDP tracker packets (connect, announce, scrape, error).
 //!
 //! Every size limit is a named constant; every decoder returns an error for bad input, never panics.
 
+pub mod head;
 pub mod http;
 pub mod udp;
 

@@ -1,4 +1,4 @@
-//! The tokio shell around [`crate::protocol::service::Service`]: an HTTP/1.1 server (hyper) for BEP 3
+//! The tokio shell around [`crate::protocol::service::Service`]: an HTTP/1.x front end for BEP 3
 //! `/announce`, BEP 48 `/scrape` and a `/stats` page, a BEP 15 UDP socket, the expiry timer, the stats
 //! record and the state file. Everything that decides anything lives in `protocol`; this module moves bytes.
 
@@ -18,8 +18,8 @@ use crate::protocol::service::{Outcome, Service};
 
 /// Most HTTP connections served at once; more wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 4096;
-/// Largest HTTP request head hyper buffers (hyper's minimum); bigger heads are refused by hyper.
-pub const MAX_HTTP_HEAD: usize = 8192;
+/// Largest HTTP request head read; a bigger one gets a bencoded `failure reason`.
+pub const MAX_HTTP_HEAD: usize = crate::codec::head::MAX_HEAD_LEN;
 /// A client must send its request head within this time.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most torrents listed on the `/stats` page (the busiest first).
