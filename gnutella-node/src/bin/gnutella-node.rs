@@ -262,27 +262,8 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
         Some(u) => Some(parse_sha1_urn(u).context("--urn must be urn:sha1:<32 base32>")?),
         None => None,
     };
-    let listen = cli
-        .daemon
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let stats = Stats::new("gnutella", "leaf", &addr.to_string());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let node = Node::start(
-        listener,
-        node_config(cli, Role::Leaf),
-        stats.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    if !node
-        .wait_connected(1, Duration::from_secs_f64(*connect_timeout))
-        .await
-    {
-        anyhow::bail!("could not connect to any peer");
-    }
+    let client = Client::start(cli, *connect_timeout).await?;
+    let node = &client.node;
     // Give the ultrapeer a moment to take our QRP table before the query flows.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut events = node.subscribe();
@@ -370,15 +351,60 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
         eprintln!("{results} result(s) in {hit_count} hit(s)");
     }
     let dl = match download {
-        Some(dir) => fetch(&node, &found, dir, *json).await,
+        Some(dir) => fetch(node, &found, dir, *json).await,
         None => Ok(()),
     };
-    node.close().await;
-    shutdown.cancel();
-    if let Some(p) = &cli.daemon.stats_file {
-        common::daemon::write_stats(&stats, p);
-    }
+    client.stop(cli).await;
     dl
+}
+
+/// The short-lived leaf behind `search` and `get`: listens (for GIV and uploads), joins the `--peer`s if any.
+struct Client {
+    node: Node,
+    stats: Stats,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Client {
+    /// Starts the node; with `--peer`s, waits up to `connect_timeout` seconds for the first link.
+    async fn start(cli: &Cli, connect_timeout: f64) -> anyhow::Result<Client> {
+        let listen = cli
+            .daemon
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let stats = Stats::new("gnutella", "leaf", &addr.to_string());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let node = Node::start(
+            listener,
+            node_config(cli, Role::Leaf),
+            stats.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        if !cli.peers.is_empty()
+            && !node
+                .wait_connected(1, Duration::from_secs_f64(connect_timeout))
+                .await
+        {
+            anyhow::bail!("could not connect to any peer");
+        }
+        Ok(Client {
+            node,
+            stats,
+            shutdown,
+        })
+    }
+
+    /// Says Bye, stops the node's tasks and writes `--stats-file`.
+    async fn stop(self, cli: &Cli) {
+        self.node.close().await;
+        self.shutdown.cancel();
+        if let Some(p) = &cli.daemon.stats_file {
+            common::daemon::write_stats(&self.stats, p);
+        }
+    }
 }
 
 /// A peer-supplied file name made safe as one path component.
@@ -491,29 +517,9 @@ async fn get(cli: &Cli) -> anyhow::Result<()> {
     if sources.is_empty() && cli.peers.is_empty() {
         anyhow::bail!("get needs a --source or a --peer to search");
     }
-    let listen = cli
-        .daemon
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let stats = Stats::new("gnutella", "leaf", &addr.to_string());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let node = Node::start(
-        listener,
-        node_config(cli, Role::Leaf),
-        stats.clone(),
-        shutdown.clone(),
-    )
-    .await?;
     let joined = !cli.peers.is_empty();
-    if joined
-        && !node
-            .wait_connected(1, Duration::from_secs_f64(*connect_timeout))
-            .await
-    {
-        anyhow::bail!("could not connect to any peer");
-    }
+    let client = Client::start(cli, *connect_timeout).await?;
+    let node = &client.node;
     let file_name = name
         .clone()
         .unwrap_or_else(|| sha1_urn(&sha1)["urn:sha1:".len()..].to_owned());
@@ -534,10 +540,6 @@ async fn get(cli: &Cli) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    node.close().await;
-    shutdown.cancel();
-    if let Some(p) = &cli.daemon.stats_file {
-        common::daemon::write_stats(&stats, p);
-    }
+    client.stop(cli).await;
     r
 }

@@ -62,6 +62,16 @@ fn link(peer: PeerKind) -> Link {
     }
 }
 
+/// An ultrapeer with ultrapeer links 1..=n, their greeting pings drained.
+fn ultrapeer_with_links(n: ConnId, now: Instant) -> Servent {
+    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
+    for c in 1..=n {
+        s.add_connection(now, c, &link(PeerKind::Ultrapeer));
+        drain(&mut s, c);
+    }
+    s
+}
+
 fn drain(s: &mut Servent, c: ConnId) -> Vec<Descriptor> {
     std::iter::from_fn(|| s.poll_transmit(c))
         .map(|o| o.desc)
@@ -228,11 +238,7 @@ fn case4_firewalled_servent_sets_push_and_ignores_firewalled_queriers() {
 #[test]
 fn case5_duplicates_ttl_clamp_and_hard_limit() {
     let now = Instant::now();
-    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
-    for c in 1..=3 {
-        s.add_connection(now, c, &link(PeerKind::Ultrapeer));
-        drain(&mut s, c);
-    }
+    let mut s = ultrapeer_with_links(3, now);
     s.handle_descriptor(now, 1, query(1, 200, 0, Query::new("abc", false)));
     let fwd = drain(&mut s, 2);
     assert_eq!(fwd.len(), 1);
@@ -746,11 +752,7 @@ fn numbered_query(i: usize, ttl: u8, hops: u8) -> Descriptor {
 #[test]
 fn honest_duplicates_are_dropped_but_a_link_repeating_itself_gets_bye_401() {
     let now = Instant::now();
-    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
-    for c in 1..=3 {
-        s.add_connection(now, c, &link(PeerKind::Ultrapeer));
-        drain(&mut s, c);
-    }
+    let mut s = ultrapeer_with_links(3, now);
     // The same 100 queries over two links (a flood's normal duplicates): dropped, nobody kicked.
     for i in 0..100 {
         s.handle_descriptor(now, 1, numbered_query(i, 3, 0));
@@ -781,11 +783,7 @@ fn honest_duplicates_are_dropped_but_a_link_repeating_itself_gets_bye_401() {
 #[test]
 fn over_the_hard_ttl_limit_repeatedly_gets_bye_403_and_bad_queries_402() {
     let now = Instant::now();
-    let mut s = servent(1, Role::Ultrapeer, false, vec![], now);
-    for c in 1..=3 {
-        s.add_connection(now, c, &link(PeerKind::Ultrapeer));
-        drain(&mut s, c);
-    }
+    let mut s = ultrapeer_with_links(3, now);
     let over = s.config().max_over_ttl as usize;
     for i in 0..over {
         s.handle_descriptor(now, 1, numbered_query(i, 1, 15));
