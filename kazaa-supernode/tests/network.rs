@@ -216,9 +216,11 @@ fn bad_input_is_refused_cleanly() {
         .args(["--role", "auto", "--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
+    assert!(!out.status.success(), "an auto node needs a supernode");
     assert!(
-        !out.status.success(),
-        "auto is documented as not implemented"
+        String::from_utf8_lossy(&out.stderr).contains("--peer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

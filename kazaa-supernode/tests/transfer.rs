@@ -539,12 +539,13 @@ fn upload_and_download_rates_are_capped() {
     }
 
     let dest = out.path().join("down.bin");
+    let get_stats = out.path().join("get-stats.json");
     let start = Instant::now();
     let report = Get::start_with(
         &s,
         &down_hash.to_hex(),
         &dest,
-        &[],
+        &["--stats-file", get_stats.to_str().unwrap()],
         &["--download-rate", "100k"],
     )
     .finish();
@@ -562,4 +563,14 @@ fn upload_and_download_rates_are_capped() {
         .filter(|s| s["bytes"].as_u64() > Some(0))
         .count();
     assert_eq!(senders, 2, "the cap spans both sources: {report}");
+    // The client's own stats file (the lab counts the downloader's traffic from it).
+    let c = common::stats::StatsSnapshot::read_json(&get_stats).expect("get writes its stats");
+    assert_eq!((c.proto.as_str(), c.role.as_str()), ("kazaa", "client"));
+    // At least the file (endgame duplicates of the last blocks count too).
+    assert!(
+        c.transfers.download_bytes >= down.len() as u64,
+        "{:?}",
+        c.transfers
+    );
+    assert_eq!(c.messages["query"].out_count, 1, "{:?}", c.messages);
 }

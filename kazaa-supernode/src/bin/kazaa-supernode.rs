@@ -20,7 +20,7 @@ use kazaa_supernode::node::http::{KazaaRouter, QueueGate};
 use kazaa_supernode::node::{run_supernode, OnClient, OnEvent};
 use kazaa_supernode::protocol::matching::terms;
 use kazaa_supernode::protocol::ordinary::{choose_supernode, NodeCache, Probe};
-use kazaa_supernode::protocol::promotion::{Promotion, PromotionConfig, Verdict};
+use kazaa_supernode::protocol::promotion::{bandwidth_byte, Promotion, PromotionConfig, Verdict};
 use kazaa_supernode::protocol::supernode::SupernodeConfig;
 
 /// FastTrack-style KaZaA node: supernode, ordinary or auto role, and `search`/`get` clients.
@@ -266,6 +266,7 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
         http
     };
     let capacity = capacity_kbps(&cli);
+    let bandwidth = bandwidth_byte(capacity);
     let mut promotion = Promotion::new(
         PromotionConfig {
             min_uptime: Duration::from_secs_f64(cli.promote_after.max(0.0)),
@@ -286,11 +287,12 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
         // Probe up to 5 SNs, keep the best session, close the others.
         let mut sessions = Vec::new();
         for addr in cache.probe_candidates(Instant::now(), previous, &mut rng) {
-            match OnClient::connect(
+            match OnClient::connect_with_bandwidth(
                 addr.into(),
                 &cli.network,
                 http,
                 &cli.user,
+                bandwidth,
                 &[],
                 Some(&stats),
             )
@@ -327,11 +329,12 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
         drop(client);
         promotion.sn_load(probe.load);
         // Register on a fresh session: probes registered nothing.
-        let mut c = match OnClient::connect(
+        let mut c = match OnClient::connect_with_bandwidth(
             best.into(),
             &cli.network,
             advertised,
             &cli.user,
+            bandwidth,
             &shares,
             Some(&stats),
         )

@@ -431,12 +431,27 @@ pub struct OnClient {
 }
 
 impl OnClient {
-    /// Connects, handshakes, and sends the user info and shares; every message is counted in `stats`.
+    /// Connects, handshakes, and sends the user info (bandwidth 0xD1, "infinite") and shares; every
+    /// message is counted in `stats`.
     pub async fn connect(
         sn: SocketAddr,
         network: &str,
         http: SocketAddrV4,
         user: &str,
+        shares: &[FileMeta],
+        stats: Option<&Stats>,
+    ) -> io::Result<OnClient> {
+        Self::connect_with_bandwidth(sn, network, http, user, 0xD1, shares, stats).await
+    }
+
+    /// [`OnClient::connect`] declaring `bandwidth` in the 0x02
+    /// ([`crate::protocol::promotion::bandwidth_byte`]).
+    pub async fn connect_with_bandwidth(
+        sn: SocketAddr,
+        network: &str,
+        http: SocketAddrV4,
+        user: &str,
+        bandwidth: u8,
         shares: &[FileMeta],
         stats: Option<&Stats>,
     ) -> io::Result<OnClient> {
@@ -455,7 +470,7 @@ impl OnClient {
         w.stats = stats.cloned();
         w.send(&Packet::plain(Message::UserInfo {
             addr: http,
-            bandwidth: 0xD1,
+            bandwidth,
             user: user.to_owned(),
         }))
         .await?;

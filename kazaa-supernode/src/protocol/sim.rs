@@ -476,6 +476,44 @@ fn push_is_relayed_through_both_supernodes() {
     );
 }
 
+/// Push beyond the directly linked SNs: in a chain SN0–SN1–SN2 the asker's SN (0) has no link to the
+/// target's SN (2); the push follows the reverse path of SN2's result wave (SN0 → SN1 → SN2).
+#[test]
+fn push_follows_the_reverse_path_of_the_result_wave() {
+    let mut sim = Sim::new(3, |_| {});
+    sim.link(0, 1);
+    sim.link(1, 2);
+    let target_addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 5, 1), 0);
+    let t = sim.child(2, *target_addr.ip(), "hidden", 0);
+    sim.send(t, Message::Share(file("Far Away.mp3", "Far", 9)));
+    let b = sim.child(0, Ipv4Addr::new(127, 0, 5, 2), "asker", 1214);
+    sim.take(t);
+    sim.take(b);
+    let requester = SocketAddrV4::new(Ipv4Addr::new(127, 0, 5, 2), 1214);
+    let push = Message::PushRequest {
+        push_id: 78,
+        requester,
+        target: target_addr,
+        target_sn: sn_addr(2),
+        target_user: "hidden".into(),
+    };
+    // Before any wave came back from SN2, SN0 knows no way there: the push is dropped.
+    sim.send(b, push.clone());
+    assert!(sim.take(t).is_empty());
+    sim.send(b, query(1, 50, "far away"));
+    let got = sim.take(b);
+    let waves = replies(&got);
+    assert!(waves.iter().any(|r| r.sn == sn_addr(2)), "{got:?}");
+    sim.send(b, push);
+    assert_eq!(
+        sim.take(t),
+        vec![Message::PushRelay {
+            push_id: 78,
+            requester
+        }]
+    );
+}
+
 #[test]
 fn fanout_picks_a_seeded_subset() {
     let run = || {

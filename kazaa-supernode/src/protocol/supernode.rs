@@ -14,7 +14,9 @@
 //!   (so the child sees one 0x07 per answering SN), stops at "up to x", and sends one 0x08 when all
 //!   links ended, the count was reached or `search_timeout` passed;
 //! - push: a child's long 0x0D addressed to this SN is relayed to the target child as the short form;
-//!   addressed to a linked SN it goes there as a unicast 0x800D; otherwise it is dropped.
+//!   addressed to another SN it goes as a unicast 0x800D to that SN if linked, else along the reverse
+//!   path of that SN's result waves (each SN remembers on which link an SN's 0x8007 arrived, the way
+//!   Gnutella routes PUSH back along QueryHits); with no route it is dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -38,6 +40,10 @@ pub const DUPLICATE_MEMORY: Duration = Duration::from_secs(60);
 pub const MAX_TRACKED_SEARCHES: usize = 4096;
 /// Most (origin, id) pairs remembered.
 pub const MAX_SEEN: usize = 16_384;
+/// How long the link an SN's result wave arrived on is remembered as the way to it (push routing).
+pub const ROUTE_MEMORY: Duration = Duration::from_secs(600);
+/// Most SNs remembered that way.
+pub const MAX_ROUTES: usize = 4096;
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -144,6 +150,8 @@ pub struct Supernode {
     next_id: u16,
     rng: StdRng,
     counters: SupernodeCounters,
+    /// Answering SN → (link its last wave arrived on, when): the reverse path for pushes.
+    routes: HashMap<SocketAddrV4, (ConnId, Instant)>,
 }
 
 fn send(conn: ConnId, route: Option<Route>, message: Message) -> Action {
@@ -167,6 +175,7 @@ impl Supernode {
             seen_order: VecDeque::new(),
             next_id: 1,
             counters: SupernodeCounters::default(),
+            routes: HashMap::new(),
         }
     }
 
@@ -270,6 +279,7 @@ impl Supernode {
         self.index.remove_child(conn);
         self.origins.retain(|_, o| o.child != conn);
         self.relays.retain(|_, r| r.upstream != conn);
+        self.routes.retain(|_, (via, _)| *via != conn);
         let mut out = Vec::new();
         if self.peers.remove(&conn).is_some() {
             self.link_ended(conn, &mut out);
@@ -412,7 +422,7 @@ impl Supernode {
                     if let Some(child) = self.index.child_by_addr(target, &target_user) {
                         out.push(send(child, None, Message::PushRelay { push_id, requester }));
                     }
-                } else if let Some((&peer, _)) = self.peers.iter().find(|(_, a)| **a == target_sn) {
+                } else if let Some(peer) = self.next_hop(target_sn, now) {
                     let route = Route::Unicast {
                         src: self.cfg.addr,
                         dst: target_sn,
@@ -432,6 +442,34 @@ impl Supernode {
             other => tracing::debug!(?conn, msg = other.name(), "ignored from child"),
         }
         out
+    }
+
+    /// Remembers that `sn`'s waves arrive on `link`.
+    fn learn_route(&mut self, sn: SocketAddrV4, link: ConnId, now: Instant) {
+        if sn == self.cfg.addr {
+            return;
+        }
+        if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&sn) {
+            self.routes
+                .retain(|_, (_, t)| now.saturating_duration_since(*t) < ROUTE_MEMORY);
+            if self.routes.len() >= MAX_ROUTES {
+                return;
+            }
+        }
+        self.routes.insert(sn, (link, now));
+    }
+
+    /// The link toward SN `sn`: a direct link, else the one its last result wave came in on.
+    fn next_hop(&self, sn: SocketAddrV4, now: Instant) -> Option<ConnId> {
+        if let Some((&peer, _)) = self.peers.iter().find(|(_, a)| **a == sn) {
+            return Some(peer);
+        }
+        self.routes
+            .get(&sn)
+            .filter(|(via, t)| {
+                now.saturating_duration_since(*t) < ROUTE_MEMORY && self.peers.contains_key(via)
+            })
+            .map(|(via, _)| *via)
     }
 
     fn alloc_id(&mut self) -> Option<u16> {
@@ -540,6 +578,7 @@ impl Supernode {
                 self.forwarded_query(conn, src, hops, unknown, query, now, &mut out);
             }
             (Some(Route::Unicast { dst, hops, src }), Message::Reply(reply)) => {
+                self.learn_route(src, conn, now);
                 if dst == self.cfg.addr {
                     self.origin_reply(conn, reply, &mut out);
                 } else if hops < MAX_HOPS {
@@ -586,7 +625,7 @@ impl Supernode {
                         out.push(send(child, None, Message::PushRelay { push_id, requester }));
                     }
                 } else if hops < MAX_HOPS {
-                    if let Some((&peer, _)) = self.peers.iter().find(|(_, a)| **a == dst) {
+                    if let Some(peer) = self.next_hop(dst, now).filter(|&p| p != conn) {
                         let m = Message::PushRequest {
                             push_id,
                             requester,
