@@ -287,7 +287,8 @@ pub fn svg_lines_marked(
                 d.join(" ")
             );
         }
-        for p in pts {
+        // Dots only where they are few enough to read (a sampled progress line has hundreds).
+        for p in pts.iter().filter(|_| pts.len() <= 40) {
             let _ = write!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#,
@@ -303,15 +304,17 @@ pub fn svg_lines_marked(
             esc(label)
         );
     }
-    for (mx, label) in marks {
+    for (i, (mx, label)) in marks.iter().enumerate() {
+        // Labels step down so that close marks stay readable.
         let _ = write!(
             s,
-            r##"<line class="mark" x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{b}" stroke="#000" stroke-dasharray="4 3"/><text x="{x:.1}" y="{ty}" font-size="10" text-anchor="middle">{}</text>"##,
+            r##"<line class="mark" x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{b}" stroke="#000" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" font-size="10">{}</text>"##,
             esc(label),
             x = x(*mx),
+            tx = x(*mx) + 3.0,
             top = PAD,
             b = H - PAD,
-            ty = PAD - 4.0,
+            ty = PAD + 12.0 * (i as f64 + 1.0),
         );
     }
     s.push_str("</svg>");
@@ -719,9 +722,13 @@ fn flood_section(h: &mut String, ran: &[&SystemResult]) {
                 .map(|p| (f64::from(p.ttl), f(p)))
                 .collect::<Vec<_>>()
         };
+        // The tree count grows without bound; on a finite overlay it cannot pass the full flood.
         let series = vec![
             ("measured".to_owned(), pts(&|p| p.measured)),
-            ("tree formula".to_owned(), pts(&|p| p.tree_formula)),
+            (
+                "formula (capped)".to_owned(),
+                pts(&|p| p.tree_formula.min(p.full_flood)),
+            ),
             ("full flood 2E-N+2".to_owned(), pts(&|p| p.full_flood)),
         ];
         h.push_str(&svg_lines(&series, "TTL", "query messages per search"));
