@@ -574,3 +574,29 @@ fn upload_and_download_rates_are_capped() {
     );
     assert_eq!(c.messages["query"].out_count, 1, "{:?}", c.messages);
 }
+
+/// Push beyond the directly linked SNs: SN1 – SN2 – SN3 in a chain, the firewalled source on SN3, the
+/// downloader on SN1 (no link to SN3). Each 0x0D follows the reverse path of SN3's result wave.
+#[test]
+fn push_crosses_two_supernode_hops() {
+    let chain = |peer: &Daemon| {
+        Daemon::builder_path(BIN)
+            .args(["--role", "supernode", "--listen", "127.0.0.1:0"])
+            .args(["--peer", &peer.addr().to_string()])
+            .spawn()
+            .expect("supernode starts")
+    };
+    let s1 = sn();
+    let s2 = chain(&s1);
+    let s3 = chain(&s2);
+    let data = content(40_000, 13);
+    let hash = uuhash(&data);
+    let dir = share_dir("Far.mp3", &data);
+    let _o = on(&s3, dir.path(), "far", &["--firewalled"]);
+    wait_sources(&s1, &hash.to_hex(), 1);
+    let d = tempfile::tempdir().unwrap();
+    let dest = d.path().join("far.mp3");
+    let report = Get::start(&s1, &hash.to_hex(), &dest).finish();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(report["sources"].as_array().unwrap().len(), 1, "{report}");
+}
