@@ -90,8 +90,14 @@ pub trait Driver {
     fn start_infrastructure(&mut self, ctx: &Ctx) -> Result<()>;
     /// Starts the sharing peers; returns how many.
     fn start_peers(&mut self, ctx: &Ctx) -> Result<usize>;
+    /// The driver's nodes and clients.
+    fn fleet(&self) -> &Fleet;
+    /// The same, to change.
+    fn fleet_mut(&mut self) -> &mut Fleet;
     /// Every live node's stats now (fresh on SIGUSR1) and every finished client's stats file.
-    fn snapshots(&mut self) -> Snapshots;
+    fn snapshots(&mut self) -> Snapshots {
+        self.fleet_mut().snapshots()
+    }
     /// The command of search number `i` for `file`, or `None` when the system has no search.
     fn search_command(&mut self, ctx: &Ctx, file: &CorpusFile, i: usize)
         -> Result<Option<Command>>;
@@ -112,13 +118,19 @@ pub trait Driver {
     /// The source a download reports, from its stdout.
     fn parse_source(&self, stdout: &str) -> Option<String>;
     /// Peer `peer` leaves: gracefully (SIGTERM) or abruptly (SIGUSR1 for its stats, then SIGKILL).
-    fn leave(&mut self, peer: usize, graceful: bool);
+    fn leave(&mut self, peer: usize, graceful: bool) {
+        self.fleet_mut().leave(peer, graceful);
+    }
     /// Stops everything and reads every node's stats file.
-    fn finish(&mut self) -> (Vec<Collected>, Vec<String>);
+    fn finish(&mut self) -> (Vec<Collected>, Vec<String>) {
+        self.fleet_mut().finish()
+    }
     /// Overlay edges known to the driver (logins, downloads), besides those in the stats files.
     fn edges(&self) -> Vec<(String, String, String)>;
     /// Which rate caps were passed to which binary, and which binary had no option for one.
-    fn rate_caps(&self) -> Vec<String>;
+    fn rate_caps(&self) -> Vec<String> {
+        self.fleet().opts.list()
+    }
     /// A search with this TTL for `query` that nobody answers (Gnutella flood cost); `None` elsewhere.
     fn flood_command(
         &mut self,
@@ -350,13 +362,50 @@ impl Snapshots {
 
 /// Daemons plus the stats files of one-shot clients: what every driver keeps.
 #[derive(Default)]
-struct Fleet {
+pub struct Fleet {
+    /// Every node started, and whether it is infrastructure.
     daemons: Vec<(Daemon, bool)>,
+    /// Stats files of the one-shot clients, by client name.
     tool_stats: Vec<(String, PathBuf)>,
+    /// Options passed and missing.
     opts: Options,
+    /// The nodes each corpus peer runs (index in `daemons`), for churn.
+    by_peer: BTreeMap<usize, Vec<usize>>,
 }
 
 impl Fleet {
+    /// Starts node `name` (log `name.log`, waits for its readiness line), records it as infrastructure
+    /// or as the node of corpus peer `peer`; returns its address.
+    fn spawn(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        cmd: Command,
+        stats: PathBuf,
+        infra: bool,
+        peer: Option<usize>,
+    ) -> Result<std::net::SocketAddr> {
+        let log = ctx.work.join(format!("{name}.log"));
+        let d = Daemon::spawn(name, cmd, &log, stats, 1, READY)?;
+        let addr = d.addr();
+        if let Some(p) = peer {
+            self.mark_peer(p, self.daemons.len());
+        }
+        self.daemons.push((d, infra));
+        Ok(addr)
+    }
+
+    /// Records that node `i` runs for corpus peer `peer`.
+    fn mark_peer(&mut self, peer: usize, i: usize) {
+        self.by_peer.entry(peer).or_default().push(i);
+    }
+
+    fn leave(&mut self, peer: usize, graceful: bool) {
+        for &i in self.by_peer.get(&peer).into_iter().flatten() {
+            self.daemons[i].0.leave(graceful);
+        }
+    }
+
     fn snapshots(&mut self) -> Snapshots {
         let mut asked = Vec::new();
         for (i, (d, _)) in self.daemons.iter_mut().enumerate() {
@@ -412,7 +461,6 @@ impl Fleet {
 pub struct Napster {
     fleet: Fleet,
     server: Option<std::net::SocketAddr>,
-    peers: BTreeMap<usize, usize>,
     nicks: Vec<String>,
 }
 
@@ -434,6 +482,14 @@ impl Napster {
 }
 
 impl Driver for Napster {
+    fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
     fn system(&self) -> &'static str {
         "napster"
     }
@@ -449,9 +505,7 @@ impl Driver for Napster {
             .arg(ctx.dir("data-server")?)
             .arg("--stats-file")
             .arg(&stats);
-        let d = Daemon::spawn("server", c, &ctx.work.join("server.log"), stats, 1, READY)?;
-        self.server = Some(d.addr());
-        self.fleet.daemons.push((d, true));
+        self.server = Some(self.fleet.spawn(ctx, "server", c, stats, true, None)?);
         Ok(())
     }
 
@@ -470,23 +524,10 @@ impl Driver for Napster {
             self.fleet
                 .opts
                 .caps(&mut c, &bin, Some("serve"), ctx.scn.sharing_caps());
-            let d = Daemon::spawn(
-                &nick,
-                c,
-                &ctx.work.join(format!("{nick}.log")),
-                stats,
-                1,
-                READY,
-            )?;
-            self.peers.insert(p, self.fleet.daemons.len());
-            self.fleet.daemons.push((d, false));
+            self.fleet.spawn(ctx, &nick, c, stats, false, Some(p))?;
             self.nicks.push(nick);
         }
         Ok(n)
-    }
-
-    fn snapshots(&mut self) -> Snapshots {
-        self.fleet.snapshots()
     }
 
     fn search_command(
@@ -545,25 +586,11 @@ impl Driver for Napster {
         v["from"].as_str().map(str::to_owned)
     }
 
-    fn leave(&mut self, peer: usize, graceful: bool) {
-        if let Some(&i) = self.peers.get(&peer) {
-            self.fleet.daemons[i].0.leave(graceful);
-        }
-    }
-
-    fn finish(&mut self) -> (Vec<Collected>, Vec<String>) {
-        self.fleet.finish()
-    }
-
     fn edges(&self) -> Vec<(String, String, String)> {
         self.nicks
             .iter()
             .map(|n| ("server".to_owned(), n.clone(), "login".to_owned()))
             .collect()
-    }
-
-    fn rate_caps(&self) -> Vec<String> {
-        self.fleet.opts.list()
     }
 
     fn pollution_command(
@@ -596,7 +623,6 @@ pub struct BitTorrent {
     fleet: Fleet,
     tracker: Option<std::net::SocketAddr>,
     torrents: BTreeMap<String, PathBuf>,
-    seeders: BTreeMap<usize, Vec<usize>>,
     peers: usize,
 }
 
@@ -645,19 +671,8 @@ impl BitTorrent {
                 .arg(ctx.dir(&format!("data-{name}"))?)
                 .arg("--stats-file")
                 .arg(&stats);
-            let d = Daemon::spawn(
-                &name,
-                c,
-                &ctx.work.join(format!("{name}.log")),
-                stats,
-                1,
-                READY,
-            )?;
-            self.seeders
-                .entry(holder)
-                .or_default()
-                .push(self.fleet.daemons.len());
-            self.fleet.daemons.push((d, false));
+            self.fleet
+                .spawn(ctx, &name, c, stats, false, Some(holder))?;
             self.peers += 1;
         }
         self.torrents.insert(file.name.clone(), torrent.clone());
@@ -666,6 +681,14 @@ impl BitTorrent {
 }
 
 impl Driver for BitTorrent {
+    fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
     fn system(&self) -> &'static str {
         "bittorrent"
     }
@@ -685,9 +708,7 @@ impl Driver for BitTorrent {
             .arg(ctx.dir("data-tracker")?)
             .arg("--stats-file")
             .arg(&stats);
-        let d = Daemon::spawn("tracker", c, &ctx.work.join("tracker.log"), stats, 1, READY)?;
-        self.tracker = Some(d.addr());
-        self.fleet.daemons.push((d, true));
+        self.tracker = Some(self.fleet.spawn(ctx, "tracker", c, stats, true, None)?);
         Ok(())
     }
 
@@ -703,10 +724,6 @@ impl Driver for BitTorrent {
             }
         }
         Ok(self.peers)
-    }
-
-    fn snapshots(&mut self) -> Snapshots {
-        self.fleet.snapshots()
     }
 
     fn search_command(&mut self, _: &Ctx, _: &CorpusFile, _: usize) -> Result<Option<Command>> {
@@ -753,22 +770,8 @@ impl Driver for BitTorrent {
         None
     }
 
-    fn leave(&mut self, peer: usize, graceful: bool) {
-        for &i in self.seeders.get(&peer).into_iter().flatten() {
-            self.fleet.daemons[i].0.leave(graceful);
-        }
-    }
-
-    fn finish(&mut self) -> (Vec<Collected>, Vec<String>) {
-        self.fleet.finish()
-    }
-
     fn edges(&self) -> Vec<(String, String, String)> {
         Vec::new()
-    }
-
-    fn rate_caps(&self) -> Vec<String> {
-        self.fleet.opts.list()
     }
 
     fn pollution_command(
@@ -898,21 +901,21 @@ impl Gnutella {
         self.fleet
             .opts
             .caps(&mut c, &bin, None, ctx.scn.sharing_caps());
-        let d = Daemon::spawn(
-            name,
-            c,
-            &ctx.work.join(format!("{name}.log")),
-            stats,
-            1,
-            READY,
-        )?;
-        self.nodes.push((name.to_owned(), d.addr()));
-        self.fleet.daemons.push((d, false));
+        let addr = self.fleet.spawn(ctx, name, c, stats, false, None)?;
+        self.nodes.push((name.to_owned(), addr));
         Ok(self.fleet.daemons.len() - 1)
     }
 }
 
 impl Driver for Gnutella {
+    fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
     fn system(&self) -> &'static str {
         "gnutella"
     }
@@ -941,6 +944,7 @@ impl Driver for Gnutella {
             let i = self.spawn_node(ctx, &name, c, stats)?;
             self.ultrapeers.push(self.fleet.daemons[i].0.addr());
             self.peers.insert(p, i);
+            self.fleet.mark_peer(p, i);
             // In the classic flood every node is equal: no infrastructure.
             self.fleet.daemons[i].1 = !ctx.scn.gnutella_classic;
         }
@@ -990,13 +994,10 @@ impl Driver for Gnutella {
             }
             let i = self.spawn_node(ctx, &name, c, stats)?;
             self.peers.insert(p, i);
+            self.fleet.mark_peer(p, i);
         }
         std::thread::sleep(GNUTELLA_SETTLE);
         Ok(n)
-    }
-
-    fn snapshots(&mut self) -> Snapshots {
-        self.fleet.snapshots()
     }
 
     fn search_command(
@@ -1053,22 +1054,8 @@ impl Driver for Gnutella {
             .and_then(|v| Some(format!("{}:{}", v["ip"].as_str()?, v["port"].as_u64()?)))
     }
 
-    fn leave(&mut self, peer: usize, graceful: bool) {
-        if let Some(&i) = self.peers.get(&peer) {
-            self.fleet.daemons[i].0.leave(graceful);
-        }
-    }
-
-    fn finish(&mut self) -> (Vec<Collected>, Vec<String>) {
-        self.fleet.finish()
-    }
-
     fn edges(&self) -> Vec<(String, String, String)> {
         self.links.clone()
-    }
-
-    fn rate_caps(&self) -> Vec<String> {
-        self.fleet.opts.list()
     }
 
     fn flood_command(
@@ -1173,7 +1160,6 @@ impl Driver for Gnutella {
 pub struct Kazaa {
     fleet: Fleet,
     supernodes: Vec<std::net::SocketAddr>,
-    peers: BTreeMap<usize, usize>,
     links: Vec<(String, String, String)>,
     clients: usize,
 }
@@ -1243,6 +1229,14 @@ impl Kazaa {
 }
 
 impl Driver for Kazaa {
+    fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
     fn system(&self) -> &'static str {
         "kazaa"
     }
@@ -1261,16 +1255,8 @@ impl Driver for Kazaa {
                 self.links
                     .push((name.clone(), format!("sn{k:03}"), "bootstrap".into()));
             }
-            let d = Daemon::spawn(
-                &name,
-                c,
-                &ctx.work.join(format!("{name}.log")),
-                stats,
-                1,
-                READY,
-            )?;
-            self.supernodes.push(d.addr());
-            self.fleet.daemons.push((d, true));
+            let addr = self.fleet.spawn(ctx, &name, c, stats, true, None)?;
+            self.supernodes.push(addr);
         }
         Ok(())
     }
@@ -1304,24 +1290,11 @@ impl Driver for Kazaa {
                     &[("--rate", caps.upload.map(|v| v.to_string()))],
                 );
             }
-            let d = Daemon::spawn(
-                &name,
-                c,
-                &ctx.work.join(format!("{name}.log")),
-                stats,
-                1,
-                READY,
-            )?;
-            self.peers.insert(p, self.fleet.daemons.len());
-            self.fleet.daemons.push((d, false));
+            self.fleet.spawn(ctx, &name, c, stats, false, Some(p))?;
         }
         // Registration of the shares with the supernodes is asynchronous.
         std::thread::sleep(GNUTELLA_SETTLE);
         Ok(ctx.scn.peers)
-    }
-
-    fn snapshots(&mut self) -> Snapshots {
-        self.fleet.snapshots()
     }
 
     fn search_command(
@@ -1363,22 +1336,8 @@ impl Driver for Kazaa {
         None
     }
 
-    fn leave(&mut self, peer: usize, graceful: bool) {
-        if let Some(&i) = self.peers.get(&peer) {
-            self.fleet.daemons[i].0.leave(graceful);
-        }
-    }
-
-    fn finish(&mut self) -> (Vec<Collected>, Vec<String>) {
-        self.fleet.finish()
-    }
-
     fn edges(&self) -> Vec<(String, String, String)> {
         self.links.clone()
-    }
-
-    fn rate_caps(&self) -> Vec<String> {
-        self.fleet.opts.list()
     }
 
     fn pollution_command(
