@@ -30,13 +30,30 @@ impl Drop for FileServer {
 
 impl FileServer {
     async fn start(file: &Path, config: HttpConfig, close: bool) -> FileServer {
+        Self::start_with_headers(file, config, close, &[]).await
+    }
+
+    /// Like [`FileServer::start`], adding `headers` to every reply.
+    async fn start_with_headers(
+        file: &Path,
+        config: HttpConfig,
+        close: bool,
+        headers: &[(&str, &str)],
+    ) -> FileServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let path: PathBuf = file.to_owned();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let router = move |_req: &RequestInfo| {
             let mut reply = FileReply::new(path.clone());
             reply.close = close;
             reply.headers.push("X-Kazaa-Username", "lab");
+            for (k, v) in &headers {
+                reply.headers.push(k, v);
+            }
             Route::File(reply)
         };
         let stop = CancellationToken::new();
@@ -218,4 +235,66 @@ async fn a_download_rate_cap_holds_across_sources() {
         took >= floor,
         "{size} bytes at {rate} B/s took only {took:?} (floor {floor:?})"
     );
+}
+
+#[tokio::test]
+async fn alternate_locations_are_reported_at_the_response_head_not_after_the_body() {
+    // One slow source (64 KiB at 16 KiB/s: its only block takes about 4 s) naming another location.
+    let size = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let file = shared_file(dir.path(), size);
+    let slow = FileServer::start_with_headers(
+        &file,
+        HttpConfig {
+            per_connection_rate: Some(16 * 1024),
+            ..HttpConfig::default()
+        },
+        false,
+        &[("X-Alt", "10.9.9.9:6347, 10.9.9.10")],
+    )
+    .await;
+    let stats = Stats::new("test", "downloader", "d");
+    let (dl, _adder, mut rx) = Download::new(
+        dir.path().join("out"),
+        size,
+        ExpectedHash::Sha1(content_sha1(size)),
+        DownloadConfig {
+            block_size: size as u32,
+            ..config()
+        },
+        stats.clone(),
+    );
+    let run = dl.run(vec![slow.source()]);
+    tokio::pin!(run);
+    let values = tokio::time::timeout(TEST_DEADLINE, async {
+        loop {
+            tokio::select! {
+                r = &mut run => panic!("the download ended ({:?}) before reporting the alt-locs", r.map(|r| r.size)),
+                Some(e) = rx.recv() => if let Event::AltLocations { values, .. } = e {
+                    return values;
+                },
+            }
+        }
+    })
+    .await
+    .expect("no AltLocations event");
+    assert_eq!(values, vec!["10.9.9.9:6347, 10.9.9.10".to_owned()]);
+    // Reported with the head: most of the body had not arrived yet.
+    let received = stats.snapshot().transfers.download_bytes;
+    assert!(
+        received < size / 2,
+        "alt-locs reported only after {received} of {size} body bytes"
+    );
+    // The download itself still completes, and the alt-locs are not reported a second time.
+    let report = tokio::time::timeout(TEST_DEADLINE, run)
+        .await
+        .expect("download hung")
+        .unwrap();
+    assert_eq!(report.size, size);
+    while let Ok(e) = rx.try_recv() {
+        assert!(
+            !matches!(e, Event::AltLocations { .. }),
+            "reported twice: {e:?}"
+        );
+    }
 }

@@ -262,7 +262,8 @@ pub enum Event {
         /// Dropped for good.
         dead: bool,
     },
-    /// A source listed alternate locations (`X-Alt`, `X-Gnutella-Alternate-Location`) the caller may add.
+    /// A source listed alternate locations (`X-Alt`, `X-Gnutella-Alternate-Location`) the caller may add; sent
+    /// as soon as the response head arrives (with a matching content URN), before its body.
     AltLocations {
         /// Source id.
         id: usize,
@@ -650,13 +651,17 @@ impl Driver {
         let claims = self.claims.clone();
         let file = self.file.clone();
         let stats = self.dl.stats.clone();
+        let alt_sink = Some((self.dl.events.clone(), sid));
         let span = info_span!("source", id = sid, url = %rt.url, block);
         let h = self.tasks.spawn(
             async move {
                 let t0 = Instant::now();
                 let len = (range.end - range.start) as usize;
                 let mut buf = Vec::with_capacity(len);
-                let mut info = ResponseInfo::default();
+                let mut info = ResponseInfo {
+                    alt_sink,
+                    ..Default::default()
+                };
                 let (conn, r) = fetch_range(
                     &source,
                     conn,

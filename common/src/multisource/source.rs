@@ -267,7 +267,11 @@ pub(crate) struct FetchParams {
 /// Extra facts from a response the caller may want (alternate locations).
 #[derive(Debug, Default)]
 pub(crate) struct ResponseInfo {
+    /// Alternate locations named by the response, unless `alt_sink` already took them.
     pub(crate) alt_locs: Vec<String>,
+    /// Where alternate locations go as soon as a response head names them (the body of a slow source may
+    /// take long, and other sources are what the caller needs then): the event channel and this source's id.
+    pub(crate) alt_sink: Option<(tokio::sync::mpsc::Sender<super::Event>, usize)>,
     /// Bytes of the response head, approximately (for message statistics).
     pub(crate) head_bytes: usize,
     pub(crate) status: u16,
@@ -386,6 +390,15 @@ async fn request(
             if let Ok(s) = v.to_str() {
                 info.alt_locs.push(s.to_owned());
             }
+        }
+    }
+    if let Some((tx, id)) = &info.alt_sink {
+        if !info.alt_locs.is_empty() {
+            // `try_send` like every event: a caller that lags misses them; the download never waits for it.
+            let _ = tx.try_send(super::Event::AltLocations {
+                id: *id,
+                values: std::mem::take(&mut info.alt_locs),
+            });
         }
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
