@@ -1,14 +1,141 @@
 //! Multi-process tests of the `tracker` binary on 127.0.0.1 port 0: HTTP (BEP 3/23/48), UDP (BEP 15),
 //! bad input, the stats page, allow-list mode, expiry, the state file and clean shutdown.
 
-mod support;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
-
-use support::*;
+use integration::Daemon;
 use tracker::codec::http::{pct_encode, AnnounceRequest};
 use tracker::codec::udp::{self, Request, Response};
 use tracker::codec::{Event, InfoHash, PeerId};
+
+/// A running tracker (the shared `integration` harness: process group killed on drop).
+struct Tracker {
+    d: Daemon,
+    http: SocketAddr,
+    udp: Option<SocketAddr>,
+}
+
+impl Tracker {
+    /// Starts `tracker --listen 127.0.0.1:0 [--udp 127.0.0.1:0] <extra>` and waits for its readiness lines.
+    fn start(udp: bool, extra: &[&str]) -> Tracker {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        if udp {
+            args.extend(["--udp", "127.0.0.1:0"]);
+        }
+        args.extend(extra);
+        let d = Daemon::builder_path(env!("CARGO_BIN_EXE_tracker"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .expect_listening(if udp { 2 } else { 1 })
+            .spawn()
+            .expect("tracker starts");
+        let http = d.addr_of("tcp", None).expect("tcp readiness");
+        let udp = d.addr_of("udp", None);
+        Tracker { d, http, udp }
+    }
+
+    /// SIGTERM and a bounded wait for a clean exit.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.d
+            .terminate(Duration::from_secs(10))
+            .expect("stops on SIGTERM")
+    }
+
+    /// `GET path` over a fresh connection; returns (status code, body).
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        http_get(self.http, path, &[])
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`.
+fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes())
+}
+
+/// Sends raw bytes on a fresh connection and returns everything the tracker sent until it closed.
+fn raw_exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    resp
+}
+
+/// Sends raw bytes and splits the one reply into (status, body).
+fn raw_request(addr: SocketAddr, req: &[u8]) -> (u16, Vec<u8>) {
+    let resp = raw_exchange(addr, req);
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a full HTTP response head");
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (code, resp[split + 4..].to_vec())
+}
+
+/// A UDP client socket with a receive timeout.
+fn udp_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends `pkt` and returns the reply (None on timeout).
+fn udp_roundtrip(s: &UdpSocket, to: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
+    s.send_to(pkt, to).unwrap();
+    let mut buf = [0u8; 4096];
+    s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+/// Polls `f` every 50 ms until it returns true or `limit` passes.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Decodes a bencoded body with bendy (an independent decoder) into a dictionary.
+fn bdecode(body: &[u8]) -> std::collections::BTreeMap<Vec<u8>, bendy::value::Value<'static>> {
+    use bendy::decoding::FromBencode;
+    match bendy::value::Value::from_bencode(body).expect("valid bencode") {
+        bendy::value::Value::Dict(d) => d
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        v => panic!("not a dictionary: {v:?}"),
+    }
+}
+
+fn bint(v: &bendy::value::Value<'_>) -> i64 {
+    match v {
+        bendy::value::Value::Integer(i) => *i,
+        v => panic!("not an integer: {v:?}"),
+    }
+}
+
+fn bbytes(v: &bendy::value::Value<'_>) -> Vec<u8> {
+    match v {
+        bendy::value::Value::Bytes(b) => b.to_vec(),
+        v => panic!("not a string: {v:?}"),
+    }
+}
 
 fn announce_query(h: u8, p: u8, port: u16, left: u64, event: Event) -> String {
     let a = AnnounceRequest {
@@ -142,7 +269,7 @@ fn bad_http_input_gets_failure_reason_and_tracker_survives() {
     let req = format!(
         "GET {q1} HTTP/1.1\r\nHost: t\r\n\r\nGET {q2} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     );
-    let all = raw_exchange(t.http, req.as_bytes());
+    let all = String::from_utf8_lossy(&raw_exchange(t.http, req.as_bytes())).into_owned();
     assert_eq!(all.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{all}");
     let (code, _) = t.get("/nope");
     assert_eq!(code, 404);
@@ -158,7 +285,7 @@ fn udp_connect_announce_scrape_and_bad_connection_id() {
     let to = t.udp.unwrap();
     let c1 = udp_client();
     let c2 = udp_client();
-    let connect = |s: &std::net::UdpSocket| {
+    let connect = |s: &UdpSocket| {
         let mut p = Vec::new();
         Request::Connect { transaction_id: 77 }.encode(&mut p);
         match Response::decode(&udp_roundtrip(s, to, &p).expect("connect reply"), false) {
@@ -293,21 +420,54 @@ fn counters_survive_restart_and_stats_file_written_on_sigterm() {
     assert_eq!(bint(&f[&b"complete"[..]]), 0, "peers are not restored");
 }
 
-/// Sends raw bytes on a fresh connection and returns everything the tracker sent until it closed.
-fn raw_exchange(addr: std::net::SocketAddr, req: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(req).unwrap();
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    String::from_utf8_lossy(&resp).into_owned()
+#[test]
+fn allow_list_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("allow.txt");
+    std::fs::write(&list, format!("{}\n", hex::encode([1u8; 20]))).unwrap();
+    let t = Tracker::start(false, &["--allow-list", list.to_str().unwrap()]);
+    let allowed = |h: u8| {
+        let d = bdecode(&t.get(&announce_query(h, 1, 6001, 1, Event::Started)).1);
+        d.contains_key(&b"interval"[..])
+    };
+    assert!(allowed(1) && !allowed(2));
+    std::fs::write(&list, format!("{}\n", hex::encode([2u8; 20]))).unwrap();
+    t.d.signal(1).unwrap(); // SIGHUP
+    assert!(
+        eventually(Duration::from_secs(10), || allowed(2)),
+        "the new list is in force"
+    );
+    assert!(!allowed(1), "the old entry is gone");
+    // A broken file leaves the list in force.
+    std::fs::write(&list, "not a hash\n").unwrap();
+    t.d.signal(1).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        let v: serde_json::Value = serde_json::from_slice(&t.get("/stats").1).unwrap();
+        v["errors"]["allow_list_reload"] == 1
+    }));
+    assert!(allowed(2));
 }
 
-/// Sends raw bytes and splits the one reply into (status, body).
-fn raw_request(addr: std::net::SocketAddr, req: &[u8]) -> (u16, Vec<u8>) {
-    let all = raw_exchange(addr, req);
-    let (head, body) = all.split_once("\r\n\r\n").expect("a reply head");
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.as_bytes().to_vec())
+#[test]
+fn bep7_ipv6_parameter_puts_a_v4_peer_in_peers6_too() {
+    let t = Tracker::start(false, &[]);
+    let q = format!(
+        "{}&ipv6=%5B2001:db8::5%5D:6500",
+        announce_query(8, 1, 6001, 1, Event::Started)
+    );
+    t.get(&q);
+    let d = bdecode(&t.get(&announce_query(8, 2, 6002, 1, Event::Started)).1);
+    assert_eq!(bbytes(&d[&b"peers"[..]]), vec![127, 0, 0, 1, 0x17, 0x71]);
+    let mut v6 = "2001:db8::5"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec();
+    v6.extend_from_slice(&6500u16.to_be_bytes());
+    assert_eq!(bbytes(&d[&b"peers6"[..]]), v6);
+    assert_eq!(
+        bint(&d[&b"incomplete"[..]]),
+        2,
+        "the dual-stack peer counts once"
+    );
 }

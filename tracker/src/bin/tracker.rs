@@ -23,7 +23,16 @@ use tracker::protocol::swarm::Config;
 /// HTTP listens on --listen (default 127.0.0.1:6969); UDP only with --udp. Each socket prints a readiness
 /// line on stdout. State is in memory (peers re-announce); --state-file keeps the completed counters.
 #[derive(Parser, Debug)]
-#[command(name = "tracker", version, about, long_about = None)]
+#[command(
+    name = "tracker",
+    version,
+    about,
+    long_about = None,
+    after_help = "Signals: SIGTERM/Ctrl-C stop cleanly (stats and state files written), SIGUSR1 writes the \
+                  stats file, SIGHUP re-reads --allow-list.\n\
+                  No file transfers here, so no --upload-rate/--download-rate.\n\
+                  Not done: BEP 41 UDP extensions are ignored; no BEP 31 `retry in`."
+)]
 struct Cli {
     #[command(flatten)]
     daemon: DaemonArgs,
@@ -52,7 +61,8 @@ struct Cli {
     #[arg(long, env = "P2PLAB_MAX_TORRENTS", default_value_t = 500_000)]
     max_torrents: usize,
 
-    /// Allow-list mode: only these info-hashes (one in hex per line, `#` comments). Default: open mode.
+    /// Allow-list mode: only these info-hashes (one in hex per line, `#` comments), re-read on SIGHUP
+    /// (a file that does not parse leaves the previous list in force). Default: open mode.
     #[arg(long, env = "P2PLAB_ALLOW_LIST", value_name = "FILE")]
     allow_list: Option<PathBuf>,
 
@@ -67,6 +77,11 @@ struct Cli {
     /// Believe the `ip` a client announces instead of its source address (only behind a trusted NAT).
     #[arg(long, env = "P2PLAB_TRUST_IP")]
     trust_ip: bool,
+
+    /// Ignore BEP 7 `ipv4=`/`ipv6=` (by default a peer is also listed under the address of the other
+    /// family it names there; BEP 7 now discourages them as they let anyone add an address to a swarm).
+    #[arg(long, env = "P2PLAB_NO_BEP7_ADDRESSES")]
+    no_bep7_addresses: bool,
 
     /// Worker threads (1 = a single-threaded runtime, the most efficient per CPU-second).
     #[arg(long, env = "P2PLAB_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -123,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ServiceOptions {
             trust_ip_param: cli.trust_ip,
             tracker_id: None,
+            bep7_alt_addresses: !cli.no_bep7_addresses,
         },
         seed,
     );
@@ -165,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         NodeConfig {
             state_file: cli.state_file.clone(),
             expire_every,
+            allow_list: cli.allow_list.clone(),
         },
         shutdown,
     )

@@ -10,7 +10,7 @@
 //! requires), because the reply is the hot path; the tests check every reply shape against `bendy`.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 
@@ -68,6 +68,9 @@ pub enum QueryError {
     /// `ip` is not an IPv4 or IPv6 address.
     #[error("bad ip")]
     BadIp,
+    /// BEP 7 `ipv4` / `ipv6` is not an address or endpoint of that family.
+    #[error("bad {0}")]
+    BadAltIp(&'static str),
     /// `key` or `trackerid` longer than [`MAX_TOKEN_LEN`].
     #[error("{0} too long")]
     TokenTooLong(&'static str),
@@ -141,6 +144,38 @@ pub struct AnnounceRequest {
     pub key: Option<Token>,
     /// `trackerid` echoed from an earlier reply.
     pub trackerid: Option<Token>,
+}
+
+/// BEP 7 "IP announce parameters": another address of the announcing peer, of the family it did not
+/// connect over (`ipv6=` from an IPv4 connection, `ipv4=` from an IPv6 one). Each is an address or an
+/// endpoint (RFC 2732: `[2001:db8::1]:6881`, `10.0.0.1:6881`); without a port the `port` parameter applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AltAddrs {
+    /// `ipv4=`.
+    pub ipv4: Option<(Ipv4Addr, Option<u16>)>,
+    /// `ipv6=`.
+    pub ipv6: Option<(Ipv6Addr, Option<u16>)>,
+}
+
+fn decode_endpoint(field: &'static str, v: &[u8]) -> Result<(IpAddr, Option<u16>), QueryError> {
+    let bad = QueryError::BadAltIp(field);
+    let mut buf = [0u8; MAX_IP_LEN];
+    let s = match pct_decode(v, &mut buf) {
+        Ok(n) => &buf[..n],
+        Err(_) => return Err(bad),
+    };
+    let s = std::str::from_utf8(s).map_err(|_| bad.clone())?;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err(bad);
+        }
+        return Ok((a.ip(), Some(a.port())));
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse::<IpAddr>().map(|ip| (ip, None)).map_err(|_| bad)
 }
 
 /// A BEP 48 scrape: the info-hashes asked about (empty means "all torrents", if the tracker allows it).
@@ -251,6 +286,11 @@ impl AnnounceRequest {
     /// Parses the query string of `GET /announce?...`. Unknown keys are ignored (clients send many
     /// extensions: `supportcrypto`, `corrupt`, `redundant`, ...); a repeated key keeps its last value.
     pub fn parse(query: &[u8]) -> Result<AnnounceRequest, QueryError> {
+        Self::parse_with_alt(query).map(|(a, _)| a)
+    }
+
+    /// [`AnnounceRequest::parse`], plus the BEP 7 `ipv4=` / `ipv6=` addresses.
+    pub fn parse_with_alt(query: &[u8]) -> Result<(AnnounceRequest, AltAddrs), QueryError> {
         if query.len() > MAX_QUERY_LEN {
             return Err(QueryError::TooLong {
                 len: query.len(),
@@ -270,6 +310,7 @@ impl AnnounceRequest {
         let mut ip = None;
         let mut key = None;
         let mut trackerid = None;
+        let mut alt = AltAddrs::default();
         for (k, v) in pairs(query) {
             match k {
                 b"info_hash" => info_hash = Some(InfoHash(decode_20("info_hash", v)?)),
@@ -317,12 +358,20 @@ impl AnnounceRequest {
                     let s = std::str::from_utf8(s).map_err(|_| QueryError::BadIp)?;
                     ip = Some(s.parse::<IpAddr>().map_err(|_| QueryError::BadIp)?);
                 }
+                b"ipv4" => match decode_endpoint("ipv4", v)? {
+                    (IpAddr::V4(ip), port) => alt.ipv4 = Some((ip, port)),
+                    _ => return Err(QueryError::BadAltIp("ipv4")),
+                },
+                b"ipv6" => match decode_endpoint("ipv6", v)? {
+                    (IpAddr::V6(ip), port) => alt.ipv6 = Some((ip, port)),
+                    _ => return Err(QueryError::BadAltIp("ipv6")),
+                },
                 b"key" => key = Some(decode_token("key", v)?),
                 b"trackerid" => trackerid = Some(decode_token("trackerid", v)?),
                 _ => {}
             }
         }
-        Ok(AnnounceRequest {
+        let req = AnnounceRequest {
             info_hash: info_hash.ok_or(QueryError::Missing("info_hash"))?,
             peer_id: peer_id.ok_or(QueryError::Missing("peer_id"))?,
             port: port.ok_or(QueryError::Missing("port"))?,
@@ -337,7 +386,8 @@ impl AnnounceRequest {
             ip,
             key,
             trackerid,
-        })
+        };
+        Ok((req, alt))
     }
 
     /// Writes this announce as a query string (what a client sends); used by tests and the load generator.
@@ -700,6 +750,18 @@ mod tests {
                 "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&ip=example.com",
                 QueryError::BadIp,
             ),
+            (
+                "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&ipv6=10.0.0.1",
+                QueryError::BadAltIp("ipv6"),
+            ),
+            (
+                "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&ipv4=%5B::1%5D:80",
+                QueryError::BadAltIp("ipv4"),
+            ),
+            (
+                "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&ipv4=1.2.3.4:0",
+                QueryError::BadAltIp("ipv4"),
+            ),
         ];
         for (q, want) in cases {
             assert_eq!(
@@ -713,6 +775,37 @@ mod tests {
             AnnounceRequest::parse(long.as_bytes()),
             Err(QueryError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn bep7_ipv4_ipv6_parameters() {
+        let base = "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881&left=0";
+        let alt = |extra: &str| {
+            AnnounceRequest::parse_with_alt(format!("{base}{extra}").as_bytes())
+                .unwrap()
+                .1
+        };
+        assert_eq!(alt(""), AltAddrs::default());
+        assert_eq!(
+            alt("&ipv6=2001%3Adb8%3A%3A1"),
+            AltAddrs {
+                ipv4: None,
+                ipv6: Some(("2001:db8::1".parse().unwrap(), None))
+            }
+        );
+        assert_eq!(
+            alt("&ipv6=%5B2001:db8::1%5D:7000&ipv4=10.1.2.3:7001").ipv6,
+            Some(("2001:db8::1".parse().unwrap(), Some(7000)))
+        );
+        assert_eq!(
+            alt("&ipv4=10.1.2.3:7001").ipv4,
+            Some(("10.1.2.3".parse().unwrap(), Some(7001)))
+        );
+        assert_eq!(
+            alt("&ipv6=[::1]").ipv6,
+            Some((Ipv6Addr::LOCALHOST, None)),
+            "a bracketed address without port"
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub state_file: Option<PathBuf>,
     /// How often to expire peers.
     pub expire_every: Duration,
+    /// The allow-list file, re-read on SIGHUP.
+    pub allow_list: Option<PathBuf>,
 }
 
 /// State shared by the HTTP connections, the UDP loop and the timers.
@@ -115,9 +117,11 @@ pub async fn run(
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut save = tokio::time::interval(STATE_SAVE_EVERY);
     save.tick().await;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(()) = hangup.recv() => reload_allow_list(&shared, &cfg),
             _ = expire.tick() => {
                 let removed = shared.service().tracker_mut().expire(Instant::now());
                 if removed > 0 {
@@ -145,6 +149,28 @@ pub async fn run(
     shared.update_gauges();
     save_state(&shared, &cfg);
     Ok(())
+}
+
+/// SIGHUP: re-reads the allow-list file. A file that cannot be read or parsed leaves the list in force
+/// unchanged (a half-edited file must not open or empty the tracker).
+fn reload_allow_list(shared: &Shared, cfg: &NodeConfig) {
+    let Some(path) = &cfg.allow_list else {
+        tracing::info!("SIGHUP: no allow-list file to reload (open mode)");
+        return;
+    };
+    match files::read_allow_list(path) {
+        Ok(list) => {
+            let n = list.len();
+            shared.service().tracker_mut().set_allow_list(Some(list));
+            shared.update_gauges();
+            shared.stats.msg_in("allow_list_reload", 0);
+            tracing::info!(path = %path.display(), torrents = n, "allow-list reloaded");
+        }
+        Err(e) => {
+            shared.stats.error("allow_list_reload");
+            tracing::error!(cause = %e, "allow-list not reloaded, the previous one stays in force");
+        }
+    }
 }
 
 fn save_state(shared: &Shared, cfg: &NodeConfig) {

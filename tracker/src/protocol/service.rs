@@ -41,13 +41,27 @@ impl Outcome {
 }
 
 /// Options beyond the swarm policy.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServiceOptions {
     /// Believe the `ip` parameter (HTTP) / field (UDP). Off by default: anyone could otherwise point a swarm
     /// at a victim. Useful when the tracker sits behind a NAT with its peers.
     pub trust_ip_param: bool,
     /// Sent as `tracker id` in HTTP replies.
     pub tracker_id: Option<Vec<u8>>,
+    /// List a peer also under the BEP 7 `ipv4=` / `ipv6=` address it names (of the family it did not
+    /// connect over). BEP 7 now discourages these parameters because they let anyone point a swarm at an
+    /// address of the other family; `--no-bep7-addresses` turns them off.
+    pub bep7_alt_addresses: bool,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            trust_ip_param: false,
+            tracker_id: None,
+            bep7_alt_addresses: true,
+        }
+    }
 }
 
 /// The tracker with its transports' logic.
@@ -100,7 +114,7 @@ impl Service {
         out: &mut Vec<u8>,
     ) -> Outcome {
         out.clear();
-        let req = match http::AnnounceRequest::parse(query) {
+        let (req, alt) = match http::AnnounceRequest::parse_with_alt(query) {
             Ok(r) => r,
             Err(e) => {
                 http::write_failure(out, &e.to_string());
@@ -111,10 +125,22 @@ impl Service {
             Some(ip) if self.opts.trust_ip_param => ip.to_canonical(),
             _ => src.ip().to_canonical(),
         };
+        // BEP 7: the address of the family the peer did not connect over, unless disabled.
+        let alt_addr = if !self.opts.bep7_alt_addresses {
+            None
+        } else if ip.is_ipv6() {
+            alt.ipv4
+                .map(|(a, p)| SocketAddr::new(IpAddr::V4(a), p.unwrap_or(req.port)))
+        } else {
+            alt.ipv6
+                .map(|(a, p)| SocketAddr::new(IpAddr::V6(a), p.unwrap_or(req.port)))
+                .filter(|a| !a.ip().to_canonical().is_ipv4())
+        };
         let a = Announce {
             info_hash: req.info_hash,
             peer_id: req.peer_id,
             addr: SocketAddr::new(ip, req.port),
+            alt_addr,
             left: req.left,
             event: req.event,
             numwant: req.numwant,
@@ -232,6 +258,7 @@ impl Service {
                     info_hash: a.info_hash,
                     peer_id: a.peer_id,
                     addr: SocketAddr::new(ip, a.port),
+                    alt_addr: None,
                     left: a.left,
                     event: a.event,
                     numwant: u32::try_from(a.num_want).ok(),
@@ -376,6 +403,54 @@ mod tests {
         want.extend_from_slice(&v6);
         want.push(b'e');
         assert!(out.ends_with(&want), "{:?}", String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn bep7_ipv6_parameter_lists_a_v4_peer_in_peers6_too() {
+        let q = |p: char, port: u16, extra: &str| {
+            format!(
+                "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id={}&port={port}&left=5{extra}",
+                p.to_string().repeat(20)
+            )
+        };
+        for on in [true, false] {
+            let opts = ServiceOptions {
+                bep7_alt_addresses: on,
+                ..ServiceOptions::default()
+            };
+            let mut s = Service::new(Config::default(), opts, 1);
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let dual = q('b', 7000, "&ipv6=%5B2001:db8::7%5D:7001");
+            s.http_announce(
+                now,
+                "10.0.0.7:1".parse().unwrap(),
+                dual.as_bytes(),
+                &mut out,
+            );
+            let o = s.http_announce(
+                now,
+                "10.0.0.8:1".parse().unwrap(),
+                q('c', 7002, "").as_bytes(),
+                &mut out,
+            );
+            assert_eq!(o, Outcome::ok("announce"));
+            let mut want = b"d8:completei0e10:incompletei2e".to_vec();
+            want.extend_from_slice(b"8:intervali1800e12:min intervali900e5:peers6:");
+            want.extend_from_slice(&[10, 0, 0, 7, 0x1b, 0x58]);
+            if on {
+                want.extend_from_slice(b"6:peers618:");
+                want.extend_from_slice(
+                    &"2001:db8::7"
+                        .parse::<std::net::Ipv6Addr>()
+                        .unwrap()
+                        .octets(),
+                );
+                want.extend_from_slice(&7001u16.to_be_bytes());
+            }
+            want.push(b'e');
+            assert_eq!(out, want, "bep7 {on}: {:?}", String::from_utf8_lossy(&out));
+        }
     }
 
     #[test]

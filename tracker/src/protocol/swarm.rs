@@ -16,9 +16,13 @@
 //!   all gone; torrents with a non-zero `downloaded` counter are kept for their counter until the table is
 //!   more than [`KEEP_EMPTY_FRACTION`] full, and then the least recently active empty ones go first. A flood
 //!   therefore fills the table for at most one peer timeout after it stops.
+//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 30- and 42-byte entries; the IPv6
+//!   list is only allocated when needed). A dual-stack peer that names its other address (`ipv4=` /
+//!   `ipv6=`, [`Announce::alt_addr`]) is listed under both families but counted once; a peer that
+//!   announces separately over each family (as BEP 7 now recommends) has an entry, and a count, per family.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -91,6 +95,8 @@ pub struct Announce {
     pub peer_id: PeerId,
     /// Where other peers reach it (source IP, announced port).
     pub addr: SocketAddr,
+    /// BEP 7: the peer's address of the other family, listed too (ignored if of the same family).
+    pub alt_addr: Option<SocketAddr>,
     /// Bytes left.
     pub left: u64,
     /// Event.
@@ -111,61 +117,123 @@ pub struct SwarmCounts {
     pub incomplete: u32,
 }
 
-/// One peer, packed (44 bytes rather than 72 with `SocketAddr` and `Instant`): peers are most of a
-/// tracker's memory.
+/// An IP address as stored in a peer entry: 4 or 16 bytes, no padding.
+trait PackedIp: Copy + std::fmt::Debug {
+    fn pack(ip: IpAddr) -> Option<Self>;
+    fn unpack(self) -> IpAddr;
+}
+
+impl PackedIp for [u8; 4] {
+    fn pack(ip: IpAddr) -> Option<Self> {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Some(v4.octets()),
+            IpAddr::V6(_) => None,
+        }
+    }
+    fn unpack(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(self))
+    }
+}
+
+impl PackedIp for [u8; 16] {
+    fn pack(ip: IpAddr) -> Option<Self> {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => Some(v6.octets()),
+            IpAddr::V4(_) => None,
+        }
+    }
+    fn unpack(self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from(self))
+    }
+}
+
+/// Bit of [`Peer::stamp`] set for a seeder.
+const SEEDER: u32 = 1 << 31;
+/// Bit of [`Peer::stamp`] set for a BEP 7 second address (listed, not counted).
+const ALT: u32 = 1 << 30;
+/// The rest of [`Peer::stamp`]: last announce, seconds since the tracker's epoch (34 years).
+const TIME_MASK: u32 = ALT - 1;
+
+/// One peer, packed with byte alignment: 30 bytes for IPv4 and 42 for IPv6, where `SocketAddr` and
+/// `Instant` would take 72 (peers are most of a tracker's memory).
 #[derive(Clone, Copy, Debug)]
-struct Peer {
+struct Peer<A> {
     peer_id: PeerId,
-    /// IPv4 addresses are stored IPv4-mapped.
-    ip: [u8; 16],
-    port: u16,
-    seeder: bool,
-    /// Seconds since the tracker's epoch (its first announce).
-    last_seen: u32,
+    ip: A,
+    port: [u8; 2],
+    /// Little-endian `last_seen | SEEDER | ALT`.
+    stamp: [u8; 4],
 }
 
-impl Peer {
+impl<A: PackedIp> Peer<A> {
     fn addr(&self) -> SocketAddr {
-        SocketAddr::new(Ipv6Addr::from(self.ip).to_canonical(), self.port)
+        SocketAddr::new(self.ip.unpack(), u16::from_be_bytes(self.port))
     }
-
-    fn set_addr(&mut self, a: SocketAddr) {
-        self.ip = match a.ip() {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            IpAddr::V6(v6) => v6.octets(),
-        };
-        self.port = a.port();
+    fn bits(&self) -> u32 {
+        u32::from_le_bytes(self.stamp)
+    }
+    fn set_bits(&mut self, v: u32) {
+        self.stamp = v.to_le_bytes();
+    }
+    fn seeder(&self) -> bool {
+        self.bits() & SEEDER != 0
+    }
+    fn alt(&self) -> bool {
+        self.bits() & ALT != 0
+    }
+    fn last_seen(&self) -> u32 {
+        self.bits() & TIME_MASK
     }
 }
 
+fn stamp(now: u32, seeder: bool, alt: bool) -> u32 {
+    (now & TIME_MASK) | if seeder { SEEDER } else { 0 } | if alt { ALT } else { 0 }
+}
+
+/// The peers of one family in one torrent.
 #[derive(Debug)]
-struct Torrent {
-    peers: Vec<Peer>,
+struct PeerList<A> {
+    peers: Vec<Peer<A>>,
     /// Peer id -> position in `peers`, only for swarms above [`LINEAR_SCAN_MAX`].
     /// Boxed: most swarms are small and never need one, so the empty case costs one word.
     #[allow(clippy::box_collection)] // the point is the 8-byte `None`, not the heap placement
     index: Option<Box<HashMap<PeerId, u32>>>,
+    /// Counted (non-[`ALT`]) seeders.
     seeders: u32,
-    /// Seconds since the tracker's epoch.
-    last_activity: u32,
-    downloaded: u64,
+    /// [`ALT`] entries (listed, not counted).
+    alts: u32,
 }
 
-impl Torrent {
-    fn new(now: u32) -> Torrent {
-        Torrent {
+impl<A: PackedIp> PeerList<A> {
+    fn new() -> Self {
+        PeerList {
             peers: Vec::new(),
             index: None,
             seeders: 0,
-            downloaded: 0,
-            last_activity: now,
+            alts: 0,
         }
     }
 
-    fn counts(&self) -> SwarmCounts {
-        SwarmCounts {
-            complete: self.seeders,
-            incomplete: self.peers.len() as u32 - self.seeders,
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Counted peers and counted seeders.
+    fn counted(&self) -> (u32, u32) {
+        (self.peers.len() as u32 - self.alts, self.seeders)
+    }
+
+    fn account(&mut self, bits: u32, add: bool) {
+        let (s, a) = (
+            u32::from(bits & SEEDER != 0 && bits & ALT == 0),
+            u32::from(bits & ALT != 0),
+        );
+        if add {
+            self.seeders += s;
+            self.alts += a;
+        } else {
+            self.seeders -= s;
+            self.alts -= a;
         }
     }
 
@@ -176,13 +244,13 @@ impl Torrent {
         }
     }
 
-    fn push(&mut self, p: Peer) {
-        if p.seeder {
-            self.seeders += 1;
-        }
-        if self.peers.capacity() == 0 {
-            // Most torrents hold one peer: do not start at Vec's default of four.
-            self.peers.reserve_exact(1);
+    fn push(&mut self, p: Peer<A>) {
+        self.account(p.bits(), true);
+        if self.peers.len() == self.peers.capacity() {
+            // Grow by half rather than double, from one: most torrents hold a handful of peers, and
+            // doubling wastes a third of the list on average.
+            let extra = (self.peers.len() / 2).max(1);
+            self.peers.reserve_exact(extra);
         }
         self.peers.push(p);
         let i = self.peers.len() - 1;
@@ -205,9 +273,7 @@ impl Torrent {
 
     fn remove_at(&mut self, i: usize) {
         let p = self.peers.swap_remove(i);
-        if p.seeder {
-            self.seeders -= 1;
-        }
+        self.account(p.bits(), false);
         if let Some(ix) = &mut self.index {
             ix.remove(&p.peer_id);
             if let Some(moved) = self.peers.get(i) {
@@ -217,10 +283,69 @@ impl Torrent {
                 self.index = None;
             }
         }
+        if self.peers.capacity() > 2 * self.peers.len() + 4 {
+            self.peers
+                .shrink_to(self.peers.len() + self.peers.len() / 2);
+        }
     }
 
-    /// Fills `out` with up to `n` random peers for the requester `me`, skipping itself, peers of another
-    /// family when it asks for one, and, for a seeder, other seeders.
+    /// Inserts or updates the entry of `id`; returns 1 if a new entry was stored, else 0.
+    fn upsert(&mut self, cap: usize, id: PeerId, addr: SocketAddr, bits: u32) -> usize {
+        let Some(ip) = A::pack(addr.ip()) else {
+            return 0;
+        };
+        let port = addr.port().to_be_bytes();
+        match self.find(&id) {
+            Some(i) => {
+                let old = self.peers[i].bits();
+                self.account(old, false);
+                self.account(bits, true);
+                let p = &mut self.peers[i];
+                p.ip = ip;
+                p.port = port;
+                p.set_bits(bits);
+                0
+            }
+            None if self.peers.len() < cap => {
+                self.push(Peer {
+                    peer_id: id,
+                    ip,
+                    port,
+                    stamp: bits.to_le_bytes(),
+                });
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// Removes the entry of `id`; returns 1 if there was one.
+    fn remove(&mut self, id: &PeerId) -> usize {
+        match self.find(id) {
+            Some(i) => {
+                self.remove_at(i);
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// Removes entries last seen more than `timeout` seconds before `now`; returns how many.
+    fn expire(&mut self, now: u32, timeout: u32) -> usize {
+        let before = self.peers.len();
+        let mut i = 0;
+        while i < self.peers.len() {
+            if now.saturating_sub(self.peers[i].last_seen()) > timeout {
+                self.remove_at(i);
+            } else {
+                i += 1;
+            }
+        }
+        before - self.peers.len()
+    }
+
+    /// Appends up to `n` random peers for the requester `me` to `out`, skipping itself and, for a seeder,
+    /// other seeders.
     ///
     /// Selection starts at a random position and walks the list circularly: O(n) rather than
     /// O(swarm), and every peer is equally likely to be included.
@@ -240,12 +365,11 @@ impl Torrent {
         let mut taken = 0;
         for k in 0..len {
             let p = &self.peers[(start + k) % len];
+            if p.peer_id == me.peer_id || (seeder && p.seeder()) {
+                continue;
+            }
             let addr = p.addr();
-            if p.peer_id == me.peer_id
-                || addr == me.addr
-                || (seeder && p.seeder)
-                || me.want_ipv6.is_some_and(|v6| v6 != addr.is_ipv6())
-            {
+            if addr == me.addr {
                 continue;
             }
             out.push(PeerEntry {
@@ -256,6 +380,117 @@ impl Torrent {
             if taken == n {
                 break;
             }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Torrent {
+    v4: PeerList<[u8; 4]>,
+    /// Boxed and optional: most torrents have no IPv6 peer.
+    v6: Option<Box<PeerList<[u8; 16]>>>,
+    /// Seconds since the tracker's epoch.
+    last_activity: u32,
+    downloaded: u64,
+}
+
+impl Torrent {
+    fn new(now: u32) -> Torrent {
+        Torrent {
+            v4: PeerList::new(),
+            v6: None,
+            downloaded: 0,
+            last_activity: now,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.as_ref().map_or(0, |l| l.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn counts(&self) -> SwarmCounts {
+        let (n4, s4) = self.v4.counted();
+        let (n6, s6) = self.v6.as_ref().map_or((0, 0), |l| l.counted());
+        SwarmCounts {
+            complete: s4 + s6,
+            incomplete: n4 + n6 - s4 - s6,
+        }
+    }
+
+    /// Whether `id` is known as a counted seeder in either family.
+    fn known_seeder(&self, id: &PeerId) -> bool {
+        let in4 = self
+            .v4
+            .find(id)
+            .is_some_and(|i| self.v4.peers[i].seeder() && !self.v4.peers[i].alt());
+        in4 || self.v6.as_ref().is_some_and(|l| {
+            l.find(id)
+                .is_some_and(|i| l.peers[i].seeder() && !l.peers[i].alt())
+        })
+    }
+
+    fn v6_mut(&mut self) -> &mut PeerList<[u8; 16]> {
+        self.v6.get_or_insert_with(|| Box::new(PeerList::new()))
+    }
+
+    /// Stores `addr` for `id` (as a counted entry, or an [`ALT`] one); returns new entries stored.
+    fn upsert(&mut self, cap: usize, id: PeerId, addr: SocketAddr, bits: u32) -> usize {
+        if addr.ip().to_canonical().is_ipv6() {
+            self.v6_mut().upsert(cap, id, addr, bits)
+        } else {
+            self.v4.upsert(cap, id, addr, bits)
+        }
+    }
+
+    fn remove(&mut self, id: &PeerId) -> usize {
+        let mut n = self.v4.remove(id);
+        if let Some(l) = &mut self.v6 {
+            n += l.remove(id);
+            if l.len() == 0 {
+                self.v6 = None;
+            }
+        }
+        n
+    }
+
+    fn expire(&mut self, now: u32, timeout: u32) -> usize {
+        let mut n = self.v4.expire(now, timeout);
+        if let Some(l) = &mut self.v6 {
+            n += l.expire(now, timeout);
+            if l.len() == 0 {
+                self.v6 = None;
+            }
+        }
+        n
+    }
+
+    /// Up to `n` peers for `me`: of its family only when it asks (BEP 15), else from both lists in
+    /// proportion to their sizes.
+    fn select(
+        &self,
+        rng: &mut impl Rng,
+        n: usize,
+        me: &Announce,
+        seeder: bool,
+        out: &mut Vec<PeerEntry>,
+    ) {
+        let len6 = self.v6.as_ref().map_or(0, |l| l.len());
+        let (n4, n6) = match me.want_ipv6 {
+            Some(true) => (0, n),
+            Some(false) => (n, 0),
+            None if len6 == 0 => (n, 0),
+            None => {
+                let n6 = (n * len6).div_ceil(self.len());
+                (n - n6, n6)
+            }
+        };
+        self.v4.select(rng, n4, me, seeder, out);
+        if let Some(l) = &self.v6 {
+            l.select(rng, n6, me, seeder, out);
         }
     }
 }
@@ -315,61 +550,50 @@ impl Tracker {
                 return Err(Refusal::Full);
             }
         }
+        let cap = self.cfg.max_peers_per_torrent;
         let t = self
             .torrents
             .entry(a.info_hash)
             .or_insert_with(|| Torrent::new(now_secs));
         t.last_activity = now_secs;
-        let existing = t.find(&a.peer_id);
         if a.event == Event::Stopped {
-            if let Some(i) = existing {
-                t.remove_at(i);
-                self.peers_total -= 1;
-            }
+            self.peers_total -= t.remove(&a.peer_id);
             return Ok(t.counts());
         }
         let seeder = a.left == 0 || a.event == Event::Completed;
-        match existing {
-            Some(i) => {
-                let p = &mut t.peers[i];
-                if a.event == Event::Completed && !p.seeder {
-                    t.downloaded += 1;
-                }
-                if seeder != p.seeder {
-                    if seeder {
-                        t.seeders += 1;
-                    } else {
-                        t.seeders -= 1;
-                    }
-                }
-                p.seeder = seeder;
-                p.set_addr(a.addr);
-                p.last_seen = now_secs;
-            }
-            None => {
-                if a.event == Event::Completed {
-                    t.downloaded += 1;
-                }
-                if t.peers.len() < self.cfg.max_peers_per_torrent {
-                    let mut p = Peer {
-                        peer_id: a.peer_id,
-                        ip: [0; 16],
-                        port: 0,
-                        seeder,
-                        last_seen: now_secs,
-                    };
-                    p.set_addr(a.addr);
-                    t.push(p);
-                    self.peers_total += 1;
-                }
+        if a.event == Event::Completed && !t.known_seeder(&a.peer_id) {
+            t.downloaded += 1;
+        }
+        let mut added = t.upsert(cap, a.peer_id, a.addr, stamp(now_secs, seeder, false));
+        if let Some(alt) = a.alt_addr {
+            if alt.ip().to_canonical().is_ipv6() != a.addr.ip().to_canonical().is_ipv6() {
+                added += t.upsert(cap, a.peer_id, alt, stamp(now_secs, seeder, true));
             }
         }
+        self.peers_total += added;
         let n = a
             .numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_peers) as usize;
         t.select(rng, n, a, seeder, out);
         Ok(t.counts())
+    }
+
+    /// Replaces the allow-list (`None`: open mode), e.g. after the file was edited. Torrents no longer
+    /// allowed are dropped at once with their peers.
+    pub fn set_allow_list(&mut self, allow: Option<std::collections::HashSet<InfoHash>>) {
+        if let Some(list) = &allow {
+            let mut dropped = 0;
+            self.torrents.retain(|h, t| {
+                let keep = list.contains(h);
+                if !keep {
+                    dropped += t.len();
+                }
+                keep
+            });
+            self.peers_total -= dropped;
+        }
+        self.cfg.allow_list = allow;
     }
 
     /// Scrape counters of one torrent (zeros if unknown).
@@ -425,26 +649,17 @@ impl Tracker {
         let now_secs = self.secs(now);
         let mut removed = 0;
         for t in self.torrents.values_mut() {
-            let before = t.peers.len();
-            let mut i = 0;
-            while i < t.peers.len() {
-                if now_secs.saturating_sub(t.peers[i].last_seen) > timeout {
-                    t.remove_at(i);
-                } else {
-                    i += 1;
-                }
-            }
-            removed += before - t.peers.len();
+            removed += t.expire(now_secs, timeout);
         }
         self.peers_total -= removed;
         self.torrents
-            .retain(|_, t| !t.peers.is_empty() || t.downloaded > 0);
+            .retain(|_, t| !t.is_empty() || t.downloaded > 0);
         let keep = (self.cfg.max_torrents as f64 * KEEP_EMPTY_FRACTION) as usize;
         if self.torrents.len() > keep {
             let mut empty: Vec<(u32, InfoHash)> = self
                 .torrents
                 .iter()
-                .filter(|(_, t)| t.peers.is_empty())
+                .filter(|(_, t)| t.is_empty())
                 .map(|(h, t)| (t.last_activity, *h))
                 .collect();
             empty.sort_unstable();
@@ -469,6 +684,7 @@ mod tests {
             info_hash: InfoHash([h; 20]),
             peer_id: PeerId([p; 20]),
             addr: SocketAddr::from(([127, 0, 0, p], 6881)),
+            alt_addr: None,
             left,
             event,
             numwant: None,
@@ -487,20 +703,91 @@ mod tests {
 
     #[test]
     fn peers_are_packed() {
-        assert!(size_of::<Torrent>() <= 48, "{}", size_of::<Torrent>());
-        assert!(size_of::<Peer>() <= 44, "{}", size_of::<Peer>());
-        let mut p = Peer {
-            peer_id: PeerId([0; 20]),
-            ip: [0; 16],
-            port: 0,
-            seeder: false,
-            last_seen: 0,
-        };
-        for a in ["10.1.2.3:80", "[2001:db8::1]:6881", "[::ffff:1.2.3.4]:1"] {
+        assert_eq!(size_of::<Peer<[u8; 4]>>(), 30);
+        assert_eq!(size_of::<Peer<[u8; 16]>>(), 42);
+        assert!(size_of::<Torrent>() <= 64, "{}", size_of::<Torrent>());
+        let mut l4 = PeerList::<[u8; 4]>::new();
+        let mut l6 = PeerList::<[u8; 16]>::new();
+        for (i, a) in ["10.1.2.3:80", "[2001:db8::1]:6881", "[::ffff:1.2.3.4]:1"]
+            .iter()
+            .enumerate()
+        {
             let a: SocketAddr = a.parse().unwrap();
-            p.set_addr(a);
-            assert_eq!(p.addr(), SocketAddr::new(a.ip().to_canonical(), a.port()));
+            let id = PeerId([i as u8; 20]);
+            let bits = stamp(TIME_MASK, true, false);
+            assert_eq!(l4.upsert(10, id, a, bits) + l6.upsert(10, id, a, bits), 1);
+            let got = l4
+                .peers
+                .iter()
+                .map(|p| p.addr())
+                .chain(l6.peers.iter().map(|p| p.addr()));
+            assert!(got
+                .clone()
+                .any(|g| g == SocketAddr::new(a.ip().to_canonical(), a.port())));
         }
+        assert_eq!((l4.len(), l6.len()), (2, 1));
+        assert!(l4
+            .peers
+            .iter()
+            .all(|p| p.seeder() && !p.alt() && p.last_seen() == TIME_MASK));
+    }
+
+    #[test]
+    fn bep7_dual_stack_peer_listed_under_both_families_counted_once() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let mut dual = ann(1, 1, 10, Event::Started);
+        dual.alt_addr = Some("[2001:db8::1]:6881".parse().unwrap());
+        t.announce(now, &mut rng, &dual, &mut out).unwrap();
+        let c = t
+            .announce(now, &mut rng, &ann(1, 2, 0, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(
+            c,
+            SwarmCounts {
+                complete: 1,
+                incomplete: 1
+            },
+            "counted once"
+        );
+        let addrs: HashSet<SocketAddr> = out.iter().map(|p| p.addr).collect();
+        assert_eq!(
+            addrs,
+            HashSet::from([dual.addr, dual.alt_addr.unwrap()]),
+            "listed under both families"
+        );
+        assert_eq!(t.peer_count(), 3, "entries held");
+        // An alternative of the same family as the source is ignored.
+        let mut same = ann(1, 3, 10, Event::Started);
+        same.alt_addr = Some("10.9.9.9:1".parse().unwrap());
+        t.announce(now, &mut rng, &same, &mut out).unwrap();
+        assert_eq!(t.peer_count(), 4);
+        // Stopped removes both entries; completed counts once.
+        t.announce(
+            now,
+            &mut rng,
+            &Announce {
+                event: Event::Completed,
+                left: 0,
+                ..dual
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(t.scrape(&InfoHash([1; 20])).downloaded, 1);
+        assert_eq!(t.scrape(&InfoHash([1; 20])).complete, 2);
+        t.announce(
+            now,
+            &mut rng,
+            &Announce {
+                event: Event::Stopped,
+                ..dual
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(t.peer_count(), 2);
+        let s = t.scrape(&InfoHash([1; 20]));
+        assert_eq!((s.complete, s.incomplete), (1, 1));
     }
 
     #[test]
@@ -672,6 +959,25 @@ mod tests {
             Err(Refusal::Full)
         );
         assert_eq!(t.torrent_count(), 1);
+    }
+
+    #[test]
+    fn allow_list_replaced_at_run_time() {
+        let (mut t, mut rng, now, mut out) = setup();
+        t.announce(now, &mut rng, &ann(1, 1, 1, Event::Started), &mut out)
+            .unwrap();
+        t.announce(now, &mut rng, &ann(2, 1, 1, Event::Started), &mut out)
+            .unwrap();
+        t.set_allow_list(Some([InfoHash([2; 20])].into()));
+        assert_eq!((t.torrent_count(), t.peer_count()), (1, 1));
+        assert_eq!(
+            t.announce(now, &mut rng, &ann(1, 1, 1, Event::None), &mut out),
+            Err(Refusal::NotAllowed)
+        );
+        t.set_allow_list(None);
+        assert!(t
+            .announce(now, &mut rng, &ann(1, 1, 1, Event::None), &mut out)
+            .is_ok());
     }
 
     #[test]

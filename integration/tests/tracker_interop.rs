@@ -2,18 +2,73 @@
 //! over HTTP and UDP, find each other only through it (DHT, LPD and PEX are off), and complete a download.
 //! The Debian packages are listed in `scripts/apt-packages.txt`; these tests never skip themselves.
 //!
+//! The tracker runs through the shared harness ([`integration::Daemon`], process group killed on drop).
+//!
 //! aria2 1.36 sends UDP tracker traffic through its DHT socket and refuses `udp://` trackers when DHT is
 //! off, so for UDP it runs with DHT enabled but with no entry point and a private routing-table file: it
 //! knows no DHT node and can only learn peers from the tracker.
 
-mod support;
-
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use integration::Daemon;
+
+/// Our tracker, HTTP and UDP on 127.0.0.1 port 0.
+struct Tracker {
+    _d: Daemon,
+    http: SocketAddr,
+    udp: Option<SocketAddr>,
+}
+
+impl Tracker {
+    fn start(extra: &[&str]) -> Tracker {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
+        args.extend(extra);
+        let d = Daemon::builder("tracker")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .expect_listening(2)
+            .spawn()
+            .expect("tracker starts");
+        let http = d.addr_of("tcp", None).expect("tcp readiness");
+        let udp = d.addr_of("udp", None);
+        Tracker { _d: d, http, udp }
+    }
+
+    /// The `/stats` page as JSON.
+    fn stats(&self) -> serde_json::Value {
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!(
+            "GET /stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.http
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        let body = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| &resp[i + 4..])
+            .expect("a full HTTP response");
+        serde_json::from_slice(body).expect("stats JSON")
+    }
+}
+
+/// Polls `f` every 50 ms until it returns true or `limit` passes.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
 
 /// How long a 1 MiB download through the tracker may take before the test gives up.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -175,7 +230,7 @@ impl World {
     }
 
     fn libtorrent(&self, dir: &Path, seed: bool, log: &str) -> Proc {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lt_client.py");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tracker_lt_client.py");
         let timeout = DOWNLOAD_TIMEOUT.as_secs().to_string();
         let mut args = vec![
             script,
@@ -229,14 +284,13 @@ fn announce_url(t: &Tracker, udp: bool) -> String {
 /// Waits until the tracker knows `n` peers (the seeder has announced) so the leecher finds it at once.
 fn wait_peers(t: &Tracker, n: u64) {
     let ok = eventually(Duration::from_secs(30), || {
-        let v: serde_json::Value = serde_json::from_slice(&t.get("/stats").1).unwrap();
-        v["peers"].as_u64().unwrap_or(0) >= n
+        t.stats()["peers"].as_u64().unwrap_or(0) >= n
     });
     assert!(ok, "the seeder never announced to the tracker");
 }
 
 fn completed_through(t: &Tracker, udp_addr: Option<SocketAddr>) {
-    let v: serde_json::Value = serde_json::from_slice(&t.get("/stats").1).unwrap();
+    let v = t.stats();
     let msgs = &v["messages"]["announce"]["in_count"];
     assert!(msgs.as_u64().unwrap() >= 2, "announces seen: {v}");
     if udp_addr.is_some() {
@@ -245,7 +299,7 @@ fn completed_through(t: &Tracker, udp_addr: Option<SocketAddr>) {
 }
 
 fn aria2_seeds_libtorrent_leeches(udp: bool) {
-    let t = Tracker::start(true, &["--interval", "5"]);
+    let t = Tracker::start(&["--interval", "5"]);
     let w = World::new(&announce_url(&t, udp), "mktorrent");
     let _seed = w.aria2(&w.seed_dir(), true, udp, "aria2-seed.log");
     wait_peers(&t, 1);
@@ -272,7 +326,7 @@ fn udp_aria2_seeds_libtorrent_leeches() {
 
 #[test]
 fn udp_libtorrent_seeds_aria2_leeches() {
-    let t = Tracker::start(true, &["--interval", "5"]);
+    let t = Tracker::start(&["--interval", "5"]);
     let w = World::new(&announce_url(&t, true), "mktorrent");
     let _seed = w.libtorrent(&w.seed_dir(), true, "lt-seed.log");
     wait_peers(&t, 1);
@@ -285,7 +339,7 @@ fn udp_libtorrent_seeds_aria2_leeches() {
 
 #[test]
 fn http_transmission_seeds_aria2_leeches() {
-    let t = Tracker::start(true, &["--interval", "5"]);
+    let t = Tracker::start(&["--interval", "5"]);
     let w = World::new(&announce_url(&t, false), "transmission-create");
     let _seed = w.transmission("transmission.log");
     wait_peers(&t, 1);
@@ -298,7 +352,7 @@ fn http_transmission_seeds_aria2_leeches() {
 
 #[test]
 fn udp_transmission_seeds_libtorrent_leeches() {
-    let t = Tracker::start(true, &["--interval", "5"]);
+    let t = Tracker::start(&["--interval", "5"]);
     let w = World::new(&announce_url(&t, true), "transmission-create");
     let _seed = w.transmission("transmission.log");
     wait_peers(&t, 1);
