@@ -356,35 +356,37 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
             }
         };
         tokio::pin!(hop);
-        let mut events = Vec::new();
-        let promoted_now = loop {
-            let r = tokio::select! {
-                r = c.hold(&shutdown, |ev| match ev {
-                    // Pushes are answered at once; the rest feeds the promotion check below.
-                    OnEvent::Push { push_id, requester } => {
-                        let (server, shutdown, stats) = (server.clone(), shutdown.clone(), stats.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = give(push_id, requester, server, shutdown).await {
-                                stats.error("give");
-                                tracing::info!(%requester, error = %e, "push connect-back failed");
-                            }
-                        });
+        // The session future lives across the timer wake-ups below (never cancelled mid-write);
+        // its callback leaves what the promotion check needs in `events`.
+        let events = std::cell::RefCell::new(Vec::new());
+        let wants_events = auto && own_sn.is_none();
+        let held = c.hold(&shutdown, |ev| match ev {
+            // Pushes are answered at once; the rest feeds the promotion check below.
+            OnEvent::Push { push_id, requester } => {
+                let (server, shutdown, stats) = (server.clone(), shutdown.clone(), stats.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = give(push_id, requester, server, shutdown).await {
+                        stats.error("give");
+                        tracing::info!(%requester, error = %e, "push connect-back failed");
                     }
-                    // Only an auto node still waiting to promote reads them; bounded against a
-                    // chatty SN.
-                    other => {
-                        if auto && own_sn.is_none() && events.len() < MAX_PENDING_EVENTS {
-                            events.push(other);
-                        }
-                    }
-                }) => Some(r),
-                _ = &mut hop => None,
-                _ = check.tick(), if auto && own_sn.is_none() => {
-                    // Fall through to the promotion check below, then resume holding.
-                    Some(Ok(()))
+                });
+            }
+            // Only an auto node still waiting to promote reads them; bounded against a chatty SN.
+            other => {
+                let mut evs = events.borrow_mut();
+                if wants_events && evs.len() < MAX_PENDING_EVENTS {
+                    evs.push(other);
                 }
+            }
+        });
+        tokio::pin!(held);
+        let promoted_now = loop {
+            let wake = tokio::select! {
+                r = &mut held => Wake::Held(r),
+                _ = &mut hop => Wake::Hop,
+                _ = check.tick(), if wants_events => Wake::Tick,
             };
-            for ev in events.drain(..) {
+            for ev in events.borrow_mut().drain(..) {
                 match ev {
                     OnEvent::Push { .. } => {}
                     OnEvent::Reachable(a) => {
@@ -399,8 +401,8 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
                     }
                 }
             }
-            match r {
-                None => {
+            match wake {
+                Wake::Hop => {
                     // SN hopping (K-Lite's KaZuperNodes, giFT's "dance"): leave this SN for another one,
                     // so the next searches see that SN's children.
                     tracing::info!(sn = %best, "hopping to another supernode");
@@ -408,22 +410,19 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
                     stats.add_gauge("sn_hops", 1);
                     break false;
                 }
-                Some(Err(e)) => {
+                Wake::Held(Err(e)) => {
                     tracing::info!(sn = %best, error = %e, "supernode lost; failing over");
                     cache.mark_failed(best, Instant::now());
                     previous = None;
                     break false;
                 }
-                Some(Ok(())) if shutdown.is_cancelled() => break false,
-                Some(Ok(())) => {}
-            }
-            if !auto || own_sn.is_some() {
-                continue;
-            }
-            match promotion.check(Instant::now()) {
-                Verdict::Promote => break true,
-                Verdict::Wait(why) => tracing::trace!(?why, "not promoting yet"),
-                Verdict::Promoted => {}
+                // Shutdown.
+                Wake::Held(Ok(())) => break false,
+                Wake::Tick => match promotion.check(Instant::now()) {
+                    Verdict::Promote => break true,
+                    Verdict::Wait(why) => tracing::trace!(?why, "not promoting yet"),
+                    Verdict::Promoted => {}
+                },
             }
         };
         if !promoted_now {
@@ -465,6 +464,16 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
         common::daemon::write_stats(&stats, p);
     }
     Ok(())
+}
+
+/// What woke the ON's session loop.
+enum Wake {
+    /// The session ended (shutdown: `Ok`; the SN went away: `Err`).
+    Held(std::io::Result<()>),
+    /// Time to hop to another SN.
+    Hop,
+    /// Time for the promotion check.
+    Tick,
 }
 
 /// Session events an auto node buffers between two promotion checks.
