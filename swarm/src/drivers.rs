@@ -127,6 +127,16 @@ pub trait Driver {
     }
     /// Overlay edges known to the driver (logins, downloads), besides those in the stats files.
     fn edges(&self) -> Vec<(String, String, String)>;
+    /// Seconds from the client's start until its download completed, when the client says so and it
+    /// ran on after completing (a BitTorrent leecher seeding); `None`: its exit is its completion.
+    fn completed_after(&self, _run: &ToolRun) -> Option<f64> {
+        None
+    }
+    /// True when a download's bytes on disk (allocated blocks) show how far it got; false for clients
+    /// that reserve the whole file up front (`fallocate`).
+    fn disk_shows_progress(&self) -> bool {
+        true
+    }
     /// Which rate caps were passed to which binary, and which binary had no option for one.
     fn rate_caps(&self) -> Vec<String> {
         self.fleet().opts.list()
@@ -734,6 +744,28 @@ impl Driver for BitTorrent {
         Some("BitTorrent has no search: users find a .torrent on the web (BEP 3)".into())
     }
 
+    fn disk_shows_progress(&self) -> bool {
+        // bittorrent-peer fallocates the whole file when the download starts.
+        false
+    }
+
+    fn completed_after(&self, run: &ToolRun) -> Option<f64> {
+        // The summary's `seconds` run from the node's start (its readiness line) to completion.
+        let listening = run
+            .lines
+            .iter()
+            .find(|(_, l)| l.contains("\"listening\""))?;
+        let summary = run
+            .lines
+            .iter()
+            .rev()
+            .find_map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).ok())?;
+        (summary["complete"] == true)
+            .then(|| summary["seconds"].as_f64())
+            .flatten()
+            .map(|s| listening.0.as_secs_f64() + s)
+    }
+
     fn parse_search(&self, _: &ToolRun, _: &CorpusFile) -> SearchOutcome {
         SearchOutcome::default()
     }
@@ -749,9 +781,19 @@ impl Driver for BitTorrent {
         let stats = ctx.work.join(format!("stats-{who}.json"));
         let bin = ctx.bin("bittorrent-peer");
         let mut c = Command::new(&bin);
-        self.fleet
-            .opts
-            .caps(&mut c, &bin, Some("download"), ctx.scn.downloader_caps());
+        let seed =
+            (ctx.scn.bittorrent_seed_secs > 0).then(|| ctx.scn.bittorrent_seed_secs.to_string());
+        let caps = ctx.scn.downloader_caps();
+        self.fleet.opts.push(
+            &mut c,
+            &bin,
+            Some("download"),
+            &[
+                ("--upload-rate", caps.upload.map(|v| v.to_string())),
+                ("--download-rate", caps.download.map(|v| v.to_string())),
+                ("--seed-time", seed),
+            ],
+        );
         c.arg(&torrent)
             .arg("--out")
             .arg(out)

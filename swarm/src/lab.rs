@@ -521,7 +521,7 @@ fn run_jobs(
     let since = |ctx: &Ctx| (ctx.epoch.elapsed().saturating_sub(phase_start)).as_secs_f64();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let mut left_at = Vec::new();
-    let sample = !leave.is_empty();
+    let sample = !leave.is_empty() && d.disk_shows_progress();
     let dirs: Vec<PathBuf> = jobs.iter().map(|j| j.1.clone()).collect();
     let mut progress: Vec<Vec<(f64, u64)>> = vec![Vec::new(); n];
     let runs = std::thread::scope(|s| {
@@ -634,13 +634,19 @@ fn downloads(
         let run = run?;
         let found = find_file(&out, &file.name);
         let verified = found.as_deref().is_some_and(|p| ctx.corpus.verify(file, p));
+        // A client that stays to seed completed before it exited.
+        let seconds = d
+            .completed_after(&run)
+            .unwrap_or_else(|| run.elapsed().as_secs_f64());
         recs.push(DownloadRecord {
             node: who,
             file: file.name.clone(),
             ok: run.ok(),
             verified,
-            seconds: run.elapsed().as_secs_f64(),
-            ended_at: run.ended.saturating_sub(phase_start).as_secs_f64(),
+            seconds,
+            ended_at: (run.started + Duration::from_secs_f64(seconds))
+                .saturating_sub(phase_start)
+                .as_secs_f64(),
             source: d.parse_source(&run.stdout),
             error: if run.ok() && verified {
                 None

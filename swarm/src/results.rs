@@ -42,9 +42,10 @@ pub struct DownloadRecord {
     pub ok: bool,
     /// The bytes on disk equal the corpus file.
     pub verified: bool,
-    /// Wall time from the client's start to its exit, seconds.
+    /// Seconds from the client's start to its completion: its exit, or for a client that stays to seed
+    /// (BitTorrent with `bittorrent_seed_secs`) the completion it reports.
     pub seconds: f64,
-    /// Seconds since the phase began when it ended.
+    /// Seconds since the phase began when it completed.
     pub ended_at: f64,
     /// The source it reports, when the client says.
     pub source: Option<String>,

@@ -58,6 +58,9 @@ pub struct Scenario {
     pub bittorrent_piece_kib: u64,
     /// Tracker re-announce interval handed to BitTorrent peers, seconds.
     pub tracker_interval_secs: u32,
+    /// Seconds a BitTorrent leecher keeps seeding after it completes (`download --seed-time`; 0: it
+    /// leaves at once). Its completion time is still the moment it completed.
+    pub bittorrent_seed_secs: u64,
     /// Gnutella in classic 0.4 mode: every node floods, no ultrapeers, no QRP (the flood for contrast).
     pub gnutella_classic: bool,
     /// TTL of Gnutella queries (1..=7).
@@ -150,6 +153,7 @@ impl Default for Scenario {
             churn_leave_after_ms: 1000,
             bittorrent_piece_kib: 32,
             tracker_interval_secs: 5,
+            bittorrent_seed_secs: 2,
             gnutella_classic: false,
             gnutella_ttl: 4,
             op_timeout_secs: 45,
@@ -225,6 +229,7 @@ impl Scenario {
             churn_leaving: 1,
             bittorrent_piece_kib: 32,
             tracker_interval_secs: 2,
+            bittorrent_seed_secs: 1,
             op_timeout_secs: 15,
             upload_rate: Some(RateSpec::Text("1M".into())),
             download_rate: Some(RateSpec::Text("8M".into())),
@@ -315,6 +320,9 @@ impl Scenario {
                 "bittorrent_piece_kib",
                 "must be a power of two >= 16",
             ));
+        }
+        if self.bittorrent_seed_secs > 600 {
+            return Err(invalid("bittorrent_seed_secs", "must be 0..=600"));
         }
         if self.tracker_interval_secs == 0 {
             return Err(invalid("tracker_interval_secs", "must be at least 1"));
@@ -474,6 +482,9 @@ churn_graceful = false
 bittorrent_piece_kib = 32
 # Tracker re-announce interval handed to BitTorrent peers, seconds.
 tracker_interval_secs = 5
+# Seconds a BitTorrent leecher keeps seeding after it completes (0: it leaves at once); its completion
+# time is still the moment it completed (the client's own figure).
+bittorrent_seed_secs = 2
 # Gnutella in classic 0.4 mode: every node floods, no ultrapeers, no QRP (the flood for contrast).
 gnutella_classic = false
 # TTL of Gnutella queries (1..=7).

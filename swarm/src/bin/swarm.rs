@@ -21,7 +21,7 @@ use swarm::scenario::{Scenario, EXAMPLE};
 /// gnutella-flood-ttl (flood cost vs TTL beside the tree formula), expanding-ring, kazaa-source-loss,
 /// pollution, churn, gnutella-classic-flood, gnutella-ultrapeers.
 ///
-/// Not done: BitTorrent leechers leave once complete (no --seed-time is passed); KaZaA peers are never
+/// Not done: KaZaA peers are never
 /// firewalled; the flood formula assumes an even degree (the measured overlay is not regular).
 #[derive(Parser, Debug)]
 #[command(name = "swarm", version, about, long_about)]
