@@ -13,7 +13,10 @@
 //! ```
 //!
 //! Debian's opentracker is built allow-list only: the bench writes every info-hash it uses to its whitelist.
-//! aquatic_udp is not run (not installed by default; see the README).
+//!
+//! aquatic_udp (crates.io, version [`AQUATIC_VERSION`]) joins the UDP run: the bench uses `$AQUATIC_UDP` or
+//! an `aquatic_udp` on the `PATH`, else `cargo install`s it once into `target/aquatic/` (a few minutes; set
+//! `TRACKER_BENCH_NO_AQUATIC=1` to skip it). It runs with one socket worker, pinned like the others.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -29,6 +32,8 @@ use tracker::codec::{Event, InfoHash, PeerId};
 const PEERS_PER_HASH: usize = 20;
 /// UDP announces in flight.
 const UDP_WINDOW: usize = 128;
+/// The aquatic_udp release the bench installs when none is at hand.
+const AQUATIC_VERSION: &str = "0.9.0";
 
 struct Killed(Child);
 
@@ -181,6 +186,94 @@ fn start_opentracker(dir: &Path, hashes: usize) -> Target {
     std::thread::sleep(Duration::from_millis(500));
     Target {
         name: "opentracker",
+        proc: Killed(child),
+        http: addr,
+        udp: addr,
+    }
+}
+
+/// Finds aquatic_udp, installing it into `target/aquatic/` when needed; `Err` says why it is not there.
+fn aquatic_binary() -> Result<std::path::PathBuf, String> {
+    if std::env::var_os("TRACKER_BENCH_NO_AQUATIC").is_some() {
+        return Err("skipped (TRACKER_BENCH_NO_AQUATIC)".into());
+    }
+    if let Some(p) = std::env::var_os("AQUATIC_UDP") {
+        return Ok(p.into());
+    }
+    if let Some(p) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("aquatic_udp"))
+            .find(|p| p.exists())
+    }) {
+        return Ok(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/aquatic");
+    let bin = root.join("bin/aquatic_udp");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!(
+        "installing aquatic_udp {AQUATIC_VERSION} into {} (once)...",
+        root.display()
+    );
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "install",
+            "--quiet",
+            "aquatic_udp",
+            "--version",
+            AQUATIC_VERSION,
+            "--root",
+        ])
+        .arg(&root)
+        .output()
+        .map_err(|e| format!("cannot run cargo install: {e}"))?;
+    if !out.status.success() || !bin.exists() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(format!("cargo install aquatic_udp failed: {last}"));
+    }
+    Ok(bin)
+}
+
+fn start_aquatic(dir: &Path, bin: &Path) -> Target {
+    let port = free_port();
+    let cfg = dir.join("aquatic.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "socket_workers = 1\nlog_level = \"error\"\n[network]\naddress = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin)
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("aquatic_udp starts");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // Ready once it answers a BEP 15 connect.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pkt = Vec::new();
+    Request::Connect { transaction_id: 5 }.encode(&mut pkt);
+    let mut buf = [0u8; 64];
+    loop {
+        assert!(Instant::now() < deadline, "aquatic_udp did not start");
+        let _ = probe.send_to(&pkt, addr);
+        if probe.recv(&mut buf).is_ok() {
+            break;
+        }
+    }
+    Target {
+        name: "aquatic_udp",
         proc: Killed(child),
         http: addr,
         udp: addr,
@@ -520,11 +613,18 @@ fn main() {
             results.push((label.to_owned(), t.name, f));
         }
     }
-    for which in ["ours", "opentracker"] {
-        let t = if which == "ours" {
-            start_ours(hashes)
-        } else {
-            start_opentracker(dir.path(), hashes)
+    let aquatic = aquatic_binary();
+    if let Err(why) = &aquatic {
+        println!("aquatic_udp not run: {why}");
+    }
+    for which in ["ours", "opentracker", "aquatic_udp"] {
+        let t = match which {
+            "ours" => start_ours(hashes),
+            "opentracker" => start_opentracker(dir.path(), hashes),
+            _ => match &aquatic {
+                Ok(bin) => start_aquatic(dir.path(), bin),
+                Err(_) => continue,
+            },
         };
         let f = run_udp(&t, secs, hashes);
         print_row("udp", t.name, &f);
@@ -541,6 +641,14 @@ fn main() {
         if let (Some(o), Some(r)) = (get("tracker (ours)"), get("opentracker")) {
             println!(
                 "{label:<14} ours/opentracker: req/CPU-s x{:.2}, req/s x{:.2}, peak memory x{:.2}",
+                o.per_cpu() / r.per_cpu(),
+                o.rps() / r.rps(),
+                o.rss_kib as f64 / r.rss_kib.max(1) as f64
+            );
+        }
+        if let (Some(o), Some(r)) = (get("tracker (ours)"), get("aquatic_udp")) {
+            println!(
+                "{label:<14} ours/aquatic_udp: req/CPU-s x{:.2}, req/s x{:.2}, peak memory x{:.2}",
                 o.per_cpu() / r.per_cpu(),
                 o.rps() / r.rps(),
                 o.rss_kib as f64 / r.rss_kib.max(1) as f64
