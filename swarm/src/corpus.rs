@@ -380,7 +380,10 @@ mod tests {
             assert_eq!(h, f.holders, "holders distinct and sorted");
         }
         assert_eq!(c.by_role(Role::Flash).holders, vec![0]);
-        assert_eq!(c.by_role(Role::Churn).holders, vec![s.peers - 1]);
+        assert_eq!(
+            c.by_role(Role::Churn).holders,
+            vec![s.peers - 2, s.peers - 1]
+        );
     }
 
     #[test]

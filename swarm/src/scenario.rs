@@ -156,13 +156,13 @@ impl Default for Scenario {
             bittorrent_seed_secs: 2,
             gnutella_classic: false,
             gnutella_ttl: 4,
-            op_timeout_secs: 45,
+            op_timeout_secs: 40,
             upload_rate: Some(RateSpec::Text("512k".into())),
             download_rate: Some(RateSpec::Text("2M".into())),
             downloader_upload_rate: Some(RateSpec::Text("512k".into())),
             downloader_download_rate: Some(RateSpec::Text("2M".into())),
             flash_sweep_systems: vec!["napster".into(), "bittorrent".into()],
-            churn_sources: 1,
+            churn_sources: 2,
             churn_leaving: 1,
             churn_graceful: false,
             gnutella_ttl_sweep: Vec::new(),
@@ -475,7 +475,7 @@ downloader_download_rate = "2M"
 churn_downloads = 3
 churn_file_kib = 1024
 churn_leave_after_ms = 1000
-churn_sources = 1
+churn_sources = 2
 churn_leaving = 1
 churn_graceful = false
 # BitTorrent piece size, KiB (a power of two, at least 16).
@@ -503,7 +503,7 @@ decoys = 0
 pollution_genuine = 2
 pollution_downloads = 0
 # Most seconds any one search or download may take before it counts as failed.
-op_timeout_secs = 45
+op_timeout_secs = 40
 "#;
 
 #[cfg(test)]
