@@ -137,7 +137,11 @@ fn pex_swarm(private: bool) -> (StatsSnapshot, StatsSnapshot) {
     });
     // L was given only S, and there are no trackers: a second connection can only be T, found by PEX
     // (L dials the contact S sent, or T dials L first after hearing of L from S: either way).
-    let knows_t = |st: &StatsSnapshot| st.gauges.get("peers").copied() == Some(2);
+    // The per-peer and PEX figures are published once a second: wait for both.
+    let knows_t = |st: &StatsSnapshot| {
+        st.gauges.get("peers").copied() == Some(2)
+            && st.extra["pex"]["received"].as_u64() >= Some(1)
+    };
     if !private {
         let mut last = None;
         let end = Instant::now() + LIMIT;

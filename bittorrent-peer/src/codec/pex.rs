@@ -14,12 +14,13 @@
 //! contacts in one message (BEP 11); a receiver accepts a little more ([`MAX_ACCEPTED`]) since clients
 //! differ, and refuses anything larger.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 
 use bendy::encoding::Encoder;
 use bendy::value::Value;
 
 use crate::bencode::{self, as_dict, BencodeError};
+use crate::codec::tracker::{compact_peers_v4, compact_peers_v6, push_compact};
 
 /// Most added contacts (IPv4 and IPv6 together) we put in one message (BEP 11: "up to 50").
 pub const MAX_ADDED: usize = 50;
@@ -81,14 +82,6 @@ pub enum PexError {
     },
 }
 
-fn push_compact(out: &mut Vec<u8>, a: &SocketAddr) {
-    match a.ip() {
-        IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
-        IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
-    }
-    out.extend_from_slice(&a.port().to_be_bytes());
-}
-
 fn contacts<'v>(
     d: &'v bencode::Dict<'_>,
     key: &'static str,
@@ -110,19 +103,6 @@ fn contacts<'v>(
         });
     }
     Ok(b)
-}
-
-fn decode_contact(c: &[u8]) -> SocketAddr {
-    let port = u16::from_be_bytes([c[c.len() - 2], c[c.len() - 1]]);
-    if c.len() == COMPACT_V4 {
-        SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::new(c[0], c[1], c[2], c[3]),
-            port,
-        ))
-    } else {
-        let ip: [u8; 16] = c[..16].try_into().expect("18-byte contact");
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
-    }
 }
 
 impl PexMsg {
@@ -173,24 +153,24 @@ impl PexMsg {
         let (v, _) = bencode::decode_prefix(payload)?;
         let d = as_dict(&v, "ut_pex")?;
         let mut m = PexMsg::default();
-        for (key, fkey, size) in [
-            ("added", "added.f", COMPACT_V4),
-            ("added6", "added6.f", COMPACT_V6),
+        type Decode = fn(&[u8]) -> Vec<SocketAddr>;
+        let v4: Decode = compact_peers_v4;
+        let v6: Decode = compact_peers_v6;
+        for (key, fkey, size, decode) in [
+            ("added", "added.f", COMPACT_V4, v4),
+            ("added6", "added6.f", COMPACT_V6, v6),
         ] {
             let list = contacts(d, key, size)?;
             let fl: &[u8] = match bencode::get(d, fkey) {
                 Some(Value::Bytes(b)) if b.len() == list.len() / size => b,
                 _ => &[],
             };
-            for (i, c) in list.chunks_exact(size).enumerate() {
-                m.added
-                    .push((decode_contact(c), fl.get(i).copied().unwrap_or(0)));
+            for (i, a) in decode(list).into_iter().enumerate() {
+                m.added.push((a, fl.get(i).copied().unwrap_or(0)));
             }
         }
-        for (key, size) in [("dropped", COMPACT_V4), ("dropped6", COMPACT_V6)] {
-            let list = contacts(d, key, size)?;
-            m.dropped
-                .extend(list.chunks_exact(size).map(decode_contact));
+        for (key, size, decode) in [("dropped", COMPACT_V4, v4), ("dropped6", COMPACT_V6, v6)] {
+            m.dropped.extend(decode(contacts(d, key, size)?));
         }
         Ok(m)
     }

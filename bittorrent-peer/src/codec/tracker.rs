@@ -1,54 +1,31 @@
 //! Tracker messages: BEP 3 HTTP announce (URL query and bencoded reply), BEP 23 compact peers, BEP 7
 //! `peers6`, and BEP 15 UDP tracker packets. No I/O.
+//!
+//! The client side of the wire is shared with the workspace's `tracker` crate, which owns the formats
+//! (as aquatic's protocol crates are shared by its servers and load testers): the announce query string
+//! is written by [`tracker::codec::http::AnnounceRequest::write_query`], the UDP packets are encoded and
+//! decoded by [`tracker::codec::udp`], and [`Event`] is the tracker's. What stays here is what only a
+//! client needs: reading the bencoded HTTP reply and checking UDP replies against our transaction.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use bendy::value::Value;
 
 use crate::bencode::{self, as_dict, BencodeError};
 use crate::types::{InfoHash, PeerId};
+use tracker::codec::{http as wire_http, udp as wire_udp};
+
+/// The `event` of an announce (the tracker crate's type: same names, same BEP 15 numbers).
+pub use tracker::codec::Event;
 
 /// Largest HTTP tracker reply body we read.
 pub const MAX_HTTP_REPLY: usize = 1 << 20;
 /// Most peers we take from one reply.
 pub const MAX_PEERS_PER_REPLY: usize = 2000;
 /// BEP 15 magic `protocol_id` of a connect request.
-pub const UDP_PROTOCOL_ID: u64 = 0x0417_2710_1980;
+pub const UDP_PROTOCOL_ID: u64 = wire_udp::PROTOCOL_ID;
 /// Largest UDP tracker datagram we accept.
 pub const MAX_UDP_PACKET: usize = 20 + 6 * MAX_PEERS_PER_REPLY;
-
-/// The `event` of an announce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Regular re-announce.
-    None,
-    /// First announce.
-    Started,
-    /// Download finished.
-    Completed,
-    /// Leaving the swarm.
-    Stopped,
-}
-
-impl Event {
-    fn http(self) -> Option<&'static str> {
-        match self {
-            Event::None => None,
-            Event::Started => Some("started"),
-            Event::Completed => Some("completed"),
-            Event::Stopped => Some("stopped"),
-        }
-    }
-
-    fn udp(self) -> u32 {
-        match self {
-            Event::None => 0,
-            Event::Completed => 1,
-            Event::Started => 2,
-            Event::Stopped => 3,
-        }
-    }
-}
 
 /// What we tell a tracker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,51 +52,51 @@ pub struct AnnounceRequest {
     pub ip: Option<Ipv4Addr>,
 }
 
-fn pct_bytes(b: &[u8]) -> String {
-    percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
 impl AnnounceRequest {
-    /// The full announce URL for an HTTP tracker whose announce URL is `base`.
+    /// The full announce URL for an HTTP tracker whose announce URL is `base` (compact peers asked for;
+    /// `key` as 8 hex digits).
     pub fn http_url(&self, base: &str) -> String {
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let mut u = format!(
-            "{base}{sep}info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1&numwant={}&key={:08x}",
-            pct_bytes(&self.info_hash.0),
-            pct_bytes(&self.peer_id.0),
-            self.port,
-            self.uploaded,
-            self.downloaded,
-            self.left,
-            self.numwant,
-            self.key
-        );
-        if let Some(e) = self.event.http() {
-            u.push_str("&event=");
-            u.push_str(e);
-        }
-        if let Some(ip) = self.ip {
-            u.push_str(&format!("&ip={ip}"));
-        }
+        let key = format!("{:08x}", self.key);
+        let q = wire_http::AnnounceRequest {
+            info_hash: tracker::codec::InfoHash(self.info_hash.0),
+            peer_id: tracker::codec::PeerId(self.peer_id.0),
+            port: self.port,
+            uploaded: self.uploaded,
+            downloaded: self.downloaded,
+            left: self.left,
+            event: self.event,
+            numwant: Some(self.numwant),
+            compact: true,
+            no_peer_id: false,
+            ip: self.ip.map(IpAddr::V4),
+            key: wire_http::Token::new(key.as_bytes()),
+            trackerid: None,
+        };
+        let mut u = String::with_capacity(base.len() + 256);
+        u.push_str(base);
+        u.push(if base.contains('?') { '&' } else { '?' });
+        q.write_query(&mut u);
         u
     }
 
     /// BEP 15 announce packet (98 bytes).
-    pub fn udp_packet(&self, connection_id: u64, transaction_id: u32) -> [u8; 98] {
-        let mut b = [0u8; 98];
-        b[0..8].copy_from_slice(&connection_id.to_be_bytes());
-        b[8..12].copy_from_slice(&1u32.to_be_bytes());
-        b[12..16].copy_from_slice(&transaction_id.to_be_bytes());
-        b[16..36].copy_from_slice(&self.info_hash.0);
-        b[36..56].copy_from_slice(&self.peer_id.0);
-        b[56..64].copy_from_slice(&self.downloaded.to_be_bytes());
-        b[64..72].copy_from_slice(&self.left.to_be_bytes());
-        b[72..80].copy_from_slice(&self.uploaded.to_be_bytes());
-        b[80..84].copy_from_slice(&self.event.udp().to_be_bytes());
-        b[84..88].copy_from_slice(&self.ip.map(u32::from).unwrap_or(0).to_be_bytes());
-        b[88..92].copy_from_slice(&self.key.to_be_bytes());
-        b[92..96].copy_from_slice(&(self.numwant as i32).to_be_bytes());
-        b[96..98].copy_from_slice(&self.port.to_be_bytes());
+    pub fn udp_packet(&self, connection_id: u64, transaction_id: u32) -> Vec<u8> {
+        let mut b = Vec::with_capacity(wire_udp::ANNOUNCE_LEN);
+        wire_udp::Request::Announce(wire_udp::AnnounceRequest {
+            connection_id,
+            transaction_id,
+            info_hash: tracker::codec::InfoHash(self.info_hash.0),
+            peer_id: tracker::codec::PeerId(self.peer_id.0),
+            downloaded: self.downloaded,
+            left: self.left,
+            uploaded: self.uploaded,
+            event: self.event,
+            ip: self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            key: self.key,
+            num_want: i32::try_from(self.numwant).unwrap_or(i32::MAX),
+            port: self.port,
+        })
+        .encode(&mut b);
         b
     }
 }
@@ -180,12 +157,20 @@ pub fn compact_peers_v6(b: &[u8]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Compact form of IPv4 peers (for tests and for PEX).
+/// Appends the compact form of one peer: 4 (BEP 23) or 16 (BEP 7) address bytes, then the port.
+pub fn push_compact(out: &mut Vec<u8>, peer: &SocketAddr) {
+    match peer.ip() {
+        IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+    }
+    out.extend_from_slice(&peer.port().to_be_bytes());
+}
+
+/// Compact form of IPv4 peers (for tests).
 pub fn encode_compact_v4(peers: &[SocketAddrV4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(peers.len() * 6);
     for p in peers {
-        out.extend_from_slice(&p.ip().octets());
-        out.extend_from_slice(&p.port().to_be_bytes());
+        push_compact(&mut out, &SocketAddr::V4(*p));
     }
     out
 }
@@ -211,7 +196,7 @@ pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError
             .take(MAX_PEERS_PER_REPLY)
             .filter_map(|p| {
                 let pd = as_dict(p, "peers").ok()?;
-                let ip: std::net::IpAddr = bencode::text(pd, "ip").ok()?.parse().ok()?;
+                let ip: IpAddr = bencode::text(pd, "ip").ok()?.parse().ok()?;
                 let port = u16::try_from(bencode::int(pd, "port").ok()?).ok()?;
                 Some(SocketAddr::new(ip, port))
             })
@@ -231,56 +216,59 @@ pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError
 }
 
 /// BEP 15 connect request (16 bytes).
-pub fn udp_connect_request(transaction_id: u32) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&UDP_PROTOCOL_ID.to_be_bytes());
-    b[8..12].copy_from_slice(&0u32.to_be_bytes());
-    b[12..16].copy_from_slice(&transaction_id.to_be_bytes());
+pub fn udp_connect_request(transaction_id: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(wire_udp::CONNECT_LEN);
+    wire_udp::Request::Connect { transaction_id }.encode(&mut b);
     b
 }
 
-fn udp_header(p: &[u8], action: u32, transaction_id: u32) -> Result<(), TrackerError> {
-    if p.len() < 8 {
-        return Err(TrackerError::Udp("short packet"));
-    }
-    let a = u32::from_be_bytes(p[..4].try_into().expect("4"));
-    let t = u32::from_be_bytes(p[4..8].try_into().expect("4"));
+/// Decodes a BEP 15 reply and checks it answers our transaction; an error reply is the tracker's
+/// failure reason.
+fn udp_reply(p: &[u8], transaction_id: u32) -> Result<wire_udp::Response, TrackerError> {
+    let r = wire_udp::Response::decode(p, false).ok_or(TrackerError::Udp("malformed packet"))?;
+    let t = match &r {
+        wire_udp::Response::Connect { transaction_id, .. }
+        | wire_udp::Response::Announce { transaction_id, .. }
+        | wire_udp::Response::Scrape { transaction_id, .. }
+        | wire_udp::Response::Error { transaction_id, .. } => *transaction_id,
+    };
     if t != transaction_id {
         return Err(TrackerError::Udp("transaction id mismatch"));
     }
-    if a == 3 {
-        return Err(TrackerError::Failure(
-            String::from_utf8_lossy(&p[8..]).into_owned(),
-        ));
+    match r {
+        wire_udp::Response::Error { msg, .. } => Err(TrackerError::Failure(msg)),
+        r => Ok(r),
     }
-    if a != action {
-        return Err(TrackerError::Udp("unexpected action"));
-    }
-    Ok(())
 }
 
 /// Parses a BEP 15 connect response; returns the connection id.
 pub fn parse_udp_connect(p: &[u8], transaction_id: u32) -> Result<u64, TrackerError> {
-    udp_header(p, 0, transaction_id)?;
-    if p.len() < 16 {
-        return Err(TrackerError::Udp("short connect reply"));
+    match udp_reply(p, transaction_id)? {
+        wire_udp::Response::Connect { connection_id, .. } => Ok(connection_id),
+        _ => Err(TrackerError::Udp("unexpected action")),
     }
-    Ok(u64::from_be_bytes(p[8..16].try_into().expect("8")))
 }
 
-/// Parses a BEP 15 announce response (IPv4 peers).
+/// Parses a BEP 15 announce response (IPv4 peers, at most [`MAX_PEERS_PER_REPLY`]).
 pub fn parse_udp_announce(p: &[u8], transaction_id: u32) -> Result<AnnounceResponse, TrackerError> {
-    udp_header(p, 1, transaction_id)?;
-    if p.len() < 20 {
-        return Err(TrackerError::Udp("short announce reply"));
+    match udp_reply(p, transaction_id)? {
+        wire_udp::Response::Announce {
+            interval,
+            leechers,
+            seeders,
+            mut peers,
+            ..
+        } => {
+            peers.truncate(MAX_PEERS_PER_REPLY);
+            Ok(AnnounceResponse {
+                interval,
+                incomplete: Some(leechers),
+                complete: Some(seeders),
+                peers,
+            })
+        }
+        _ => Err(TrackerError::Udp("unexpected action")),
     }
-    let word = |at: usize| u32::from_be_bytes(p[at..at + 4].try_into().expect("4"));
-    Ok(AnnounceResponse {
-        interval: word(8),
-        incomplete: Some(word(12)),
-        complete: Some(word(16)),
-        peers: compact_peers_v4(&p[20..]),
-    })
 }
 
 #[cfg(test)]
@@ -308,9 +296,17 @@ mod tests {
         let u = req().http_url("http://t/announce");
         assert!(u.starts_with("http://t/announce?info_hash=%12%12"));
         assert!(u.contains(
-            "&peer_id=%2DPL0001%2Dabcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&compact=1"
+            "&peer_id=-PL0001-abcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&event=started"
         ));
-        assert!(u.ends_with("&event=started"));
+        assert!(u.ends_with("&numwant=50&compact=1&key=00000007"), "{u}");
+        // The tracker reads back what we wrote.
+        let q = u.split_once('?').unwrap().1;
+        let back = tracker::codec::http::AnnounceRequest::parse(q.as_bytes()).unwrap();
+        assert_eq!(back.info_hash.0, req().info_hash.0);
+        assert_eq!(
+            (back.port, back.left, back.event),
+            (6881, 3, Event::Started)
+        );
         assert!(req()
             .http_url("http://t/a?x=1")
             .starts_with("http://t/a?x=1&info_hash="));
@@ -354,6 +350,7 @@ mod tests {
     #[test]
     fn udp_packets() {
         let c = udp_connect_request(9);
+        assert_eq!(c.len(), 16);
         assert_eq!(&c[..8], &UDP_PROTOCOL_ID.to_be_bytes());
         let mut reply = vec![0, 0, 0, 0, 0, 0, 0, 9];
         reply.extend_from_slice(&42u64.to_be_bytes());
@@ -365,6 +362,7 @@ mod tests {
             2,
             "started = 2"
         );
+        assert_eq!(a.len(), 98);
         assert_eq!(&a[96..], &6881u16.to_be_bytes());
         let mut ar = vec![0, 0, 0, 1, 0, 0, 0, 10, 0, 0, 0, 60, 0, 0, 0, 1, 0, 0, 0, 2];
         ar.extend_from_slice(&[127, 0, 0, 1, 0x1a, 0xe1]);
