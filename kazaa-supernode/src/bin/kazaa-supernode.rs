@@ -31,10 +31,11 @@ use kazaa_supernode::protocol::supernode::SupernodeConfig;
 /// queue ordered by participation level behind 503 + Retry-After), the auto role (an ordinary node that
 /// promotes itself to supernode once an SN confirmed it is reachable, its capacity is high enough and
 /// it has been up long enough), `search`, and `get` (multi-source download by hash with re-search, push
-/// and GIVE for firewalled sources). --upload-rate caps all uploads of a node together, --download-rate all
-/// downloads of `get`. NOT IMPLEMENTED: HTTP on a supernode's binary port (501), push relay beyond
-/// directly linked SNs, demotion. The FastTrack cipher is replaced by a documented pass-through, so
-/// historical clients cannot log in.
+/// and GIVE for firewalled sources, relayed along the reverse path of the result waves). --upload-rate
+/// caps all uploads of a node together, --download-rate a `get` across all its sources. NOT
+/// IMPLEMENTED: HTTP on a supernode's binary port (501), demotion (a promoted node stays a supernode
+/// until it exits). The FastTrack cipher is replaced by a documented pass-through, so historical
+/// clients cannot log in.
 #[derive(Parser, Debug)]
 #[command(name = "kazaa-supernode", version, about, long_about)]
 struct Cli {
@@ -47,10 +48,10 @@ struct Cli {
     /// Role of this node.
     #[arg(long, value_enum, default_value_t = Role::Supernode)]
     role: Role,
-    /// A supernode to link to (supernode role) or to choose from (ordinary role). Repeatable.
+    /// A supernode to link to (supernode role) or to choose from (ordinary/auto role). Repeatable.
     #[arg(long = "peer", value_name = "ADDR")]
     peers: Vec<SocketAddr>,
-    /// Folder to share (ordinary role).
+    /// Folder to share (ordinary/auto role).
     #[arg(long, value_name = "DIR")]
     share: Option<PathBuf>,
     /// Username.
@@ -68,19 +69,20 @@ struct Cli {
     /// Hops a forwarded query may travel (at most 6).
     #[arg(long, default_value_t = 6)]
     hop_limit: u8,
-    /// Simultaneous uploads (ordinary role); more requests get 503 + Retry-After.
+    /// Simultaneous uploads (ordinary/auto role); further requesters are queued by participation
+    /// level (X-Kazaa-XferUid) and answered 503 + Retry-After + X-Kazaa-QueuePosition. 0: no limit.
     #[arg(long, default_value_t = 4)]
     upload_slots: usize,
     /// Retry-After seconds sent with a 503 (giFT: 300).
     #[arg(long, default_value_t = 300)]
     retry_after: u64,
-    /// Advertise port 0 (ordinary role), as an ON behind NAT: downloads reach it by push + GIVE.
+    /// Advertise port 0 (ordinary/auto role; an auto node that is firewalled never promotes), as an ON behind NAT: downloads reach it by push + GIVE.
     #[arg(long)]
     firewalled: bool,
-    /// SN hopping (ordinary role): move to another cached supernode every this many seconds.
+    /// SN hopping (ordinary/auto role): move to another cached supernode every this many seconds.
     #[arg(long, value_name = "SECS")]
     hop_every: Option<u64>,
-    /// Cap on each upload connection's rate, bytes per second (ordinary role); --upload-rate caps
+    /// Cap on each upload connection's rate, bytes per second (ordinary/auto role); --upload-rate caps
     /// all uploads together.
     #[arg(long, value_name = "BYTES_PER_SEC")]
     rate: Option<u64>,
@@ -171,8 +173,13 @@ struct GetArgs {
     /// Print every downloader event as a JSON line on stderr (with `unix_ms`).
     #[arg(long)]
     events: bool,
-    #[command(flatten)]
-    rates: common::daemon::RateArgs,
+    /// Sources downloaded from at the same time (simultaneous transfers of this download).
+    #[arg(long, default_value_t = 8)]
+    max_sources: usize,
+    /// Cap on this download's payload rate across all its sources, bytes per second (suffixes k, M, G
+    /// are powers of 1024). Unlimited when absent.
+    #[arg(long, env = "P2PLAB_DOWNLOAD_RATE", value_name = "BYTES_PER_SEC", value_parser = common::daemon::parse_rate)]
+    download_rate: Option<u64>,
 }
 
 fn open_library(dir: &PathBuf, data_dir: Option<&PathBuf>) -> anyhow::Result<Library> {
@@ -674,6 +681,7 @@ async fn fetch(
     };
     let config = DownloadConfig {
         block_size: g.block_size,
+        max_active_sources: g.max_sources.max(1),
         stall_timeout: Duration::from_millis(g.stall_timeout_ms.max(1)),
         connect_timeout: Duration::from_millis(g.connect_timeout_ms.max(1)),
         rate_limit: download_limit,
@@ -749,8 +757,8 @@ async fn main() -> anyhow::Result<()> {
             let stats_file = cli.daemon.stats_file.clone();
             // The subcommand's own --download-rate wins over one given before `get`.
             let limit = g
-                .rates
-                .download_limiter()
+                .download_rate
+                .map(common::ratelimit::RateLimiter::new)
                 .or_else(|| cli.rates.download_limiter());
             fetch(g, limit, cli.user.clone(), stats_file).await
         }
