@@ -267,3 +267,89 @@ fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
     good.send(603, "bad");
     assert_eq!(good.recv().unwrap().0, 404);
 }
+
+#[test]
+fn bans_by_nick_and_by_ip_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(dir.path(), &["--ban", "Mallory"]);
+    let mut m = Raw::connect(d.addr);
+    m.send(2, "mallory pw 0 \"x\" 2");
+    assert_eq!(m.recv(), Some((0, "You are banned".into())));
+    assert_eq!(m.recv(), None, "closed after the error");
+    let _alice = Raw::login(d.addr, "alice", 0);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let d2 = Daemon::server(dir2.path(), &["--ban", "127.0.0.1"]);
+    let mut c = Raw::connect(d2.addr);
+    assert_eq!(c.recv(), Some((0, "You are banned".into())));
+    assert_eq!(c.recv(), None);
+}
+
+#[test]
+fn clone_and_registration_limits_per_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(
+        dir.path(),
+        &["--max-clones", "2", "--max-registrations-per-ip", "1"],
+    );
+    let mut r1 = Raw::connect(d.addr);
+    r1.send(6, "reg1 pw 0 \"x\" 2 r@x");
+    assert_eq!(r1.until(214)[0].0, 3);
+    let mut r2 = Raw::connect(d.addr);
+    r2.send(6, "reg2 pw 0 \"x\" 2 r@x");
+    assert_eq!(
+        r2.recv(),
+        Some((0, "Too many registrations from your IP".into()))
+    );
+    let _second = Raw::login(d.addr, "guest2", 0);
+    let mut third = Raw::connect(d.addr);
+    third.send(2, "guest3 pw 0 \"x\" 2");
+    assert_eq!(
+        third.recv(),
+        Some((0, "Too many connections from your IP (clones)".into()))
+    );
+    assert_eq!(third.recv(), None);
+    // One clone leaving makes room again.
+    drop(r1);
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let mut c = Raw::connect(d.addr);
+        c.send(2, "guest3 pw 0 \"x\" 2");
+        match c.recv() {
+            Some((3, _)) => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "never admitted: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn password_work_is_capped_and_a_full_queue_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::server(
+        dir.path(),
+        &["--max-password-jobs", "1", "--password-queue", "1"],
+    );
+    // Twelve registrations at once: one hashes, one waits, the rest are refused without any hashing.
+    let mut conns: Vec<Raw> = (0..12).map(|_| Raw::connect(d.addr)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send(6, &format!("flood{i} pw 0 \"x\" 2 r@x"));
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for c in conns.iter_mut() {
+        match c.recv() {
+            Some((3, _)) => ok += 1,
+            Some((0, t)) if t == "Server busy, try again later" => busy += 1,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert!(
+        ok >= 2,
+        "the running and the queued login succeed ({ok} ok)"
+    );
+    assert!(busy >= 1, "a full queue refuses ({busy} busy, {ok} ok)");
+    assert_eq!(ok + busy, 12);
+}

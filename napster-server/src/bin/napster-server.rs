@@ -3,6 +3,8 @@
 //! ```text
 //! napster-server [--listen 127.0.0.1:8888] [--data-dir DIR] [--stats-file F] [--metaserver 127.0.0.1:8875]
 //!                [--server-name NAME] [--max-connections N] [--registered-only] [--ban NICK|IP]...
+//!                [--max-password-jobs N] [--password-queue N] [--max-clones N]
+//!                [--max-registrations-per-ip N] [--registration-window-secs S]
 //! ```
 //! Prints `{"event":"listening","proto":"tcp","addr":...}` once accepting (and a second line with
 //! `"name":"metaserver"` when `--metaserver` is given). Registered accounts persist in
@@ -33,8 +35,8 @@ const DEFAULT_PORT: u16 = 8888;
     about,
     long_about = None,
     after_help = "Not implemented yet: server linking (10xxx), admin/moderator commands, resume search \
-                  215-217, ignore lists 320-326, direct browse 640-642, queue-full 619/620, per-IP \
-                  registration/clone limits, a cap on concurrent password checks."
+                  215-217, ignore lists 320-326, direct browse 640-642, queue-full 619/620, runtime bans \
+                  (bans come only from --ban)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -81,6 +83,27 @@ struct Cli {
     #[arg(long, default_value_t = 5)]
     ghost_kill_secs: u64,
 
+    /// Password checks/hashes (Argon2id, tens of ms each) run at once; further logins wait in a queue.
+    #[arg(long, default_value_t = 2)]
+    max_password_jobs: usize,
+
+    /// Logins that may wait for a password slot; beyond it a login gets "Server busy" at once.
+    #[arg(long, default_value_t = 64)]
+    password_queue: usize,
+
+    /// Logged-in users allowed per IP at a time (OpenNap max_clones); 0 = no limit (the default, since
+    /// labs run every client from 127.0.0.1).
+    #[arg(long, default_value_t = 0)]
+    max_clones: usize,
+
+    /// Registrations (type 6) allowed per IP within --registration-window-secs; 0 = no limit.
+    #[arg(long, default_value_t = 0)]
+    max_registrations_per_ip: usize,
+
+    /// The window of --max-registrations-per-ip, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    registration_window_secs: u64,
+
     /// Extra MOTD line (repeatable).
     #[arg(long)]
     motd: Vec<String>,
@@ -105,6 +128,11 @@ async fn main() -> anyhow::Result<()> {
         flood_time: Duration::from_secs(cli.flood_secs),
         login_timeout: Duration::from_secs(cli.login_timeout_secs),
         ghost_kill: Duration::from_secs(cli.ghost_kill_secs),
+        max_password_jobs: cli.max_password_jobs.max(1),
+        password_queue: cli.password_queue,
+        max_clones: cli.max_clones,
+        max_registrations_per_ip: cli.max_registrations_per_ip,
+        registration_window: Duration::from_secs(cli.registration_window_secs),
         ..Config::default()
     };
     cfg.motd.extend(cli.motd);

@@ -164,6 +164,16 @@ pub struct Config {
     pub motd: Vec<String>,
     /// Banned nicks or dotted-quad IPs.
     pub bans: Vec<String>,
+    /// Password checks and hashes (Argon2id) handed to the node at once; more wait in a queue.
+    pub max_password_jobs: usize,
+    /// Logins waiting for a password slot; a login beyond this is refused at once ("server busy").
+    pub password_queue: usize,
+    /// Logged-in users one IP may have at a time (OpenNap `max_clones`); 0 = no limit.
+    pub max_clones: usize,
+    /// Registrations (type 6) one IP may make per [`Config::registration_window`]; 0 = no limit.
+    pub max_registrations_per_ip: usize,
+    /// The window of [`Config::max_registrations_per_ip`].
+    pub registration_window: Duration,
 }
 
 impl Default for Config {
@@ -184,6 +194,11 @@ impl Default for Config {
             max_hotlist: 32,
             motd: vec!["Welcome to the p2p-lab OpenNap-compatible server.".into()],
             bans: Vec::new(),
+            max_password_jobs: 2,
+            password_queue: 64,
+            max_clones: 0,
+            max_registrations_per_ip: 0,
+            registration_window: Duration::from_secs(3600),
         }
     }
 }
@@ -234,7 +249,15 @@ pub struct Server {
     channels: BTreeMap<String, Channel>,
     watchers: HashMap<String, Vec<ConnId>>,
     out: VecDeque<Transmit>,
+    /// Password jobs handed out (to [`Server::poll_password_job`]) and not yet reported done.
     jobs: VecDeque<PasswordJob>,
+    jobs_running: usize,
+    /// Password jobs waiting for a slot.
+    jobs_waiting: VecDeque<PasswordJob>,
+    /// Logged-in users per IP (for `max_clones`).
+    clones: HashMap<Ipv4Addr, usize>,
+    /// Recent registration times per IP (for `max_registrations_per_ip`).
+    registrations: HashMap<Ipv4Addr, VecDeque<Instant>>,
     login_deadlines: VecDeque<(Instant, ConnId)>,
     rng: StdRng,
     start: Instant,
@@ -297,6 +320,10 @@ impl Server {
             watchers: HashMap::new(),
             out: VecDeque::new(),
             jobs: VecDeque::new(),
+            jobs_running: 0,
+            jobs_waiting: VecDeque::new(),
+            clones: HashMap::new(),
+            registrations: HashMap::new(),
             login_deadlines: VecDeque::new(),
             rng,
             start: now,
@@ -472,9 +499,18 @@ impl Server {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if c.pending_login.is_some() {
+            self.jobs_waiting.retain(|j| j.conn() != conn);
+        }
         let Some(u) = c.user else {
             return;
         };
+        if let Some(n) = self.clones.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.clones.remove(&c.ip);
+            }
+        }
         let lower = u.nick.to_ascii_lowercase();
         if self.nicks.get(&lower) == Some(&conn) {
             self.nicks.remove(&lower);
@@ -793,6 +829,7 @@ impl Server {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
+        let c_ip = c.ip;
         if c.user.is_some() {
             self.notice(conn, "you are already logged in");
             return;
@@ -846,6 +883,10 @@ impl Server {
                     self.error_close(now, conn, &format!("{} is already active", l.nick));
                     return;
                 }
+                if !self.registration_allowed(now, c_ip) {
+                    self.error_close(now, conn, "Too many registrations from your IP");
+                    return;
+                }
                 let mut salt = [0u8; 16];
                 self.rng.fill_bytes(&mut salt);
                 let job = PasswordJob::Hash {
@@ -857,6 +898,13 @@ impl Server {
             }
         };
         let (job, level, email) = job;
+        if self.jobs_running >= self.cfg.max_password_jobs
+            && self.jobs_waiting.len() >= self.cfg.password_queue
+        {
+            // Fail fast: a login flood must not queue unbounded Argon2 work.
+            self.error_close(now, conn, "Server busy, try again later");
+            return;
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.pending_login = Some(PendingLogin {
                 login: l,
@@ -867,11 +915,29 @@ impl Server {
                 email,
             });
         }
-        self.jobs.push_back(job);
+        if self.jobs_running < self.cfg.max_password_jobs {
+            self.jobs_running += 1;
+            self.jobs.push_back(job);
+        } else {
+            self.jobs_waiting.push_back(job);
+        }
     }
 
     /// The outcome of a [`PasswordJob`] for `conn`; ignored if the connection is gone.
     pub fn password_done(&mut self, now: Instant, conn: ConnId, outcome: PasswordOutcome) {
+        self.jobs_running = self.jobs_running.saturating_sub(1);
+        // Hand the slot to the next waiting login whose connection is still there.
+        while let Some(job) = self.jobs_waiting.pop_front() {
+            let waiting = self
+                .conns
+                .get(&job.conn())
+                .is_some_and(|c| c.pending_login.is_some());
+            if waiting {
+                self.jobs_running += 1;
+                self.jobs.push_back(job);
+                break;
+            }
+        }
         let Some(p) = self
             .conns
             .get_mut(&conn)
@@ -927,6 +993,15 @@ impl Server {
         let Some(ip) = self.conns.get(&conn).map(|c| c.ip) else {
             return;
         };
+        let replaces_ghost_from_same_ip = self
+            .online(&l.nick)
+            .is_some_and(|(_, old_c, _)| old_c.ip == ip);
+        let clones = self.clones.get(&ip).copied().unwrap_or(0);
+        if self.cfg.max_clones > 0 && clones >= self.cfg.max_clones && !replaces_ghost_from_same_ip
+        {
+            self.error_close(now, conn, "Too many connections from your IP (clones)");
+            return;
+        }
         if let Some((old, old_c, old_u)) = self.online(&l.nick) {
             if registered || old_c.ip == ip {
                 if now.saturating_duration_since(old_u.login_at) < self.cfg.ghost_kill {
@@ -960,6 +1035,7 @@ impl Server {
             });
         }
         self.nicks.insert(lower.clone(), conn);
+        *self.clones.entry(ip).or_insert(0) += 1;
         tracing::debug!(%nick, registered, "user logged in");
         self.send(conn, ty::LOGIN_ACK, &email);
         let mut motd = vec![
@@ -980,6 +1056,31 @@ impl Server {
                 self.send(w, ty::HOTLIST_ON, &format!("{nick} {speed}"));
             }
         }
+    }
+
+    /// Records a registration attempt from `ip` if the per-IP limit allows it.
+    fn registration_allowed(&mut self, now: Instant, ip: Ipv4Addr) -> bool {
+        let max = self.cfg.max_registrations_per_ip;
+        if max == 0 {
+            return true;
+        }
+        let window = self.cfg.registration_window;
+        // Forget IPs whose window has passed, so the table stays as small as the recent registrants.
+        self.registrations.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let times = self.registrations.entry(ip).or_default();
+        if times.len() >= max {
+            return false;
+        }
+        times.push_back(now);
+        true
     }
 
     fn send_stats(&mut self, conn: ConnId) {

@@ -670,3 +670,103 @@ fn password_work_is_handed_out_and_a_closed_connection_is_ignored() {
     assert!(sim.take(c).is_empty());
     assert_eq!(sim.s.users(), 0);
 }
+
+/// Hands out pending password jobs without running them (the node's blocking pool, paused).
+fn held_jobs(sim: &mut Sim) -> Vec<PasswordJob> {
+    std::iter::from_fn(|| sim.s.poll_password_job()).collect()
+}
+
+#[test]
+fn password_jobs_are_capped_queued_and_refused_when_the_queue_is_full() {
+    let mut sim = Sim::new(Config {
+        max_password_jobs: 1,
+        password_queue: 1,
+        ..Config::default()
+    });
+    let conns: Vec<ConnId> = (0..4).map(|_| sim.connect()).collect();
+    for (i, c) in conns.iter().enumerate() {
+        sim.s.handle_frame(
+            sim.now,
+            *c,
+            Frame::text(6, &format!("reg{i} pw 0 \"x\" 2 r@x")),
+        );
+    }
+    // One job runs, one waits, the other two are refused at once.
+    let first = held_jobs(&mut sim);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].conn(), conns[0]);
+    for c in &conns[2..] {
+        assert!(!sim.s.conns.contains_key(c), "refused and closed");
+    }
+    // The first finishing frees the slot for the waiting one.
+    sim.s.password_done(sim.now, conns[0], first[0].run());
+    let second = held_jobs(&mut sim);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].conn(), conns[1]);
+    sim.s.password_done(sim.now, conns[1], second[0].run());
+    sim.pump();
+    assert_eq!(sim.take(conns[0])[0].0, ty::LOGIN_ACK);
+    assert_eq!(sim.take(conns[1])[0].0, ty::LOGIN_ACK);
+    assert_eq!(
+        sim.take(conns[2]),
+        vec![(0, "Server busy, try again later".into())]
+    );
+    // A waiting login whose connection went away gives its place back.
+    let a = sim.connect();
+    let b = sim.connect();
+    sim.s
+        .handle_frame(sim.now, a, Frame::text(2, "reg0 pw 0 \"x\" 2"));
+    sim.s
+        .handle_frame(sim.now, b, Frame::text(2, "reg1 pw 0 \"x\" 2"));
+    let running = held_jobs(&mut sim);
+    assert_eq!(running.len(), 1);
+    sim.s.on_disconnect(sim.now, b);
+    let c = sim.connect();
+    sim.s
+        .handle_frame(sim.now, c, Frame::text(2, "reg1 pw 0 \"x\" 2"));
+    sim.s.password_done(sim.now, a, running[0].run());
+    let next = held_jobs(&mut sim);
+    assert_eq!(next.iter().map(|j| j.conn()).collect::<Vec<_>>(), vec![c]);
+}
+
+#[test]
+fn clones_and_registrations_are_limited_per_ip() {
+    let mut sim = Sim::new(Config {
+        max_clones: 2,
+        max_registrations_per_ip: 1,
+        registration_window: Duration::from_secs(60),
+        ..Config::default()
+    });
+    let ip = Ipv4Addr::new(10, 0, 0, 1);
+    let other = Ipv4Addr::new(10, 0, 0, 2);
+    let login = |sim: &mut Sim, ip: Ipv4Addr, nick: &str| {
+        let c = sim.connect_from(ip);
+        (c, sim.send(c, 2, &format!("{nick} pw 0 \"x\" 2")))
+    };
+    assert_eq!(login(&mut sim, ip, "a1").1[0].0, ty::LOGIN_ACK);
+    let (a2, r) = login(&mut sim, ip, "a2");
+    assert_eq!(r[0].0, ty::LOGIN_ACK);
+    let (_, r) = login(&mut sim, ip, "a3");
+    assert_eq!(
+        r,
+        vec![(0, "Too many connections from your IP (clones)".into())]
+    );
+    assert_eq!(login(&mut sim, other, "b1").1[0].0, ty::LOGIN_ACK);
+    // A clone leaving frees its place.
+    sim.s.on_disconnect(sim.now, a2);
+    assert_eq!(login(&mut sim, ip, "a3").1[0].0, ty::LOGIN_ACK);
+
+    let register = |sim: &mut Sim, ip: Ipv4Addr, nick: &str| {
+        let c = sim.connect_from(ip);
+        sim.send(c, 6, &format!("{nick} pw 0 \"x\" 2 r@x"))
+    };
+    let ip3 = Ipv4Addr::new(10, 0, 0, 3);
+    assert_eq!(register(&mut sim, ip3, "r1")[0].0, ty::LOGIN_ACK);
+    assert_eq!(
+        register(&mut sim, ip3, "r2"),
+        vec![(0, "Too many registrations from your IP".into())]
+    );
+    assert_eq!(register(&mut sim, other, "r3")[0].0, ty::LOGIN_ACK);
+    sim.now += Duration::from_secs(61);
+    assert_eq!(register(&mut sim, ip3, "r2")[0].0, ty::LOGIN_ACK);
+}
