@@ -98,6 +98,8 @@ pub const DEFAULT_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub const REQUERY_INTERVAL: Duration = Duration::from_secs(5);
 /// TTL of a re-query for more sources.
 pub const REQUERY_TTL: u8 = 4;
+/// Re-queries one download sends at most (a query costs the whole overlay; gtk-gnutella rations them too).
+pub const MAX_REQUERIES: u32 = 4;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -1185,7 +1187,8 @@ impl Node {
     /// (firewalled ones through a Push and the GIV connection it provokes) and every host in `direct`
     /// (fetched by URN). While it runs, the alternate locations sources name (`X-Alt`) are added as
     /// sources, and when the downloader runs low on sources and `requery` is set, a `urn:sha1:` query
-    /// (at most one per [`REQUERY_INTERVAL`]) looks for more. Capped by the node's `--download-rate`.
+    /// (at most one per [`REQUERY_INTERVAL`], repeated while no new source turns up, at most
+    /// [`MAX_REQUERIES`]) looks for more. Capped by the node's `--download-rate`.
     pub async fn download(
         &self,
         hits: &[HitSource],
@@ -1280,6 +1283,7 @@ impl Node {
                                 debug!(alt = %a, "source learned from X-Alt");
                                 if adder.try_add(src) {
                                     from_alt += 1;
+                                    low = false;
                                 }
                             }
                         }
@@ -1315,13 +1319,18 @@ impl Node {
                             debug!(source = %hs.addr, "source found by re-query");
                             if adder.try_add(src) {
                                 from_requery += 1;
+                                low = false;
                             }
                         }
                     }
                 }
                 _ = tick.tick() => {
-                    if requery && low && last_requery.is_none_or(|t| t.elapsed() >= REQUERY_INTERVAL) {
-                        low = false;
+                    // Still low (no source added since): ask again, within the ration.
+                    if requery
+                        && low
+                        && requeries < MAX_REQUERIES
+                        && last_requery.is_none_or(|t| t.elapsed() >= REQUERY_INTERVAL)
+                    {
                         last_requery = Some(Instant::now());
                         requeries += 1;
                         requery_guids.insert(self.search("", Some(sha1), REQUERY_TTL));
