@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::codec::peer::{piece_header, reserved, BlockRef, Handshake, Msg, HANDSHAKE_LEN};
-use crate::node::torrent::{lock, Outbox, Shared};
+use crate::node::torrent::{lock, Outbox, Shared, Torrent};
 use crate::protocol::picker::PeerKey;
 use crate::storage::Storage;
 
@@ -148,13 +148,21 @@ async fn run(
         if r.is_err() {
             lock(&shared).stats.error("peer_protocol");
         }
-        lock(&shared).remove_peer(key);
+        peer_left(&mut lock(&shared), key, Instant::now());
         cancel.cancel();
         let _ = writer.await;
         Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// A connection ended: forget it, and give its upload slot to a waiting peer at once rather than at the
+/// next choke tick (in a flash crowd, leechers that finish leave one after the other and the seeder's
+/// slots would stay idle for up to a second each time).
+fn peer_left(t: &mut Torrent, key: PeerKey, now: Instant) {
+    t.remove_peer(key);
+    t.run_choker(now);
 }
 
 async fn reader(
@@ -295,5 +303,74 @@ impl ZeroCopy {
             wr.write_all(&self.buf[..n]).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::{create, CreateOptions};
+    use crate::protocol::bitfield::Bitfield;
+    use crate::storage::OpenMode;
+    use crate::types::PeerId;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_departing_peer_frees_its_upload_slot_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![7u8; 40_000]).unwrap();
+        let meta = create(&dir.path().join("f"), &CreateOptions::default()).unwrap();
+        let storage = Storage::open(&meta.info, dir.path(), OpenMode::Existing).unwrap();
+        let have = Bitfield::full(meta.info.num_pieces());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let (mut t, _done) = Torrent::new(
+            Arc::new(meta),
+            Arc::new(storage),
+            have,
+            PeerId::generate(&mut rng),
+            common::stats::Stats::new("bittorrent", "seeder", "test"),
+            rng.clone(),
+        );
+        let now = Instant::now();
+        let mut peers = Vec::new();
+        for i in 0..6u8 {
+            let ob = Arc::new(Outbox::new(CancellationToken::new()));
+            let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + i as u16).parse().unwrap();
+            let key = t
+                .add_peer(addr, PeerId([i; 20]), false, false, ob.clone(), now)
+                .unwrap();
+            t.on_msg(key, Msg::Interested, now).unwrap();
+            peers.push((key, ob));
+        }
+        let unchoked: Vec<PeerKey> = peers
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| t.choker.is_unchoked(*k))
+            .collect();
+        assert_eq!(
+            unchoked.len(),
+            4,
+            "four upload slots, no optimistic before a round"
+        );
+        let waiting: Vec<&(PeerKey, Arc<Outbox>)> = peers
+            .iter()
+            .filter(|(k, _)| !unchoked.contains(k))
+            .collect();
+        for (_, ob) in &waiting {
+            ob.take(0, &mut Vec::new());
+        }
+        // One second later, well before the next 10 s round, an unchoked peer leaves.
+        peer_left(&mut t, unchoked[0], now + Duration::from_secs(1));
+        let now_unchoked: Vec<&&(PeerKey, Arc<Outbox>)> = waiting
+            .iter()
+            .filter(|(k, _)| t.choker.is_unchoked(*k))
+            .collect();
+        assert_eq!(
+            now_unchoked.len(),
+            1,
+            "the free slot went to a waiting peer"
+        );
+        let sent = now_unchoked[0].1.take(0, &mut Vec::new());
+        assert_eq!(&sent[..], &[0, 0, 0, 1, 1], "and it was told (unchoke)");
     }
 }
