@@ -10,16 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::stats::StatsSnapshot;
 use integration::Daemon;
-use support::{make_torrent, payload, BIN};
+use support::{make_torrent, payload, start_peer, BIN};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn peer(args: &[&str], label: &str) -> Daemon {
-    Daemon::builder_path(BIN)
-        .args(args)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{label}: {e:#}"))
-}
 
 /// Asks the daemon for its stats (SIGUSR1) and reads them.
 fn stats_of(d: &Daemon, path: &Path) -> StatsSnapshot {
@@ -79,58 +72,49 @@ fn pex_swarm(private: bool) -> (StatsSnapshot, StatsSnapshot) {
     let (t, data) = content(dir.path(), "pex.bin", 600_000, private);
     let src = dir.path().join("src");
     let s_stats = dir.path().join("s.json");
-    let seeder = peer(
-        &[
-            "seed",
-            s(&t),
-            "--dir",
-            s(&src),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--stats-file",
-            s(&s_stats),
-        ],
-        "seeder-S",
-    );
+    let seeder = start_peer(&[
+        "seed",
+        s(&t),
+        "--dir",
+        s(&src),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--stats-file",
+        s(&s_stats),
+    ]);
     let s_addr = seeder.addr().to_string();
-    let third = peer(
-        &[
-            "seed",
-            s(&t),
-            "--dir",
-            s(&src),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--peer",
-            &s_addr,
-        ],
-        "seeder-T",
-    );
+    let third = start_peer(&[
+        "seed",
+        s(&t),
+        "--dir",
+        s(&src),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--peer",
+        &s_addr,
+    ]);
     let t_addr = third.addr().to_string();
     wait_until("T connected to S", LIMIT, || {
         stats_of(&seeder, &s_stats).gauges.get("peers").copied() == Some(1)
     });
     let out = dir.path().join("out");
     let l_stats = dir.path().join("l.json");
-    let leecher = peer(
-        &[
-            "download",
-            s(&t),
-            "--out",
-            s(&out),
-            "--peer",
-            &s_addr,
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--seed",
-            "--stats-file",
-            s(&l_stats),
-        ],
-        "leecher-L",
-    );
+    let leecher = start_peer(&[
+        "download",
+        s(&t),
+        "--out",
+        s(&out),
+        "--peer",
+        &s_addr,
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--seed",
+        "--stats-file",
+        s(&l_stats),
+    ]);
     let file = out.join("pex.bin");
     wait_until("L downloaded the file", LIMIT, || {
         std::fs::read(&file).ok().as_deref() == Some(&data[..])
@@ -213,7 +197,7 @@ fn capped_transfer(seeder_args: &[&str], leecher_args: &[&str]) -> f64 {
         "--quiet",
     ];
     a.extend_from_slice(seeder_args);
-    let seeder = peer(&a, "capped-seeder");
+    let seeder = start_peer(&a);
     let s_addr = seeder.addr().to_string();
     let out = dir.path().join("out");
     let mut a = vec![
@@ -229,7 +213,7 @@ fn capped_transfer(seeder_args: &[&str], leecher_args: &[&str]) -> f64 {
         "--json",
     ];
     a.extend_from_slice(leecher_args);
-    let mut leecher = peer(&a, "capped-leecher");
+    let mut leecher = start_peer(&a);
     assert!(leecher.wait_exit(LIMIT).unwrap().success());
     assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), data);
     // The stdout reader thread may lag the exit by a moment.
@@ -263,36 +247,30 @@ fn seed_time_keeps_a_finished_leecher_serving_then_exits() {
     let dir = tempfile::tempdir().unwrap();
     let (t, data) = content(dir.path(), "st.bin", 300_000, false);
     let src = dir.path().join("src");
-    let mut seeder = peer(
-        &[
-            "seed",
-            s(&t),
-            "--dir",
-            s(&src),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-        ],
-        "origin",
-    );
+    let mut seeder = start_peer(&[
+        "seed",
+        s(&t),
+        "--dir",
+        s(&src),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ]);
     let out1 = dir.path().join("out1");
     let started = Instant::now();
-    let mut first = peer(
-        &[
-            "download",
-            s(&t),
-            "--out",
-            s(&out1),
-            "--peer",
-            &seeder.addr().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--seed-time",
-            "4",
-        ],
-        "seed-time-leecher",
-    );
+    let mut first = start_peer(&[
+        "download",
+        s(&t),
+        "--out",
+        s(&out1),
+        "--peer",
+        &seeder.addr().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--seed-time",
+        "4",
+    ]);
     wait_until("first leecher complete", LIMIT, || {
         std::fs::read(out1.join("st.bin")).ok().as_deref() == Some(&data[..])
     });
@@ -300,20 +278,17 @@ fn seed_time_keeps_a_finished_leecher_serving_then_exits() {
     // The origin leaves: the second leecher can only get the file from the first, now seeding.
     seeder.terminate(Duration::from_secs(5)).unwrap();
     let out2 = dir.path().join("out2");
-    let mut second = peer(
-        &[
-            "download",
-            s(&t),
-            "--out",
-            s(&out2),
-            "--peer",
-            &first.addr().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-        ],
-        "second-leecher",
-    );
+    let mut second = start_peer(&[
+        "download",
+        s(&t),
+        "--out",
+        s(&out2),
+        "--peer",
+        &first.addr().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ]);
     assert!(second.wait_exit(LIMIT).unwrap().success());
     assert_eq!(std::fs::read(out2.join("st.bin")).unwrap(), data);
     let st = first.wait_exit(LIMIT).unwrap();

@@ -5,6 +5,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::time::Duration;
 
 use bittorrent_peer::codec::peer::{Handshake, Msg};
@@ -12,6 +13,7 @@ use bittorrent_peer::metainfo::Metainfo;
 use bittorrent_peer::protocol::bitfield::Bitfield;
 use bittorrent_peer::types::PeerId;
 use common::stats::StatsSnapshot;
+use integration::run_program;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -32,40 +34,32 @@ fn multi_file_torrent_from_our_seeder_to_our_leecher() {
     }
     let t = make_torrent(&root, &dir.path().join("album.torrent"), None, 32 << 10);
     let src = dir.path().join("src");
-    let seed = Proc::spawn(
-        ours(&[
-            "seed",
-            t.to_str().unwrap(),
-            "--dir",
-            src.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-        ]),
-        "seeder",
-        true,
-    );
+    let seed = start_peer(&[
+        "seed",
+        t.to_str().unwrap(),
+        "--dir",
+        src.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ]);
     let out = dir.path().join("out");
     let stats = dir.path().join("leech.json");
-    let peer = seed.addr.unwrap().to_string();
-    let mut leech = Proc::spawn(
-        ours(&[
-            "download",
-            t.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--peer",
-            &peer,
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        "leecher",
-        true,
-    );
-    assert!(leech.wait(LIMIT).success());
+    let peer = seed.addr().to_string();
+    let mut leech = start_peer(&[
+        "download",
+        t.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--peer",
+        &peer,
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--stats-file",
+        stats.to_str().unwrap(),
+    ]);
+    assert!(leech.wait_exit(LIMIT).unwrap().success());
     for (name, _) in files {
         assert_eq!(
             std::fs::read(out.join("album").join(name)).unwrap(),
@@ -107,37 +101,29 @@ fn flash_crowd_through_a_tracker_and_resume() {
         64 << 10,
     );
     let ts = t.to_str().unwrap().to_owned();
-    let _seed = Proc::spawn(
-        ours(&[
-            "seed",
-            &ts,
-            "--dir",
-            src.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-        ]),
-        "seeder",
-        true,
-    );
+    let _seed = start_peer(&[
+        "seed",
+        &ts,
+        "--dir",
+        src.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ]);
     // Leechers keep seeding (--seed) so they can trade among themselves.
     let mut leechers = Vec::new();
     for i in 0..3 {
         let out = dir.path().join(format!("out{i}"));
-        let p = Proc::spawn(
-            ours(&[
-                "download",
-                &ts,
-                "--out",
-                out.to_str().unwrap(),
-                "--seed",
-                "--listen",
-                "127.0.0.1:0",
-                "--quiet",
-            ]),
-            &format!("leecher{i}"),
-            true,
-        );
+        let p = start_peer(&[
+            "download",
+            &ts,
+            "--out",
+            out.to_str().unwrap(),
+            "--seed",
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ]);
         leechers.push((p, out));
     }
     for (_, out) in &leechers {
@@ -163,38 +149,37 @@ fn flash_crowd_through_a_tracker_and_resume() {
     // Resume: a finished download with a data dir restarts from its resume file and fetches nothing.
     let out = dir.path().join("resume");
     let data_dir = dir.path().join("state");
-    let seed2 = Proc::spawn(
-        ours(&[
-            "seed",
-            &ts,
-            "--dir",
-            src.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--no-trackers",
-        ]),
-        "seeder2",
-        true,
-    );
-    let peer = seed2.addr.unwrap().to_string();
+    let seed2 = start_peer(&[
+        "seed",
+        &ts,
+        "--dir",
+        src.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--no-trackers",
+    ]);
+    let peer = seed2.addr().to_string();
     let run = |expect_resume: bool| {
-        let o = ours(&[
-            "download",
-            &ts,
-            "--out",
-            out.to_str().unwrap(),
-            "--peer",
-            &peer,
-            "--no-trackers",
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--json",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .output()
+        let o = run_program(
+            Path::new(BIN),
+            &[
+                "download",
+                &ts,
+                "--out",
+                out.to_str().unwrap(),
+                "--peer",
+                &peer,
+                "--no-trackers",
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet",
+                "--json",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+            ],
+            LIMIT,
+        )
         .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let text = String::from_utf8_lossy(&o.stdout);
@@ -285,41 +270,33 @@ fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
     let stats = dir.path().join("s.json");
     // At first the liar is the only source, so its garbage is certain to be tried; the honest seeder is
     // started afterwards and dials the leecher itself.
-    let mut leech = Proc::spawn(
-        ours(&[
-            "download",
-            t.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--peer",
-            &liar,
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        "leecher",
-        true,
-    );
+    let mut leech = start_peer(&[
+        "download",
+        t.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--peer",
+        &liar,
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--stats-file",
+        stats.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
-    let leecher_addr = leech.addr.unwrap().to_string();
-    let _seed = Proc::spawn(
-        ours(&[
-            "seed",
-            t.to_str().unwrap(),
-            "--dir",
-            src.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--peer",
-            &leecher_addr,
-        ]),
-        "seeder",
-        true,
-    );
-    assert!(leech.wait(LIMIT).success());
+    let leecher_addr = leech.addr().to_string();
+    let _seed = start_peer(&[
+        "seed",
+        t.to_str().unwrap(),
+        "--dir",
+        src.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--peer",
+        &leecher_addr,
+    ]);
+    assert!(leech.wait_exit(LIMIT).unwrap().success());
     assert_eq!(std::fs::read(out.join("x.bin")).unwrap(), data);
     let s = StatsSnapshot::read_json(&stats).unwrap();
     assert!(
@@ -355,36 +332,28 @@ fn magnet_link_fetches_metadata_from_the_seeder_then_downloads() {
         "metadata spans pieces: {}",
         meta.info_bytes.len()
     );
-    let seed = Proc::spawn(
-        ours(&[
-            "seed",
-            t.to_str().unwrap(),
-            "--dir",
-            dir.path().join("src").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-        ]),
-        "seeder",
-        true,
-    );
-    let magnet = format!("{}&x.pe={}", meta.magnet(), seed.addr.unwrap());
+    let seed = start_peer(&[
+        "seed",
+        t.to_str().unwrap(),
+        "--dir",
+        dir.path().join("src").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ]);
+    let magnet = format!("{}&x.pe={}", meta.magnet(), seed.addr());
     let out = dir.path().join("out");
-    let mut leech = Proc::spawn(
-        ours(&[
-            "download",
-            &magnet,
-            "--out",
-            out.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--no-trackers",
-        ]),
-        "leecher",
-        true,
-    );
-    assert!(leech.wait(LIMIT).success());
+    let mut leech = start_peer(&[
+        "download",
+        &magnet,
+        "--out",
+        out.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--no-trackers",
+    ]);
+    assert!(leech.wait_exit(LIMIT).unwrap().success());
     for i in [0usize, 350, 699] {
         let name = format!("file-with-a-long-name-{i:04}.bin");
         assert_eq!(
@@ -393,17 +362,20 @@ fn magnet_link_fetches_metadata_from_the_seeder_then_downloads() {
         );
     }
     // A magnet link nobody can serve fails with a reason instead of hanging.
-    let o = ours(&[
-        "download",
-        "magnet:?xt=urn:btih:0000000000000000000000000000000000000000",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-        "--no-trackers",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .output()
+    let o = run_program(
+        Path::new(BIN),
+        &[
+            "download",
+            "magnet:?xt=urn:btih:0000000000000000000000000000000000000000",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--no-trackers",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        LIMIT,
+    )
     .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("metadata"));

@@ -1,95 +1,26 @@
-//! Test helpers: start real binaries on 127.0.0.1 port 0 with deadlines and kill them on drop, a tiny
-//! in-test HTTP tracker, and payload generation.
+//! BitTorrent-specific test helpers: our binary started through the shared `integration` harness, a
+//! tiny in-test HTTP tracker that records every announce, torrent creation and payload generation.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use integration::Daemon;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_bittorrent-peer");
 
-/// A child process killed on drop.
-pub struct Proc {
-    pub child: Child,
-    pub addr: Option<SocketAddr>,
-    pub name: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Starts `cmd`; if `ready` it waits (up to 20 s) for the readiness line on stdout.
-    pub fn spawn(mut cmd: Command, name: &str, ready: bool) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let stderr = child.stderr.take().expect("piped");
-        let tag = name.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("BT_TEST_LOGS").is_some() {
-                    eprintln!("[{tag}] {line}");
-                }
-            }
-        });
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let tag = name.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(l) = common::telemetry::Listening::parse(&line) {
-                    let _ = tx.send(l.addr);
-                } else if std::env::var_os("BT_TEST_LOGS").is_some() {
-                    eprintln!("[{tag} stdout] {line}");
-                }
-            }
-        });
-        let mut p = Proc {
-            child,
-            addr: None,
-            name: name.to_owned(),
-        };
-        if ready {
-            p.addr = Some(
-                rx.recv_timeout(Duration::from_secs(20))
-                    .unwrap_or_else(|_| panic!("{name} printed no readiness line")),
-            );
-        }
-        p
-    }
-
-    /// Waits for exit with a deadline; panics on timeout.
-    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                return s;
-            }
-            if Instant::now() > end {
-                panic!("{} did not finish within {limit:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// Our binary with arguments.
-pub fn ours(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    c
+/// Starts our binary with `args` through the shared harness (waits for the readiness line, kills the
+/// process group on drop).
+pub fn start_peer(args: &[&str]) -> Daemon {
+    Daemon::builder_path(BIN)
+        .args(args)
+        .spawn()
+        .unwrap_or_else(|e| panic!("bittorrent-peer {args:?}: {e:#}"))
 }
 
 /// Deterministic pseudo-random bytes.
