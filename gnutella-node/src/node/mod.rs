@@ -1,12 +1,14 @@
 //! The tokio shell around [`Servent`]: sockets, handshakes, per-direction deflate, timers, connection
-//! maintenance, the host cache file, HTTP uploads and push connect-back. The only module that uses tokio.
+//! maintenance, the host cache file, HTTP uploads and push connect-back, and downloads ([`Node::download`]:
+//! `common::multisource` fed by hits, the `X-Alt` of sources (notes §5) and `urn:sha1:` re-queries). The only
+//! module that uses tokio.
 //!
 //! One port carries everything, as on the real network: a connection starting with `GNUTELLA` is a Gnet
 //! link, `GET `/`HEAD` is an HTTP transfer (handed to `common::http` with the bytes already read).
 //!
 //! Concurrency: the servent sits behind one `std::sync::Mutex`, never held across an `.await`. Each link
 //! has a reader (socket → servent) and a writer task (servent queue → socket) woken by a `Notify` when
-//! [`Servent::poll_dirty`] names its connection. After any input, [`Inner::pump`] moves dirty flags and
+//! [`Servent::poll_dirty`] names its connection. After any input, `Inner::pump` moves dirty flags and
 //! events out of the servent.
 
 pub mod deflate;
