@@ -17,6 +17,17 @@ fn content(n: usize) -> Vec<u8> {
 }
 
 fn serve(server: &Daemon, nick: &str, share: &Path, data: &Path, firewalled: bool) -> Daemon {
+    serve_with(server, nick, share, data, firewalled, &[])
+}
+
+fn serve_with(
+    server: &Daemon,
+    nick: &str,
+    share: &Path,
+    data: &Path,
+    firewalled: bool,
+    extra: &[&str],
+) -> Daemon {
     let addr = server.addr.to_string();
     let mut args = vec![
         "--server",
@@ -31,6 +42,7 @@ fn serve(server: &Daemon, nick: &str, share: &Path, data: &Path, firewalled: boo
     if firewalled {
         args.push("--firewalled");
     }
+    args.extend_from_slice(extra);
     args.push("serve");
     Daemon::spawn(env!("CARGO_BIN_EXE_napster-client"), &args)
 }
@@ -210,4 +222,56 @@ fn s8_10_peer_errors() {
     );
     assert_eq!(ask(b"SENDbob \"song.mp3\" 1000"), "FILE NOT REQUESTED");
     assert_eq!(ask(b"HELLO"), "INVALID REQUEST");
+}
+
+#[test]
+fn upload_and_download_rate_caps_are_honoured() {
+    const RATE: f64 = 32.0 * 1024.0;
+    let dir = tempfile::tempdir().unwrap();
+    let (share, share2) = (dir.path().join("share"), dir.path().join("share2"));
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::create_dir_all(&share2).unwrap();
+    let data = content(96 * 1024);
+    std::fs::write(share.join("capped.mp3"), &data).unwrap();
+    std::fs::write(share2.join("free.mp3"), &data).unwrap();
+    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    // At the cap, the file takes its size over the rate, less the limiter's initial burst (a tenth
+    // of a second's worth); the bound below leaves that and some slack out. A lower bound only.
+    let floor = (data.len() as f64 / RATE - 0.2) * 0.95;
+
+    let _up = serve_with(
+        &server,
+        "slowup",
+        &share,
+        &dir.path().join("up"),
+        false,
+        &["--upload-rate", "32k"],
+    );
+    let out = dir.path().join("out1");
+    let (ok, v, err) = get(&server, "bob", "capped", &out, &dir.path().join("bob"), &[]);
+    let took = v["transfer_secs"].as_f64().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(out.join("capped.mp3")).unwrap(), data);
+    assert!(
+        took >= floor,
+        "upload cap not honoured: {took} s < {floor} s"
+    );
+
+    let _free = serve(&server, "freeup", &share2, &dir.path().join("free"), false);
+    let out = dir.path().join("out2");
+    let (ok, v, err) = get(
+        &server,
+        "carol",
+        "free",
+        &out,
+        &dir.path().join("carol"),
+        &["--download-rate", "32k"],
+    );
+    let took = v["transfer_secs"].as_f64().unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(out.join("free.mp3")).unwrap(), data);
+    assert!(
+        took >= floor,
+        "download cap not honoured: {took} s < {floor} s"
+    );
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use common::daemon::{install_signals, write_stats};
+use common::daemon::{install_signals, write_stats, RateArgs};
 use common::stats::Stats;
 use common::telemetry::{announce_listening, init_tracing};
 use napster_server::node::client::{Client, ClientConfig};
@@ -67,6 +67,9 @@ struct Cli {
     /// Write stats JSON here on exit (and on SIGUSR1 while serving).
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Caps on this client's total upload (all peers it serves) and download rates.
+    #[command(flatten)]
+    rates: RateArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -129,6 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
         firewalled: cli.firewalled,
         data_listen: cli.data_listen,
+        upload_limit: cli.rates.upload_limiter(),
+        download_limit: cli.rates.download_limiter(),
     };
     let mut client = Client::connect(cfg, stats.clone()).await?;
     let result = match cli.cmd {

@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, BytesMut};
 use common::hash::HashKinds;
 use common::library::{Library, LibraryConfig, Progress};
+use common::ratelimit::RateLimiter;
 use common::stats::Stats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,6 +39,9 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long pings to candidate uploaders may take before the best answer so far is used.
 pub const PING_WINDOW: Duration = Duration::from_secs(2);
+
+/// Bytes read from a shared file and written to a downloader at a time.
+const UPLOAD_CHUNK: usize = 64 * 1024;
 
 /// Frames from the server kept for the command that waits for them.
 const EVENT_QUEUE: usize = 8192;
@@ -67,6 +71,10 @@ pub struct ClientConfig {
     pub firewalled: bool,
     /// Where the data port listens when not firewalled.
     pub data_listen: SocketAddr,
+    /// Cap shared by all uploads (GET answers and pushes) of this client.
+    pub upload_limit: Option<RateLimiter>,
+    /// Cap shared by all downloads of this client.
+    pub download_limit: Option<RateLimiter>,
 }
 
 /// One search result (201).
@@ -125,6 +133,8 @@ pub struct Downloaded {
     pub method: &'static str,
     /// Offset the transfer started at.
     pub offset: u64,
+    /// Seconds from contacting the uploader to the last byte.
+    pub transfer_secs: f64,
 }
 
 /// Hands an incoming SEND connection to the download waiting for it.
@@ -141,6 +151,8 @@ struct Shared {
     allowed: Mutex<HashSet<(String, String)>>,
     /// Pushes we asked for with 500: (uploader nick lower-case, path) → the connection when it arrives.
     pushes: Mutex<HashMap<(String, String), PushWaiter>>,
+    upload_limit: Option<RateLimiter>,
+    download_limit: Option<RateLimiter>,
 }
 
 /// A logged-in client.
@@ -211,6 +223,8 @@ impl Client {
             paths,
             allowed: Mutex::new(HashSet::new()),
             pushes: Mutex::new(HashMap::new()),
+            upload_limit: cfg.upload_limit.clone(),
+            download_limit: cfg.download_limit.clone(),
         });
         let wstats = stats.clone();
         tokio::spawn(async move {
@@ -441,6 +455,7 @@ impl Client {
         };
         self.send(ClientMsg::DownloadStart).await?;
         self.shared.stats.transfers(|t| t.downloads_started += 1);
+        let started = std::time::Instant::now();
         let result = if port != 0 {
             self.get_from(hit, port, offset, &part)
                 .await
@@ -455,6 +470,7 @@ impl Client {
                 .await
                 .map(|n| (n, "push"))
         };
+        let transfer_secs = started.elapsed().as_secs_f64();
         self.send(ClientMsg::DownloadEnd).await?;
         let (fetched, method) = match result {
             Ok(x) => x,
@@ -480,6 +496,7 @@ impl Client {
             from: hit.nick.clone(),
             method,
             offset,
+            transfer_secs,
         })
     }
 
@@ -521,7 +538,7 @@ impl Client {
             text.push_str(&String::from_utf8_lossy(&rest));
             bail!("{} refused: {}", hit.nick, text.trim());
         }
-        receive(s, part, offset, hit.size, &self.shared.stats).await
+        receive(s, part, offset, hit.size, &self.shared).await
     }
 
     async fn push_from(
@@ -550,7 +567,7 @@ impl Client {
             );
         }
         s.write_all(offset.to_string().as_bytes()).await?;
-        receive(s, part, offset, hit.size, &self.shared.stats).await
+        receive(s, part, offset, hit.size, &self.shared).await
     }
 
     /// Stays online serving uploads until `stop` resolves.
@@ -586,8 +603,9 @@ async fn receive(
     part: &Path,
     offset: u64,
     size: u64,
-    stats: &Stats,
+    shared: &Shared,
 ) -> anyhow::Result<u64> {
+    let stats = &shared.stats;
     let f = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -609,6 +627,10 @@ async fn receive(
         f.write_all(&buf[..n]).await?;
         got += n as u64;
         stats.transfers(|t| t.download_bytes += n as u64);
+        if let Some(l) = &shared.download_limit {
+            // Not reading until the cap allows it lets TCP flow control slow the uploader.
+            l.acquire(n as u64).await;
+        }
         if let Some(b) = &bar {
             b.inc(n as u64);
         }
@@ -820,7 +842,7 @@ async fn upload(
     shared.stats.transfers(|t| t.uploads_started += 1);
     let mut f = tokio::fs::File::from_std(std_file);
     tokio::io::AsyncSeekExt::seek(&mut f, std::io::SeekFrom::Start(offset)).await?;
-    let r = tokio::io::copy(&mut f.take(size - offset), &mut s).await;
+    let r = send_file(&mut f, &mut s, size - offset, shared.upload_limit.as_ref()).await;
     let _ = s.shutdown().await;
     let _ = shared.ctl.send(Frame::empty(ty::UPLOAD_END)).await;
     match r {
@@ -840,6 +862,30 @@ async fn upload(
             Err(e.into())
         }
     }
+}
+
+/// Copies `len` bytes of `f` to `s`, taking each piece from `limit` (when capped) before reading it.
+async fn send_file(
+    f: &mut tokio::fs::File,
+    s: &mut TcpStream,
+    len: u64,
+    limit: Option<&RateLimiter>,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; UPLOAD_CHUNK];
+    let mut sent = 0u64;
+    while sent < len {
+        let mut want = (len - sent).min(UPLOAD_CHUNK as u64);
+        if let Some(l) = limit {
+            want = l.acquire_up_to(want).await;
+        }
+        let n = f.read(&mut buf[..want as usize]).await?;
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n]).await?;
+        sent += n as u64;
+    }
+    Ok(sent)
 }
 
 /// A 501 arrived: connect to the downloader and push (`SEND`).
