@@ -208,7 +208,7 @@ async fn actor(
                     out.remove(&conn);
                 }
                 Action::ConnectBack { conn, addr } => {
-                    let tx = tx.clone();
+                    let (tx, stats) = (tx.clone(), stats.clone());
                     tokio::spawn(async move {
                         // A bare TCP connect says "the port accepts inbound"; the ON's HTTP server
                         // sees a connection that closes without a request.
@@ -217,6 +217,10 @@ async fn actor(
                                 .await
                                 .is_ok_and(|r| r.is_ok());
                         tracing::debug!(conn = conn.0, %addr, ok, "connect-back");
+                        if !ok {
+                            // A child that cannot be reached (NAT, firewall): not an SN candidate.
+                            stats.error("connect_back_failed");
+                        }
                         let _ = tx.send(Event::ConnectBack(conn, addr, ok)).await;
                     });
                 }
