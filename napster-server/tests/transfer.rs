@@ -275,3 +275,39 @@ fn upload_and_download_rate_caps_are_honoured() {
         "download cap not honoured: {took} s < {floor} s"
     );
 }
+
+/// An MP3 of `frames` MPEG-1 Layer III frames at 192 kbit/s, 48 kHz (576 bytes each) behind a 110-byte
+/// ID3v2.3 tag.
+fn mp3_file(frames: usize) -> Vec<u8> {
+    let mut v = b"ID3\x03\x00\x00\x00\x00\x00\x64".to_vec();
+    v.resize(110, 0);
+    for i in 0..frames {
+        v.extend_from_slice(&[0xFF, 0xFB, 0xB4, 0x00]);
+        v.extend((0..572).map(|j| ((i + j) % 7) as u8));
+    }
+    v
+}
+
+#[test]
+fn shares_announce_the_mp3_header_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("real song.mp3"), mp3_file(200)).unwrap();
+    std::fs::write(share.join("fake song.mp3"), content(32_000)).unwrap();
+    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let _alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
+    let mut bob = Raw::login(server.addr, "bob", 6699);
+    let line = |bob: &mut Raw, word: &str| -> String {
+        bob.send(200, &format!("FILENAME CONTAINS \"{word}\""));
+        let r = bob.until(202);
+        assert_eq!(r.len(), 2, "{r:?}");
+        r[0].1.clone()
+    };
+    // 200 frames of 576 bytes at 192 kbit/s: 4.8 s of audio.
+    let real = line(&mut bob, "real");
+    assert!(real.contains(" 115310 192 48000 4 alice "), "{real}");
+    // Not MP3 audio inside: the defaults, with a duration from the size at 128 kbit/s.
+    let fake = line(&mut bob, "fake");
+    assert!(fake.contains(" 32009 128 44100 2 alice "), "{fake}");
+}

@@ -10,7 +10,9 @@
 //! `"name":"control"` with the control connection's local address when firewalled) and stays online until
 //! SIGTERM/Ctrl-C. `get` searches, pings the sources, picks the fastest, downloads (GET with resume, or a
 //! push from a firewalled uploader) and exits 0 on success.
-//! Not implemented yet: an interactive mode, direct browse (640–642), queue-full handling (619/620).
+//! `--upload-rate`/`--download-rate` cap the client's uploads and downloads (one limiter each, shared by
+//! all its transfers). Not implemented yet: an interactive mode, direct browse (640–642), queue-full
+//! handling (619/620).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,8 +32,11 @@ use napster_server::node::client::{Client, ClientConfig};
     version,
     about,
     long_about = None,
-    after_help = "Not implemented yet: interactive mode, direct browse (640-642), queue-full handling \
-                  (619/620), MP3 header parsing (shares announce 128 kbit/s, 44.1 kHz)."
+    after_help = "Shares of .mp3 files announce the bitrate, sample rate and duration read from their \
+                  frame headers (Xing/Info for VBR); other files announce 128 kbit/s, 44.1 kHz. \
+                  --upload-rate caps all uploads together, --download-rate all downloads.\n\
+                  Not implemented yet: interactive mode, direct browse (640-642), queue-full handling \
+                  (619/620)."
 )]
 struct Cli {
     /// Server address.

@@ -16,6 +16,7 @@
 
 pub mod fields;
 pub mod ip;
+pub mod mp3;
 pub mod msg;
 pub mod peer;
 

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, BytesMut};
+use common::hash::napster::{id3v2_tag_len, ID3V2_HEADER_LEN};
 use common::hash::HashKinds;
-use common::library::{Library, LibraryConfig, Progress};
+use common::library::{Library, LibraryConfig, Progress, SharedFile};
 use common::ratelimit::RateLimiter;
 use common::stats::Stats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::codec::fields::{quote, Fields};
+use crate::codec::mp3::{self, Mp3Info};
 use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
 use crate::codec::peer::{
     encode_request, parse_request, PeerCommand, PeerRequest, FILE_NOT_FOUND, FILE_NOT_REQUESTED,
@@ -46,7 +48,8 @@ const UPLOAD_CHUNK: usize = 64 * 1024;
 /// Frames from the server kept for the command that waits for them.
 const EVENT_QUEUE: usize = 8192;
 
-/// Assumed audio fields for shares (we do not parse MP3 headers): 128 kbit/s, 44.1 kHz.
+/// Audio fields announced for a shared file that is not a readable MP3: 128 kbit/s, 44.1 kHz (and a
+/// duration derived from the size), what most 1999 rips were.
 const ASSUMED_BITRATE: u32 = 128;
 const ASSUMED_FREQ: u32 = 44_100;
 
@@ -299,8 +302,16 @@ impl Client {
         let Some(lib) = &self.shared.library else {
             return Ok(0);
         };
+        let shared = self.shared.clone();
+        let audio: Vec<Option<Mp3Info>> = tokio::task::spawn_blocking(move || {
+            let Some(lib) = &shared.library else {
+                return Vec::new();
+            };
+            lib.files().iter().map(|f| mp3_info(lib, f)).collect()
+        })
+        .await?;
         let mut n = 0;
-        for f in lib.files() {
+        for (i, f) in lib.files().iter().enumerate() {
             let wire = wire_path(f.path.as_str());
             if !self.shared.paths.contains_key(&wire) {
                 continue;
@@ -310,14 +321,18 @@ impl Client {
                 .napster_md5
                 .map(|d| d.to_hex())
                 .unwrap_or_else(|| "0".repeat(32));
-            let secs = (f.size / (u64::from(ASSUMED_BITRATE) * 125)).min(u32::MAX.into()) as u32;
+            let info = audio.get(i).copied().flatten().unwrap_or(Mp3Info {
+                bitrate: ASSUMED_BITRATE,
+                freq: ASSUMED_FREQ,
+                secs: (f.size / (u64::from(ASSUMED_BITRATE) * 125)).min(u32::MAX.into()) as u32,
+            });
             self.send(ClientMsg::Share(ShareInfo {
                 path: wire,
                 md5,
                 size: f.size,
-                bitrate: ASSUMED_BITRATE,
-                freq: ASSUMED_FREQ,
-                secs,
+                bitrate: info.bitrate,
+                freq: info.freq,
+                secs: info.secs,
             }))
             .await?;
             n += 1;
@@ -862,6 +877,25 @@ async fn upload(
             Err(e.into())
         }
     }
+}
+
+/// The bitrate, sample rate and duration of a shared `.mp3` from its frame headers (blocking reads: call
+/// off the runtime); `None` for other files and for files whose headers cannot be read.
+fn mp3_info(lib: &Library, f: &SharedFile) -> Option<Mp3Info> {
+    use std::io::{Read, Seek};
+    if !f.path.as_str().to_ascii_lowercase().ends_with(".mp3") {
+        return None;
+    }
+    let (mut file, _) = lib.open_file(f).ok()?;
+    let mut head = [0u8; ID3V2_HEADER_LEN];
+    file.read_exact(&mut head).ok()?;
+    let skip = id3v2_tag_len(&head).unwrap_or(0);
+    file.seek(std::io::SeekFrom::Start(skip)).ok()?;
+    let mut audio = Vec::with_capacity(mp3::READ_LEN);
+    file.take(mp3::READ_LEN as u64)
+        .read_to_end(&mut audio)
+        .ok()?;
+    mp3::parse(&audio, f.size.saturating_sub(skip))
 }
 
 /// Copies `len` bytes of `f` to `s`, taking each piece from `limit` (when capped) before reading it.
