@@ -8,7 +8,7 @@
 //! bytes written, so the final [`Storage::sync`] does not have to write the whole torrent at once.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,6 +163,44 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes blocks given as (piece index, offset in the piece, data): one positioned vectored write
+    /// per run of blocks that follow each other on disk (what one socket read usually holds). Large
+    /// writes let the page cache work in large folios: 256 KiB writes cost the kernel about 40 % less
+    /// than 16 KiB ones (measured with `dd` on the test machine).
+    pub fn write_blocks(&self, blocks: &[(u32, u32, &[u8])]) -> io::Result<()> {
+        let at = |b: &(u32, u32, &[u8])| b.0 as u64 * self.piece_length + b.1 as u64;
+        let mut i = 0;
+        let mut total = 0u64;
+        while i < blocks.len() {
+            let start = at(&blocks[i]);
+            let mut end = start + blocks[i].2.len() as u64;
+            let mut j = i + 1;
+            while j < blocks.len() && j - i < MAX_IOVECS && at(&blocks[j]) == end {
+                end += blocks[j].2.len() as u64;
+                j += 1;
+            }
+            let run = &blocks[i..j];
+            self.spans(start, (end - start) as usize, |s, off, r| {
+                // The parts of the run's blocks that fall in `r` (offsets within the run).
+                let mut slices = Vec::with_capacity(run.len());
+                let mut pos = 0usize;
+                for (_, _, d) in run {
+                    let (a, b) = (pos, pos + d.len());
+                    pos = b;
+                    let (lo, hi) = (a.max(r.start), b.min(r.end));
+                    if lo < hi {
+                        slices.push(IoSlice::new(&d[lo - a..hi - a]));
+                    }
+                }
+                write_all_vectored_at(&s.file, &mut slices, off)
+            })?;
+            total += end - start;
+            i = j;
+        }
+        self.wrote(total);
+        Ok(())
+    }
+
     /// Counts written bytes and asks the writeback thread to flush every [`WRITEBACK_EVERY`].
     fn wrote(&self, n: u64) {
         let before = self.unflushed.fetch_add(n, Ordering::Relaxed);
@@ -269,6 +307,29 @@ impl Storage {
             })
             .collect()
     }
+}
+
+/// Most blocks in one vectored write (well under the kernel's `IOV_MAX` of 1024).
+const MAX_IOVECS: usize = 256;
+
+/// `pwritev` until every byte of `bufs` is written at `off`.
+fn write_all_vectored_at(
+    file: &File,
+    mut bufs: &mut [IoSlice<'_>],
+    mut off: u64,
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match rustix::io::pwritev(file, bufs, off) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                off += n as u64;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Reserves the disk blocks of a file being downloaded (`fallocate`): a full disk is reported when the
@@ -410,6 +471,29 @@ mod tests {
         }
         assert_eq!(joined, all[900..900 + 16384]);
         assert!(seed.segments(6, 16000, 1000).is_err(), "past the end");
+
+        // Runs of consecutive blocks (several per vectored write, across file boundaries, with a gap
+        // and out-of-order blocks in between) land where single writes would.
+        let out2 = tempfile::tempdir().unwrap();
+        let leech2 = Storage::open(&m.info, out2.path(), OpenMode::Create).unwrap();
+        let piece = 16384usize;
+        let mut blocks: Vec<(u32, u32, &[u8])> = Vec::new();
+        for start in (0..all.len()).step_by(piece) {
+            let end = (start + piece).min(all.len());
+            for b in (start..end).step_by(3000) {
+                let e = (b + 3000).min(end);
+                blocks.push(((start / piece) as u32, (b - start) as u32, &all[b..e]));
+            }
+        }
+        // Out of order: the second half first.
+        let half = blocks.len() / 2;
+        blocks.rotate_left(half);
+        leech2.write_blocks(&blocks).unwrap();
+        let mut joined = std::fs::read(out2.path().join("t/a")).unwrap();
+        joined.extend(std::fs::read(out2.path().join("t/d/c")).unwrap());
+        joined.extend(std::fs::read(out2.path().join("t/e")).unwrap());
+        assert_eq!(joined, all);
+        assert!(leech2.write_blocks(&[(6, 16000, &[0; 1000])]).is_err());
     }
 
     #[test]

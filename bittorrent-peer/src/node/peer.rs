@@ -185,10 +185,19 @@ async fn reader(
         {
             let mut t = lock(shared);
             let now = Instant::now();
-            while let Some((m, len)) = Msg::decode(&buf[used..])? {
-                t.on_msg(key, m, now)?;
-                used += len;
-            }
+            // The blocks of this read are written together (one vectored write per run), then hashed.
+            let mut accepted = Vec::new();
+            let mut decode = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                while let Some((m, len)) = Msg::decode(&buf[used..])? {
+                    t.on_msg_batched(key, m, now, &mut accepted)?;
+                    used += len;
+                }
+                Ok(())
+            };
+            let r = decode();
+            // Accepted blocks are written even when a later message breaks the protocol.
+            t.write_accepted(&mut accepted);
+            r?;
             t.fill_requests(key);
         }
         buf.advance(used);

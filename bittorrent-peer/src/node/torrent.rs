@@ -149,6 +149,16 @@ impl Outbox {
     }
 }
 
+/// A received block the picker accepted, waiting in [`Torrent::write_accepted`] to be written next to
+/// the other blocks of the same socket read, hashed and (if it completes its piece) verified.
+pub struct Accepted<'a> {
+    key: PeerKey,
+    b: BlockRef,
+    data: &'a [u8],
+    cancel: Vec<PeerKey>,
+    piece_complete: Option<Vec<PeerKey>>,
+}
+
 /// What the torrent knows about one connection.
 pub struct PeerEntry {
     /// Remote address.
@@ -453,6 +463,22 @@ impl Torrent {
 
     /// Handles one message from peer `key`.
     pub fn on_msg(&mut self, key: PeerKey, m: Msg<'_>, now: Instant) -> Result<(), ProtoError> {
+        let mut accepted = Vec::new();
+        let r = self.on_msg_batched(key, m, now, &mut accepted);
+        self.write_accepted(&mut accepted);
+        r
+    }
+
+    /// Like [`Torrent::on_msg`], but a new block is only accepted into `accepted` (the picker counts
+    /// it received); [`Torrent::write_accepted`] then writes a whole socket read's blocks together and
+    /// verifies completed pieces. Call it before releasing the lock, also after an error.
+    pub fn on_msg_batched<'a>(
+        &mut self,
+        key: PeerKey,
+        m: Msg<'a>,
+        now: Instant,
+        accepted: &mut Vec<Accepted<'a>>,
+    ) -> Result<(), ProtoError> {
         let n = self.meta.info.num_pieces();
         let Some(p) = self.peers.get_mut(&key) else {
             return Err(ProtoError::Banned);
@@ -595,7 +621,9 @@ impl Torrent {
                     self.picker.drop_request(key, b);
                 }
             }
-            Msg::Piece { index, begin, data } => self.on_piece(key, index, begin, data, now)?,
+            Msg::Piece { index, begin, data } => {
+                self.on_piece(key, index, begin, data, now, accepted)?
+            }
         }
         Ok(())
     }
@@ -626,13 +654,14 @@ impl Torrent {
         Ok(())
     }
 
-    fn on_piece(
+    fn on_piece<'a>(
         &mut self,
         key: PeerKey,
         index: u32,
         begin: u32,
-        data: &[u8],
+        data: &'a [u8],
         now: Instant,
+        accepted: &mut Vec<Accepted<'a>>,
     ) -> Result<(), ProtoError> {
         let b = BlockRef {
             index,
@@ -668,25 +697,50 @@ impl Torrent {
             return Ok(());
         };
         p.blocks_from += 1;
-        if let Err(e) = self.storage.write_block(index, begin, data) {
-            tracing::error!(cause = %e, "cannot write block");
-            self.stats.error("storage");
-            self.picker.drop_request(key, b);
-            return Ok(());
+        accepted.push(Accepted {
+            key,
+            b,
+            data,
+            cancel,
+            piece_complete,
+        });
+        Ok(())
+    }
+
+    /// Writes the accepted blocks (runs of neighbours in one vectored write), feeds the piece hashers in
+    /// arrival order, sends endgame cancels and verifies the pieces they complete.
+    pub fn write_accepted(&mut self, accepted: &mut Vec<Accepted<'_>>) {
+        if accepted.is_empty() {
+            return;
         }
-        self.hashers.feed(index, begin, data);
-        for other in cancel {
-            if let Some(op) = self.peers.get_mut(&other) {
-                if let Some(pos) = op.outstanding.iter().position(|x| *x == b) {
-                    op.outstanding.swap_remove(pos);
-                    self.push(other, &Msg::Cancel(b));
+        let blocks: Vec<(u32, u32, &[u8])> = accepted
+            .iter()
+            .map(|a| (a.b.index, a.b.begin, a.data))
+            .collect();
+        let written = self.storage.write_blocks(&blocks);
+        if let Err(e) = &written {
+            tracing::error!(cause = %e, blocks = accepted.len(), "cannot write blocks");
+        }
+        for a in accepted.drain(..) {
+            let b = a.b;
+            if written.is_err() {
+                self.stats.error("storage");
+                self.picker.drop_request(a.key, b);
+                continue;
+            }
+            self.hashers.feed(b.index, b.begin, a.data);
+            for other in a.cancel {
+                if let Some(op) = self.peers.get_mut(&other) {
+                    if let Some(pos) = op.outstanding.iter().position(|x| *x == b) {
+                        op.outstanding.swap_remove(pos);
+                        self.push(other, &Msg::Cancel(b));
+                    }
                 }
             }
+            if let Some(contributors) = a.piece_complete {
+                self.piece_done(b.index, contributors);
+            }
         }
-        if let Some(contributors) = piece_complete {
-            self.piece_done(index, contributors);
-        }
-        Ok(())
     }
 
     fn piece_done(&mut self, index: u32, contributors: Vec<PeerKey>) {
