@@ -5,13 +5,13 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use support::{Daemon, Raw};
+use support::Raw;
 
 #[test]
 fn s8_1_split_packed_zero_length_and_oversized_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(dir.path(), &[]);
-    let mut r = Raw::connect(d.addr);
+    let d = support::server(dir.path(), &[]);
+    let mut r = Raw::connect(d.addr());
     // A login split across two writes.
     let login = napster_server::codec::Frame::text(2, "alice pw 6699 \"raw\" 4")
         .to_bytes()
@@ -30,7 +30,7 @@ fn s8_1_split_packed_zero_length_and_oversized_frames() {
     assert_eq!(r.recv().unwrap().0, 750);
     assert_eq!(r.recv().unwrap().0, 214);
     // A 5000-byte header: disconnected without a reply, and other clients are unaffected.
-    let mut bad = Raw::connect(d.addr);
+    let mut bad = Raw::connect(d.addr());
     bad.s.write_all(&[0x88, 0x13, 200, 0]).unwrap();
     assert_eq!(bad.recv(), None);
     r.send(214, "");
@@ -41,13 +41,13 @@ fn s8_1_split_packed_zero_length_and_oversized_frames() {
 fn s8_2_to_4_login_rules_accounts_persist_across_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let d = Daemon::server(dir.path(), &[]);
-        let mut r = Raw::connect(d.addr);
+        let d = support::server(dir.path(), &[]);
+        let mut r = Raw::connect(d.addr());
         r.send(200, "FILENAME CONTAINS \"x\"");
         assert_eq!(r.recv(), Some((0, "invalid command".into())));
         assert_eq!(r.recv(), None);
 
-        let mut r = Raw::connect(d.addr);
+        let mut r = Raw::connect(d.addr());
         r.send(7, "teknap2");
         assert_eq!(r.recv(), Some((8, String::new())));
         r.send(6, "teknap2 pw2 6699 \"TekNap\" 0 blah@opennap");
@@ -58,15 +58,15 @@ fn s8_2_to_4_login_rules_accounts_persist_across_restart() {
         assert_eq!(r.recv(), Some((404, "Unknown command code 9999".into())));
     }
     // Restarted on the same data directory: the registration survived.
-    let d = Daemon::server(dir.path(), &["--ghost-kill-secs", "0"]);
-    let mut r = Raw::connect(d.addr);
+    let d = support::server(dir.path(), &["--ghost-kill-secs", "0"]);
+    let mut r = Raw::connect(d.addr());
     r.send(2, "teknap2 wrong 6699 \"TekNap\" 0");
     assert_eq!(r.recv(), Some((0, "Invalid Password".into())));
     assert_eq!(r.recv(), None);
-    let mut r = Raw::connect(d.addr);
+    let mut r = Raw::connect(d.addr());
     r.send(2, "teknap2 pw2 6699 \"TekNap\" 0");
     assert_eq!(r.until(214)[0], (3, "blah@opennap".into()));
-    let mut r2 = Raw::connect(d.addr);
+    let mut r2 = Raw::connect(d.addr());
     r2.send(6, "teknap2 x 6699 \"TekNap\" 0 e@x");
     assert_eq!(
         r2.recv(),
@@ -99,9 +99,9 @@ fn corrupt_account_store_is_a_clear_startup_error() {
 #[test]
 fn s8_5_to_7_share_search_browse_over_sockets() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(dir.path(), &[]);
-    let mut a = Raw::login(d.addr, "alice", 6699);
-    let mut b = Raw::login(d.addr, "bob", 6699);
+    let d = support::server(dir.path(), &[]);
+    let mut a = Raw::login(d.addr(), "alice", 6699);
+    let mut b = Raw::login(d.addr(), "bob", 6699);
     a.send(
         100,
         r#""C:\mp3\Beatles - Hey Jude.mp3" 00000000000000000000000000000000 4000000 128 44100 240"#,
@@ -137,9 +137,9 @@ fn s8_5_to_7_share_search_browse_over_sockets() {
 #[test]
 fn s8_11_to_14_whois_chat_ping_ghost_over_sockets() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(dir.path(), &["--ghost-kill-secs", "0"]);
-    let mut a = Raw::login(d.addr, "alice", 6699);
-    let mut b = Raw::login(d.addr, "bob", 6699);
+    let d = support::server(dir.path(), &["--ghost-kill-secs", "0"]);
+    let mut a = Raw::login(d.addr(), "alice", 6699);
+    let mut b = Raw::login(d.addr(), "bob", 6699);
     a.send(218, "");
     a.send(220, "");
     // A round trip on alice's connection orders her counters before bob's whois.
@@ -161,7 +161,7 @@ fn s8_11_to_14_whois_chat_ping_ghost_over_sockets() {
     a.send(205, "bob see you");
     assert_eq!(b.until(205).last().unwrap().1, "alice see you");
     // Ghost: same nick from the same IP after the (zero) timer kills the old session with 748.
-    let _a2 = Raw::login(d.addr, "alice", 6699);
+    let _a2 = Raw::login(d.addr(), "alice", 6699);
     let rest = a.until(748);
     assert_eq!(rest.last().unwrap().0, 748);
     assert_eq!(a.recv(), None);
@@ -170,8 +170,8 @@ fn s8_11_to_14_whois_chat_ping_ghost_over_sockets() {
 #[test]
 fn s8_15_flood_is_throttled_not_disconnected_and_big_share_is_fast() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(dir.path(), &["--flood-commands", "20", "--flood-secs", "1"]);
-    let mut a = Raw::login(d.addr, "alice", 6699);
+    let d = support::server(dir.path(), &["--flood-commands", "20", "--flood-secs", "1"]);
+    let mut a = Raw::login(d.addr(), "alice", 6699);
     let mut batch = Vec::new();
     for i in 0..5000 {
         batch.extend(
@@ -207,26 +207,22 @@ fn s8_15_flood_is_throttled_not_disconnected_and_big_share_is_fast() {
 fn metaserver_redirects() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::server(dir.path(), &["--metaserver", "127.0.0.1:0"]);
-    let line = d
-        .lines
-        .recv_timeout(support::DEADLINE)
+    let d = support::server_ready(dir.path(), &["--metaserver", "127.0.0.1:0"], 2);
+    let meta = d
+        .addr_of("tcp", Some("metaserver"))
         .expect("metaserver readiness line");
-    let meta = common::telemetry::Listening::parse(&line).unwrap();
-    assert_eq!(meta.name.as_deref(), Some("metaserver"));
-    let mut s = std::net::TcpStream::connect(meta.addr).unwrap();
+    let mut s = std::net::TcpStream::connect(meta).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    assert_eq!(text, format!("{}\n", d.addr));
-    let _ = d.child.kill();
+    assert_eq!(text, format!("{}\n", d.addr()));
 }
 
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(dir.path(), &["--flood-commands", "1000000"]);
-    let mut bad = Raw::login(d.addr, "bad", 6699);
-    let mut good = Raw::login(d.addr, "good", 6699);
+    let d = support::server(dir.path(), &["--flood-commands", "1000000"]);
+    let mut bad = Raw::login(d.addr(), "bad", 6699);
+    let mut good = Raw::login(d.addr(), "good", 6699);
     let long = "x".repeat(180);
     let mut wire = Vec::new();
     for i in 0..500 {
@@ -271,16 +267,16 @@ fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
 #[test]
 fn bans_by_nick_and_by_ip_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(dir.path(), &["--ban", "Mallory"]);
-    let mut m = Raw::connect(d.addr);
+    let d = support::server(dir.path(), &["--ban", "Mallory"]);
+    let mut m = Raw::connect(d.addr());
     m.send(2, "mallory pw 0 \"x\" 2");
     assert_eq!(m.recv(), Some((0, "You are banned".into())));
     assert_eq!(m.recv(), None, "closed after the error");
-    let _alice = Raw::login(d.addr, "alice", 0);
+    let _alice = Raw::login(d.addr(), "alice", 0);
 
     let dir2 = tempfile::tempdir().unwrap();
-    let d2 = Daemon::server(dir2.path(), &["--ban", "127.0.0.1"]);
-    let mut c = Raw::connect(d2.addr);
+    let d2 = support::server(dir2.path(), &["--ban", "127.0.0.1"]);
+    let mut c = Raw::connect(d2.addr());
     assert_eq!(c.recv(), Some((0, "You are banned".into())));
     assert_eq!(c.recv(), None);
 }
@@ -288,21 +284,21 @@ fn bans_by_nick_and_by_ip_from_the_command_line() {
 #[test]
 fn clone_and_registration_limits_per_ip() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(
+    let d = support::server(
         dir.path(),
         &["--max-clones", "2", "--max-registrations-per-ip", "1"],
     );
-    let mut r1 = Raw::connect(d.addr);
+    let mut r1 = Raw::connect(d.addr());
     r1.send(6, "reg1 pw 0 \"x\" 2 r@x");
     assert_eq!(r1.until(214)[0].0, 3);
-    let mut r2 = Raw::connect(d.addr);
+    let mut r2 = Raw::connect(d.addr());
     r2.send(6, "reg2 pw 0 \"x\" 2 r@x");
     assert_eq!(
         r2.recv(),
         Some((0, "Too many registrations from your IP".into()))
     );
-    let _second = Raw::login(d.addr, "guest2", 0);
-    let mut third = Raw::connect(d.addr);
+    let _second = Raw::login(d.addr(), "guest2", 0);
+    let mut third = Raw::connect(d.addr());
     third.send(2, "guest3 pw 0 \"x\" 2");
     assert_eq!(
         third.recv(),
@@ -313,7 +309,7 @@ fn clone_and_registration_limits_per_ip() {
     drop(r1);
     let deadline = std::time::Instant::now() + support::DEADLINE;
     loop {
-        let mut c = Raw::connect(d.addr);
+        let mut c = Raw::connect(d.addr());
         c.send(2, "guest3 pw 0 \"x\" 2");
         match c.recv() {
             Some((3, _)) => break,
@@ -329,12 +325,12 @@ fn clone_and_registration_limits_per_ip() {
 #[test]
 fn password_work_is_capped_and_a_full_queue_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::server(
+    let d = support::server(
         dir.path(),
         &["--max-password-jobs", "1", "--password-queue", "1"],
     );
     // Twelve registrations at once: one hashes, one waits, the rest are refused without any hashing.
-    let mut conns: Vec<Raw> = (0..12).map(|_| Raw::connect(d.addr)).collect();
+    let mut conns: Vec<Raw> = (0..12).map(|_| Raw::connect(d.addr())).collect();
     for (i, c) in conns.iter_mut().enumerate() {
         c.send(6, &format!("flood{i} pw 0 \"x\" 2 r@x"));
     }

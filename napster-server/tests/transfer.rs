@@ -28,7 +28,7 @@ fn serve_with(
     firewalled: bool,
     extra: &[&str],
 ) -> Daemon {
-    let addr = server.addr.to_string();
+    let addr = server.addr().to_string();
     let mut args = vec![
         "--server",
         addr.as_str(),
@@ -44,7 +44,7 @@ fn serve_with(
     }
     args.extend_from_slice(extra);
     args.push("serve");
-    Daemon::spawn(env!("CARGO_BIN_EXE_napster-client"), &args)
+    support::client(&args)
 }
 
 fn get(
@@ -58,7 +58,7 @@ fn get(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_napster-client"));
     cmd.args([
         "--server",
-        &server.addr.to_string(),
+        &server.addr().to_string(),
         "--nick",
         nick,
         "--json",
@@ -106,7 +106,7 @@ fn s8_8_download_with_get_and_resume() {
     std::fs::create_dir_all(share.join("Beatles")).unwrap();
     let data = content(300_000);
     std::fs::write(share.join("Beatles").join("Beatles - Hey Jude.mp3"), &data).unwrap();
-    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let server = support::server(&dir.path().join("srv"), &[]);
     let _alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
 
     let out = dir.path().join("bob-out");
@@ -147,7 +147,7 @@ fn s8_8_download_with_get_and_resume() {
     );
 
     // Counters 218..221 went up and back down: whois shows no transfer in progress.
-    let mut w = Raw::login(server.addr, "watcher", 6699);
+    let mut w = Raw::login(server.addr(), "watcher", 6699);
     w.send(603, "alice");
     let r = w.recv().unwrap();
     assert_eq!(r.0, 604);
@@ -161,7 +161,7 @@ fn s8_9_firewalled_uploader_pushes() {
     std::fs::create_dir_all(&share).unwrap();
     let data = content(150_000);
     std::fs::write(share.join("Yesterday.mp3"), &data).unwrap();
-    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let server = support::server(&dir.path().join("srv"), &[]);
     let _fw = serve(&server, "fw", &share, &dir.path().join("fw"), true);
 
     let out = dir.path().join("out");
@@ -188,7 +188,7 @@ fn s8_9_firewalled_uploader_pushes() {
     );
     assert!(!ok && err.contains("no results"), "{err}");
     // ... and a direct 203 gets the firewallerror 204.
-    let mut raw = Raw::login(server.addr, "fw3", 0);
+    let mut raw = Raw::login(server.addr(), "fw3", 0);
     raw.send(203, "fw \"Yesterday.mp3\"");
     let r = raw.until(204);
     assert!(r.last().unwrap().1.contains(" firewallerror "), "{r:?}");
@@ -200,10 +200,10 @@ fn s8_10_peer_errors() {
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("song.mp3"), content(1000)).unwrap();
-    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let server = support::server(&dir.path().join("srv"), &[]);
     let alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
     let ask = |req: &[u8]| -> String {
-        let mut s = std::net::TcpStream::connect(alice.addr).unwrap();
+        let mut s = std::net::TcpStream::connect(alice.addr()).unwrap();
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut one = [0u8; 1];
         s.read_exact(&mut one).unwrap();
@@ -234,7 +234,7 @@ fn upload_and_download_rate_caps_are_honoured() {
     let data = content(96 * 1024);
     std::fs::write(share.join("capped.mp3"), &data).unwrap();
     std::fs::write(share2.join("free.mp3"), &data).unwrap();
-    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let server = support::server(&dir.path().join("srv"), &[]);
     // At the cap, the file takes its size over the rate, less the limiter's initial burst (a tenth
     // of a second's worth); the bound below leaves that and some slack out. A lower bound only.
     let floor = (data.len() as f64 / RATE - 0.2) * 0.95;
@@ -295,9 +295,9 @@ fn shares_announce_the_mp3_header_fields() {
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("real song.mp3"), mp3_file(200)).unwrap();
     std::fs::write(share.join("fake song.mp3"), content(32_000)).unwrap();
-    let server = Daemon::server(&dir.path().join("srv"), &[]);
+    let server = support::server(&dir.path().join("srv"), &[]);
     let _alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
-    let mut bob = Raw::login(server.addr, "bob", 6699);
+    let mut bob = Raw::login(server.addr(), "bob", 6699);
     let line = |bob: &mut Raw, word: &str| -> String {
         bob.send(200, &format!("FILENAME CONTAINS \"{word}\""));
         let r = bob.until(202);

@@ -1,83 +1,51 @@
-//! Test support: start the real binaries on 127.0.0.1 port 0 and talk raw Napster frames to them.
+//! Test support: start the real binaries on 127.0.0.1 port 0 (through the shared `integration` harness)
+//! and talk raw Napster frames to them.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use napster_server::codec::{Frame, MAX_PAYLOAD};
 
 /// How long any single wait in these tests may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A child process killed on drop.
-pub struct Daemon {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub lines: mpsc::Receiver<String>,
+/// The shared harness's daemon (killed on drop), with napster starters.
+pub use integration::Daemon;
+
+/// Starts the server on 127.0.0.1 port 0 with `data_dir`, waiting for `ready` readiness lines.
+pub fn server_ready(data_dir: &Path, extra: &[&str], ready: usize) -> Daemon {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Daemon::builder_path(env!("CARGO_BIN_EXE_napster-server"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .expect_listening(ready)
+        .timeout(DEADLINE)
+        .spawn()
+        .expect("napster-server starts")
 }
 
-impl Daemon {
-    /// Starts `bin` with `args` and waits for its readiness line.
-    pub fn spawn(bin: &str, args: &[&str]) -> Daemon {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Owned by a `Daemon` at once, so a failed wait below still kills the child on drop.
-        let mut d = Daemon {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            lines: rx,
-        };
-        let start = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(start.elapsed());
-            let line = d
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("{bin} did not print its readiness line"));
-            if let Some(l) = common::telemetry::Listening::parse(&line) {
-                d.addr = l.addr;
-                return d;
-            }
-        }
-    }
-
-    /// Starts the server with a data directory.
-    pub fn server(data_dir: &Path, extra: &[&str]) -> Daemon {
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        Daemon::spawn(env!("CARGO_BIN_EXE_napster-server"), &args)
-    }
+/// Starts the server with a data directory.
+pub fn server(data_dir: &Path, extra: &[&str]) -> Daemon {
+    server_ready(data_dir, extra, 1)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `napster-client` with `args` and waits for its readiness line.
+pub fn client(args: &[&str]) -> Daemon {
+    Daemon::builder_path(env!("CARGO_BIN_EXE_napster-client"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .timeout(DEADLINE)
+        .spawn()
+        .expect("napster-client starts")
 }
 
 /// A raw protocol connection.
