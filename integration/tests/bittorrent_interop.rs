@@ -710,3 +710,65 @@ fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
     let what = format!("transmission at {} in namespace {}", ns.ns_ip, ns.name);
     wait_for_file(&out.join("ns.bin"), &data, LIMIT, &what);
 }
+
+/// PEX in a swarm with libtorrent: a libtorrent leecher is given only our seeder S (capped, so it is
+/// still leeching when S's first `ut_pex` goes out); our second seeder T, which nobody else knows about,
+/// must end up uploading to it. Either libtorrent dials T from S's message, or T dials libtorrent from
+/// S's message (libtorrent's listen port comes from its BEP 10 `p`); in runs by hand libtorrent dialled
+/// first, and sent T its own `ut_pex`, which we decoded.
+#[test]
+fn libtorrent_learns_a_peer_from_our_pex() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = content(dir.path(), "pex.bin", 2 << 20);
+    let t = make_torrent(
+        &src.join("pex.bin"),
+        &dir.path().join("pex.torrent"),
+        &[],
+        64 << 10,
+    );
+    // S uploads slowly, so libtorrent is still leeching when S's first PEX message arrives (a seed
+    // does not connect to other seeds).
+    let s_seed = our_seeder(&t, &src, "127.0.0.1:0", &["--upload-rate", "256k"]);
+    let s_addr = s_seed.addr().to_string();
+    let t_stats = dir.path().join("t.json");
+    let t_seed = our_seeder(
+        &t,
+        &src,
+        "127.0.0.1:0",
+        &["--peer", &s_addr, "--stats-file", s(&t_stats)],
+    );
+    let stats_of_t = || {
+        let _ = std::fs::remove_file(&t_stats);
+        t_seed.signal(libc::SIGUSR1).unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(st) = common::stats::StatsSnapshot::read_json(&t_stats) {
+                return st;
+            }
+            assert!(Instant::now() < end, "T wrote no stats");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let end = Instant::now() + LIMIT;
+    while stats_of_t().gauges.get("peers").copied().unwrap_or(0) < 1 {
+        assert!(Instant::now() < end, "T never connected to S");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = dir.path().join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let _lt = libtorrent("leech", s(&t), &out, free_port(), &[&s_addr]);
+    wait_for_file(
+        &out.join("pex.bin"),
+        &data,
+        LIMIT,
+        "libtorrent via PEX swarm",
+    );
+    // T and S are seeds: whatever T uploaded went to libtorrent, and only S's PEX could have joined the
+    // two (libtorrent, once done, drops its seed connections at once: count bytes, not connections).
+    let st = stats_of_t();
+    assert!(
+        st.transfers.upload_bytes > 0,
+        "T uploaded nothing: PEX never joined libtorrent and T ({:?})",
+        st.extra
+    );
+}
