@@ -5,24 +5,15 @@
 //! `GIV <index>:<guid>/<name>`, and serves the GET sent on that socket.
 //! Needs `tshark` (Debian package, listed in scripts/apt-packages.txt) and capture rights (root in CI).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gnutella_node::codec::message::{Message, Push};
 use gnutella_node::codec::{Descriptor, Guid};
+use integration::capture::Capture;
 use integration::Daemon;
-
-/// Kills dumpcap (not a daemon with a readiness line, so not an `integration::Daemon`) on drop.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A `gnutella-node` without deflate (so the capture is readable), through the shared harness.
 fn daemon(args: &[&str]) -> (Daemon, SocketAddr) {
@@ -36,44 +27,10 @@ fn daemon(args: &[&str]) -> (Daemon, SocketAddr) {
     (d, addr)
 }
 
-fn tshark_fields(
-    pcap: &std::path::Path,
-    port: u16,
-    filter: &str,
-    fields: &[&str],
-) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args([
-        "-r",
-        pcap.to_str().unwrap(),
-        "-d",
-        &format!("tcp.port=={port},gnutella"),
-        "-Y",
-        filter,
-    ])
-    .args([
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-        "-E",
-        "occurrence=a",
-        "-E",
-        "aggregator=,",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark runs (apt-get install tshark)");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('|').map(str::to_owned).collect())
-        .collect()
+/// tshark's fields of the frames matching `filter`, the node's port decoded as Gnutella.
+fn tshark_fields(cap: &Capture, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    cap.fields("gnutella", filter, fields)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[test]
@@ -86,37 +43,7 @@ fn tshark_decodes_our_pong_query_queryhit_and_push() {
 
     let (_up, up_addr) = daemon(&["--up-links", "0"]);
     let port = up_addr.port();
-    let mut dumpcap = Kill(
-        Command::new("dumpcap")
-            .args([
-                "-i",
-                "lo",
-                "-f",
-                &format!("tcp port {port}"),
-                "-w",
-                pcap.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dumpcap runs (apt-get install tshark)"),
-    );
-    // dumpcap says "Capturing on 'Loopback: lo'" once it is ready.
-    let mut err = BufReader::new(dumpcap.0.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !line.contains("Capturing on") && Instant::now() < deadline {
-        line.clear();
-        if err.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-    }
-    assert!(
-        line.contains("Capturing on"),
-        "dumpcap did not start: {line}"
-    );
-    std::thread::spawn(move || for _ in err.lines() {});
+    let mut cap = Capture::start(port, &pcap).expect("capture starts");
 
     // A firewalled ultrapeer sharing the probe file links to the first one; a leaf searches through it.
     let up = up_addr.to_string();
@@ -209,26 +136,16 @@ fn tshark_decodes_our_pong_query_queryhit_and_push() {
     );
     std::thread::sleep(Duration::from_millis(500));
     drop(s);
-    // Stop the capture cleanly (SIGINT) so the file is complete.
-    let _ = Command::new("kill")
-        .args(["-INT", &dumpcap.0.id().to_string()])
-        .status();
-    let _ = dumpcap.0.wait();
+    cap.stop().unwrap();
 
-    let q = tshark_fields(
-        &pcap,
-        port,
-        "gnutella.query.search",
-        &["gnutella.query.search"],
-    );
+    let q = tshark_fields(&cap, "gnutella.query.search", &["gnutella.query.search"]);
     assert!(
         q.iter()
             .any(|r| r[0].split(',').any(|s| s == "tshark probe")),
         "{q:?}"
     );
     let h = tshark_fields(
-        &pcap,
-        port,
+        &cap,
         "gnutella.queryhit.hit.name",
         &[
             "gnutella.queryhit.hit.name",
@@ -245,8 +162,7 @@ fn tshark_decodes_our_pong_query_queryhit_and_push() {
         "{h:?} (want servent {want_guid})"
     );
     let p = tshark_fields(
-        &pcap,
-        port,
+        &cap,
         "gnutella.pong.port",
         &["gnutella.pong.port", "gnutella.pong.ip"],
     );
@@ -256,8 +172,7 @@ fn tshark_decodes_our_pong_query_queryhit_and_push() {
         "{p:?}"
     );
     let pu = tshark_fields(
-        &pcap,
-        port,
+        &cap,
         "gnutella.push.index",
         &[
             "gnutella.push.index",
@@ -270,11 +185,6 @@ fn tshark_decodes_our_pong_query_queryhit_and_push() {
             .any(|r| r[0] == index.to_string() && r[1] == giv_port.to_string()),
         "{pu:?}"
     );
-    let bad = tshark_fields(
-        &pcap,
-        port,
-        "_ws.malformed || _ws.expert.severity >= \"error\"",
-        &["frame.number"],
-    );
+    let bad = cap.malformed("gnutella").unwrap();
     assert!(bad.is_empty(), "malformed frames: {bad:?}");
 }

@@ -8,6 +8,9 @@
 //! Binaries are found with [`bin_path`]: the `target/<profile>/` directory this test executable was built into.
 //! `scripts/test.sh` runs `cargo build --workspace --bins` before the tests so they exist and are fresh; when a binary
 //! is missing, [`bin_path`] builds it once with `cargo build --bin` (works under nextest and when run by hand).
+//!
+//! [`capture::Capture`] records loopback traffic with `dumpcap` and decodes it with `tshark` for the "Wireshark
+//! decodes our traffic" tests.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
@@ -20,6 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+pub mod capture;
 pub use common::telemetry::Listening;
 
 /// Default time a daemon gets to print its readiness line(s).

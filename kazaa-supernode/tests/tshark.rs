@@ -5,25 +5,15 @@
 //! `Content-Range` and `X-Kazaa-*` headers, and no frame may be malformed.
 //! Needs `tshark` (Debian package, listed in scripts/apt-packages.txt) and capture rights (root in CI).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::hash::uuhash;
+use integration::capture::Capture;
 use integration::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kazaa-supernode");
-
-/// Kills dumpcap (not a daemon with a readiness line, so not an `integration::Daemon`) on drop.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn http(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -34,45 +24,10 @@ fn http(addr: std::net::SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// tshark's fields for the frames matching `filter`, or its complaint.
-fn try_tshark(
-    pcap: &std::path::Path,
-    port: u16,
-    filter: &str,
-    fields: &[&str],
-) -> Result<Vec<Vec<String>>, String> {
-    let mut cmd = Command::new("tshark");
-    cmd.args([
-        "-r",
-        pcap.to_str().unwrap(),
-        "-d",
-        &format!("tcp.port=={port},http"),
-        "-Y",
-        filter,
-        "-T",
-        "fields",
-        "-E",
-        "separator=|",
-        "-E",
-        "occurrence=a",
-        "-E",
-        "aggregator=,",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark runs (apt-get install tshark)");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('|').map(str::to_owned).collect())
-        .collect())
-}
-
-fn tshark(pcap: &std::path::Path, port: u16, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    try_tshark(pcap, port, filter, fields).unwrap_or_else(|e| panic!("tshark: {e}"))
+/// tshark's fields of the frames matching `filter`, the ON's port decoded as HTTP.
+fn tshark(cap: &Capture, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    cap.fields("http", filter, fields)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[test]
@@ -106,55 +61,7 @@ fn tshark_decodes_our_http_side_case_10() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let mut dumpcap = Kill(
-        Command::new("dumpcap")
-            .args([
-                "-i",
-                "lo",
-                "-f",
-                &format!("tcp port {port}"),
-                "-w",
-                pcap.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dumpcap runs (apt-get install tshark)"),
-    );
-    // dumpcap says "Capturing on 'Loopback: lo'" once it is ready.
-    let mut err = BufReader::new(dumpcap.0.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !line.contains("Capturing on") && Instant::now() < deadline {
-        line.clear();
-        if err.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-    }
-    assert!(
-        line.contains("Capturing on"),
-        "dumpcap did not start: {line}"
-    );
-    std::thread::spawn(move || for _ in err.lines() {});
-    // "Capturing on" comes before the capture filter is live; dumpcap writes each packet at once, so
-    // send probe requests until one shows up in the file.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        http(on.addr(), "GET /capture-probe HTTP/1.1\r\nHost: x\r\n\r\n");
-        // The file may not even have its first block yet: an error here means "not yet".
-        let seen = try_tshark(
-            &pcap,
-            port,
-            "http.request.uri == \"/capture-probe\"",
-            &["frame.number"],
-        );
-        if seen.is_ok_and(|f| !f.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "dumpcap never captured a probe");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut cap = Capture::start(port, &pcap).expect("capture starts");
 
     let ok = http(on.addr(), &range);
     assert!(ok.starts_with("HTTP/1.1 206"), "{ok}");
@@ -168,17 +75,11 @@ fn tshark_decodes_our_http_side_case_10() {
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     let bad = http(on.addr(), "GET /Captured.mp3 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
-    std::thread::sleep(Duration::from_millis(500));
-    // Stop the capture cleanly (SIGINT) so the file is complete.
-    let _ = Command::new("kill")
-        .args(["-INT", &dumpcap.0.id().to_string()])
-        .status();
-    let _ = dumpcap.0.wait();
+    cap.stop().unwrap();
 
     let requests = tshark(
-        &pcap,
-        port,
-        "http.request && http.request.uri != \"/capture-probe\"",
+        &cap,
+        "http.request",
         &[
             "http.request.method",
             "http.request.uri",
@@ -192,10 +93,8 @@ fn tshark_decodes_our_http_side_case_10() {
         requests[0][2].contains("X-Kazaa-Username: probe"),
         "{requests:?}"
     );
-    // Replies to the probes are 400s too: keep the three that answer our requests (the last three).
     let replies = tshark(
-        &pcap,
-        port,
+        &cap,
         "http.response",
         &[
             "http.response.code",
@@ -203,7 +102,7 @@ fn tshark_decodes_our_http_side_case_10() {
             "http.response.line",
         ],
     );
-    let replies = &replies[replies.len().saturating_sub(3)..];
+    assert_eq!(replies.len(), 3, "{replies:?}");
     let codes: Vec<&str> = replies.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(codes, ["206", "404", "400"], "{replies:?}");
     assert_eq!(replies[0][1], "100");
@@ -221,11 +120,6 @@ fn tshark_decodes_our_http_side_case_10() {
             "{h} not decoded: {lines}"
         );
     }
-    let bad = tshark(
-        &pcap,
-        port,
-        "_ws.malformed || _ws.expert.severity >= \"error\"",
-        &["frame.number"],
-    );
+    let bad = cap.malformed("http").unwrap();
     assert!(bad.is_empty(), "malformed frames: {bad:?}");
 }
