@@ -486,18 +486,43 @@ pub fn html(res: &Results) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let cmp = match (sums.get("napster"), sums.get("bittorrent")) {
-        (Some(n), Some(b)) => match (n.flash_worst_s, b.flash_worst_s) {
-            (Some(nw), Some(bw)) if bw < nw => " — BitTorrent's worst case beat Napster's: as predicted.".to_string(),
-            (Some(_), Some(_)) => " — BitTorrent did NOT beat Napster's worst case at this size (on loopback the single source is not the bottleneck without rate caps).".to_string(),
-            _ => " — not every download finished, so the worst cases are not comparable.".to_string(),
-        },
-        _ => String::new(),
+    // Every single-source system against BitTorrent, saying when a side ran without its rate caps.
+    let cmp: String = match sums.get("bittorrent") {
+        Some(b) => ran
+            .iter()
+            .filter(|s| s.system != "bittorrent")
+            .map(|s| {
+                let m = &sums[s.system.as_str()];
+                let uncapped = if m.caps == "yes" && b.caps == "yes" {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} rate caps: {}; bittorrent: {}; a source without its cap is not the bottleneck on loopback)",
+                        s.system, m.caps, b.caps
+                    )
+                };
+                match (m.flash_worst_s, b.flash_worst_s) {
+                    (Some(w), Some(bw)) if bw < w => format!(
+                        " BitTorrent's worst case ({bw:.2} s) beat {}'s ({w:.2} s): as predicted{uncapped}.",
+                        s.system
+                    ),
+                    (Some(w), Some(bw)) => format!(
+                        " BitTorrent's worst case ({bw:.2} s) did NOT beat {}'s ({w:.2} s){uncapped}.",
+                        s.system
+                    ),
+                    _ => format!(
+                        " {} vs BitTorrent: not every download finished, so the worst cases are not comparable.",
+                        s.system
+                    ),
+                }
+            })
+            .collect(),
+        None => String::new(),
     };
     verdict(
         &mut h,
         "with one source, client-server download time grows linearly with the number of downloaders; BitTorrent peers upload to each other, so the swarm's capacity grows with the crowd and completion stays nearly flat.",
-        &(seen + &cmp),
+        &(seen + "." + &cmp),
     );
 
     // Completion time against the crowd size.
@@ -505,6 +530,7 @@ pub fn html(res: &Results) -> String {
         h.push_str("<h2>Flash crowd: worst completion time against the number of downloaders</h2>");
         let series: Vec<(String, Vec<(f64, f64)>)> = ran
             .iter()
+            .filter(|s| !s.flash_sweep.is_empty())
             .map(|s| (s.system.clone(), sweep_points(s)))
             .collect();
         h.push_str(&svg_lines(
@@ -536,7 +562,8 @@ pub fn html(res: &Results) -> String {
             series.iter().find(|s| s.0 == "bittorrent").and_then(|s| growth(&s.1)),
         ) {
             (Some(n), Some(b)) if n.2 > b.2 * 1.5 => " The tutorial's shape: the client-server line climbs with the crowd, BitTorrent's stays much flatter.",
-            (Some(_), Some(_)) => " NOT the tutorial's shape: Napster's line did not climb clearly faster than BitTorrent's (without rate caps one loopback source is not the bottleneck).",
+            (Some(_), Some(_)) if sums.get("napster").is_some_and(|m| m.caps != "yes") => " NOT the tutorial's shape: Napster's line did not climb clearly faster than BitTorrent's, and Napster ran without its rate caps (see Rate caps): an uncapped loopback source is not the bottleneck.",
+            (Some(_), Some(_)) => " NOT the tutorial's shape: Napster's line did not climb clearly faster than BitTorrent's.",
             _ => "",
         };
         verdict(
