@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::stats::StatsSnapshot;
 use integration::Daemon;
-use support::{make_torrent, payload, start_peer, BIN};
+use support::{leecher, make_torrent, payload, seeder, start_peer, BIN};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -72,49 +72,21 @@ fn pex_swarm(private: bool) -> (StatsSnapshot, StatsSnapshot) {
     let (t, data) = content(dir.path(), "pex.bin", 600_000, private);
     let src = dir.path().join("src");
     let s_stats = dir.path().join("s.json");
-    let seeder = start_peer(&[
-        "seed",
-        s(&t),
-        "--dir",
-        s(&src),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--stats-file",
-        s(&s_stats),
-    ]);
-    let s_addr = seeder.addr().to_string();
-    let third = start_peer(&[
-        "seed",
-        s(&t),
-        "--dir",
-        s(&src),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--peer",
-        &s_addr,
-    ]);
+    let origin = seeder(s(&t), s(&src), &["--stats-file", s(&s_stats)]);
+    let s_addr = origin.addr().to_string();
+    let third = seeder(s(&t), s(&src), &["--peer", &s_addr]);
     let t_addr = third.addr().to_string();
     wait_until("T connected to S", LIMIT, || {
-        stats_of(&seeder, &s_stats).gauges.get("peers").copied() == Some(1)
+        stats_of(&origin, &s_stats).gauges.get("peers").copied() == Some(1)
     });
     let out = dir.path().join("out");
     let l_stats = dir.path().join("l.json");
-    let leecher = start_peer(&[
-        "download",
+    let leecher = leecher(
         s(&t),
-        "--out",
         s(&out),
-        "--peer",
         &s_addr,
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--seed",
-        "--stats-file",
-        s(&l_stats),
-    ]);
+        &["--seed", "--stats-file", s(&l_stats)],
+    );
     let file = out.join("pex.bin");
     wait_until("L downloaded the file", LIMIT, || {
         std::fs::read(&file).ok().as_deref() == Some(&data[..])
@@ -143,7 +115,7 @@ fn pex_swarm(private: bool) -> (StatsSnapshot, StatsSnapshot) {
         std::thread::sleep(Duration::from_secs(3));
     }
     let l = stats_of(&leecher, &l_stats);
-    let st = stats_of(&seeder, &s_stats);
+    let st = stats_of(&origin, &s_stats);
     assert_eq!(knows_t(&l), !private, "L connected to T: {:?}", l.extra);
     (l, st)
 }
@@ -247,48 +219,23 @@ fn seed_time_keeps_a_finished_leecher_serving_then_exits() {
     let dir = tempfile::tempdir().unwrap();
     let (t, data) = content(dir.path(), "st.bin", 300_000, false);
     let src = dir.path().join("src");
-    let mut seeder = start_peer(&[
-        "seed",
-        s(&t),
-        "--dir",
-        s(&src),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-    ]);
+    let mut origin = seeder(s(&t), s(&src), &[]);
     let out1 = dir.path().join("out1");
     let started = Instant::now();
-    let mut first = start_peer(&[
-        "download",
+    let mut first = leecher(
         s(&t),
-        "--out",
         s(&out1),
-        "--peer",
-        &seeder.addr().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--seed-time",
-        "4",
-    ]);
+        &origin.addr().to_string(),
+        &["--seed-time", "4"],
+    );
     wait_until("first leecher complete", LIMIT, || {
         std::fs::read(out1.join("st.bin")).ok().as_deref() == Some(&data[..])
     });
     let completed = Instant::now();
     // The origin leaves: the second leecher can only get the file from the first, now seeding.
-    seeder.terminate(Duration::from_secs(5)).unwrap();
+    origin.terminate(Duration::from_secs(5)).unwrap();
     let out2 = dir.path().join("out2");
-    let mut second = start_peer(&[
-        "download",
-        s(&t),
-        "--out",
-        s(&out2),
-        "--peer",
-        &first.addr().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-    ]);
+    let mut second = leecher(s(&t), s(&out2), &first.addr().to_string(), &[]);
     assert!(second.wait_exit(LIMIT).unwrap().success());
     assert_eq!(std::fs::read(out2.join("st.bin")).unwrap(), data);
     let st = first.wait_exit(LIMIT).unwrap();

@@ -34,31 +34,16 @@ fn multi_file_torrent_from_our_seeder_to_our_leecher() {
     }
     let t = make_torrent(&root, &dir.path().join("album.torrent"), None, 32 << 10);
     let src = dir.path().join("src");
-    let seed = start_peer(&[
-        "seed",
-        t.to_str().unwrap(),
-        "--dir",
-        src.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-    ]);
+    let seed = seeder(t.to_str().unwrap(), src.to_str().unwrap(), &[]);
     let out = dir.path().join("out");
     let stats = dir.path().join("leech.json");
     let peer = seed.addr().to_string();
-    let mut leech = start_peer(&[
-        "download",
+    let mut leech = leecher(
         t.to_str().unwrap(),
-        "--out",
         out.to_str().unwrap(),
-        "--peer",
         &peer,
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--stats-file",
-        stats.to_str().unwrap(),
-    ]);
+        &["--stats-file", stats.to_str().unwrap()],
+    );
     assert!(leech.wait_exit(LIMIT).unwrap().success());
     for (name, _) in files {
         assert_eq!(
@@ -101,15 +86,7 @@ fn flash_crowd_through_a_tracker_and_resume() {
         64 << 10,
     );
     let ts = t.to_str().unwrap().to_owned();
-    let _seed = start_peer(&[
-        "seed",
-        &ts,
-        "--dir",
-        src.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-    ]);
+    let _seed = seeder(&ts, src.to_str().unwrap(), &[]);
     // Leechers keep seeding (--seed) so they can trade among themselves.
     let mut leechers = Vec::new();
     for i in 0..3 {
@@ -149,16 +126,7 @@ fn flash_crowd_through_a_tracker_and_resume() {
     // Resume: a finished download with a data dir restarts from its resume file and fetches nothing.
     let out = dir.path().join("resume");
     let data_dir = dir.path().join("state");
-    let seed2 = start_peer(&[
-        "seed",
-        &ts,
-        "--dir",
-        src.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--no-trackers",
-    ]);
+    let seed2 = seeder(&ts, src.to_str().unwrap(), &["--no-trackers"]);
     let peer = seed2.addr().to_string();
     let run = |expect_resume: bool| {
         let o = run_program(
@@ -270,32 +238,19 @@ fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
     let stats = dir.path().join("s.json");
     // At first the liar is the only source, so its garbage is certain to be tried; the honest seeder is
     // started afterwards and dials the leecher itself.
-    let mut leech = start_peer(&[
-        "download",
+    let mut leech = leecher(
         t.to_str().unwrap(),
-        "--out",
         out.to_str().unwrap(),
-        "--peer",
         &liar,
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--stats-file",
-        stats.to_str().unwrap(),
-    ]);
+        &["--stats-file", stats.to_str().unwrap()],
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let leecher_addr = leech.addr().to_string();
-    let _seed = start_peer(&[
-        "seed",
+    let _seed = seeder(
         t.to_str().unwrap(),
-        "--dir",
         src.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        "--peer",
-        &leecher_addr,
-    ]);
+        &["--peer", &leecher_addr],
+    );
     assert!(leech.wait_exit(LIMIT).unwrap().success());
     assert_eq!(std::fs::read(out.join("x.bin")).unwrap(), data);
     let s = StatsSnapshot::read_json(&stats).unwrap();
@@ -332,15 +287,11 @@ fn magnet_link_fetches_metadata_from_the_seeder_then_downloads() {
         "metadata spans pieces: {}",
         meta.info_bytes.len()
     );
-    let seed = start_peer(&[
-        "seed",
+    let seed = seeder(
         t.to_str().unwrap(),
-        "--dir",
         dir.path().join("src").to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-    ]);
+        &[],
+    );
     let magnet = format!("{}&x.pe={}", meta.magnet(), seed.addr());
     let out = dir.path().join("out");
     let mut leech = start_peer(&[

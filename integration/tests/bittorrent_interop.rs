@@ -81,6 +81,46 @@ fn content(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     (src, data)
 }
 
+/// `dir/src/NAME` with `len` bytes and its .torrent (`dir/NAME.torrent`): (dir/src, bytes, torrent).
+fn torrent_fixture(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    trackers: &[&str],
+    piece: u64,
+) -> (PathBuf, Vec<u8>, PathBuf) {
+    let (src, data) = content(dir, name, len);
+    let t = make_torrent(
+        &src.join(name),
+        &dir.join(format!("{name}.torrent")),
+        trackers,
+        piece,
+    );
+    (src, data, t)
+}
+
+/// One payload and two .torrent files for it (same info_hash): one announcing to `http`, one to `udp`.
+fn http_and_udp_torrents(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    http: SocketAddr,
+    udp: SocketAddr,
+) -> (PathBuf, Vec<u8>, PathBuf, PathBuf) {
+    let (src, data) = content(dir, name, len);
+    let make = |kind: &str, url: String| {
+        make_torrent(
+            &src.join(name),
+            &dir.join(format!("{kind}.torrent")),
+            &[&url],
+            64 << 10,
+        )
+    };
+    let http_t = make("http", format!("http://{http}/announce"));
+    let udp_t = make("udp", format!("udp://{udp}"));
+    (src, data, http_t, udp_t)
+}
+
 /// `bittorrent-peer create` with one tier per tracker.
 fn make_torrent(content: &Path, out: &Path, trackers: &[&str], piece: u64) -> PathBuf {
     let piece = piece.to_string();
@@ -290,13 +330,7 @@ fn aria2c_leeches_from_our_seeder_and_seeds_to_our_leecher_and_a_magnet() {
     let dir = tempfile::tempdir().unwrap();
     let (_tracker, http, _) = our_tracker("127.0.0.1");
     let announce = format!("http://{http}/announce");
-    let (src, data) = content(dir.path(), "aria.bin", 3 << 20);
-    let t = make_torrent(
-        &src.join("aria.bin"),
-        &dir.path().join("a.torrent"),
-        &[&announce],
-        256 << 10,
-    );
+    let (src, data, t) = torrent_fixture(dir.path(), "aria.bin", 3 << 20, &[&announce], 256 << 10);
     let ts = s(&t);
     {
         let _seed = our_seeder(&t, &src, "127.0.0.1:0", &[]);
@@ -347,13 +381,7 @@ fn aria2c_leeches_from_our_seeder_and_seeds_to_our_leecher_and_a_magnet() {
 #[test]
 fn libtorrent_leeches_from_us_and_seeds_to_us_and_a_magnet() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, data) = content(dir.path(), "lt.bin", 3 << 20);
-    let t = make_torrent(
-        &src.join("lt.bin"),
-        &dir.path().join("lt.torrent"),
-        &[],
-        64 << 10,
-    );
+    let (src, data, t) = torrent_fixture(dir.path(), "lt.bin", 3 << 20, &[], 64 << 10);
     let ts = s(&t);
     {
         let seed = our_seeder(&t, &src, "127.0.0.1:0", &[]);
@@ -401,13 +429,7 @@ fn transmission_config(dir: &Path) -> PathBuf {
 #[test]
 fn transmission_seeds_to_our_leecher() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, data) = content(dir.path(), "tr.bin", 2 << 20);
-    let t = make_torrent(
-        &src.join("tr.bin"),
-        &dir.path().join("tr.torrent"),
-        &[],
-        64 << 10,
-    );
+    let (src, data, t) = torrent_fixture(dir.path(), "tr.bin", 2 << 20, &[], 64 << 10);
     let port = free_port();
     let cfg = transmission_config(dir.path());
     let _tr = program(
@@ -439,19 +461,8 @@ fn transmission_seeds_to_our_leecher() {
 fn mixed_swarm_through_our_tracker() {
     let dir = tempfile::tempdir().unwrap();
     let (_tracker, http, udp) = our_tracker("127.0.0.1");
-    let (src, data) = content(dir.path(), "mix.bin", 4 << 20);
-    let http_t = make_torrent(
-        &src.join("mix.bin"),
-        &dir.path().join("http.torrent"),
-        &[&format!("http://{http}/announce")],
-        128 << 10,
-    );
-    let udp_t = make_torrent(
-        &src.join("mix.bin"),
-        &dir.path().join("udp.torrent"),
-        &[&format!("udp://{udp}")],
-        128 << 10,
-    );
+    let (src, data, http_t, udp_t) =
+        http_and_udp_torrents(dir.path(), "mix.bin", 4 << 20, http, udp);
     let _seed = our_seeder(&udp_t, &src, "127.0.0.1:0", &[]);
     let aria_out = dir.path().join("aria");
     let lt_out = dir.path().join("lt");
@@ -485,20 +496,10 @@ fn mixed_swarm_through_our_tracker() {
 #[test]
 fn our_seeder_and_leecher_meet_through_opentracker() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, data) = content(dir.path(), "ot.bin", 1 << 20);
     let port = free_port();
-    let http_t = make_torrent(
-        &src.join("ot.bin"),
-        &dir.path().join("http.torrent"),
-        &[&format!("http://127.0.0.1:{port}/announce")],
-        64 << 10,
-    );
-    let udp_t = make_torrent(
-        &src.join("ot.bin"),
-        &dir.path().join("udp.torrent"),
-        &[&format!("udp://127.0.0.1:{port}")],
-        64 << 10,
-    );
+    let tracker: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (src, data, http_t, udp_t) =
+        http_and_udp_torrents(dir.path(), "ot.bin", 1 << 20, tracker, tracker);
     let hash = Metainfo::load(&http_t).unwrap().info_hash.to_hex();
     let chroot = dir.path().join("ot");
     std::fs::create_dir_all(&chroot).unwrap();
@@ -556,13 +557,7 @@ fn tshark_count(cap: &Path, port: u16, filter: &str) -> usize {
 #[test]
 fn tshark_decodes_our_traffic_as_bittorrent_without_malformed_packets() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, data) = content(dir.path(), "cap.bin", 1 << 20);
-    let t = make_torrent(
-        &src.join("cap.bin"),
-        &dir.path().join("cap.torrent"),
-        &[],
-        64 << 10,
-    );
+    let (src, data, t) = torrent_fixture(dir.path(), "cap.bin", 1 << 20, &[], 64 << 10);
     let port = free_port();
     let cap = dir.path().join("bt.pcapng");
     let filter = format!("tcp port {port}");
@@ -678,10 +673,10 @@ fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let ns = NetNs::create();
     let (_tracker, http, _) = our_tracker(&ns.host_ip);
-    let (src, data) = content(dir.path(), "ns.bin", 2 << 20);
-    let t = make_torrent(
-        &src.join("ns.bin"),
-        &dir.path().join("ns.torrent"),
+    let (src, data, t) = torrent_fixture(
+        dir.path(),
+        "ns.bin",
+        2 << 20,
         &[&format!("http://{http}/announce")],
         64 << 10,
     );
@@ -719,13 +714,7 @@ fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
 #[test]
 fn libtorrent_learns_a_peer_from_our_pex() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, data) = content(dir.path(), "pex.bin", 2 << 20);
-    let t = make_torrent(
-        &src.join("pex.bin"),
-        &dir.path().join("pex.torrent"),
-        &[],
-        64 << 10,
-    );
+    let (src, data, t) = torrent_fixture(dir.path(), "pex.bin", 2 << 20, &[], 64 << 10);
     // S uploads slowly, so libtorrent is still leeching when S's first PEX message arrives (a seed
     // does not connect to other seeds).
     let s_seed = our_seeder(&t, &src, "127.0.0.1:0", &["--upload-rate", "256k"]);

@@ -23,6 +23,29 @@ pub fn start_peer(args: &[&str]) -> Daemon {
         .unwrap_or_else(|e| panic!("bittorrent-peer {args:?}: {e:#}"))
 }
 
+/// `bittorrent-peer seed T --dir DIR --listen 127.0.0.1:0 --quiet EXTRA...`
+pub fn seeder(t: &str, dir: &str, extra: &[&str]) -> Daemon {
+    let mut a = vec![
+        "seed",
+        t,
+        "--dir",
+        dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+    ];
+    a.extend_from_slice(extra);
+    start_peer(&a)
+}
+
+/// `bittorrent-peer download T --out OUT --peer PEER --listen 127.0.0.1:0 --quiet EXTRA...`
+pub fn leecher(t: &str, out: &str, peer: &str, extra: &[&str]) -> Daemon {
+    let mut a = vec!["download", t, "--out", out, "--peer", peer];
+    a.extend_from_slice(&["--listen", "127.0.0.1:0", "--quiet"]);
+    a.extend_from_slice(extra);
+    start_peer(&a)
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
