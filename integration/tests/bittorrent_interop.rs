@@ -137,6 +137,27 @@ fn make_torrent(content: &Path, out: &Path, trackers: &[&str], piece: u64) -> Pa
     out.to_path_buf()
 }
 
+/// Our leecher fetches from `peer` twice: with the .torrent (`extra` options), then with a magnet link
+/// carrying `peer` as `x.pe` (metadata by BEP 9 from that peer, no trackers).
+fn leech_torrent_then_magnet(
+    t: &Path,
+    dir: &Path,
+    peer: &str,
+    extra: &[&str],
+    name: &str,
+    want: &[u8],
+) {
+    our_leecher(s(t), &dir.join("ours-out"), extra, name, want);
+    let magnet = format!("{}&x.pe={peer}", Metainfo::load(t).unwrap().magnet());
+    our_leecher(
+        &magnet,
+        &dir.join("magnet-out"),
+        &["--no-trackers"],
+        name,
+        want,
+    );
+}
+
 /// A free TCP port on 127.0.0.1 (for programs that cannot listen on port 0 and report it).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -361,18 +382,11 @@ fn aria2c_leeches_from_our_seeder_and_seeds_to_our_leecher_and_a_magnet() {
         ts,
     ]);
     let peer = format!("127.0.0.1:{port}");
-    our_leecher(
-        ts,
-        &dir.path().join("ours-out"),
+    leech_torrent_then_magnet(
+        &t,
+        dir.path(),
+        &peer,
         &["--peer", &peer, "--no-trackers"],
-        "aria.bin",
-        &data,
-    );
-    let magnet = format!("{}&x.pe={peer}", Metainfo::load(&t).unwrap().magnet());
-    our_leecher(
-        &magnet,
-        &dir.path().join("magnet-out"),
-        &["--no-trackers"],
         "aria.bin",
         &data,
     );
@@ -397,21 +411,7 @@ fn libtorrent_leeches_from_us_and_seeds_to_us_and_a_magnet() {
     let _seed = libtorrent("seed", ts, &src, port, &[]);
     let peer = format!("127.0.0.1:{port}");
     // libtorrent checks its files before it accepts: our leecher re-dials --peer addresses.
-    our_leecher(
-        ts,
-        &dir.path().join("ours-out"),
-        &["--peer", &peer],
-        "lt.bin",
-        &data,
-    );
-    let magnet = format!("{}&x.pe={peer}", Metainfo::load(&t).unwrap().magnet());
-    our_leecher(
-        &magnet,
-        &dir.path().join("magnet-out"),
-        &["--no-trackers"],
-        "lt.bin",
-        &data,
-    );
+    leech_torrent_then_magnet(&t, dir.path(), &peer, &["--peer", &peer], "lt.bin", &data);
 }
 
 /// Transmission settings that keep it to the peers we give it: no DHT, LPD, PEX, uTP or port mapping.
