@@ -706,17 +706,21 @@ fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
     wait_for_file(&out.join("ns.bin"), &data, LIMIT, &what);
 }
 
-/// PEX in a swarm with libtorrent: a libtorrent leecher is given only our seeder S (capped, so it is
-/// still leeching when S's first `ut_pex` goes out); our second seeder T, which nobody else knows about,
-/// must end up uploading to it. Either libtorrent dials T from S's message, or T dials libtorrent from
-/// S's message (libtorrent's listen port comes from its BEP 10 `p`); in runs by hand libtorrent dialled
-/// first, and sent T its own `ut_pex`, which we decoded.
-#[test]
-fn libtorrent_learns_a_peer_from_our_pex() {
+/// PEX with a foreign leecher: it is given only our seeder S (directly, or through `tracker`), S uploads
+/// slowly (so the leecher is still leeching when S's first `ut_pex` goes out: a seed does not connect to
+/// other seeds), and our second seeder T, which dialled S and announces nowhere, must end up uploading to
+/// it. Either the foreign client dials T from S's message, or T dials it from S's message (its listen
+/// port comes from its BEP 10 `p`); in runs by hand libtorrent dialled first, and sent T its own
+/// `ut_pex`, which we decoded.
+fn pex_joins_a_foreign_leecher(
+    tracker: Option<SocketAddr>,
+    start: impl FnOnce(&Path, &Path, &str) -> Daemon,
+    what: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let (src, data, t) = torrent_fixture(dir.path(), "pex.bin", 2 << 20, &[], 64 << 10);
-    // S uploads slowly, so libtorrent is still leeching when S's first PEX message arrives (a seed
-    // does not connect to other seeds).
+    let announce = tracker.map(|a| format!("http://{a}/announce"));
+    let trackers: Vec<&str> = announce.iter().map(String::as_str).collect();
+    let (src, data, t) = torrent_fixture(dir.path(), "pex.bin", 2 << 20, &trackers, 64 << 10);
     let s_seed = our_seeder(&t, &src, "127.0.0.1:0", &["--upload-rate", "256k"]);
     let s_addr = s_seed.addr().to_string();
     let t_stats = dir.path().join("t.json");
@@ -724,7 +728,13 @@ fn libtorrent_learns_a_peer_from_our_pex() {
         &t,
         &src,
         "127.0.0.1:0",
-        &["--peer", &s_addr, "--stats-file", s(&t_stats)],
+        &[
+            "--peer",
+            &s_addr,
+            "--no-trackers",
+            "--stats-file",
+            s(&t_stats),
+        ],
     );
     let stats_of_t = || {
         let _ = std::fs::remove_file(&t_stats);
@@ -743,21 +753,52 @@ fn libtorrent_learns_a_peer_from_our_pex() {
         assert!(Instant::now() < end, "T never connected to S");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = dir.path().join("lt-out");
+    let out = dir.path().join("foreign-out");
     std::fs::create_dir_all(&out).unwrap();
-    let _lt = libtorrent("leech", s(&t), &out, free_port(), &[&s_addr]);
-    wait_for_file(
-        &out.join("pex.bin"),
-        &data,
-        LIMIT,
-        "libtorrent via PEX swarm",
-    );
-    // T and S are seeds: whatever T uploaded went to libtorrent, and only S's PEX could have joined the
-    // two (libtorrent, once done, drops its seed connections at once: count bytes, not connections).
+    let _foreign = start(&t, &out, &s_addr);
+    wait_for_file(&out.join("pex.bin"), &data, LIMIT, what);
+    // T and S are seeds: whatever T uploaded went to the foreign leecher, and only S's PEX could have
+    // joined the two (a finished client drops its seed connections at once: count bytes, not
+    // connections).
     let st = stats_of_t();
     assert!(
         st.transfers.upload_bytes > 0,
-        "T uploaded nothing: PEX never joined libtorrent and T ({:?})",
+        "T uploaded nothing: PEX never joined {what} and T ({:?})",
         st.extra
     );
+}
+
+#[test]
+fn libtorrent_meets_a_peer_through_our_pex() {
+    pex_joins_a_foreign_leecher(
+        None,
+        |t, out, s_addr| libtorrent("leech", s(t), out, free_port(), &[s_addr]),
+        "libtorrent",
+    );
+}
+
+#[test]
+fn aria2c_meets_a_peer_through_our_pex() {
+    // aria2c cannot be handed a peer: it finds S through our tracker (T does not announce).
+    let (tracker, http, _) = our_tracker("127.0.0.1");
+    pex_joins_a_foreign_leecher(
+        Some(http),
+        |t, out, _| {
+            let port = free_port().to_string();
+            let a = aria2c_args(&[
+                "--dir",
+                s(out),
+                "--seed-time=0",
+                "--listen-port",
+                &port,
+                s(t),
+            ]);
+            // aria2c_args turns PEX off for the other tests; the last value given wins.
+            let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+            a.insert(a.len() - 1, "--enable-peer-exchange=true");
+            program("aria2c", &a)
+        },
+        "aria2c",
+    );
+    drop(tracker);
 }
