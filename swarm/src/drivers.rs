@@ -856,7 +856,7 @@ pub const GNUTELLA_SETTLE: Duration = Duration::from_millis(1500);
 /// within milliseconds.
 const GNUTELLA_HIT_WAIT: &str = "2";
 /// The same per ring of an expanding ring, and for floods nobody answers: every round costs this long.
-const GNUTELLA_RING_WAIT: &str = "1";
+const GNUTELLA_RING_WAIT: &str = "1.5";
 
 impl Gnutella {
     /// Ultrapeer count: one per five peers, at least two (the tutorial's ultrapeer/leaf split).
@@ -1307,11 +1307,17 @@ impl Driver for Kazaa {
         let u = self.supernodes.len();
         let bin = ctx.bin("kazaa-supernode");
         let caps = ctx.scn.sharing_caps();
+        let firewalled = (ctx.scn.peers as f64 * ctx.scn.firewalled_fraction).round() as usize;
         for p in 0..ctx.scn.peers {
             let name = format!("on{p:03}");
             let (mut c, stats) = self.base(ctx, &name)?;
             c.args(["--role", "ordinary", "--share"])
                 .arg(Corpus::peer_dir(&ctx.shares, p));
+            // As with Napster: peers 1..=k behind NAT (reached by push + GIVE through the supernodes),
+            // the flash, churn and pollution sources reachable.
+            if p >= 1 && p <= firewalled && !ctx.corpus.is_special_source(p) {
+                c.arg("--firewalled");
+            }
             // A lab compresses time: a busy source asks to come back in seconds, not giFT's 5 minutes.
             self.fleet
                 .opts

@@ -37,7 +37,7 @@ pub struct Scenario {
     pub zipf_exponent: f64,
     /// Fraction of the peers holding the most popular file (0 < f <= 1).
     pub top_fraction: f64,
-    /// Fraction of Napster peers that are firewalled (data port 0: uploads only by push).
+    /// Fraction of Napster, Gnutella and KaZaA peers that are firewalled (uploads only by push).
     pub firewalled_fraction: f64,
     /// Searches for the rarest file and as many for the most popular one.
     pub searches_per_target: usize,
@@ -447,7 +447,7 @@ max_file_kib = 1024
 zipf_exponent = 1.0
 # Fraction of the peers holding the most popular file (0 < f <= 1).
 top_fraction = 0.5
-# Fraction of Napster and Gnutella peers that are firewalled (uploads only by push).
+# Fraction of Napster, Gnutella and KaZaA peers that are firewalled (uploads only by push).
 firewalled_fraction = 0.1
 # Searches for the rarest file and as many for the most popular one.
 searches_per_target = 5

@@ -21,8 +21,8 @@ use swarm::scenario::{Scenario, EXAMPLE};
 /// gnutella-flood-ttl (flood cost vs TTL beside the tree formula), expanding-ring, kazaa-source-loss,
 /// pollution, churn, gnutella-classic-flood, gnutella-ultrapeers.
 ///
-/// Not done: KaZaA peers are never
-/// firewalled; the flood formula assumes an even degree (the measured overlay is not regular).
+/// Not done: the flood formula assumes an even degree (the measured overlay is not regular); each
+/// scenario runs once (no repeated runs, no error bars).
 #[derive(Parser, Debug)]
 #[command(name = "swarm", version, about, long_about)]
 struct Cli {
