@@ -27,7 +27,7 @@ fn sn(peers: &[String]) -> Daemon {
         .expect("supernode starts")
 }
 
-fn on(sn: &str, share: &Path, user: &str) -> Daemon {
+fn on(sn: &str, share: &Path, user: &str, extra: &[&str]) -> Daemon {
     Daemon::builder_path(BIN)
         .args([
             "--role",
@@ -40,6 +40,7 @@ fn on(sn: &str, share: &Path, user: &str) -> Daemon {
             user,
         ])
         .args(["--share", share.to_str().unwrap()])
+        .args(extra)
         .spawn()
         .expect("ordinary node starts")
 }
@@ -105,7 +106,15 @@ fn three_supernodes_twelve_ordinary_nodes() {
     let _ons: Vec<Daemon> = dirs
         .iter()
         .enumerate()
-        .map(|(i, d)| on(&sns[i % 3], d.path(), &format!("user{i}")))
+        .map(|(i, d)| {
+            // The 4 sources of the shared file upload at 100 kB/s each: ~0.5 s for it from all four.
+            let cap: &[&str] = if i % 3 == 0 {
+                &["--rate", "100000"]
+            } else {
+                &[]
+            };
+            on(&sns[i % 3], d.path(), &format!("user{i}"), cap)
+        })
         .collect();
 
     // Every ON's song reaches a searcher on SN1, in one wave per SN, headed by that SN.
@@ -151,6 +160,40 @@ fn three_supernodes_twelve_ordinary_nodes() {
         .collect();
     assert_eq!(sources.len(), 4);
     assert_eq!(common::hash::uuhash(&common_bytes).to_hex(), hash);
+
+    // ...and a download through SN3 takes byte ranges from all four at once (each upload capped so
+    // no single source can finish the file before the others start).
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("hit.mp3");
+    let got = Command::new(BIN)
+        .args([
+            "get",
+            "--json",
+            "--block-size",
+            "16384",
+            "--peer",
+            &a3,
+            &hash,
+            "-o",
+        ])
+        .arg(&dest)
+        .output()
+        .expect("get runs");
+    assert!(
+        got.status.success(),
+        "get failed: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), common_bytes);
+    let report: serde_json::Value = serde_json::from_slice(&got.stdout).expect("JSON report");
+    let senders: HashSet<&str> = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["bytes"].as_u64() > Some(0))
+        .map(|s| s["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(senders.len(), 4, "all four sources sent bytes: {report}");
 }
 
 #[test]
@@ -357,7 +400,7 @@ fn auto_node_is_promoted_and_serves_children() {
     // link, from SN1 in a wave headed by the promoted SN.
     let dir_b = tempfile::tempdir().unwrap();
     std::fs::write(dir_b.path().join("Child Of Auto.mp3"), "child".repeat(100)).unwrap();
-    let _b = on(&sn_a, dir_b.path(), "child");
+    let _b = on(&sn_a, dir_b.path(), "child", &[]);
     let v = eventually("the child's file through SN1", || {
         let v = search(&a1, &["child", "auto"]);
         (!results(&v).is_empty()).then_some(v)

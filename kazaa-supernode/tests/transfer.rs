@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::hash::{uuhash, Sig2Dat};
+use common::hash::{md5_tree, uuhash, KzHash, KzMagnet, Sig2Dat};
 use integration::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kazaa-supernode");
@@ -123,7 +123,14 @@ impl Get {
         Get(child, log)
     }
 
-    fn finish(mut self) -> serde_json::Value {
+    fn finish(self) -> serde_json::Value {
+        let (ok, out, err) = self.exit();
+        assert!(ok, "get failed: {err}");
+        serde_json::from_str(&out).expect("JSON report")
+    }
+
+    /// Waits for the exit: (success, stdout, stderr).
+    fn exit(mut self) -> (bool, String, String) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
@@ -135,8 +142,7 @@ impl Get {
                     .read_to_string(&mut out)
                     .unwrap();
                 let err = std::fs::read_to_string(self.1.path()).unwrap_or_default();
-                assert!(status.success(), "get failed: {err}");
-                return serde_json::from_str(&out).expect("JSON report");
+                return (status.success(), out, err);
             }
             assert!(
                 start.elapsed() < DEADLINE,
@@ -599,4 +605,82 @@ fn push_crosses_two_supernode_hops() {
     let report = Get::start(&s1, &hash.to_hex(), &dest).finish();
     assert_eq!(std::fs::read(&dest).unwrap(), data);
     assert_eq!(report["sources"].as_array().unwrap().len(), 1, "{report}");
+}
+
+/// kazaa.md §7 case 15, second half: a copy corrupted outside the UUHash's samples (byte 400,000 of a
+/// 1 MiB file) has the same ContentHash, so a download by hash accepts it; a `magnet:?xt=urn:kzhash:`
+/// link also checks the MD5 tree and refuses it, and with an honest source beside it the download
+/// ends with the real bytes.
+#[test]
+fn kzhash_magnet_refuses_a_same_uuhash_corrupt_copy_case_15() {
+    let s = sn();
+    let real = content(1 << 20, 21);
+    let mut corrupt = real.clone();
+    corrupt[400_000] ^= 0xFF;
+    let hash = uuhash(&real);
+    assert_eq!(uuhash(&corrupt), hash, "outside the UUHash's samples");
+    let magnet = KzMagnet {
+        kzhash: KzHash::new(hash, md5_tree(&real)),
+        name: Some("Hit.mp3".into()),
+    }
+    .to_uri();
+    let bad_dir = share_dir("Hit.mp3", &corrupt);
+    let _bad = on(&s, bad_dir.path(), "polluter", &[]);
+    wait_sources(&s, &hash.to_hex(), 1);
+    let out = tempfile::tempdir().unwrap();
+
+    let by_hash = out.path().join("by-hash.mp3");
+    Get::start(&s, &hash.to_hex(), &by_hash).finish();
+    assert_eq!(
+        std::fs::read(&by_hash).unwrap(),
+        corrupt,
+        "the UUHash alone lets the corrupt copy through"
+    );
+
+    let refused = out.path().join("refused.mp3");
+    let (ok, _, err) = Get::start(&s, &magnet, &refused).exit();
+    assert!(!ok, "the kzhash must refuse the corrupt copy");
+    assert!(err.contains("does not match"), "{err}");
+    assert!(!refused.exists(), "nothing unverified is put in place");
+
+    let good_dir = share_dir("Hit.mp3", &real);
+    let _good = on(&s, good_dir.path(), "honest", &[]);
+    wait_sources(&s, &hash.to_hex(), 2);
+    let dest = out.path().join("hit.mp3");
+    let report = Get::start(&s, &magnet, &dest).finish();
+    assert_eq!(std::fs::read(&dest).unwrap(), real, "{report}");
+}
+
+/// A download killed mid-way resumes from its state file when started again (issue 5: "resume after
+/// a restart"): the second run reports blocks already done and the file matches its UUHash.
+#[test]
+fn get_resumes_after_a_restart() {
+    let s = sn();
+    let data = content(400_000, 22);
+    let hash = uuhash(&data);
+    let dir = share_dir("Long.avi", &data);
+    let _o = on(&s, dir.path(), "source", &[]);
+    wait_sources(&s, &hash.to_hex(), 1);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("long.avi");
+    let state = out.path().join("long.avi.state");
+    // ~6 s at 64 KiB/s; the state file appears at the first save (2 s in, blocks done).
+    let first = Get::start_with(&s, &hash.to_hex(), &dest, &[], &["--download-rate", "64k"]);
+    let start = Instant::now();
+    while !state.exists() {
+        assert!(start.elapsed() < DEADLINE, "no state file was saved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(first);
+    assert!(!dest.exists(), "killed before the end");
+    let report = Get::start(&s, &hash.to_hex(), &dest).finish();
+    assert!(
+        report["blocks_resumed"].as_u64().unwrap() > 0,
+        "the second run starts from the saved blocks: {report}"
+    );
+    assert!(
+        report["blocks_fetched"].as_u64().unwrap() < report["blocks"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use common::hash::{HashKinds, Sig2Dat, UuHash};
+use common::hash::{HashKinds, KzMagnet, Sig2Dat, UuHash};
 use common::http::{HttpConfig, HttpServer};
 use common::library::{Library, LibraryConfig};
 use common::multisource::{DownloadConfig, Event};
@@ -146,7 +146,9 @@ struct GetArgs {
     /// The supernode to search through.
     #[arg(long = "peer", value_name = "ADDR")]
     peer: SocketAddr,
-    /// ContentHash (40 hex digits) or a `sig2dat://` link (pins the hash and length).
+    /// ContentHash (40 hex digits), a `sig2dat://` link (pins the hash and length) or a
+    /// `magnet:?xt=urn:kzhash:<72 hex>` link (searched by its UUHash; the finished file must also
+    /// match the kzhash's MD5 tree).
     target: String,
     /// Output file.
     #[arg(long, short)]
@@ -670,12 +672,17 @@ async fn fetch(
     user: String,
     stats_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let (hash, length) = if g.target.starts_with("sig2dat:") {
+    let (hash, length, kzhash) = if g.target.starts_with("sig2dat:") {
         let link = Sig2Dat::parse(&g.target).context("cannot parse the sig2dat link")?;
-        (link.uuhash, Some(link.length))
+        (link.uuhash, Some(link.length), None)
+    } else if g.target.starts_with("magnet:") {
+        let link = KzMagnet::parse(&g.target).context("cannot parse the kzhash magnet link")?;
+        (link.kzhash.uuhash(), None, Some(link.kzhash))
     } else {
         (
-            UuHash::from_hex(&g.target).context("want 40 hex digits or a sig2dat:// link")?,
+            UuHash::from_hex(&g.target)
+                .context("want 40 hex digits, a sig2dat:// link or a kzhash magnet link")?,
+            None,
             None,
         )
     };
@@ -693,10 +700,12 @@ async fn fetch(
         user,
         dest: g.out,
         length,
+        kzhash,
         config,
         search_timeout: Duration::from_secs(10),
         participation: g.participation,
     };
+    let kz_checked = kzhash.is_some();
     let stats = common::stats::Stats::new("kazaa", "client", "get");
     let bar = (!g.json).then(|| {
         let b = ProgressBar::new(0);
@@ -739,10 +748,11 @@ async fn fetch(
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{}  {} bytes from {} sources, UUHash verified",
+            "{}  {} bytes from {} sources, {} verified",
             report.path.display(),
             report.size,
-            report.sources.len()
+            report.sources.len(),
+            if kz_checked { "kzhash" } else { "UUHash" }
         );
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::hash::UuHash;
+use common::hash::{KzHash, UuHash};
 use common::multisource::{
     BoxFuture, BoxStream, Connector, Download, DownloadConfig, DownloadReport, Event, ExpectedHash,
     Source,
@@ -79,6 +79,9 @@ pub struct GetOptions {
     pub dest: PathBuf,
     /// The length the file must have (from a sig2dat link), if known.
     pub length: Option<u64>,
+    /// The kzhash of a `magnet:?xt=urn:kzhash:` link: the finished file must match it (UUHash and
+    /// MD5 tree), so a same-UUHash copy corrupted outside the UUHash's samples is caught.
+    pub kzhash: Option<KzHash>,
     /// Downloader settings.
     pub config: DownloadConfig,
     /// Seconds a search may take.
@@ -303,7 +306,10 @@ pub async fn get(
     let (dl, adder, mut events) = Download::new(
         &opts.dest,
         size,
-        ExpectedHash::UuHash(hash),
+        match opts.kzhash {
+            Some(kz) => ExpectedHash::KzHash(kz),
+            None => ExpectedHash::UuHash(hash),
+        },
         opts.config.clone(),
         stats,
     );
