@@ -239,6 +239,21 @@ fn upload_and_download_rate_caps_are_honoured() {
     // of a second's worth); the bound below leaves that and some slack out. A lower bound only.
     let floor = (data.len() as f64 / RATE - 0.2) * 0.95;
 
+    // Downloads `query` as `nick` and checks the file and the lower bound on its transfer time.
+    let fetch = |nick: &str, query: &str, extra: &[&str], what: &str| {
+        let out = dir.path().join(format!("{nick}-out"));
+        let (ok, v, err) = get(&server, nick, query, &out, &dir.path().join(nick), extra);
+        assert!(ok, "{err}");
+        assert_eq!(
+            std::fs::read(out.join(format!("{query}.mp3"))).unwrap(),
+            data
+        );
+        let took = v["transfer_secs"].as_f64().unwrap();
+        assert!(
+            took >= floor,
+            "{what} cap not honoured: {took} s < {floor} s"
+        );
+    };
     let _up = serve_with(
         &server,
         "slowup",
@@ -247,33 +262,9 @@ fn upload_and_download_rate_caps_are_honoured() {
         false,
         &["--upload-rate", "32k"],
     );
-    let out = dir.path().join("out1");
-    let (ok, v, err) = get(&server, "bob", "capped", &out, &dir.path().join("bob"), &[]);
-    let took = v["transfer_secs"].as_f64().unwrap();
-    assert!(ok, "{err}");
-    assert_eq!(std::fs::read(out.join("capped.mp3")).unwrap(), data);
-    assert!(
-        took >= floor,
-        "upload cap not honoured: {took} s < {floor} s"
-    );
-
+    fetch("bob", "capped", &[], "upload");
     let _free = serve(&server, "freeup", &share2, &dir.path().join("free"), false);
-    let out = dir.path().join("out2");
-    let (ok, v, err) = get(
-        &server,
-        "carol",
-        "free",
-        &out,
-        &dir.path().join("carol"),
-        &["--download-rate", "32k"],
-    );
-    let took = v["transfer_secs"].as_f64().unwrap();
-    assert!(ok, "{err}");
-    assert_eq!(std::fs::read(out.join("free.mp3")).unwrap(), data);
-    assert!(
-        took >= floor,
-        "download cap not honoured: {took} s < {floor} s"
-    );
+    fetch("carol", "free", &["--download-rate", "32k"], "download");
 }
 
 /// An MP3 of `frames` MPEG-1 Layer III frames at 192 kbit/s, 48 kHz (576 bytes each) behind a 110-byte
