@@ -418,3 +418,137 @@ fn golden_layouts() {
     assert_eq!(Message::decode(0x0D, &body(&relay)).unwrap(), relay);
     assert!(Message::decode(0x0D, &[0; 11]).is_err());
 }
+
+/// The layouts of kazaa.md §2's table not pinned above (0x01, 0x05, 0x09, 0x0A/0x0B, the long 0x0D,
+/// 0x1D, 0x26, 0x2C) and the 13-byte unicast header, byte for byte, each decoded back.
+#[test]
+fn golden_layouts_of_the_other_messages() {
+    let a = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 1214); // 04 BE
+    let b = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 0x1234);
+    let c = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 9), 80);
+    let hash = UuHash([0xCD; 20]);
+    let check = |m: Message, code: u8, expect: &[u8]| {
+        let mut v = Vec::new();
+        m.encode_body(&mut v);
+        assert_eq!(v, expect, "layout of {m:?}");
+        assert_eq!(m.code(), code);
+        assert_eq!(Message::decode(code, &v).unwrap(), m);
+    };
+    // 0x01: ip4, port2, 19 unknown bytes, hops1 (26 bytes).
+    let mut e = vec![10, 0, 0, 1, 0x04, 0xBE];
+    e.extend_from_slice(&[7; 19]);
+    e.push(2);
+    check(
+        Message::SnNeighbours(vec![Neighbour {
+            addr: a,
+            unknown: [7; 19],
+            hops: 2,
+        }]),
+        0x01,
+        &e,
+    );
+    // 0x05: hash20, file_id dyn, size dyn, ntags dyn, tags (no media byte, no pad).
+    let mut e = hash.0.to_vec();
+    // file_id 128 = 81 00, size 32768 = 82 80 00, 1 tag: bitrate (0x15), 2 bytes, dynint 128.
+    e.extend_from_slice(&[0x81, 0x00, 0x82, 0x80, 0x00, 0x01, 0x15, 0x02, 0x81, 0x00]);
+    check(
+        Message::Unshare(FileMeta {
+            media: 0,
+            hash,
+            file_id: 128,
+            size: 32768,
+            tags: vec![Tag {
+                kind: 0x15,
+                data: vec![0x81, 0x00],
+            }],
+        }),
+        0x05,
+        &e,
+    );
+    // 0x09: users4, files4, m2, e2, 6 × (files4, m2, e2), then (net\0, users4).
+    let mut e = vec![0, 0, 0, 5, 0, 0, 0, 9, 0, 3, 0, 30];
+    for i in 0..6u8 {
+        e.extend_from_slice(&[0, 0, 0, i, 0, 1, 0, 31]);
+    }
+    e.extend_from_slice(b"KaZaA\0");
+    e.extend_from_slice(&[0, 0, 1, 0]);
+    check(
+        Message::Stats(Stats {
+            users: 5,
+            files: 9,
+            mantissa: 3,
+            exponent: 30,
+            media: std::array::from_fn(|i| MediaStat {
+                files: i as u32,
+                mantissa: 1,
+                exponent: 31,
+            }),
+            networks: vec![("KaZaA".into(), 256)],
+        }),
+        0x09,
+        &e,
+    );
+    // 0x0A/0x0B: 4 unknown bytes, then the query from its search id on: id2, `01`, realm1, nterms1,
+    // (cmp1, field1, len dyn, value).
+    for code in [0x0A, 0x0B] {
+        check(
+            Message::ForwardQuery {
+                code,
+                unknown: [0, 3, 0, 0],
+                query: Query {
+                    max_results: 0,
+                    search_id: 0x0102,
+                    realm: 0xA1,
+                    terms: vec![QueryTerm {
+                        cmp: 5,
+                        field: 2,
+                        value: b"song".to_vec(),
+                    }],
+                },
+            },
+            code,
+            &[
+                0, 3, 0, 0, 0x01, 0x02, 0x01, 0xA1, 1, 5, 2, 4, b's', b'o', b'n', b'g',
+            ],
+        );
+    }
+    // Long 0x0D: push_id4, requester ip4+port2, target ip4+port2, target's SN ip4+port2, username.
+    check(
+        Message::PushRequest {
+            push_id: 0x01020304,
+            requester: a,
+            target: c,
+            target_sn: b,
+            target_user: "bob".into(),
+        },
+        0x0D,
+        &[
+            1, 2, 3, 4, 10, 0, 0, 1, 0x04, 0xBE, 192, 168, 1, 9, 0, 80, 10, 0, 0, 2, 0x12, 0x34,
+            b'b', b'o', b'b',
+        ],
+    );
+    // 0x1D network name (no NUL), 0x26 protocol version u32 (Kazaa 2.6 = 0x22), 0x2C external IP.
+    check(Message::NetworkName("KaZaA".into()), 0x1D, b"KaZaA");
+    check(Message::ProtocolVersion(0x22), 0x26, &[0, 0, 0, 0x22]);
+    check(
+        Message::ExternalIp(Ipv4Addr::new(192, 168, 1, 9)),
+        0x2C,
+        &[192, 168, 1, 9],
+    );
+    // 0x80xx unicast: src ip:port, dst ip:port, hops (13 bytes), then the body.
+    let p = Packet {
+        route: Some(Route::Unicast {
+            src: a,
+            dst: b,
+            hops: 1,
+        }),
+        message: Message::QueryEnd { search_id: 7 },
+    };
+    let (ty, bytes) = p.encode();
+    assert_eq!(ty, 0x8008);
+    assert_eq!(
+        bytes,
+        [10, 0, 0, 1, 0x04, 0xBE, 10, 0, 0, 2, 0x12, 0x34, 1, 0, 7]
+    );
+    assert_eq!(Packet::decode(ty, &bytes).unwrap(), p);
+}
