@@ -302,3 +302,57 @@ fn shares_announce_the_mp3_header_fields() {
     let fake = line(&mut bob, "fake");
     assert!(fake.contains(" 32009 128 44100 2 alice "), "{fake}");
 }
+
+#[test]
+fn interactive_shell_searches_browses_and_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let data = content(20_000);
+    std::fs::write(share.join("Hey Jude.mp3"), &data).unwrap();
+    let server = support::server(&dir.path().join("srv"), &[]);
+    let _alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_napster-client"))
+        .args([
+            "--server",
+            &server.addr().to_string(),
+            "--nick",
+            "shelly",
+            "--json",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("shelly"))
+        .args(["interactive", "--out"])
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"search jude\nbrowse alice\nbogus\nget nothing here\nget hey jude\nquit\n")
+        .unwrap();
+    let done = wait_with_deadline(child);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // The readiness line, then one line per command that prints.
+    assert!(lines[0].contains("\"listening\""), "{stdout}");
+    let hits: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(hits[0]["nick"], "alice", "{stdout}");
+    let files: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    assert_eq!(files[0]["path"], "Hey Jude.mp3", "{stdout}");
+    assert!(lines[3].starts_with("error: no results"), "{stdout}");
+    let got: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+    assert_eq!(got["from"], "alice");
+    assert_eq!(std::fs::read(out.join("Hey Jude.mp3")).unwrap(), data);
+}

@@ -5,17 +5,19 @@
 //! napster-client --server ADDR --nick N search "hey jude" [--json]
 //! napster-client --server ADDR --nick N browse alice [--json]
 //! napster-client --server ADDR --nick N get "hey jude" [--out DIR] [--json]
+//! napster-client --server ADDR --nick N [--share DIR] interactive [--out DIR]
 //! ```
 //! `serve` prints a readiness line once logged in and sharing (`"name":"data"` with the data port, or
 //! `"name":"control"` with the control connection's local address when firewalled) and stays online until
 //! SIGTERM/Ctrl-C. `get` searches, pings the sources, picks the fastest, downloads (GET with resume, or a
 //! push from a firewalled uploader) and exits 0 on success.
 //! `--upload-rate`/`--download-rate` cap the client's uploads and downloads (one limiter each, shared by
-//! all its transfers). Not implemented yet: an interactive mode, direct browse (640–642), queue-full
-//! handling (619/620).
+//! all its transfers). `interactive` (alias `shell`) stays online sharing and reads `search WORDS`,
+//! `browse NICK`, `get WORDS` and `quit` from stdin. Not implemented yet: direct browse (640–642),
+//! queue-full handling (619/620).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -35,8 +37,8 @@ use napster_server::node::client::{Client, ClientConfig};
     after_help = "Shares of .mp3 files announce the bitrate, sample rate and duration read from their \
                   frame headers (Xing/Info for VBR); other files announce 128 kbit/s, 44.1 kHz. \
                   --upload-rate caps all uploads together, --download-rate all downloads.\n\
-                  Not implemented yet: interactive mode, direct browse (640-642), queue-full handling \
-                  (619/620)."
+                  `interactive` reads search/browse/get commands from stdin while sharing.\n\
+                  Not implemented yet: direct browse (640-642), queue-full handling (619/620)."
 )]
 struct Cli {
     /// Server address.
@@ -96,6 +98,13 @@ enum Cmd {
         /// The user.
         nick: String,
     },
+    /// Stay online sharing and read commands from stdin (search WORDS, browse NICK, get WORDS, quit).
+    #[command(alias = "shell")]
+    Interactive {
+        /// Output folder for `get`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Search, pick the best source, download.
     Get {
         /// Words that must all appear.
@@ -152,79 +161,125 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.serve_until(stop.cancelled_owned()).await;
             Ok(())
         }
-        Cmd::Search { query, max } => {
-            let hits = client.search(&query, max).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string(&hits)?);
-            } else {
-                println!("{:<12} {:>10} {:>5}  PATH", "USER", "SIZE", "KBPS");
-                for h in &hits {
-                    println!("{:<12} {:>10} {:>5}  {}", h.nick, h.size, h.bitrate, h.path);
-                }
-                eprintln!("{} result(s)", hits.len());
-            }
-            Ok(())
-        }
-        Cmd::Browse { nick } => {
-            let files = client.browse(&nick).await?;
-            if cli.json {
-                let v: Vec<_> = files
-                    .iter()
-                    .map(|f| serde_json::json!({"path": f.path, "md5": f.md5, "size": f.size, "bitrate": f.bitrate, "freq": f.freq, "secs": f.secs}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                for f in &files {
-                    println!("{:>10}  {}", f.size, f.path);
-                }
-            }
-            Ok(())
-        }
+        Cmd::Search { query, max } => search(&mut client, &query, max, cli.json).await,
+        Cmd::Browse { nick } => browse(&mut client, &nick, cli.json).await,
         Cmd::Get { query, out, from } => {
-            let mut hits = client.search(&query, 100).await?;
-            if let Some(n) = &from {
-                hits.retain(|h| h.nick.eq_ignore_ascii_case(n));
+            get(&mut client, &query, &out, from.as_deref(), cli.json).await
+        }
+        Cmd::Interactive { out } => {
+            match client.data_addr {
+                Some(a) => announce_listening("tcp", a, Some("data")),
+                None => announce_listening("tcp", client.control_addr, Some("control")),
             }
-            if hits.is_empty() {
-                bail!("no results for {query:?}");
-            }
-            let ranked = client.rank_sources(&hits).await?;
-            let mut last = None;
-            let mut done = None;
-            for hit in ranked.iter().take(3) {
-                match client.download(hit, &out).await {
-                    Ok(d) => {
-                        done = Some(d);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(from = %hit.nick, cause = %e, "download failed, trying the next source");
-                        last = Some(e);
-                    }
-                }
-            }
-            match (done, last) {
-                (Some(d), _) => {
-                    if cli.json {
-                        println!("{}", serde_json::to_string(&d)?);
-                    } else {
-                        println!(
-                            "{} ({} bytes from {} by {})",
-                            d.file.display(),
-                            d.size,
-                            d.from,
-                            d.method
-                        );
-                    }
-                    Ok(())
-                }
-                (None, Some(e)) => Err(e).context("download failed"),
-                (None, None) => bail!("no source"),
-            }
+            interactive(&mut client, &out, cli.json).await
         }
     };
     if let Some(p) = &cli.stats_file {
         write_stats(&stats, p);
     }
     result
+}
+
+async fn search(client: &mut Client, query: &str, max: usize, json: bool) -> anyhow::Result<()> {
+    let hits = client.search(query, max).await?;
+    if json {
+        println!("{}", serde_json::to_string(&hits)?);
+    } else {
+        println!("{:<12} {:>10} {:>5}  PATH", "USER", "SIZE", "KBPS");
+        for h in &hits {
+            println!("{:<12} {:>10} {:>5}  {}", h.nick, h.size, h.bitrate, h.path);
+        }
+        eprintln!("{} result(s)", hits.len());
+    }
+    Ok(())
+}
+
+async fn browse(client: &mut Client, nick: &str, json: bool) -> anyhow::Result<()> {
+    let files = client.browse(nick).await?;
+    if json {
+        let v: Vec<_> = files
+            .iter()
+            .map(|f| serde_json::json!({"path": f.path, "md5": f.md5, "size": f.size, "bitrate": f.bitrate, "freq": f.freq, "secs": f.secs}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        for f in &files {
+            println!("{:>10}  {}", f.size, f.path);
+        }
+    }
+    Ok(())
+}
+
+async fn get(
+    client: &mut Client,
+    query: &str,
+    out: &Path,
+    from: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut hits = client.search(query, 100).await?;
+    if let Some(n) = from {
+        hits.retain(|h| h.nick.eq_ignore_ascii_case(n));
+    }
+    if hits.is_empty() {
+        bail!("no results for {query:?}");
+    }
+    let ranked = client.rank_sources(&hits).await?;
+    let mut last = None;
+    for hit in ranked.iter().take(3) {
+        match client.download(hit, out).await {
+            Ok(d) => {
+                if json {
+                    println!("{}", serde_json::to_string(&d)?);
+                } else {
+                    println!(
+                        "{} ({} bytes from {} by {})",
+                        d.file.display(),
+                        d.size,
+                        d.from,
+                        d.method
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(from = %hit.nick, cause = %e, "download failed, trying the next source");
+                last = Some(e);
+            }
+        }
+    }
+    match last {
+        Some(e) => Err(e).context("download failed"),
+        None => bail!("no source"),
+    }
+}
+
+const SHELL_HELP: &str = "commands: search WORDS | browse NICK | get WORDS | help | quit";
+
+/// Reads commands from stdin until `quit` or end of input, sharing (and serving uploads) meanwhile. A
+/// failed command prints its reason and the shell goes on.
+async fn interactive(client: &mut Client, out: &Path, json: bool) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    eprintln!("{SHELL_HELP}");
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim();
+        let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+        let arg = arg.trim();
+        let r = match cmd {
+            "" => Ok(()),
+            "search" | "s" if !arg.is_empty() => search(client, arg, 100, json).await,
+            "browse" | "b" if !arg.is_empty() => browse(client, arg, json).await,
+            "get" | "g" if !arg.is_empty() => get(client, arg, out, None, json).await,
+            "quit" | "exit" | "q" => break,
+            _ => {
+                eprintln!("{SHELL_HELP}");
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            println!("error: {e:#}");
+        }
+    }
+    Ok(())
 }
