@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bittorrent_peer::metainfo::Metainfo;
+use integration::capture::Capture;
 use integration::{run_tool, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -531,44 +532,12 @@ fn our_seeder_and_leecher_meet_through_opentracker() {
     our_leecher(s(&http_t), &dir.path().join("out"), &[], "ot.bin", &data);
 }
 
-fn tshark_count(cap: &Path, port: u16, filter: &str) -> usize {
-    let o = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(cap)
-        .args([
-            "-d",
-            &format!("tcp.port=={port},bittorrent"),
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        ])
-        .output()
-        .expect("tshark -r");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
-}
-
 #[test]
 fn tshark_decodes_our_traffic_as_bittorrent_without_malformed_packets() {
     let dir = tempfile::tempdir().unwrap();
     let (src, data, t) = torrent_fixture(dir.path(), "cap.bin", 1 << 20, &[], 64 << 10);
     let port = free_port();
-    let cap = dir.path().join("bt.pcapng");
-    let filter = format!("tcp port {port}");
-    let mut shark = program("tshark", &["-n", "-i", "lo", "-f", &filter, "-w", s(&cap)]);
-    // tshark writes the file header once it captures.
-    let end = Instant::now() + Duration::from_secs(20);
-    while !cap.exists() {
-        assert!(Instant::now() < end, "tshark did not start capturing");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let mut cap = Capture::start(port, &dir.path().join("bt.pcapng")).unwrap();
     {
         let listen = format!("127.0.0.1:{port}");
         let _seed = our_seeder(&t, &src, &listen, &[]);
@@ -580,24 +549,23 @@ fn tshark_decodes_our_traffic_as_bittorrent_without_malformed_packets() {
             &data,
         );
     }
-    std::thread::sleep(Duration::from_millis(500));
-    shark.signal(libc::SIGINT).unwrap();
-    shark.wait_exit(Duration::from_secs(20)).unwrap();
+    cap.stop().unwrap();
+    let count = |filter: &str| cap.count("bittorrent", filter).unwrap();
     assert!(
-        tshark_count(&cap, port, "bittorrent.msg.type == 7") >= 16,
+        count("bittorrent.msg.type == 7") >= 16,
         "piece messages decoded"
     );
     assert!(
-        tshark_count(&cap, port, "bittorrent.msg.type == 6") >= 1,
+        count("bittorrent.msg.type == 6") >= 1,
         "request messages decoded"
     );
     assert!(
-        tshark_count(&cap, port, "bittorrent.info_hash") >= 2,
+        count("bittorrent.info_hash") >= 2,
         "both handshakes decoded"
     );
     assert_eq!(
-        tshark_count(&cap, port, "_ws.malformed || _ws.expert.severity == error"),
-        0,
+        cap.malformed("bittorrent").unwrap(),
+        Vec::<String>::new(),
         "malformed packets"
     );
 }
