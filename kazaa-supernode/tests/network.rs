@@ -421,3 +421,105 @@ fn auto_node_is_promoted_and_serves_children() {
     assert_eq!(promoted_sn(&weak), None, "too little capacity");
     assert_eq!(promoted_sn(&walled), None, "never confirmed reachable");
 }
+
+/// A supernode that logs children in (its node list names `other`, busier, as the next choice) and
+/// then never answers anything: a half-open SN as the child's keep-alive sees it. Counts the pings.
+async fn mute_supernode(
+    listener: tokio::net::TcpListener,
+    other: std::net::SocketAddrV4,
+    pings: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use kazaa_supernode::codec::message::NodeEntry;
+    use kazaa_supernode::codec::{Frame, Message, Packet};
+    use tokio::io::AsyncReadExt;
+    let std::net::SocketAddr::V4(me) = listener.local_addr().unwrap() else {
+        unreachable!("bound on 127.0.0.1")
+    };
+    while let Ok((mut s, _)) = listener.accept().await {
+        let pings = pings.clone();
+        tokio::spawn(async move {
+            let mut hello = [0u8; kazaa_supernode::codec::frame::CLIENT_HELLO_LEN];
+            if s.read_exact(&mut hello).await.is_err() {
+                return;
+            }
+            let Ok((_, mut r, mut w)) =
+                kazaa_supernode::node::session::accept(s, hello, 7, "KaZaA").await
+            else {
+                return;
+            };
+            let entry = |addr, load| NodeEntry {
+                addr,
+                last_seen: 0,
+                load,
+            };
+            let burst = [
+                Message::NodeList(vec![entry(me, 0), entry(other, 50)]),
+                Message::NetworkName("KaZaA".into()),
+            ];
+            for m in burst {
+                if w.send(&Packet::plain(m)).await.is_err() {
+                    return;
+                }
+            }
+            while let Ok(Some(f)) = r.next_frame().await {
+                if f == Frame::Ping {
+                    pings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+    }
+}
+
+/// Keep-alive (kazaa.md §2: giFT pings every 120 s, 20 s timeout; here 0.5 s and 0.5 s): an ON whose
+/// SN stops answering pings counts it as gone and fails over to the next SN of its node list; the
+/// live SN answers its pings with pongs and keeps it.
+#[test]
+fn keepalive_detects_a_silent_supernode_and_fails_over() {
+    let live = sn(&[]);
+    let std::net::SocketAddr::V4(live_addr) = live.addr() else {
+        panic!("IPv4 loopback")
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let mute = listener.local_addr().unwrap().to_string();
+    rt.spawn(mute_supernode(listener, live_addr, pings.clone()));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Still Alive.mp3"), "alive".repeat(100)).unwrap();
+    let stats = dir.path().join("on.json");
+    let child = on(
+        &mute,
+        dir.path(),
+        "child",
+        &[
+            "--ping-interval",
+            "0.5",
+            "--ping-timeout",
+            "0.5",
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ],
+    );
+    let live_s = live_addr.to_string();
+    eventually("the child to fail over to the live SN", || {
+        (results(&search(&live_s, &["still", "alive"])).len() == 1).then_some(())
+    });
+    assert!(
+        pings.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the silent SN was pinged before the child left it"
+    );
+    // On the live SN, pings are answered: several rounds later the child is still registered there.
+    eventually("three pongs from the live SN", || {
+        child.signal(10).unwrap(); // SIGUSR1: write the stats file now
+        let snap = common::stats::StatsSnapshot::read_json(&stats).ok()?;
+        (snap.messages.get("pong")?.in_count >= 3).then_some(())
+    });
+    assert_eq!(
+        results(&search(&live_s, &["still", "alive"])).len(),
+        1,
+        "the child stayed on the SN that answers its pings"
+    );
+}

@@ -17,7 +17,9 @@ use kazaa_supernode::codec::tag::code;
 use kazaa_supernode::codec::{MediaType, Realm, Tag};
 use kazaa_supernode::node::get::{get, GetOptions};
 use kazaa_supernode::node::http::{KazaaRouter, QueueGate};
-use kazaa_supernode::node::{run_supernode, OnClient, OnEvent};
+use kazaa_supernode::node::{
+    run_supernode, Keepalive, OnClient, OnEvent, PING_INTERVAL, PING_TIMEOUT,
+};
 use kazaa_supernode::protocol::matching::terms;
 use kazaa_supernode::protocol::ordinary::{choose_supernode, NodeCache, Probe};
 use kazaa_supernode::protocol::promotion::{bandwidth_byte, Promotion, PromotionConfig, Verdict};
@@ -82,6 +84,13 @@ struct Cli {
     /// SN hopping (ordinary/auto role): move to another cached supernode every this many seconds.
     #[arg(long, value_name = "SECS")]
     hop_every: Option<u64>,
+    /// Keep-alive (ordinary/auto role): ping the supernode after this many quiet seconds (giFT: 120).
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    ping_interval: f64,
+    /// Keep-alive: no answer this many seconds after a ping means the supernode is gone and the node
+    /// fails over (giFT: 20).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    ping_timeout: f64,
     /// Cap on each upload connection's rate, bytes per second (ordinary/auto role); --upload-rate caps
     /// all uploads together.
     #[arg(long, value_name = "BYTES_PER_SEC")]
@@ -354,6 +363,12 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
                 cache.mark_failed(best, Instant::now());
                 continue;
             }
+        };
+        // NaN (clamp keeps it) fails the conversion and falls back to giFT's figures.
+        let secs = |v: f64, dflt| Duration::try_from_secs_f64(v.clamp(0.05, 1e9)).unwrap_or(dflt);
+        c.keepalive = Keepalive {
+            interval: secs(cli.ping_interval, PING_INTERVAL),
+            timeout: secs(cli.ping_timeout, PING_TIMEOUT),
         };
         tracing::info!(sn = %best, files = shares.len(), "registered with supernode");
         stats.set_extra("supernode", serde_json::Value::String(best.to_string()));

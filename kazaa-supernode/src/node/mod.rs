@@ -49,6 +49,28 @@ pub const TICK: Duration = Duration::from_millis(200);
 
 /// How long an SN's connect-back to a child may take (reachability for promotion).
 pub const CONNECT_BACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// giFT's keep-alive period (kazaa.md §2): an ON pings its SN after this long without a frame from it.
+pub const PING_INTERVAL: Duration = Duration::from_secs(120);
+/// giFT's keep-alive timeout: no frame this long after our ping means the SN is gone.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// When an ON pings its SN (`0x50`) and how long it waits for a sign of life after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet time before a ping.
+    pub interval: Duration,
+    /// Wait for any frame after the ping before the session counts as dead.
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            interval: PING_INTERVAL,
+            timeout: PING_TIMEOUT,
+        }
+    }
+}
 
 enum Event {
     ConnectBack(ConnId, SocketAddrV4, bool),
@@ -432,6 +454,8 @@ pub struct OnClient {
     /// Login information gathered so far.
     pub login: LoginInfo,
     next_search: crate::protocol::ordinary::SearchIds,
+    /// Keep-alive used by [`OnClient::hold`].
+    pub keepalive: Keepalive,
 }
 
 impl OnClient {
@@ -488,6 +512,7 @@ impl OnClient {
             rtt,
             login: LoginInfo::default(),
             next_search: Default::default(),
+            keepalive: Keepalive::default(),
         })
     }
 
@@ -564,17 +589,36 @@ impl OnClient {
 
     /// Keeps the session open, answering pings, until the SN closes it or `shutdown`.
     /// A 0x0D relayed by the SN (push id, requester), a 0x15 connect-back confirmation and node lists
-    /// go to `on_event`.
+    /// go to `on_event`. After `keepalive.interval` without a frame from the SN it sends a `0x50` ping;
+    /// if nothing (the `0x52` pong or any other frame) arrives within `keepalive.timeout`, the SN is
+    /// gone (a half-open connection never ends by itself) and this returns `TimedOut`.
     pub async fn hold(
         &mut self,
         shutdown: &CancellationToken,
         mut on_event: impl FnMut(OnEvent),
     ) -> io::Result<()> {
+        let ka = self.keepalive;
+        let mut next_ping = tokio::time::Instant::now() + ka.interval;
+        let mut pinged = false;
         loop {
             let f = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 f = self.r.next_frame() => f?,
+                _ = tokio::time::sleep_until(next_ping) => {
+                    if pinged {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no answer to a keep-alive ping",
+                        ));
+                    }
+                    self.w.send_frame(&Frame::Ping).await?;
+                    pinged = true;
+                    next_ping = tokio::time::Instant::now() + ka.timeout;
+                    continue;
+                }
             };
+            pinged = false;
+            next_ping = tokio::time::Instant::now() + ka.interval;
             match f {
                 None => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Some(Frame::Ping) => {
