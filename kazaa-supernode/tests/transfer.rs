@@ -684,3 +684,30 @@ fn get_resumes_after_a_restart() {
     );
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 }
+
+/// `get --max-sources`: the limit on simultaneous downloads from sources. With 1, three healthy
+/// sources of the hash are found but only one is fetched from.
+#[test]
+fn max_sources_limits_the_parallel_downloads() {
+    let s = sn();
+    let data = content(120_000, 23);
+    let hash = uuhash(&data);
+    let dirs: Vec<_> = (0..3).map(|_| share_dir("Three.bin", &data)).collect();
+    let _ons: Vec<Daemon> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| on(&s, d.path(), &format!("m{i}"), &[]))
+        .collect();
+    wait_sources(&s, &hash.to_hex(), 3);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("three.bin");
+    let report = Get::start_with(&s, &hash.to_hex(), &dest, &[], &["--max-sources", "1"]).finish();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let srcs = report["sources"].as_array().unwrap();
+    assert_eq!(srcs.len(), 3, "all three were found: {report}");
+    let senders = srcs
+        .iter()
+        .filter(|s| s["bytes"].as_u64() > Some(0))
+        .count();
+    assert_eq!(senders, 1, "one source at a time: {report}");
+}
