@@ -31,7 +31,9 @@ use tracker::protocol::swarm::Config;
     after_help = "Signals: SIGTERM/Ctrl-C stop cleanly (stats and state files written), SIGUSR1 writes the \
                   stats file, SIGHUP re-reads --allow-list.\n\
                   No file transfers here, so no --upload-rate/--download-rate.\n\
-                  Not done: BEP 41 UDP extensions are ignored; no BEP 31 `retry in`."
+                  Not done: BEP 41 UDP extensions are ignored; no BEP 31 `retry in`; the goals of 1.5x \
+                  opentracker's announces per CPU-second with a connection per HTTP announce, and of \
+                  memory no higher than opentracker's, are not met (see the README)."
 )]
 struct Cli {
     #[command(flatten)]
