@@ -97,6 +97,13 @@ pub struct DaemonBuilder {
 }
 
 impl DaemonBuilder {
+    /// Names the daemon in its log folder and in error messages (defaults to the binary's name); useful when a
+    /// test starts several daemons of one binary.
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = label.to_owned();
+        self
+    }
+
     /// Adds arguments.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -382,6 +389,31 @@ mod sys {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(pid, sig) }
     }
+}
+
+/// Deterministic pseudo-random test content (xorshift64 seeded from `seed`): the same `(len, seed)` always gives
+/// the same bytes, and different seeds give unrelated bytes (distinct hashes for distinct files).
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for third-party programs that cannot listen on port 0 and
+/// report the port they got (ours always can: prefer `--listen 127.0.0.1:0` and [`Daemon::addr`]).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
 }
 
 /// Runs a workspace binary to completion with a timeout (killing it after), capturing its output.

@@ -13,14 +13,14 @@
 //!
 //! Every download is compared byte for byte with the original. Payloads are small (a few MiB).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bittorrent_peer::metainfo::Metainfo;
 use integration::capture::Capture;
-use integration::{run_tool, Daemon};
+use integration::{free_port, payload, run_tool, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -53,21 +53,6 @@ while time.time() < deadline:
     time.sleep(0.2)
 sys.exit(0 if mode == 'seed' else 1)
 "#;
-
-/// Deterministic pseudo-random bytes.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
@@ -157,15 +142,6 @@ fn leech_torrent_then_magnet(
         name,
         want,
     );
-}
-
-/// A free TCP port on 127.0.0.1 (for programs that cannot listen on port 0 and report it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn ours(args: &[&str]) -> Daemon {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration::Daemon;
+pub use integration::payload;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bittorrent-peer");
 
@@ -44,21 +45,6 @@ pub fn leecher(t: &str, out: &str, peer: &str, extra: &[&str]) -> Daemon {
     a.extend_from_slice(&["--listen", "127.0.0.1:0", "--quiet"]);
     a.extend_from_slice(extra);
     start_peer(&a)
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Runs `bittorrent-peer create` and returns the torrent path.
@@ -156,15 +142,6 @@ pub fn mini_tracker() -> (String, Announces) {
         }
     });
     (url, log)
-}
-
-/// A free TCP port on 127.0.0.1 (for programs that cannot listen on port 0 and report it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits until `path` holds exactly `want`, or panics after `limit`.
