@@ -162,7 +162,8 @@ fn twenty_node_overlay_finds_far_files_routes_hits_back_and_serves_them() {
     assert_eq!(ups.len() + leaves.len(), 20);
 
     // A searching leaf on UP0: the far file is on a leaf of UP3 (four overlay hops).
-    let hits = search_until_hit(ups[0].addr(), "needle far", &[]);
+    // The searcher keeps a single ultrapeer link, so the hop counts below measure the chain.
+    let hits = search_until_hit(ups[0].addr(), "needle far", &["--leaf-links", "1"]);
     assert_eq!(hits.len(), 1, "exactly one hit: {hits:?}");
     let h = &hits[0];
     assert_eq!(h["name"], "needle far away.bin");
@@ -204,7 +205,12 @@ fn twenty_node_overlay_finds_far_files_routes_hits_back_and_serves_them() {
     assert!(head.contains("400"), "{head}");
 
     // Expanding ring: TTL 1, 2, 3 find nothing (the file is four overlay hops away), TTL 4 does.
-    let ev = search_events(ups[0].addr(), "needle far", &[], &["--expanding"]);
+    let ev = search_events(
+        ups[0].addr(),
+        "needle far",
+        &["--leaf-links", "1"],
+        &["--expanding"],
+    );
     let rings: Vec<u64> = ev
         .iter()
         .filter(|v| v["event"] == "hit")
@@ -423,4 +429,42 @@ fn host_cache_survives_a_restart_and_stats_are_written_on_sigterm() {
     let hits = search_until_hit(b2.addr(), "cached host file", &[]);
     assert_eq!(hits.len(), 1, "{hits:?}");
     drop(a2);
+}
+
+#[test]
+fn a_leaf_replaces_its_dropped_ultrapeer_from_the_host_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = node(None, &[]);
+    let a_addr = a.addr().to_string();
+    let b = node(None, &["--peer", &a_addr]);
+    // A leaf that keeps one link and is told only about A; it hears of B through A (pongs, X-Try).
+    let share = share_dir(tmp.path(), "leaf", &[("orphan leaf song.ogg", b"la")]);
+    let _leaf = node(
+        Some(&share),
+        &["--leaf", "--leaf-links", "1", "--peer", &a_addr],
+    );
+    assert_eq!(
+        search_until_hit(a.addr(), "orphan leaf", &[]).len(),
+        1,
+        "the leaf is first reachable through A"
+    );
+    // A TTL-1 query reaches only B's own leaves (no last hop to A), so B cannot find the leaf yet.
+    let b_leaves_only = || {
+        search_events(b.addr(), "orphan leaf", &[], &["--ttl", "1"])
+            .into_iter()
+            .filter(|v| v["event"] == "hit")
+            .count()
+    };
+    assert_eq!(b_leaves_only(), 0, "with one link, the leaf is A's only");
+    // Let the leaf's 3 s ping round bring B's pong from A's cache, then drop A: the leaf must link to B.
+    std::thread::sleep(Duration::from_secs(4));
+    drop(a);
+    let end = Instant::now() + Duration::from_secs(30);
+    while b_leaves_only() == 0 {
+        assert!(
+            Instant::now() < end,
+            "the leaf never linked to B after losing A"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

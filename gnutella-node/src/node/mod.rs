@@ -896,11 +896,22 @@ async fn maintain_loop(inner: Arc<Inner>) {
             let have = s.count(PeerKind::Ultrapeer) + s.count(PeerKind::Classic);
             (want, have)
         };
-        let pending = last_try
-            .values()
-            .filter(|t| now().saturating_duration_since(**t) < HANDSHAKE_TIMEOUT)
-            .count()
-            .min(want);
+        // Attempts still connecting or handshaking: a failed one (already dropped from `linked`) or one that
+        // became a link no longer holds back the next attempt, so a dead bootstrap peer cannot keep us
+        // from the host cache.
+        let pending = {
+            let up: HashSet<SocketAddr> = inner.conns().values().map(|c| c.key).collect();
+            let linked = inner.linked();
+            last_try
+                .iter()
+                .filter(|(a, t)| {
+                    now().saturating_duration_since(**t) < HANDSHAKE_TIMEOUT
+                        && linked.contains(*a)
+                        && !up.contains(*a)
+                })
+                .count()
+                .min(want)
+        };
         let mut missing = want.saturating_sub(have + pending.min(1));
         let mut candidates: Vec<SocketAddr> = inner.cfg.peers.clone();
         let mut keep = Vec::new();
