@@ -7,6 +7,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::Daemon;
+use kazaa_supernode::codec::{Frame, Message, Packet};
+
+/// The message in a frame (`None` for ping/pong).
+fn decode(f: &Frame) -> Option<Message> {
+    match f {
+        Frame::Message { msg_type, payload } => {
+            Packet::decode(*msg_type, payload).ok().map(|p| p.message)
+        }
+        _ => None,
+    }
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_kazaa-supernode");
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -423,20 +434,21 @@ fn auto_node_is_promoted_and_serves_children() {
 }
 
 /// A supernode that logs children in (its node list names `other`, busier, as the next choice) and
-/// then never answers anything: a half-open SN as the child's keep-alive sees it. Counts the pings.
+/// then never answers anything: a half-open SN as the child's keep-alive sees it. Records every frame
+/// each session receives.
 async fn mute_supernode(
     listener: tokio::net::TcpListener,
     other: std::net::SocketAddrV4,
-    pings: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Vec<Frame>>>>,
 ) {
     use kazaa_supernode::codec::message::NodeEntry;
-    use kazaa_supernode::codec::{Frame, Message, Packet};
+    use kazaa_supernode::codec::{Message, Packet};
     use tokio::io::AsyncReadExt;
     let std::net::SocketAddr::V4(me) = listener.local_addr().unwrap() else {
         unreachable!("bound on 127.0.0.1")
     };
     while let Ok((mut s, _)) = listener.accept().await {
-        let pings = pings.clone();
+        let log = log.clone();
         tokio::spawn(async move {
             let mut hello = [0u8; kazaa_supernode::codec::frame::CLIENT_HELLO_LEN];
             if s.read_exact(&mut hello).await.is_err() {
@@ -452,8 +464,11 @@ async fn mute_supernode(
                 last_seen: 0,
                 load,
             };
+            // The login burst in the SN's order (§2 step 4).
             let burst = [
+                Message::ProtocolVersion(0x22),
                 Message::NodeList(vec![entry(me, 0), entry(other, 50)]),
+                Message::ExternalIp(*me.ip()),
                 Message::NetworkName("KaZaA".into()),
             ];
             for m in burst {
@@ -461,10 +476,13 @@ async fn mute_supernode(
                     return;
                 }
             }
+            let i = {
+                let mut l = log.lock().unwrap();
+                l.push(Vec::new());
+                l.len() - 1
+            };
             while let Ok(Some(f)) = r.next_frame().await {
-                if f == Frame::Ping {
-                    pings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
+                log.lock().unwrap()[i].push(f);
             }
         });
     }
@@ -480,12 +498,12 @@ fn keepalive_detects_a_silent_supernode_and_fails_over() {
         panic!("IPv4 loopback")
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let pings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let mute = listener.local_addr().unwrap().to_string();
-    rt.spawn(mute_supernode(listener, live_addr, pings.clone()));
+    rt.spawn(mute_supernode(listener, live_addr, log.clone()));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Still Alive.mp3"), "alive".repeat(100)).unwrap();
@@ -507,10 +525,30 @@ fn keepalive_detects_a_silent_supernode_and_fails_over() {
     eventually("the child to fail over to the live SN", || {
         (results(&search(&live_s, &["still", "alive"])).len() == 1).then_some(())
     });
+    let sessions = log.lock().unwrap().clone();
+    let registered = sessions
+        .iter()
+        .find(|s| {
+            s.iter()
+                .any(|f| matches!(decode(f), Some(Message::Share(_))))
+        })
+        .expect("the child registered its share with the silent SN");
     assert!(
-        pings.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        registered.contains(&Frame::Ping),
         "the silent SN was pinged before the child left it"
     );
+    // The client's side of the login (§2 step 4): 0x02 and its 0x22, then the 0x26 echoed, 0x02
+    // again after the 0x2C, and its own network name for the SN's 0x1D.
+    let codes: Vec<u8> = registered
+        .iter()
+        .filter_map(decode)
+        .map(|m| m.code())
+        .collect();
+    assert_eq!(codes, [0x02, 0x22, 0x26, 0x02, 0x1D], "{registered:?}");
+    let msgs: Vec<Message> = registered.iter().filter_map(decode).collect();
+    assert_eq!(msgs[2], Message::ProtocolVersion(0x22));
+    assert_eq!(msgs[3], msgs[0], "the same 0x02 again");
+    assert_eq!(msgs[4], Message::NetworkName("KaZaA".into()));
     // On the live SN, pings are answered: several rounds later the child is still registered there.
     eventually("three pongs from the live SN", || {
         child.signal(10).unwrap(); // SIGUSR1: write the stats file now

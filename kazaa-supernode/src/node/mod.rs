@@ -456,6 +456,10 @@ pub struct OnClient {
     next_search: crate::protocol::ordinary::SearchIds,
     /// Keep-alive used by [`OnClient::hold`].
     pub keepalive: Keepalive,
+    /// Our 0x02, sent again after the SN's 0x2C.
+    user_info: Message,
+    /// Our network name, the answer to the SN's 0x1D.
+    network: String,
 }
 
 impl OnClient {
@@ -496,12 +500,12 @@ impl OnClient {
         let rtt = start.elapsed();
         r.stats = stats.cloned();
         w.stats = stats.cloned();
-        w.send(&Packet::plain(Message::UserInfo {
+        let user_info = Message::UserInfo {
             addr: http,
             bandwidth,
             user: user.to_owned(),
-        }))
-        .await?;
+        };
+        w.send(&Packet::plain(user_info.clone())).await?;
         for f in shares {
             w.send(&Packet::plain(Message::Share(f.clone()))).await?;
         }
@@ -513,6 +517,8 @@ impl OnClient {
             login: LoginInfo::default(),
             next_search: Default::default(),
             keepalive: Keepalive::default(),
+            user_info,
+            network: network.to_owned(),
         })
     }
 
@@ -587,6 +593,30 @@ impl OnClient {
         }
     }
 
+    /// The client's side of the login burst (kazaa.md §2 step 4): echo the SN's 0x26 protocol
+    /// version, send our 0x02 again after its 0x2C (with the external IP it saw when ours is
+    /// 0.0.0.0), and answer its 0x1D with our network name.
+    async fn answer_login(&mut self, m: &Message) -> io::Result<()> {
+        let reply = match m {
+            Message::ProtocolVersion(v) => Message::ProtocolVersion(*v),
+            Message::ExternalIp(ip) => match &self.user_info {
+                Message::UserInfo {
+                    addr,
+                    bandwidth,
+                    user,
+                } if addr.ip().is_unspecified() => Message::UserInfo {
+                    addr: SocketAddrV4::new(*ip, addr.port()),
+                    bandwidth: *bandwidth,
+                    user: user.clone(),
+                },
+                other => other.clone(),
+            },
+            Message::NetworkName(_) => Message::NetworkName(self.network.clone()),
+            _ => return Ok(()),
+        };
+        self.w.send(&Packet::plain(reply)).await.map(|_| ())
+    }
+
     /// Keeps the session open, answering pings, until the SN closes it or `shutdown`.
     /// A 0x0D relayed by the SN (push id, requester), a 0x15 connect-back confirmation and node lists
     /// go to `on_event`. After `keepalive.interval` without a frame from the SN it sends a `0x50` ping;
@@ -627,6 +657,7 @@ impl OnClient {
                 Some(Frame::Message { msg_type, payload }) => {
                     if let Ok(p) = Packet::decode(msg_type, &payload) {
                         self.note(&p.message);
+                        self.answer_login(&p.message).await?;
                         match p.message {
                             Message::PushRelay { push_id, requester } => {
                                 on_event(OnEvent::Push { push_id, requester })
