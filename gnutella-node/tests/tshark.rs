@@ -1,6 +1,6 @@
 //! The faithfulness check of the notes §7: capture our uncompressed Gnet traffic on loopback with dumpcap
-//! and decode it with Debian's Wireshark dissector (`tshark -d tcp.port==P,gnutella`). The decoded Pong,
-//! Query, QueryHit and Push fields must equal what we sent, and nothing may be malformed.
+//! and decode it with Debian's Wireshark dissector (`tshark -d tcp.port==P,gnutella`). The decoded Ping,
+//! Pong, Query, QueryHit and Push fields must equal what we sent, and nothing may be malformed.
 //! The Push is also followed through (test case 8): the firewalled servent connects back, says
 //! `GIV <index>:<guid>/<name>`, and serves the GET sent on that socket.
 //! Needs `tshark` (Debian package, listed in scripts/apt-packages.txt) and capture rights (root in CI).
@@ -34,7 +34,7 @@ fn tshark_fields(cap: &Capture, filter: &str, fields: &[&str]) -> Vec<Vec<String
 }
 
 #[test]
-fn tshark_decodes_our_pong_query_queryhit_and_push() {
+fn tshark_decodes_our_ping_pong_query_queryhit_and_push() {
     let tmp = tempfile::tempdir().unwrap();
     let share = tmp.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
@@ -184,6 +184,54 @@ fn tshark_decodes_our_pong_query_queryhit_and_push() {
         pu.iter()
             .any(|r| r[0] == index.to_string() && r[1] == giv_port.to_string()),
         "{pu:?}"
+    );
+    // Every descriptor header tshark decoded (a frame can hold several: fields come comma-joined, in order).
+    let headers: Vec<[String; 5]> = tshark_fields(
+        &cap,
+        "gnutella.header.id",
+        &[
+            "gnutella.header.id",
+            "gnutella.header.payload",
+            "gnutella.header.ttl",
+            "gnutella.header.hops",
+            "gnutella.header.size",
+        ],
+    )
+    .into_iter()
+    .flat_map(|r| {
+        let cols: Vec<Vec<String>> = r
+            .iter()
+            .map(|c| c.split(',').map(str::to_string).collect())
+            .collect();
+        (0..cols[0].len())
+            .map(|i| std::array::from_fn(|k| cols[k].get(i).cloned().unwrap_or_default()))
+            .collect::<Vec<_>>()
+    })
+    .collect();
+    let payload_is = |h: &[String; 5], t: u8| {
+        let v = h[1].trim_start_matches("0x");
+        u8::from_str_radix(v, if h[1].starts_with("0x") { 16 } else { 10 }) == Ok(t)
+    };
+    let hexid = |s: &str| s.replace(':', "").to_ascii_lowercase();
+    // Pings: empty, hops 0, a modern GUID (byte 8 = 0xFF, byte 15 = 0x00), answered by pongs with that GUID.
+    let pings: Vec<&[String; 5]> = headers.iter().filter(|h| payload_is(h, 0)).collect();
+    assert!(!pings.is_empty(), "no ping decoded: {headers:?}");
+    for h in &pings {
+        let id = hexid(&h[0]);
+        assert_eq!(id.len(), 32, "{h:?}");
+        assert_eq!((&id[16..18], &id[30..32]), ("ff", "00"), "{h:?}");
+        let ttl: u8 = h[2].parse().unwrap();
+        assert!((1..=4).contains(&ttl), "{h:?}");
+        assert_eq!((h[3].as_str(), h[4].as_str()), ("0", "0"), "{h:?}");
+    }
+    let pong_ids: Vec<String> = headers
+        .iter()
+        .filter(|h| payload_is(h, 1))
+        .map(|h| hexid(&h[0]))
+        .collect();
+    assert!(
+        pings.iter().any(|h| pong_ids.contains(&hexid(&h[0]))),
+        "a pong carries its ping's GUID: pings {pings:?}, pongs {pong_ids:?}"
     );
     let bad = cap.malformed("gnutella").unwrap();
     assert!(bad.is_empty(), "malformed frames: {bad:?}");
