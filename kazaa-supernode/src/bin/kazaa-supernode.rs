@@ -29,14 +29,15 @@ use kazaa_supernode::protocol::supernode::SupernodeConfig;
 ///
 /// Works: the supernode role (index of children's shares, SN<->SN forwarding, result waves, connect-back
 /// reachability probes), the ordinary role registering its shared folder with the best of its `--peer`
-/// SNs (with failover, SN hopping) and serving it over HTTP (GET /.hash=, X-Kazaa-* headers, an upload
+/// SNs (with failover, SN hopping, keep-alive pings) and serving it over HTTP (GET /.hash=, X-Kazaa-* headers, an upload
 /// queue ordered by participation level behind 503 + Retry-After), the auto role (an ordinary node that
 /// promotes itself to supernode once an SN confirmed it is reachable, its capacity is high enough and
 /// it has been up long enough), `search`, and `get` (multi-source download by hash with re-search, push
-/// and GIVE for firewalled sources, relayed along the reverse path of the result waves). --upload-rate
+/// and GIVE for firewalled sources, relayed along the reverse path of the result waves; by hash,
+/// sig2dat link or kzhash magnet, resumable). --upload-rate
 /// caps all uploads of a node together, --download-rate a `get` across all its sources. NOT
 /// IMPLEMENTED: HTTP on a supernode's binary port (501), demotion (a promoted node stays a supernode
-/// until it exits). The FastTrack cipher is replaced by a documented pass-through, so historical
+/// until it exits), the UDP side (0x27/0x28). The FastTrack cipher is replaced by a documented pass-through, so historical
 /// clients cannot log in.
 #[derive(Parser, Debug)]
 #[command(name = "kazaa-supernode", version, about, long_about)]
