@@ -842,3 +842,44 @@ fn x_max_ttl_trims_what_we_send_and_bye_goes_only_to_peers_that_take_it() {
         .collect();
     assert_eq!(closed, vec![1, 2], "both links are closed all the same");
 }
+
+#[test]
+fn duplicate_table_forgets_by_age_and_by_size() {
+    let now = Instant::now();
+    let mut cfg = Config::new(guid(1), addr(1), Role::Ultrapeer, false);
+    cfg.route_lifetime = Duration::from_secs(60);
+    cfg.max_routes = 8;
+    let mut s = Servent::new(cfg, vec![], 1, now);
+    for c in 1..=2 {
+        s.add_connection(now, c, &link(PeerKind::Ultrapeer));
+        drain(&mut s, c);
+    }
+    // Seen, then a duplicate (a second later): dropped.
+    s.handle_descriptor(now, 1, numbered_query(0, 3, 0));
+    assert_eq!(drain(&mut s, 2).len(), 1);
+    let t = now + Duration::from_secs(1);
+    s.handle_descriptor(t, 1, numbered_query(0, 3, 0));
+    assert!(
+        drain(&mut s, 2).is_empty(),
+        "a duplicate within the lifetime"
+    );
+    // Past the lifetime the GUID is forgotten: relayed again.
+    let t = now + Duration::from_secs(62);
+    s.handle_descriptor(t, 1, numbered_query(0, 3, 0));
+    assert_eq!(drain(&mut s, 2).len(), 1, "forgotten after the lifetime");
+    // More distinct GUIDs than the table holds: the oldest is evicted (and relayed again), a recent one
+    // is still a duplicate.
+    for i in 1..=10 {
+        s.handle_descriptor(
+            t + Duration::from_secs(i),
+            1,
+            numbered_query(i as usize, 3, 0),
+        );
+    }
+    assert_eq!(drain(&mut s, 2).len(), 10);
+    let t = t + Duration::from_secs(11);
+    s.handle_descriptor(t, 1, numbered_query(10, 3, 0));
+    assert!(drain(&mut s, 2).is_empty(), "the newest is remembered");
+    s.handle_descriptor(t, 1, numbered_query(1, 3, 0));
+    assert_eq!(drain(&mut s, 2).len(), 1, "the oldest was evicted");
+}
