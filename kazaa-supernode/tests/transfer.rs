@@ -54,6 +54,25 @@ fn share_dir(name: &str, data: &[u8]) -> tempfile::TempDir {
     d
 }
 
+/// `n` ONs sharing the same `data` as `name` (users `<user>0`, `<user>1`…, each with `extra`); the
+/// folders live as long as the nodes.
+fn same_file_on(
+    sn: &Daemon,
+    name: &str,
+    data: &[u8],
+    n: usize,
+    user: &str,
+    extra: &[&str],
+) -> (Vec<tempfile::TempDir>, Vec<Daemon>) {
+    let dirs: Vec<_> = (0..n).map(|_| share_dir(name, data)).collect();
+    let ons = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| on(sn, d.path(), &format!("{user}{i}"), extra))
+        .collect();
+    (dirs, ons)
+}
+
 fn sources_for(sn: &Daemon, hash: &str) -> usize {
     let out = Command::new(BIN)
         .args([
@@ -236,12 +255,7 @@ fn parallel_download_survives_a_killed_source_case_11() {
     let s = sn();
     let data = content(600_000, 2);
     let hash = uuhash(&data);
-    let dirs: Vec<_> = (0..4).map(|_| share_dir("Movie.avi", &data)).collect();
-    let mut ons: Vec<Daemon> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| on(&s, d.path(), &format!("src{i}"), &["--rate", "40000"]))
-        .collect();
+    let (_dirs, mut ons) = same_file_on(&s, "Movie.avi", &data, 4, "src", &["--rate", "40000"]);
     wait_sources(&s, &hash.to_hex(), 4);
     let out = tempfile::tempdir().unwrap();
     let dest: PathBuf = out.path().join("movie.avi");
@@ -506,12 +520,7 @@ fn upload_and_download_rates_are_capped() {
     // Download cap: two uncapped sources of another 200 kB file.
     let down = content(200_000, 12);
     let down_hash = uuhash(&down);
-    let down_dirs: Vec<_> = (0..2).map(|_| share_dir("Free.bin", &down)).collect();
-    let _free: Vec<Daemon> = down_dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| on(&s, d.path(), &format!("free{i}"), &[]))
-        .collect();
+    let _free = same_file_on(&s, "Free.bin", &down, 2, "free", &[]);
     wait_sources(&s, &up_hash.to_hex(), 1);
     wait_sources(&s, &down_hash.to_hex(), 2);
     let out = tempfile::tempdir().unwrap();
@@ -692,12 +701,7 @@ fn max_sources_limits_the_parallel_downloads() {
     let s = sn();
     let data = content(120_000, 23);
     let hash = uuhash(&data);
-    let dirs: Vec<_> = (0..3).map(|_| share_dir("Three.bin", &data)).collect();
-    let _ons: Vec<Daemon> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| on(&s, d.path(), &format!("m{i}"), &[]))
-        .collect();
+    let _ons = same_file_on(&s, "Three.bin", &data, 3, "m", &[]);
     wait_sources(&s, &hash.to_hex(), 3);
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("three.bin");
