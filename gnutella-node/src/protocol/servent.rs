@@ -267,6 +267,9 @@ impl RouteTable {
 pub const PONG_CACHE: usize = 10;
 /// Host cache size.
 pub const MAX_HOSTS: usize = 1000;
+/// Hosts packed into the GGEP `IPP` of the pong that answers a ping asking for them (`SCP`); gtk-gnutella
+/// and LimeWire send about ten.
+pub const MAX_IPP_HOSTS: usize = 10;
 
 /// The servent.
 pub struct Servent {
@@ -916,6 +919,24 @@ impl Servent {
         let reply_ttl = d.hops.saturating_add(1);
         let ggep = self.conns.get(&from).is_some_and(|c| c.ggep);
         let mut pongs = vec![(self.our_pong(now, ggep), 0u8)];
+        if ggep && p.ggep.iter().any(|e| e.id == b"SCP") {
+            // The pinger asks for hosts (GGEP SCP): pack the freshest of our host cache into IPP.
+            let peer = self.conns.get(&from).and_then(|c| c.addr);
+            let packed: Vec<SocketAddrV4> = self
+                .hosts
+                .iter()
+                .rev()
+                .filter(|&&h| Some(h) != peer)
+                .filter_map(|h| match h {
+                    SocketAddr::V4(v4) => Some(*v4),
+                    SocketAddr::V6(_) => None,
+                })
+                .take(MAX_IPP_HOSTS)
+                .collect();
+            if !packed.is_empty() {
+                pongs[0].0.ggep.push(GgepExt::ipp(&packed));
+            }
+        }
         if !self.cfg.classic && d.ttl >= 2 {
             // Pong caching: answer from the cache instead of forwarding the ping; the crawler ping
             // (TTL 2, hops 0) also gets our neighbours.

@@ -883,3 +883,48 @@ fn duplicate_table_forgets_by_age_and_by_size() {
     s.handle_descriptor(t, 1, numbered_query(1, 3, 0));
     assert_eq!(drain(&mut s, 2).len(), 1, "the oldest was evicted");
 }
+
+#[test]
+fn a_ping_asking_for_hosts_gets_them_packed_in_ipp() {
+    let now = Instant::now();
+    let mut s = ultrapeer_with_links(2, now);
+    let known: Vec<std::net::SocketAddr> = (0..15u8)
+        .map(|i| std::net::SocketAddr::from(([10, 1, 0, i + 1], 6346 + u16::from(i))))
+        .collect();
+    s.add_hosts(known.clone());
+    let ping = |g: u8, ggep: Vec<GgepExt>| Descriptor {
+        guid: Guid([g; 16]),
+        ttl: 1,
+        hops: 0,
+        msg: Message::Ping(Ping { ggep }),
+    };
+    let pong_ggep = |out: Vec<Descriptor>| match &out[..] {
+        [Descriptor {
+            msg: Message::Pong(p),
+            ..
+        }] => p.ggep.clone(),
+        other => panic!("{other:?}"),
+    };
+    // A plain alive ping: no IPP.
+    s.handle_descriptor(now, 1, ping(1, vec![]));
+    let ggep = pong_ggep(drain(&mut s, 1));
+    assert!(ggep.iter().all(|e| e.id != b"IPP"), "{ggep:?}");
+    // SCP: the ten freshest hosts, packed, and they survive the wire.
+    let later = now + Duration::from_secs(2);
+    s.handle_descriptor(later, 1, ping(2, vec![GgepExt::new("SCP", vec![])]));
+    let out = drain(&mut s, 1);
+    let back = Descriptor::decode(&out[0].to_bytes()).unwrap().unwrap().0;
+    assert_eq!(back, out[0]);
+    let ggep = pong_ggep(out);
+    let ipp = ggep.iter().find(|e| e.id == b"IPP").expect("IPP");
+    let got: Vec<std::net::SocketAddr> = ipp.as_ipp().into_iter().map(Into::into).collect();
+    let want: Vec<std::net::SocketAddr> = known.iter().rev().take(10).copied().collect();
+    assert_eq!(got, want);
+    // A peer that did not say GGEP: no GGEP at all.
+    let mut plain = link(PeerKind::Ultrapeer);
+    plain.ggep = false;
+    s.add_connection(later, 3, &plain);
+    drain(&mut s, 3);
+    s.handle_descriptor(later, 3, ping(3, vec![GgepExt::new("SCP", vec![])]));
+    assert!(pong_ggep(drain(&mut s, 3)).is_empty());
+}
