@@ -119,25 +119,10 @@ impl GnutellaRouter {
     }
 }
 
-/// Decodes `%XX` escapes once; `None` on a bad escape or invalid UTF-8.
+/// Decodes `%XX` escapes exactly once (`common::safe_path`): `None` on a bad escape, invalid UTF-8, or a
+/// result that still holds an escape (double encoding, a classic way to smuggle `../` past one decode).
 fn percent_decode_once(s: &str) -> Option<String> {
-    percent_decode(s.as_bytes())
-}
-
-fn percent_decode(b: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    common::safe_path::percent_decode_once(s).ok()
 }
 
 impl Router for GnutellaRouter {
@@ -192,7 +177,7 @@ mod tests {
     #[test]
     fn percent_decoding_is_single_pass() {
         assert_eq!(percent_decode_once("a%20b").as_deref(), Some("a b"));
-        assert_eq!(percent_decode_once("%252e%252e").as_deref(), Some("%2e%2e"));
+        assert_eq!(percent_decode_once("%252e%252e"), None, "double encoding");
         assert_eq!(percent_decode_once("%zz"), None);
         assert_eq!(percent_decode_once("%2"), None);
     }
