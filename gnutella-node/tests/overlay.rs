@@ -468,3 +468,65 @@ fn a_leaf_replaces_its_dropped_ultrapeer_from_the_host_cache() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn a_full_ultrapeer_answers_503_with_x_try_and_text_search_prints_hits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = node(None, &["--max-ultrapeers", "1", "--max-leaves", "0"]);
+    let share = share_dir(tmp.path(), "b", &[("text output tune.ogg", b"tune")]);
+    let b = node(Some(&share), &["--peer", &a.addr().to_string()]);
+    // Once B holds A's only ultrapeer slot (and A takes no leaves, so it cannot offer leaf guidance), another
+    // ultrapeer is turned away with 503 and pointed at B.
+    let end = Instant::now() + Duration::from_secs(15);
+    let resp = loop {
+        let mut s = TcpStream::connect(a.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\n\r\n")
+            .unwrap();
+        let resp = read_until_blank(&mut s);
+        if resp.starts_with("GNUTELLA/0.6 503") && resp.contains(&b.addr().to_string()) {
+            break resp;
+        }
+        assert!(Instant::now() < end, "never refused as full: {resp}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let x_try = resp
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-try-ultrapeers:"))
+        .unwrap_or_else(|| panic!("{resp}"));
+    assert!(x_try.contains(&b.addr().to_string()), "{resp}");
+    // A leaf (that can inflate) is turned away too, with the same hint.
+    let mut s = TcpStream::connect(a.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: False\r\nAccept-Encoding: deflate\r\n\r\n")
+        .unwrap();
+    let resp = read_until_blank(&mut s);
+    assert!(resp.starts_with("GNUTELLA/0.6 503"), "{resp}");
+    assert!(resp.contains(&b.addr().to_string()), "{resp}");
+    // The plain-text search (through B, which has leaf slots) prints one tab-separated line per result.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(BIN)
+            .args(["--peer", &b.addr().to_string(), "search", "text output"])
+            .args(["--timeout", "2"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with("text output tune.ogg\t"))
+        {
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert_eq!(cols[1], "4", "{line}");
+            assert!(
+                cols[2].starts_with(&format!("http://{}/get/", b.addr())),
+                "{line}"
+            );
+            assert!(cols[3].starts_with("urn:sha1:"), "{line}");
+            break;
+        }
+        assert!(Instant::now() < end, "no text hit: {text}");
+    }
+}
