@@ -928,3 +928,53 @@ fn a_ping_asking_for_hosts_gets_them_packed_in_ipp() {
     s.handle_descriptor(later, 3, ping(3, vec![GgepExt::new("SCP", vec![])]));
     assert!(pong_ggep(drain(&mut s, 3)).is_empty());
 }
+
+#[test]
+fn case6_multi_chunk_leaf_tables_at_4_and_8_bits_route_queries() {
+    use crate::codec::qrp::QrpTable;
+    for bits in [4u8, 8] {
+        let now = Instant::now();
+        let mut s = ultrapeer_with_links(1, now);
+        s.add_connection(now, 2, &link(PeerKind::Leaf));
+        drain(&mut s, 2);
+        // Enough pseudo-random words that the table needs several zlib PATCH chunks.
+        let mut names: Vec<String> = (0..5_000u32)
+            .map(|i| format!("w{}", i.wrapping_mul(2_654_435_761)))
+            .collect();
+        names.push("needle in the haystack.mp3".into());
+        let t = QrpTable::build(1 << 16, names.iter().map(String::as_str), []);
+        let ups = t.to_updates(bits, 7);
+        assert!(ups.len() > 2, "{bits}-bit: RESET and several patches");
+        for u in ups {
+            s.handle_descriptor(
+                now,
+                2,
+                Descriptor {
+                    guid: Guid::random(&mut rand::rngs::StdRng::seed_from_u64(1)),
+                    ttl: 1,
+                    hops: 0,
+                    msg: Message::Qrp(u),
+                },
+            );
+        }
+        assert_eq!(bye_code(&drain(&mut s, 2)), None, "{bits}-bit table taken");
+        s.handle_descriptor(now, 1, query(1, 2, 0, Query::new("haystack needle", false)));
+        // Every keyword must hit; three absent ones (in a table about a quarter full) do not.
+        s.handle_descriptor(
+            now,
+            1,
+            query(
+                2,
+                2,
+                0,
+                Query::new("zzzunmatched qqqnothing xxxabsent", false),
+            ),
+        );
+        let to_leaf = drain(&mut s, 2);
+        assert_eq!(
+            to_leaf.iter().map(|d| d.guid).collect::<Vec<_>>(),
+            vec![Guid([1; 16])],
+            "{bits}-bit: only the matching query reaches the leaf"
+        );
+    }
+}
