@@ -520,8 +520,9 @@ fn a_full_ultrapeer_answers_503_with_x_try_and_text_search_prints_hits() {
         {
             let cols: Vec<&str> = line.split('\t').collect();
             assert_eq!(cols[1], "4", "{line}");
-            assert!(
-                cols[2].starts_with(&format!("http://{}/get/", b.addr())),
+            assert_eq!(
+                cols[2],
+                format!("http://{}/get/1/text%20output%20tune.ogg", b.addr()),
                 "{line}"
             );
             assert!(cols[3].starts_with("urn:sha1:"), "{line}");

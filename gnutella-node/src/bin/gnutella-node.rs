@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::stats::Stats;
 use gnutella_node::codec::message::{parse_sha1_urn, sha1_urn};
-use gnutella_node::node::{HitSource, Node, NodeConfig, DEFAULT_PORT};
+use gnutella_node::node::{encode_name, HitSource, Node, NodeConfig, DEFAULT_PORT};
 use gnutella_node::protocol::{Event, Role};
 use tokio::net::TcpListener;
 
@@ -330,7 +330,7 @@ async fn search(cli: &Cli) -> anyhow::Result<()> {
                         hit.ip,
                         hit.port,
                         r.index,
-                        r.name,
+                        encode_name(&r.name),
                         urn.as_deref().unwrap_or("-"),
                         hops,
                         if hit.firewalled() { "\tfirewalled" } else { "" }

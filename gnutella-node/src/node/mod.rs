@@ -1076,7 +1076,8 @@ pub struct HitSource {
     pub firewalled: bool,
 }
 
-fn encode_name(name: &str) -> String {
+/// Percent-encodes a file name for a `/get/<index>/<name>` URL (everything but RFC 3986 unreserved bytes).
+pub fn encode_name(name: &str) -> String {
     let mut out = String::new();
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
