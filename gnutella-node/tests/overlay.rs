@@ -309,13 +309,18 @@ fn read_bye(s: &mut TcpStream) -> Option<Vec<u8>> {
     bye
 }
 
-/// An ultrapeer link over a raw socket (no deflate either way).
-fn raw_ultrapeer_link(addr: SocketAddr) -> TcpStream {
+/// Connects and sends a handshake block; returns the socket and the node's answer (up to the blank line).
+fn handshake(addr: SocketAddr, block: &[u8]) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\nBye-Packet: 0.1\r\n\r\n")
-        .unwrap();
+    s.write_all(block).unwrap();
     let resp = read_until_blank(&mut s);
+    (s, resp)
+}
+
+/// An ultrapeer link over a raw socket (no deflate either way).
+fn raw_ultrapeer_link(addr: SocketAddr) -> TcpStream {
+    let (mut s, resp) = handshake(addr, b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\nBye-Packet: 0.1\r\n\r\n");
     assert!(resp.starts_with("GNUTELLA/0.6 200"), "{resp}");
     s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").unwrap();
     s
@@ -344,11 +349,7 @@ fn a_neighbour_repeating_a_query_on_its_link_gets_bye_401() {
 fn raw_socket_handshakes_and_oversized_query_gets_bye_400() {
     let up = node(None, &[]);
     // 0.7 with headers in odd case is answered as 0.6.
-    let mut s = TcpStream::connect(up.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.7\r\nuser-agent: probe/1\r\nX-ULTRAPEER: true\r\nbye-packet: 0.1\r\n\r\n")
-        .unwrap();
-    let resp = read_until_blank(&mut s);
+    let (mut s, resp) = handshake(up.addr(), b"GNUTELLA CONNECT/0.7\r\nuser-agent: probe/1\r\nX-ULTRAPEER: true\r\nbye-packet: 0.1\r\n\r\n");
     assert!(resp.starts_with("GNUTELLA/0.6 200"), "{resp}");
     s.write_all(b"GNUTELLA/0.6 200 OK\r\n\r\n").unwrap();
     // Now a query header announcing 5000 bytes: refused with BYE 400 before any payload is read.
@@ -369,11 +370,10 @@ fn raw_socket_handshakes_and_oversized_query_gets_bye_400() {
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 
     // A leaf that cannot inflate is refused with 403.
-    let mut s = TcpStream::connect(up.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: False\r\n\r\n")
-        .unwrap();
-    let resp = read_until_blank(&mut s);
+    let (_s, resp) = handshake(
+        up.addr(),
+        b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: False\r\n\r\n",
+    );
     assert!(resp.starts_with("GNUTELLA/0.6 403"), "{resp}");
 }
 
@@ -479,11 +479,10 @@ fn a_full_ultrapeer_answers_503_with_x_try_and_text_search_prints_hits() {
     // ultrapeer is turned away with 503 and pointed at B.
     let end = Instant::now() + Duration::from_secs(15);
     let resp = loop {
-        let mut s = TcpStream::connect(a.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\n\r\n")
-            .unwrap();
-        let resp = read_until_blank(&mut s);
+        let (_s, resp) = handshake(
+            a.addr(),
+            b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: True\r\n\r\n",
+        );
         if resp.starts_with("GNUTELLA/0.6 503") && resp.contains(&b.addr().to_string()) {
             break resp;
         }
@@ -496,11 +495,7 @@ fn a_full_ultrapeer_answers_503_with_x_try_and_text_search_prints_hits() {
         .unwrap_or_else(|| panic!("{resp}"));
     assert!(x_try.contains(&b.addr().to_string()), "{resp}");
     // A leaf (that can inflate) is turned away too, with the same hint.
-    let mut s = TcpStream::connect(a.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: False\r\nAccept-Encoding: deflate\r\n\r\n")
-        .unwrap();
-    let resp = read_until_blank(&mut s);
+    let (_s, resp) = handshake(a.addr(), b"GNUTELLA CONNECT/0.6\r\nUser-Agent: probe/1\r\nX-Ultrapeer: False\r\nAccept-Encoding: deflate\r\n\r\n");
     assert!(resp.starts_with("GNUTELLA/0.6 503"), "{resp}");
     assert!(resp.contains(&b.addr().to_string()), "{resp}");
     // The plain-text search (through B, which has leaf slots) prints one tab-separated line per result.
