@@ -526,3 +526,34 @@ fn a_full_ultrapeer_answers_503_with_x_try_and_text_search_prints_hits() {
         assert!(Instant::now() < end, "no text hit: {text}");
     }
 }
+
+#[test]
+fn an_ultrapeer_accepting_guidance_becomes_the_leaf_of_a_full_ultrapeer() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A has no ultrapeer slot but takes leaves, so it guides ultrapeer callers to become its leaves.
+    let a = node(None, &["--max-ultrapeers", "0"]);
+    let a_addr = a.addr().to_string();
+    let share = share_dir(tmp.path(), "g", &[("guided node file.txt", b"g")]);
+    let _b = node(Some(&share), &["--accept-guidance", "--peer", &a_addr]);
+    let share_c = share_dir(tmp.path(), "c", &[("stubborn node file.txt", b"c")]);
+    let _c = node(Some(&share_c), &["--peer", &a_addr]);
+    // B accepted and is A's leaf (reached by a TTL-1 query, which only A's leaves get, through its QRP
+    // table); C refused the guidance and is not linked to A at all.
+    let ttl1 = |words: &str| {
+        search_events(a.addr(), words, &[], &["--ttl", "1"])
+            .into_iter()
+            .filter(|v| v["event"] == "hit")
+            .count()
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while ttl1("guided node") == 0 {
+        assert!(Instant::now() < end, "B never became A's leaf");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(ttl1("stubborn node"), 0, "C is not A's leaf");
+    assert_eq!(
+        search(a.addr(), "stubborn node", &[]).len(),
+        0,
+        "nor linked to A as an ultrapeer"
+    );
+}
