@@ -3,7 +3,7 @@
 //! Starts the release server binary, logs in `NAPSTER_BENCH_USERS` simulated users (default 10,000) that
 //! each share `NAPSTER_BENCH_FILES` files (default 100) with type-100 messages, then runs
 //! `NAPSTER_BENCH_SEARCHES` searches (default 5,000) from `NAPSTER_BENCH_SEARCHERS` concurrent clients
-//! (default 8), and prints login+share throughput, searches/s, p50/p99 latency and the server's resident
+//! (default 8; the server's runtime threads via `NAPSTER_BENCH_SERVER_THREADS`, default 0 = one per CPU), and prints login+share throughput, searches/s, p50/p99 latency and the server's resident
 //! memory per 1,000 shared files (VmRSS growth between "all logged in" and "all shared").
 //!
 //! There is no runnable reference server: OpenNap is not packaged anywhere we can install from (notes §5), so
@@ -199,6 +199,10 @@ fn main() {
         .args(["--max-shared", &files.max(1).to_string()])
         // The simulated users log in from one IP as fast as they can: no flood pause for the searchers.
         .args(["--flood-commands", "1000000"])
+        .args([
+            "--threads",
+            &env("NAPSTER_BENCH_SERVER_THREADS", 0).to_string(),
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -104,14 +104,35 @@ struct Cli {
     #[arg(long, default_value_t = 3600)]
     registration_window_secs: u64,
 
+    /// Runtime worker threads: 1 = a single-threaded runtime (every hand-off between a connection's
+    /// reader and writer stays on one thread); 0 = one per CPU. Password hashing always runs on the
+    /// blocking pool.
+    #[arg(long, env = "P2PLAB_THREADS", default_value_t = 0)]
+    threads: usize,
+
     /// Extra MOTD line (repeatable).
     #[arg(long)]
     motd: Vec<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let rt = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(cli.daemon.log_json);
     let data_dir = cli
         .daemon
