@@ -83,12 +83,13 @@ fn in_process(users: usize, files: usize, searches: usize) {
     use napster_server::protocol::search::{parse, Kind};
     use napster_server::protocol::ConnId;
     let mut ix = Index::default();
+    let mut ids = Vec::with_capacity(users * files);
     for chunk in 0..64usize {
         let mut rng = rand::rngs::StdRng::seed_from_u64(chunk as u64);
         for u in (chunk..users).step_by(64) {
             for f in 0..files {
                 let path = share_path(&mut rng, u, f);
-                ix.insert(NewFile {
+                let id = ix.insert(NewFile {
                     owner: ConnId(u as u64),
                     path: &path,
                     md5: "0123456789abcdef0123456789abcdef",
@@ -98,6 +99,7 @@ fn in_process(users: usize, files: usize, searches: usize) {
                     secs: 240,
                     kind: Kind::Mp3,
                 });
+                ids.push((u, id));
             }
         }
     }
@@ -139,6 +141,21 @@ fn in_process(users: usize, files: usize, searches: usize) {
         pct(0.5),
         pct(0.99),
         bytes
+    );
+    // Half the users leave: their files are tombstoned, then the index is compacted (under the server's
+    // lock, so this is a pause every client sees, once per that much churn).
+    for (u, id) in ids {
+        if let (0, Some(id)) = (u % 2, id) {
+            ix.remove(id);
+        }
+    }
+    let t = Instant::now();
+    let needed = ix.needs_compaction();
+    ix.compact();
+    println!(
+        "  compaction:     {:?} to compact after half the users left ({} files stay; needed: {needed})",
+        t.elapsed(),
+        ix.len()
     );
 }
 
