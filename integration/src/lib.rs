@@ -391,6 +391,19 @@ mod sys {
     }
 }
 
+/// Polls `f` every 50 ms until it returns true or `limit` has passed (then asks once more); returns the last
+/// answer. For waiting on a condition with a deadline instead of sleeping a fixed time.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
 /// Deterministic pseudo-random test content (xorshift64 seeded from `seed`): the same `(len, seed)` always gives
 /// the same bytes, and different seeds give unrelated bytes (distinct hashes for distinct files).
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration::Daemon;
+use integration::{eventually, Daemon};
 
 /// Our tracker, HTTP and UDP on 127.0.0.1 port 0.
 struct Tracker {
@@ -56,18 +56,6 @@ impl Tracker {
             .expect("a full HTTP response");
         serde_json::from_slice(body).expect("stats JSON")
     }
-}
-
-/// Polls `f` every 50 ms until it returns true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 /// How long a 1 MiB download through the tracker may take before the test gives up.
