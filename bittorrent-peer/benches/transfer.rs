@@ -17,7 +17,6 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,11 +63,11 @@ fn s(v: &[&str]) -> Vec<String> {
 }
 
 fn free_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port().to_string()
+    integration::free_port().to_string()
 }
 
-/// Writes `len` deterministic pseudo-random bytes (xorshift) without holding them in memory.
+/// Writes `len` deterministic pseudo-random bytes (xorshift) without holding them in memory (1 GiB
+/// payloads: `integration::payload` builds them in a `Vec`).
 fn write_payload(path: &Path, len: usize, seed: u64) {
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path).expect("create payload"));
     let mut x = seed.wrapping_mul(6364136223846793005) | 1;
