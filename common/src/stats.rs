@@ -177,6 +177,17 @@ impl Stats {
     }
 
     fn msg(&self, kind: impl Into<Cow<'static, str>>, bytes: usize, out: bool, control: bool) {
+        self.msgs(kind, 1, bytes, out, control)
+    }
+
+    fn msgs(
+        &self,
+        kind: impl Into<Cow<'static, str>>,
+        count: u64,
+        bytes: usize,
+        out: bool,
+        control: bool,
+    ) {
         let kind = kind.into();
         let mut st = self.state();
         let entry = match st.messages.get_mut(kind.as_ref()) {
@@ -187,10 +198,10 @@ impl Stats {
                 .or_insert((MessageCounters::default(), control)),
         };
         if out {
-            entry.0.out_count += 1;
+            entry.0.out_count += count;
             entry.0.out_bytes += bytes as u64;
         } else {
-            entry.0.in_count += 1;
+            entry.0.in_count += count;
             entry.0.in_bytes += bytes as u64;
         }
     }
@@ -203,6 +214,12 @@ impl Stats {
     /// Counts one sent control message of type `kind` that took `bytes` on the wire.
     pub fn msg_out(&self, kind: impl Into<Cow<'static, str>>, bytes: usize) {
         self.msg(kind, bytes, true, true)
+    }
+
+    /// Counts `count` sent control messages of type `kind` that took `bytes` on the wire together (a
+    /// batch written at once), under one lock acquisition instead of one per message.
+    pub fn msg_out_many(&self, kind: impl Into<Cow<'static, str>>, count: u64, bytes: usize) {
+        self.msgs(kind, count, bytes, true, true)
     }
 
     /// Counts one received message that carries file payload (not control traffic).
@@ -303,6 +320,17 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_counts_as_many_messages() {
+        let s = Stats::new("napster", "server", "n1");
+        s.msg_out("201", 50);
+        s.msg_out_many("201", 3, 150);
+        let snap = s.snapshot();
+        assert_eq!(snap.messages["201"].out_count, 4);
+        assert_eq!(snap.messages["201"].out_bytes, 200);
+        assert_eq!(snap.control.out_count, 4);
+    }
 
     #[test]
     fn counts_by_type_and_direction() {
