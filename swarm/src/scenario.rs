@@ -242,10 +242,19 @@ impl Scenario {
 
     /// Parses TOML text; `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
-            path: origin.to_owned(),
-            message: e.message().to_owned() + &span_hint(text, e.span()),
-        })?;
+        // serde_path_to_error keeps the key a wrong-typed value sits under; toml's own message drops it.
+        let s: Scenario =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+                let field = match e.path().to_string() {
+                    p if p.is_empty() || p == "." => String::new(),
+                    p => format!("field `{p}`: "),
+                };
+                let e = e.into_inner();
+                ScenarioError::Parse {
+                    path: origin.to_owned(),
+                    message: field + e.message() + &span_hint(text, e.span()),
+                }
+            })?;
         s.validate()?;
         Ok(s)
     }
@@ -550,8 +559,16 @@ mod tests {
         let m = Scenario::from_toml("peers = \"many\"\n", "s.toml")
             .unwrap_err()
             .to_string();
-        assert!(m.contains("peers") || m.contains("line 1"), "{m}");
-        assert!(m.contains("invalid type"), "{m}");
+        assert!(m.contains("field `peers`"), "{m}");
+        assert!(m.contains("invalid type") && m.contains("line 1"), "{m}");
+        let m = Scenario::from_toml("seed = 1\nsystems = \"napster\"\n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("field `systems`") && m.contains("line 2"), "{m}");
+        let m = Scenario::from_toml("flash_sweep = [2, \"x\"]\n", "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("field `flash_sweep[1]`"), "{m}");
     }
 
     #[test]
