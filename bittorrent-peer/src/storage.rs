@@ -48,6 +48,9 @@ pub struct Storage {
     fresh: bool,
     piece_length: u64,
     total_length: u64,
+    /// Test seam: the next this many `write_blocks` calls fail as a full disk would.
+    #[cfg(test)]
+    fail_writes: AtomicU64,
 }
 
 /// How to open the content.
@@ -119,7 +122,16 @@ impl Storage {
             fresh,
             piece_length: info.piece_length,
             total_length: info.total_length,
+            #[cfg(test)]
+            fail_writes: AtomicU64::new(0),
         })
+    }
+
+    /// Makes the next `n` calls of [`Storage::write_blocks`] fail with `ENOSPC` (tests of the
+    /// write-error path).
+    #[cfg(test)]
+    pub(crate) fn fail_next_writes(&self, n: u64) {
+        self.fail_writes.store(n, Ordering::Relaxed);
     }
 
     /// Visits the (file, file offset, range in `0..len`) pieces of the torrent byte range
@@ -168,6 +180,14 @@ impl Storage {
     /// writes let the page cache work in large folios: 256 KiB writes cost the kernel about 40 % less
     /// than 16 KiB ones (measured with `dd` on the test machine).
     pub fn write_blocks(&self, blocks: &[(u32, u32, &[u8])]) -> io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail_writes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(28));
+        }
         let at = |b: &(u32, u32, &[u8])| b.0 as u64 * self.piece_length + b.1 as u64;
         let mut i = 0;
         let mut total = 0u64;

@@ -152,7 +152,6 @@ impl Outbox {
 /// A received block the picker accepted, waiting in [`Torrent::write_accepted`] to be written next to
 /// the other blocks of the same socket read, hashed and (if it completes its piece) verified.
 pub struct Accepted<'a> {
-    key: PeerKey,
     b: BlockRef,
     data: &'a [u8],
     cancel: Vec<PeerKey>,
@@ -698,7 +697,6 @@ impl Torrent {
         };
         p.blocks_from += 1;
         accepted.push(Accepted {
-            key,
             b,
             data,
             cancel,
@@ -717,17 +715,24 @@ impl Torrent {
             .iter()
             .map(|a| (a.b.index, a.b.begin, a.data))
             .collect();
-        let written = self.storage.write_blocks(&blocks);
-        if let Err(e) = &written {
-            tracing::error!(cause = %e, blocks = accepted.len(), "cannot write blocks");
+        if let Err(e) = self.storage.write_blocks(&blocks) {
+            // Disk full or EIO: the peers sent good data, so nobody is blamed. The blocks are wanted
+            // again (a piece they completed goes back to partial), and endgame copies still
+            // requested from other peers stay requested: their answers refill the gaps.
+            tracing::error!(cause = %e, blocks = accepted.len(), "cannot write blocks, fetching them again");
+            self.stats.error("storage");
+            for a in accepted.iter_mut() {
+                if let Some(contributors) = a.piece_complete.take() {
+                    self.picker.reopen(a.b.index, contributors);
+                }
+            }
+            for a in accepted.drain(..) {
+                self.picker.give_back(a.b, &a.cancel);
+            }
+            return;
         }
         for a in accepted.drain(..) {
             let b = a.b;
-            if written.is_err() {
-                self.stats.error("storage");
-                self.picker.drop_request(a.key, b);
-                continue;
-            }
             self.hashers.feed(b.index, b.begin, a.data);
             for other in a.cancel {
                 if let Some(op) = self.peers.get_mut(&other) {
@@ -981,5 +986,143 @@ impl Torrent {
                 "learned": self.pex_learned,
             }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::{create, CreateOptions};
+    use crate::storage::OpenMode;
+    use rand::SeedableRng;
+
+    const PIECE: usize = 2 * BLOCK_LEN as usize;
+
+    /// A torrent of two 32 KiB pieces (two blocks each), an empty download folder and a peer that
+    /// has everything and unchoked us.
+    fn leecher(
+        out: &std::path::Path,
+        src: &std::path::Path,
+    ) -> (Torrent, PeerKey, Vec<u8>, watch::Receiver<bool>) {
+        let data: Vec<u8> = (0..2 * PIECE).map(|i| (i * 31 % 251) as u8).collect();
+        let file = src.join("f.bin");
+        std::fs::write(&file, &data).unwrap();
+        let meta = create(
+            &file,
+            &CreateOptions {
+                piece_length: Some(PIECE as u64),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let storage = Storage::open(&meta.info, out, OpenMode::Create).unwrap();
+        let n = meta.info.num_pieces();
+        let (mut t, done) = Torrent::new(
+            Arc::new(meta),
+            Arc::new(storage),
+            Bitfield::new(n),
+            PeerId([1; 20]),
+            Stats::new("bittorrent", "leecher", "test"),
+            StdRng::seed_from_u64(9),
+        );
+        let now = Instant::now();
+        let outbox = Arc::new(Outbox::new(CancellationToken::new()));
+        let key = t
+            .add_peer(
+                "127.0.0.1:7000".parse().unwrap(),
+                PeerId([2; 20]),
+                true,
+                false,
+                outbox,
+                now,
+            )
+            .unwrap();
+        t.on_msg(key, Msg::HaveAll, now).unwrap();
+        t.on_msg(key, Msg::Unchoke, now).unwrap();
+        t.fill_requests(key);
+        (t, key, data, done)
+    }
+
+    fn piece_msg(data: &[u8], b: BlockRef) -> Msg<'_> {
+        let at = b.index as usize * PIECE + b.begin as usize;
+        Msg::Piece {
+            index: b.index,
+            begin: b.begin,
+            data: &data[at..at + b.len as usize],
+        }
+    }
+
+    #[test]
+    fn a_failed_write_gives_the_blocks_back_without_blaming_the_peer() {
+        let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut t, key, data, done) = leecher(out.path(), src.path());
+        let asked = t.peers[&key].outstanding.clone();
+        assert_eq!(asked.len(), 4, "every block requested");
+        let piece0: Vec<BlockRef> = asked.iter().copied().filter(|b| b.index == 0).collect();
+        assert_eq!(piece0.len(), 2);
+
+        // Both blocks of piece 0 arrive in one socket read; the disk refuses the write.
+        t.storage.fail_next_writes(1);
+        let now = Instant::now();
+        let mut accepted = Vec::new();
+        for b in &piece0 {
+            t.on_msg_batched(key, piece_msg(&data, *b), now, &mut accepted)
+                .unwrap();
+        }
+        t.write_accepted(&mut accepted);
+        let s = t.stats.snapshot();
+        assert_eq!(s.errors.get("storage"), Some(&1));
+        assert_eq!(s.errors.get("hash_mismatch"), None);
+        assert!(!t.picker.have().get(0));
+        assert_eq!(
+            t.picker.started_pieces(),
+            vec![0, 1],
+            "piece 0 is partial again"
+        );
+        assert!(t.banned.is_empty());
+
+        // The lost blocks are requested again and, once written, the piece verifies.
+        t.fill_requests(key);
+        let again: Vec<BlockRef> = t.peers[&key]
+            .outstanding
+            .iter()
+            .copied()
+            .filter(|b| b.index == 0)
+            .collect();
+        assert_eq!(again.len(), 2, "both lost blocks are asked for again");
+        for b in again.iter().chain(asked.iter().filter(|b| b.index == 1)) {
+            t.on_msg(key, piece_msg(&data, *b), now).unwrap();
+        }
+        assert!(t.picker.is_complete());
+        assert!(*done.borrow());
+        let s = t.stats.snapshot();
+        assert_eq!(s.errors.get("hash_mismatch"), None);
+        assert_eq!(s.errors.get("banned_peer"), None);
+        assert_eq!(std::fs::read(out.path().join("f.bin")).unwrap(), data);
+    }
+
+    #[test]
+    fn a_failed_write_of_one_block_leaves_the_pieces_written_before() {
+        let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut t, key, data, _done) = leecher(out.path(), src.path());
+        let mut asked = t.peers[&key].outstanding.clone();
+        asked.sort();
+        let now = Instant::now();
+        // The first block of piece 0 is stored; the second (completing the piece) is not.
+        t.on_msg(key, piece_msg(&data, asked[0]), now).unwrap();
+        t.storage.fail_next_writes(1);
+        t.on_msg(key, piece_msg(&data, asked[1]), now).unwrap();
+        assert!(!t.picker.have().get(0));
+        t.fill_requests(key);
+        let mut out = t.peers[&key].outstanding.clone();
+        out.sort();
+        assert_eq!(
+            out,
+            vec![asked[1], asked[2], asked[3]],
+            "only the lost block again"
+        );
+        t.on_msg(key, piece_msg(&data, asked[1]), now).unwrap();
+        assert!(t.picker.have().get(0));
+        assert_eq!(t.stats.snapshot().errors.get("hash_mismatch"), None);
     }
 }

@@ -379,6 +379,61 @@ impl Picker {
         }
     }
 
+    /// A piece that every block was received for goes back to `partial` (all slots `Received`),
+    /// because some of those blocks could not be written to storage: [`Picker::give_back`] then frees
+    /// the unwritten ones. `contributors` are the peers returned by `block_received`, kept so a later
+    /// hash failure still blames the right peers. Does nothing unless the piece is pending.
+    pub fn reopen(&mut self, index: u32, contributors: Vec<PeerKey>) {
+        if index >= self.num_pieces || !self.pending.get(index) {
+            return;
+        }
+        self.pending.clear(index);
+        let n = self.blocks_in(index);
+        self.partial.insert(
+            index,
+            Partial {
+                slots: vec![
+                    Slot {
+                        state: State::Received,
+                        by: None,
+                        extra: Vec::new()
+                    };
+                    n as usize
+                ],
+                free: 0,
+                received: n,
+                contributors,
+            },
+        );
+    }
+
+    /// A block the picker counted as received was not stored (write error): it is wanted again. It
+    /// stays requested from `still_requested` (endgame copies that were not cancelled), else it is
+    /// free for the next `pick`. A block of a pending piece needs [`Picker::reopen`] first.
+    pub fn give_back(&mut self, block: BlockRef, still_requested: &[PeerKey]) {
+        let Some(p) = self.partial.get_mut(&block.index) else {
+            return;
+        };
+        let Some(s) = p.slots.get_mut((block.begin / BLOCK_LEN) as usize) else {
+            return;
+        };
+        if s.state != State::Received {
+            return;
+        }
+        p.received -= 1;
+        match still_requested.split_first() {
+            Some((&by, extra)) => {
+                s.state = State::Requested;
+                s.by = Some(by);
+                s.extra = extra.to_vec();
+            }
+            None => {
+                s.state = State::Free;
+                p.free += 1;
+            }
+        }
+    }
+
     /// The piece passed its SHA-1 check and is on disk: it can be announced with `have`.
     pub fn piece_verified(&mut self, index: u32) {
         self.pending.clear(index);
