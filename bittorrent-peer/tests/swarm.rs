@@ -331,3 +331,106 @@ fn magnet_link_fetches_metadata_from_the_seeder_then_downloads() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("metadata"));
 }
+
+/// Sends SIGUSR1 and reads the stats file the node writes in answer (`None` until it is there).
+fn dump_stats(p: &integration::Daemon, path: &Path) -> Option<StatsSnapshot> {
+    let _ = std::fs::remove_file(path);
+    p.signal(libc::SIGUSR1).ok()?;
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < end {
+        if let Ok(s) = StatsSnapshot::read_json(path) {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
+    const PL: u64 = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = payload(32 * PL as usize, 11);
+    std::fs::write(src.join("p.bin"), &data).unwrap();
+    let t = make_torrent(&src.join("p.bin"), &dir.path().join("p.torrent"), None, PL);
+    let ts = t.to_str().unwrap();
+    let seed = seeder(ts, src.to_str().unwrap(), &["--no-trackers"]);
+    let peer = seed.addr().to_string();
+    let out = dir.path().join("out");
+    let state = dir.path().join("state");
+    let stats = dir.path().join("first.json");
+    // 2 MiB at 256 KiB/s takes 8 s: slow enough to be killed part way.
+    let first = leecher(
+        ts,
+        out.to_str().unwrap(),
+        &peer,
+        &[
+            "--no-trackers",
+            "--download-rate",
+            "256k",
+            "--data-dir",
+            state.to_str().unwrap(),
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ],
+    );
+    let mut had = 0;
+    let ok = integration::eventually(LIMIT, || {
+        had = dump_stats(&first, &stats)
+            .map_or(0, |s| s.gauges.get("pieces_have").copied().unwrap_or(0));
+        had >= 4
+    });
+    assert!(ok, "the first run never verified 4 pieces");
+    first.signal(libc::SIGKILL).unwrap();
+    drop(first);
+    let had = had as u64;
+    assert!(had < 32, "killed before the end ({had} pieces)");
+
+    // The restart re-hashes what is on disk (no resume file after SIGKILL) and fetches the rest.
+    let stats2 = dir.path().join("second.json");
+    let o = run_program(
+        Path::new(BIN),
+        &[
+            "download",
+            ts,
+            "--out",
+            out.to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--no-trackers",
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--json",
+            "--data-dir",
+            state.to_str().unwrap(),
+            "--stats-file",
+            stats2.to_str().unwrap(),
+        ],
+        LIMIT,
+    )
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["resumed_from_file"], false, "{summary}");
+    let fetched = summary["downloaded"].as_u64().unwrap();
+    eprintln!("{had} pieces verified before the kill; the restart fetched {fetched} bytes");
+    let s = StatsSnapshot::read_json(&stats2).unwrap();
+    assert_eq!(s.transfers.download_bytes, fetched);
+    assert!(fetched > 0, "the killed run was not finished");
+    assert!(
+        fetched <= (32 - had) * PL,
+        "fetched {fetched} bytes, but {had} of 32 pieces were verified before the kill"
+    );
+    assert_eq!(
+        fetched % PL,
+        0,
+        "whole missing pieces, each once: {fetched}"
+    );
+    // Pieces fetched = requests answered: none of the pieces found on disk was asked for.
+    assert_eq!(s.messages["piece"].in_count, fetched / (16 << 10));
+    assert_eq!(std::fs::read(out.join("p.bin")).unwrap(), data);
+}
