@@ -9,13 +9,17 @@
 //! There is no runnable reference server: OpenNap is not packaged anywhere we can install from (notes §5), so
 //! the comparison printed is with OpenNap-NG's documented figure (300–350 KB per 1,000 files).
 //! Run: `cargo bench -p napster-server --bench napster_load`.
+//!
+//! A/B runs: `NAPSTER_BENCH_SERVER_BIN=/path/to/older/napster-server` benchmarks another server binary (a
+//! saved build of an earlier commit) with the same load; `NAPSTER_BENCH_IN_PROCESS=0` skips the
+//! in-process index figures.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use napster_server::codec::{Frame, MAX_PAYLOAD};
+use napster_server::codec::{Frame, FrameBatch, MAX_PAYLOAD};
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -77,7 +81,8 @@ fn query(rng: &mut impl Rng) -> String {
 }
 
 /// The same files and searches without sockets, in this process: the index's own heap bytes and the
-/// server-side cost of one search (lookup plus formatting the 201 lines), apart from I/O and scheduling.
+/// server-side cost of one search (lookup plus encoding the 201 frames and the 202 into one batch, as the
+/// server does), apart from I/O and scheduling.
 fn in_process(users: usize, files: usize, searches: usize) {
     use napster_server::protocol::index::{Index, NewFile};
     use napster_server::protocol::search::{parse, Kind};
@@ -116,23 +121,27 @@ fn in_process(users: usize, files: usize, searches: usize) {
         for _ in 0..3 {
             let t = Instant::now();
             let parsed = parse(&q, 100).unwrap();
-            let mut n = 0;
+            // Encoded the way the server does it: every 201 and the 202 into one batch.
+            let mut batch = FrameBatch::new();
             for (_, f) in ix.search(&parsed, |_| true) {
-                let line = format!(
-                    "\"{}\" {} {} {} {} {} user 16777343 7",
-                    f.path, f.md5, f.size, f.bitrate, f.freq, f.secs
+                let _ = batch.push_fmt(
+                    201,
+                    format_args!(
+                        "\"{}\" {} {} {} {} {} user 16777343 7",
+                        f.path, f.md5, f.size, f.bitrate, f.freq, f.secs
+                    ),
                 );
-                n += line.len();
             }
+            let _ = batch.push_fmt(202, format_args!(""));
             best = best.min(t.elapsed());
-            bytes = n;
+            bytes = batch.as_bytes().len();
         }
         lat.push(best);
     }
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "  in-process:     index {:.1} B per file (records {:.1}, text {:.1}, postings {:.1}, other {:.1}); search+format (best of 3) p50 {:?} p99 {:?} ({} bytes in the last result set)",
+        "  in-process:     index {:.1} B per file (records {:.1}, text {:.1}, postings {:.1}, other {:.1}); search+encode (best of 3) p50 {:?} p99 {:?} ({} bytes on the wire for the last search)",
         per_file(mem.total()),
         per_file(mem.records),
         per_file(mem.text),
@@ -209,7 +218,9 @@ fn main() {
     let searches = env("NAPSTER_BENCH_SEARCHES", 5_000);
     let searchers = env("NAPSTER_BENCH_SEARCHERS", 8).max(1);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_napster-server"))
+    let server_bin = std::env::var_os("NAPSTER_BENCH_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_napster-server").into());
+    let mut child = Command::new(&server_bin)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .args(["--max-connections", &(users + searchers + 16).to_string()])
@@ -392,5 +403,7 @@ fn main() {
         rss_start, rss_logged_in, rss_shared
     );
     println!("  memory:         {:.1} KB per 1,000 shared files (OpenNap-NG documented: 300-350 KB; ratio {:.2}x of 325)", per_1000, per_1000 / 325.0);
-    in_process(users, files, searches);
+    if env("NAPSTER_BENCH_IN_PROCESS", 1) != 0 {
+        in_process(users, files, searches);
+    }
 }

@@ -172,6 +172,98 @@ pub fn latin1_encode(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Several frames for one connection encoded back to back, so they reach the socket as one queue item and
+/// one write (a search's 201 results and its 202). Text is appended Latin-1 mapped like [`Frame::text`],
+/// formatted in place: no payload is allocated on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameBatch {
+    wire: Vec<u8>,
+    frames: u32,
+}
+
+/// Appends formatted text to a byte buffer, one byte per char (the [`latin1_encode`] mapping).
+struct Latin1Sink<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Latin1Sink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if s.is_ascii() {
+            self.0.extend_from_slice(s.as_bytes());
+        } else {
+            self.0.extend(
+                s.chars()
+                    .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl FrameBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a frame of type `ty` whose payload is the formatted `text`. A payload above
+    /// [`MAX_PAYLOAD`] is refused and leaves the batch as it was.
+    pub fn push_fmt(&mut self, ty: u16, text: std::fmt::Arguments<'_>) -> Result<(), EncodeError> {
+        let start = self.wire.len();
+        self.wire.extend_from_slice(&[0, 0]);
+        self.wire.extend_from_slice(&ty.to_le_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut Latin1Sink(&mut self.wire), text);
+        let len = self.wire.len() - start - HEADER_LEN;
+        if len > MAX_PAYLOAD {
+            self.wire.truncate(start);
+            return Err(EncodeError::TooLong { len });
+        }
+        self.wire[start..start + 2].copy_from_slice(&(len as u16).to_le_bytes());
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Number of frames in the batch.
+    pub fn len(&self) -> usize {
+        self.frames as usize
+    }
+
+    /// Whether the batch holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// The encoded frames, ready to write.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.wire
+    }
+
+    /// Type and wire length of every frame, in order (for per-type stats without decoding payloads).
+    pub fn headers(&self) -> impl Iterator<Item = (u16, usize)> + '_ {
+        let mut rest = &self.wire[..];
+        std::iter::from_fn(move || {
+            if rest.len() < HEADER_LEN {
+                return None;
+            }
+            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+            let ty = u16::from_le_bytes([rest[2], rest[3]]);
+            let used = (HEADER_LEN + len).min(rest.len());
+            rest = &rest[used..];
+            Some((ty, used))
+        })
+    }
+
+    /// The frames decoded back (for tests and tools; the node writes [`FrameBatch::as_bytes`]).
+    pub fn frames(&self) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut rest = &self.wire[..];
+        while let Ok(Some((f, used))) = Frame::decode_with_limit(rest, MAX_PAYLOAD) {
+            out.push(f);
+            rest = &rest[used..];
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +312,50 @@ mod tests {
         assert_eq!(latin1_encode(&latin1_decode(&all)), all);
     }
 
+    #[test]
+    fn batch_matches_frames_encoded_one_by_one() {
+        let mut b = FrameBatch::new();
+        b.push_fmt(201, format_args!("\"{}\" {}", "caf\u{e9}\\x.mp3", 7))
+            .unwrap();
+        b.push_fmt(202, format_args!("")).unwrap();
+        let a = Frame::text(201, "\"caf\u{e9}\\x.mp3\" 7");
+        let mut wire = a.to_bytes().unwrap();
+        wire.extend(Frame::empty(202).to_bytes().unwrap());
+        assert_eq!(b.as_bytes(), &wire[..]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.frames(), vec![a.clone(), Frame::empty(202)]);
+        let heads: Vec<_> = b.headers().collect();
+        assert_eq!(heads, vec![(201, a.wire_len()), (202, HEADER_LEN)]);
+    }
+
+    #[test]
+    fn batch_refuses_oversized_payload_and_keeps_the_rest() {
+        let mut b = FrameBatch::new();
+        b.push_fmt(201, format_args!("ok")).unwrap();
+        let big = "x".repeat(MAX_PAYLOAD + 1);
+        assert_eq!(
+            b.push_fmt(201, format_args!("{big}")),
+            Err(EncodeError::TooLong {
+                len: MAX_PAYLOAD + 1
+            })
+        );
+        assert_eq!(b.frames(), vec![Frame::text(201, "ok")]);
+        assert_eq!(b.len(), 1);
+    }
+
     proptest! {
+        #[test]
+        fn batch_round_trip(frames in proptest::collection::vec((any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..20)) {
+            let mut b = FrameBatch::new();
+            let want: Vec<Frame> = frames.into_iter().map(|(ty, payload)| Frame { ty, payload }).collect();
+            for f in &want {
+                b.push_fmt(f.ty, format_args!("{}", latin1_decode(&f.payload))).unwrap();
+            }
+            prop_assert_eq!(b.len(), want.len());
+            prop_assert_eq!(b.headers().count(), want.len());
+            prop_assert_eq!(b.frames(), want);
+        }
+
         #[test]
         fn frame_round_trip(ty in any::<u16>(), payload in proptest::collection::vec(any::<u8>(), 0..3000)) {
             let f = Frame { ty, payload };

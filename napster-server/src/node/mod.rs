@@ -26,13 +26,13 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use common::stats::Stats;
 
 use crate::codec::msg::ty;
-use crate::codec::{Frame, HEADER_LEN, MAX_CLIENT_PAYLOAD};
+use crate::codec::{Frame, FrameBatch, HEADER_LEN, MAX_CLIENT_PAYLOAD};
 use crate::protocol::{ConnId, PasswordJob, PasswordOutcome, Server, Transmit};
 
 pub mod client;
 
-/// Frames one connection may have queued for writing before it is considered dead. A full browse (500
-/// entries) or three full searches fit comfortably.
+/// Items (single frames, or a whole search reply as one batch) one connection may have queued for writing
+/// before it is considered dead. A full browse (500 entries) or three full searches fit comfortably.
 pub const OUTPUT_QUEUE_FRAMES: usize = 2048;
 
 /// Sockets accepted beyond the protocol's `max_connections`, so the excess clients still get OpenNap's
@@ -63,9 +63,16 @@ pub fn type_name(t: u16) -> Cow<'static, str> {
     )
 }
 
+/// One item of a connection's output queue.
+enum Out {
+    Frame(Frame),
+    /// Frames encoded by the protocol (a search's results and its 202), written as they are.
+    Batch(FrameBatch),
+}
+
 struct Shared {
     server: Server,
-    conns: HashMap<ConnId, mpsc::Sender<Frame>>,
+    conns: HashMap<ConnId, mpsc::Sender<Out>>,
     next_id: u64,
 }
 
@@ -160,21 +167,22 @@ fn finish(g: &mut Shared, stats: &Stats, now: std::time::Instant) -> Vec<Passwor
 
 fn route(g: &mut Shared, stats: &Stats, now: std::time::Instant) {
     while let Some(t) = g.server.poll_transmit() {
-        match t {
-            Transmit::Frame(c, f) => {
-                let Some(tx) = g.conns.get(&c) else { continue };
-                if tx.try_send(f).is_err() {
-                    // The client is not reading (or its writer is gone): drop it, as OpenNap does.
-                    warn!(conn = c.0, "output queue full, dropping client");
-                    stats.error("output_queue_full");
-                    g.conns.remove(&c);
-                    g.server.on_disconnect(now, c);
-                }
-            }
+        let (c, item) = match t {
+            Transmit::Frame(c, f) => (c, Out::Frame(f)),
+            Transmit::Batch(c, b) => (c, Out::Batch(b)),
             Transmit::Close(c) => {
                 // Dropping the sender lets the writer flush what is queued, then close.
                 g.conns.remove(&c);
+                continue;
             }
+        };
+        let Some(tx) = g.conns.get(&c) else { continue };
+        if tx.try_send(item).is_err() {
+            // The client is not reading (or its writer is gone): drop it, as OpenNap does.
+            warn!(conn = c.0, "output queue full, dropping client");
+            stats.error("output_queue_full");
+            g.conns.remove(&c);
+            g.server.on_disconnect(now, c);
         }
     }
 }
@@ -336,25 +344,35 @@ async fn read_loop(rd: OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), ReadE
 
 async fn write_loop(
     wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Frame>,
+    mut rx: mpsc::Receiver<Out>,
     hub: Hub,
     id: ConnId,
     done: CancellationToken,
 ) {
     let mut out = wr;
-    // Frames queued together are encoded into one buffer and written with one call; the buffer is
-    // released when the connection goes idle, so idle users hold no write buffer.
+    // Items queued together are encoded into one buffer and written with one call; the buffer is
+    // released when the connection goes idle, so idle users hold no write buffer. Stats are tallied per
+    // type locally and recorded once per write: the stats lock is shared by every connection.
     let mut bytes = BytesMut::new();
-    let mut searches_done = 0u32;
+    let mut tally = OutTally::default();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(f) = next {
-            let before = bytes.len();
-            if f.encode(&mut bytes).is_err() {
-                hub.stats.error("encode");
-            } else {
-                hub.stats.msg_out(type_name(f.ty), bytes.len() - before);
-                searches_done += u32::from(f.ty == ty::SEARCH_END);
+        while let Some(item) = next {
+            match item {
+                Out::Frame(f) => {
+                    let before = bytes.len();
+                    if f.encode(&mut bytes).is_err() {
+                        hub.stats.error("encode");
+                    } else {
+                        tally.add(f.ty, bytes.len() - before);
+                    }
+                }
+                Out::Batch(b) => {
+                    bytes.extend_from_slice(b.as_bytes());
+                    for (t, n) in b.headers() {
+                        tally.add(t, n);
+                    }
+                }
             }
             if bytes.len() >= WRITE_BATCH {
                 break;
@@ -364,17 +382,45 @@ async fn write_loop(
         if out.write_all(&bytes).await.is_err() {
             break;
         }
+        let searches_done = tally.flush(&hub.stats);
         if searches_done > 0 {
             let mut g = hub.lock();
             for _ in 0..searches_done {
                 g.server.search_delivered(id);
             }
-            searches_done = 0;
         }
         bytes = BytesMut::new();
     }
     let _ = out.shutdown().await;
     done.cancel();
+}
+
+/// Frames written since the last flush, by type: (type, count, bytes). A handful of types per write.
+#[derive(Default)]
+struct OutTally(Vec<(u16, u64, usize)>);
+
+impl OutTally {
+    fn add(&mut self, t: u16, wire_len: usize) {
+        match self.0.iter_mut().find(|e| e.0 == t) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += wire_len;
+            }
+            None => self.0.push((t, 1, wire_len)),
+        }
+    }
+
+    /// Records the tally in `stats` and returns how many 202s (finished searches) it held.
+    fn flush(&mut self, stats: &Stats) -> u64 {
+        let mut ends = 0;
+        for (t, count, n) in self.0.drain(..) {
+            stats.msg_out_many(type_name(t), count, n);
+            if t == ty::SEARCH_END {
+                ends += count;
+            }
+        }
+        ends
+    }
 }
 
 /// The metaserver (notes §1): every connection gets one line `host:port\n` naming the real server, then

@@ -4,8 +4,8 @@
 //! # Driving it
 //! - Input: [`Server::on_connect`], [`Server::handle_frame`], [`Server::on_disconnect`],
 //!   [`Server::handle_timeout`] and [`Server::search_delivered`], each with the current time.
-//! - Output: after every input call drain [`Server::poll_transmit`] (frames to send, connections to close
-//!   after their queued frames are written); ask [`Server::poll_timeout`] when to call `handle_timeout`
+//! - Output: after every input call drain [`Server::poll_transmit`] (frames to send, a search's reply as
+//!   one pre-encoded batch, connections to close after their queued frames are written); ask [`Server::poll_timeout`] when to call `handle_timeout`
 //!   next, and [`Server::read_pause`] whether flood control wants reading from a connection paused.
 //!
 //! A connection is `AwaitLogin` until a 2/6 succeeds (only types 2, 4, 6, 7, 11, 300, 920 are accepted;
@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 
 use crate::codec::fields::FieldError;
 use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
-use crate::codec::{ip, Frame};
+use crate::codec::{ip, Frame, FrameBatch};
 use accounts::{hash_password_with_salt, verify_password, Account, FileStore, Level};
 use hashbrown::HashTable;
 use index::{FileId, FileView, Index, NewFile};
@@ -44,6 +44,9 @@ pub struct ConnId(pub u64);
 pub enum Transmit {
     /// Queue this frame on the connection.
     Frame(ConnId, Frame),
+    /// Queue these frames, already encoded, as one item to be written with one call (a search's 201
+    /// results and its 202).
+    Batch(ConnId, FrameBatch),
     /// Close the connection once the frames queued before this are written.
     Close(ConnId),
 }
@@ -1169,28 +1172,32 @@ impl Server {
                 && q.linespeed
                     .is_none_or(|(cmp, n)| cmp.test(u.speed.into(), n))
         });
-        let lines: Vec<String> = hits
-            .into_iter()
-            .filter_map(|(_, f)| {
-                let (c, u) = owner(&f)?;
-                Some(format!(
-                    "\"{}\" {} {} {} {} {} {} {} {}",
-                    f.path,
-                    f.md5,
-                    f.size,
-                    f.bitrate,
-                    f.freq,
-                    f.secs,
-                    u.nick,
-                    ip::to_wire(c.ip),
-                    u.speed
-                ))
-            })
-            .collect();
-        for l in lines {
-            self.send(conn, ty::SEARCH_RESULT, &l);
+        // Results and the 202 go out as one encoded batch: one queue item and one socket write per search,
+        // and no allocation per result.
+        let mut batch = FrameBatch::new();
+        for (_, f) in &hits {
+            let Some((c, u)) = owner(f) else { continue };
+            let line = format_args!(
+                "\"{}\" {} {} {} {} {} {} {} {}",
+                f.path,
+                f.md5,
+                f.size,
+                f.bitrate,
+                f.freq,
+                f.secs,
+                u.nick,
+                ip::to_wire(c.ip),
+                u.speed
+            );
+            // A path is at most a client frame long, so a result always fits; skip one that would not.
+            let _ = batch.push_fmt(ty::SEARCH_RESULT, line);
         }
-        self.send(conn, ty::SEARCH_END, "");
+        drop(hits);
+        let _ = batch.push_fmt(ty::SEARCH_END, format_args!(""));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.pending_searches += 1;
+        }
+        self.out.push_back(Transmit::Batch(conn, batch));
     }
 
     fn browse(&mut self, conn: ConnId, nick: &str) {

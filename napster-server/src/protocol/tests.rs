@@ -37,15 +37,22 @@ impl Sim {
         }
         while let Some(t) = self.s.poll_transmit() {
             match t {
-                Transmit::Frame(c, f) => {
-                    if f.ty == ty::SEARCH_END {
-                        self.s.search_delivered(c);
+                Transmit::Frame(c, f) => self.deliver(c, f),
+                Transmit::Batch(c, b) => {
+                    for f in b.frames() {
+                        self.deliver(c, f);
                     }
-                    self.inbox.entry(c).or_default().push(f)
                 }
                 Transmit::Close(c) => self.closed.push(c),
             }
         }
+    }
+
+    fn deliver(&mut self, c: ConnId, f: Frame) {
+        if f.ty == ty::SEARCH_END {
+            self.s.search_delivered(c);
+        }
+        self.inbox.entry(c).or_default().push(f)
     }
 
     fn connect_from(&mut self, ip: Ipv4Addr) -> ConnId {
@@ -328,8 +335,13 @@ fn pending_search_limit_until_results_are_delivered() {
         .handle_frame(sim.now, b, Frame::text(200, r#"FILENAME CONTAINS "x""#));
     // Nothing delivered yet: the fourth is refused.
     let mut texts = Vec::new();
-    while let Some(Transmit::Frame(_, f)) = sim.s.poll_transmit() {
-        texts.push((f.ty, f.text_payload()));
+    while let Some(t) = sim.s.poll_transmit() {
+        let frames = match t {
+            Transmit::Frame(_, f) => vec![f],
+            Transmit::Batch(_, b) => b.frames(),
+            Transmit::Close(_) => break,
+        };
+        texts.extend(frames.iter().map(|f| (f.ty, f.text_payload())));
     }
     assert_eq!(
         texts[3],
