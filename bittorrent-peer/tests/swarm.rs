@@ -434,3 +434,116 @@ fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
     assert_eq!(s.messages["piece"].in_count, fetched / (16 << 10));
     assert_eq!(std::fs::read(out.join("p.bin")).unwrap(), data);
 }
+
+/// Connects to `node` as a peer of `meta`'s torrent, sends `bad` after the handshake and returns
+/// whether the node closed the connection within `limit` (it may send its own messages first).
+fn rejected_after(node: std::net::SocketAddr, meta: &Metainfo, id: u8, bad: &[u8]) -> bool {
+    let mut s = std::net::TcpStream::connect(node).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let hs = Handshake::new(meta.info_hash, PeerId([id; 20]));
+    s.write_all(&hs.to_bytes()).unwrap();
+    if s.write_all(bad).is_err() {
+        return true;
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let mut b = [0u8; 65536];
+    while std::time::Instant::now() < end {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn peers_breaking_the_protocol_are_dropped_while_a_transfer_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = payload(2 << 20, 5);
+    std::fs::write(src.join("w.bin"), &data).unwrap();
+    let t = make_torrent(
+        &src.join("w.bin"),
+        &dir.path().join("w.torrent"),
+        None,
+        64 << 10,
+    );
+    let meta = Metainfo::load(&t).unwrap();
+    let seed_stats = dir.path().join("seed.json");
+    // 2 MiB at 512 KiB/s: the honest download is under way while the bad peers come and go.
+    let mut seed = seeder(
+        t.to_str().unwrap(),
+        src.to_str().unwrap(),
+        &[
+            "--no-trackers",
+            "--upload-rate",
+            "512k",
+            "--stats-file",
+            seed_stats.to_str().unwrap(),
+        ],
+    );
+    let out = dir.path().join("out");
+    let leech_stats = dir.path().join("leech.json");
+    let mut leech = leecher(
+        t.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &seed.addr().to_string(),
+        &[
+            "--no-trackers",
+            "--stats-file",
+            leech_stats.to_str().unwrap(),
+        ],
+    );
+    let n = meta.info.num_pieces();
+    let msg = |len: u32, id: u8, body: &[u8]| {
+        let mut m = len.to_be_bytes().to_vec();
+        m.push(id);
+        m.extend_from_slice(body);
+        m
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "length prefix over the limit",
+            (u32::MAX >> 1).to_be_bytes().to_vec(),
+        ),
+        ("have with a 2-byte body", msg(3, 4, &[0, 0])),
+        ("bitfield of the wrong size", msg(1 + 1, 5, &[0xff])),
+        ("have of a piece out of range", msg(5, 4, &n.to_be_bytes())),
+        (
+            "request over the block limit",
+            msg(13, 6, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]),
+        ),
+        ("unknown message id", msg(1, 99, &[])),
+    ];
+    let seed_addr = seed.addr();
+    for (i, (what, bad)) in cases.iter().enumerate() {
+        assert!(
+            rejected_after(seed_addr, &meta, 0x40 + i as u8, bad),
+            "{what}: the seeder kept the connection"
+        );
+    }
+    assert!(leech.wait_exit(LIMIT).unwrap().success());
+    assert_eq!(std::fs::read(out.join("w.bin")).unwrap(), data);
+    assert!(seed.terminate(Duration::from_secs(10)).unwrap().success());
+    let s = StatsSnapshot::read_json(&seed_stats).unwrap();
+    assert!(
+        s.errors.get("peer_protocol").copied().unwrap_or(0) >= cases.len() as u64,
+        "{:?}",
+        s.errors
+    );
+    assert_eq!(
+        s.transfers.upload_bytes,
+        data.len() as u64,
+        "one honest copy"
+    );
+    let l = StatsSnapshot::read_json(&leech_stats).unwrap();
+    assert_eq!(l.errors.get("peer_protocol"), None, "{:?}", l.errors);
+}
