@@ -859,11 +859,6 @@ const GNUTELLA_HIT_WAIT: &str = "2";
 const GNUTELLA_RING_WAIT: &str = "1.5";
 
 impl Gnutella {
-    /// Ultrapeer count: one per five peers, at least two (the tutorial's ultrapeer/leaf split).
-    pub fn ultrapeer_count(peers: usize) -> usize {
-        (peers / 5).max(2).min(peers - 1)
-    }
-
     fn base(&self, ctx: &Ctx, name: &str) -> Result<(Command, PathBuf)> {
         let stats = ctx.work.join(format!("stats-{name}.json"));
         let mut c = Command::new(ctx.bin("gnutella-node"));
@@ -967,8 +962,7 @@ impl Driver for Gnutella {
     }
 
     fn start_infrastructure(&mut self, ctx: &Ctx) -> Result<()> {
-        let n = ctx.scn.peers;
-        for p in 1..=Self::ultrapeer_count(n) {
+        for p in 1..=ctx.scn.gnutella_ultrapeer_count() {
             let name = format!("up{p:03}");
             let (mut c, stats) = self.base(ctx, &name)?;
             c.arg(if ctx.scn.gnutella_classic {
@@ -1023,8 +1017,8 @@ impl Driver for Gnutella {
                     self.links.push((name.clone(), other, "bootstrap".into()));
                 }
             } else {
-                // Two ultrapeers per leaf, spread evenly, as leaves of the era kept.
-                for k in 0..2.min(u) {
+                // Leaves of the era kept a few ultrapeers (2 by default), spread evenly.
+                for k in 0..ctx.scn.gnutella_leaf_links.min(u) {
                     let i = (p + k) % u;
                     c.arg("--peer").arg(self.ultrapeers[i].to_string());
                     self.links
@@ -1196,8 +1190,8 @@ impl Driver for Gnutella {
     }
 }
 
-/// KaZaA (FastTrack): supernodes (one per five peers, at least two, linked to each other) and ordinary
-/// nodes registering their shares with two of them; `search` and `get` (by ContentHash) clients.
+/// KaZaA (FastTrack): supernodes (`kazaa_supernodes`, by default one per five peers, at least two, linked
+/// to each other) and ordinary nodes registering their shares with `kazaa_links_per_node` of them; `search` and `get` (by ContentHash) clients.
 #[derive(Default)]
 pub struct Kazaa {
     fleet: Fleet,
@@ -1288,7 +1282,7 @@ impl Driver for Kazaa {
     }
 
     fn start_infrastructure(&mut self, ctx: &Ctx) -> Result<()> {
-        for i in 0..Gnutella::ultrapeer_count(ctx.scn.peers) {
+        for i in 0..ctx.scn.kazaa_supernode_count() {
             let name = format!("sn{i:03}");
             let (mut c, stats) = self.base(ctx, &name)?;
             c.args(["--role", "supernode"]);
@@ -1322,7 +1316,7 @@ impl Driver for Kazaa {
             self.fleet
                 .opts
                 .push(&mut c, &bin, None, &[("--retry-after", Some("2".into()))]);
-            for k in 0..2.min(u) {
+            for k in 0..ctx.scn.kazaa_links_per_node.min(u) {
                 let i = (p + k) % u;
                 c.arg("--peer").arg(self.supernodes[i].to_string());
                 self.links

@@ -100,6 +100,15 @@ pub struct Scenario {
     /// Pollution: downloads of that file per pick (by name, and by content hash where the system has one;
     /// 0: no pollution phase).
     pub pollution_downloads: usize,
+    /// Gnutella ultrapeers, taken from the sharing peers (0: one per five peers, at least two).
+    pub gnutella_ultrapeers: usize,
+    /// Ultrapeers each Gnutella leaf connects to (1..=ultrapeers).
+    pub gnutella_leaf_links: usize,
+    /// KaZaA supernodes, started beside the ordinary nodes and linked to each other (0: one per five
+    /// peers, at least two).
+    pub kazaa_supernodes: usize,
+    /// Supernodes each KaZaA ordinary node registers its shares with (1..=supernodes).
+    pub kazaa_links_per_node: usize,
 }
 
 /// A byte rate as written in a scenario: a number of bytes/s, or text with a k/M/G suffix (`"256k"`).
@@ -170,6 +179,10 @@ impl Default for Scenario {
             decoys: 0,
             pollution_genuine: 2,
             pollution_downloads: 0,
+            gnutella_ultrapeers: 0,
+            gnutella_leaf_links: 2,
+            kazaa_supernodes: 0,
+            kazaa_links_per_node: 2,
         }
     }
 }
@@ -398,7 +411,58 @@ impl Scenario {
                 "decoys + pollution_genuine must leave peer 0 and the churn sources free (at most peers - 1 - churn_sources)",
             ));
         }
+        if self.gnutella_ultrapeers > self.peers - 1 {
+            return Err(invalid(
+                "gnutella_ultrapeers",
+                "must be 0..=peers-1 (0: one per five peers; peer 0 stays a leaf)",
+            ));
+        }
+        if self.gnutella_leaf_links == 0
+            || self.gnutella_leaf_links > self.gnutella_ultrapeer_count()
+        {
+            return Err(invalid(
+                "gnutella_leaf_links",
+                format!(
+                    "must be 1..={} (the ultrapeers of this scenario)",
+                    self.gnutella_ultrapeer_count()
+                ),
+            ));
+        }
+        if self.kazaa_supernodes > MAX_PEERS {
+            return Err(invalid(
+                "kazaa_supernodes",
+                format!("must be 0..={MAX_PEERS} (0: one per five peers)"),
+            ));
+        }
+        if self.kazaa_links_per_node == 0
+            || self.kazaa_links_per_node > self.kazaa_supernode_count()
+        {
+            return Err(invalid(
+                "kazaa_links_per_node",
+                format!(
+                    "must be 1..={} (the supernodes of this scenario)",
+                    self.kazaa_supernode_count()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Gnutella ultrapeers of this run: `gnutella_ultrapeers`, or one per five peers (at least two) as in
+    /// the tutorial's ultrapeer/leaf split.
+    pub fn gnutella_ultrapeer_count(&self) -> usize {
+        match self.gnutella_ultrapeers {
+            0 => (self.peers / 5).max(2).min(self.peers - 1),
+            n => n,
+        }
+    }
+
+    /// KaZaA supernodes of this run: `kazaa_supernodes`, or one per five peers (at least two).
+    pub fn kazaa_supernode_count(&self) -> usize {
+        match self.kazaa_supernodes {
+            0 => (self.peers / 5).max(2),
+            n => n,
+        }
     }
 
     /// The caps of the sharing peers.
@@ -513,6 +577,14 @@ pollution_genuine = 2
 pollution_downloads = 0
 # Most seconds any one search or download may take before it counts as failed.
 op_timeout_secs = 40
+# Roles per system. Gnutella: ultrapeers taken from the sharing peers (0: one per five peers, at least
+# two; peer 0 stays a leaf) and the ultrapeers each leaf connects to. KaZaA: supernodes started beside the
+# ordinary nodes, linked to each other (0: one per five peers, at least two), and the supernodes each
+# ordinary node registers its shares with (its fan-out). Links must not exceed the hubs there are.
+gnutella_ultrapeers = 0
+gnutella_leaf_links = 2
+kazaa_supernodes = 0
+kazaa_links_per_node = 2
 "#;
 
 #[cfg(test)]
@@ -569,6 +641,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("field `flash_sweep[1]`"), "{m}");
+    }
+
+    #[test]
+    fn role_counts_resolve_and_links_are_checked() {
+        let s =
+            Scenario::from_toml("kazaa_supernodes = 3\nkazaa_links_per_node = 3\n", "s").unwrap();
+        assert_eq!(
+            (s.kazaa_supernode_count(), s.gnutella_ultrapeer_count()),
+            (3, 4)
+        );
+        let m = Scenario::from_toml("kazaa_supernodes = 3\nkazaa_links_per_node = 4\n", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("`kazaa_links_per_node`") && m.contains("1..=3"),
+            "{m}"
+        );
+        let m = Scenario::from_toml("kazaa_links_per_node = 0\n", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("`kazaa_links_per_node`"), "{m}");
+        let m = Scenario::from_toml("peers = 6\ngnutella_ultrapeers = 6\n", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("`gnutella_ultrapeers`"), "{m}");
+        let m = Scenario::from_toml("gnutella_ultrapeers = 1\n", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("`gnutella_leaf_links`") && m.contains("1..=1"),
+            "{m}"
+        );
+        let s = Scenario::from_toml("gnutella_ultrapeers = 1\ngnutella_leaf_links = 1\n", "s");
+        assert_eq!(s.unwrap().gnutella_ultrapeer_count(), 1);
+        assert_eq!(Scenario::small().kazaa_supernode_count(), 2);
     }
 
     #[test]

@@ -308,6 +308,8 @@ decoys = 3
 pollution_genuine = 1
 pollution_downloads = 2
 op_timeout_secs = 30
+kazaa_supernodes = 3
+kazaa_links_per_node = 1
 "#,
     );
     let by = |name: &str| {
@@ -321,6 +323,27 @@ op_timeout_secs = 30
     };
     let k = by("kazaa");
     assert!(k["unavailable"].is_null(), "{}", k["unavailable"]);
+    // The fan-out knobs: three supernodes, each of which heard from someone, and one link per node.
+    let sns: Vec<&Value> = k["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["infrastructure"] == true)
+        .collect();
+    assert_eq!(sns.len(), 3, "{sns:?}");
+    assert!(
+        sns.iter().all(|n| n["control_in"].as_u64().unwrap() > 0),
+        "{sns:?}"
+    );
+    let edges = k["edges"].as_array().unwrap();
+    for p in 0..8 {
+        let on = format!("on{p:03}");
+        let links = edges
+            .iter()
+            .filter(|e| e[0] == on.as_str() && e[2] == "bootstrap")
+            .count();
+        assert_eq!(links, 1, "{on}: {edges:?}");
+    }
     let churn = &k["churn"];
     let left = churn["departures"].as_array().unwrap();
     assert_eq!(left.len(), 2);
