@@ -324,6 +324,34 @@ fn s8_6_search_rules() {
 }
 
 #[test]
+fn a_search_reply_is_one_batch_of_results_then_202() {
+    let mut sim = Sim::new(Config::default());
+    let a = sim.login("alice", 6699);
+    for i in 0..3 {
+        sim.share(a, &format!("C:\\mp3\\song {i}.mp3"), 128);
+    }
+    let b = sim.login("bob", 6699);
+    sim.s
+        .handle_frame(sim.now, b, Frame::text(200, r#"FILENAME CONTAINS "song""#));
+    let mut items = Vec::new();
+    while let Some(t) = sim.s.poll_transmit() {
+        items.push(t);
+    }
+    // One item for the whole reply, so the node queues it once and writes it with one call.
+    let [Transmit::Batch(to, batch)] = &items[..] else {
+        panic!("expected one batch, got {items:?}");
+    };
+    assert_eq!(*to, b);
+    let frames = batch.frames();
+    let types: Vec<u16> = frames.iter().map(|f| f.ty).collect();
+    assert_eq!(types, vec![201, 201, 201, 202]);
+    assert_eq!(
+        frames[0].text_payload(),
+        "\"C:\\mp3\\song 0.mp3\" 0123456789abcdef0123456789abcdef 5000 128 44100 180 alice 16777343 7"
+    );
+}
+
+#[test]
 fn pending_search_limit_until_results_are_delivered() {
     let mut sim = Sim::new(Config::default());
     let b = sim.login("bob", 6699);
