@@ -167,9 +167,11 @@ pub fn latin1_decode(bytes: &[u8]) -> String {
 /// Maps text back to bytes one char per byte; chars above U+00FF (which [`latin1_decode`] never produces)
 /// become `?`.
 pub fn latin1_encode(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
+    text.chars().map(latin1_byte).collect()
+}
+
+fn latin1_byte(c: char) -> u8 {
+    u8::try_from(u32::from(c)).unwrap_or(b'?')
 }
 
 /// Several frames for one connection encoded back to back, so they reach the socket as one queue item and
@@ -189,10 +191,7 @@ impl std::fmt::Write for Latin1Sink<'_> {
         if s.is_ascii() {
             self.0.extend_from_slice(s.as_bytes());
         } else {
-            self.0.extend(
-                s.chars()
-                    .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
-            );
+            self.0.extend(s.chars().map(latin1_byte));
         }
         Ok(())
     }
