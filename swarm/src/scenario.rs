@@ -48,11 +48,12 @@ pub struct Scenario {
     /// Extra flash crowds of these sizes, one after the other, for the "completion time against the number
     /// of downloaders" plot (empty: none).
     pub flash_sweep: Vec<usize>,
-    /// Downloads of a file whose only source leaves while they run (churn).
+    /// Downloads of the churn file, `churn_leaving` of whose `churn_sources` leave while they run.
     pub churn_downloads: usize,
     /// Size of the churn file, KiB.
     pub churn_file_kib: u64,
-    /// Milliseconds after the churn downloads start when their source leaves.
+    /// Spacing of the departures: churn source k leaves `(k + 1)` times this many milliseconds after the
+    /// churn downloads start.
     pub churn_leave_after_ms: u64,
     /// BitTorrent piece size, KiB (a power of two, at least 16).
     pub bittorrent_piece_kib: u64,
