@@ -12,6 +12,11 @@
 //! TRACKER_BENCH_SECS=10 TRACKER_BENCH_HASHES=20000 TRACKER_BENCH_CONNS=64 cargo bench -p tracker --bench tracker_load
 //! ```
 //!
+//! `TRACKER_BENCH_OURS=/path/to/tracker` runs that binary as "ours" instead of this build's (to compare
+//! against an older commit). The UDP load announces every peer of every swarm once, in order, before it
+//! goes random, so the peak memory of runs that reach that many announces is comparable across runs
+//! whatever the request rate.
+//!
 //! Debian's opentracker is built allow-list only: the bench writes every info-hash it uses to its whitelist.
 //!
 //! aquatic_udp (crates.io, version [`AQUATIC_VERSION`]) joins the UDP run: the bench uses `$AQUATIC_UDP` or
@@ -76,6 +81,16 @@ fn hash_of(i: usize) -> InfoHash {
 fn announce_of(rng: &mut Rng, hashes: usize) -> (InfoHash, PeerId, u16, u64) {
     let h = (rng.next() % hashes as u64) as usize;
     let p = (rng.next() % PEERS_PER_HASH as u64) as usize;
+    swarm_peer(h, p)
+}
+
+/// Peer `k` of the whole load: swarm `k / PEERS_PER_HASH`, peer `k % PEERS_PER_HASH`.
+fn peer_of(k: usize) -> (InfoHash, PeerId, u16, u64) {
+    swarm_peer(k / PEERS_PER_HASH, k % PEERS_PER_HASH)
+}
+
+/// Peer `p` of swarm `h`: its id, port and bytes left.
+fn swarm_peer(h: usize, p: usize) -> (InfoHash, PeerId, u16, u64) {
     let mut id = [b'-'; 20];
     id[..8].copy_from_slice(b"-BN0001-");
     id[8..16].copy_from_slice(&(h as u64).to_be_bytes());
@@ -124,7 +139,8 @@ struct Target {
 fn start_ours(hashes: usize) -> Target {
     let _ = hashes;
     let mut child = Command::new("taskset")
-        .args(["-c", "0", env!("CARGO_BIN_EXE_tracker")])
+        .args(["-c", "0"])
+        .arg(std::env::var_os("TRACKER_BENCH_OURS").unwrap_or(env!("CARGO_BIN_EXE_tracker").into()))
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -444,8 +460,16 @@ fn udp_load(target: SocketAddr, secs: u64, hashes: usize) {
     let mut lat_us: Vec<u32> = Vec::with_capacity(1 << 20);
     let mut tid: u32 = 0;
     let mut pkt = Vec::with_capacity(128);
+    // Every peer once, in order, then random: the table is full after this many, whatever the rate.
+    let fill = hashes * PEERS_PER_HASH;
+    let mut k = 0usize;
     let mut send = |sock: &UdpSocket, cid: u64, tid: &mut u32, sent_at: &mut [Option<Instant>]| {
-        let (h, p, port, left) = announce_of(&mut rng, hashes);
+        let (h, p, port, left) = if k < fill {
+            k += 1;
+            peer_of(k - 1)
+        } else {
+            announce_of(&mut rng, hashes)
+        };
         *tid = tid.wrapping_add(1);
         pkt.clear();
         Request::Announce(udp::AnnounceRequest {

@@ -472,8 +472,9 @@ impl ScrapeRequest {
 pub struct PeerEntry {
     /// Where to reach it.
     pub addr: SocketAddr,
-    /// Its id (sent only in the dictionary form without `no_peer_id`).
-    pub peer_id: PeerId,
+    /// Its id (sent only in the dictionary form without `no_peer_id`; `None` when the tracker does not
+    /// hold it, and then the entry goes without `peer id`).
+    pub peer_id: Option<PeerId>,
 }
 
 /// How the peer list is written.
@@ -613,9 +614,9 @@ pub fn write_announce(out: &mut Vec<u8>, r: &AnnounceReply<'_>) {
                 };
                 let _ = write!(t, "{}", p.addr.ip());
                 push_bytes(out, &t.buf[..t.len]);
-                if with_peer_id {
+                if let (true, Some(id)) = (with_peer_id, &p.peer_id) {
                     out.extend_from_slice(b"7:peer id");
-                    push_bytes(out, &p.peer_id.0);
+                    push_bytes(out, &id.0);
                 }
                 out.extend_from_slice(b"4:port");
                 push_int(out, u64::from(p.addr.port()));
@@ -869,8 +870,8 @@ mod tests {
                                 l.emit_with(|e| {
                                     e.emit_unsorted_dict(|d| {
                                         d.emit_pair(b"port", p.addr.port())?;
-                                        if with_peer_id {
-                                            d.emit_pair(b"peer id", AsString(&p.peer_id.0[..]))?;
+                                        if let (true, Some(id)) = (with_peer_id, &p.peer_id) {
+                                            d.emit_pair(b"peer id", AsString(&id.0[..]))?;
                                         }
                                         d.emit_pair(b"ip", p.addr.ip().to_string())
                                     })
@@ -899,9 +900,11 @@ mod tests {
         let v6 = (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| {
             SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
         });
-        (prop_oneof![v4, v6], any::<[u8; 20]>()).prop_map(|(addr, id)| PeerEntry {
-            addr,
-            peer_id: PeerId(id),
+        (prop_oneof![v4, v6], proptest::option::of(any::<[u8; 20]>())).prop_map(|(addr, id)| {
+            PeerEntry {
+                addr,
+                peer_id: id.map(PeerId),
+            }
         })
     }
 

@@ -145,6 +145,7 @@ impl Service {
             event: req.event,
             numwant: req.numwant,
             want_ipv6: None,
+            want_peer_ids: !req.compact && !req.no_peer_id,
         };
         match self
             .tracker
@@ -263,6 +264,7 @@ impl Service {
                     event: a.event,
                     numwant: u32::try_from(a.num_want).ok(),
                     want_ipv6: Some(src_ip.is_ipv6()),
+                    want_peer_ids: false,
                 };
                 match self
                     .tracker

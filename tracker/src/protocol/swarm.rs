@@ -16,16 +16,23 @@
 //!   all gone; torrents with a non-zero `downloaded` counter are kept for their counter until the table is
 //!   more than [`KEEP_EMPTY_FRACTION`] full, and then the least recently active empty ones go first. A flood
 //!   therefore fills the table for at most one peer timeout after it stops.
-//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 30- and 42-byte entries; the IPv6
+//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 18- and 30-byte entries; the IPv6
 //!   list is only allocated when needed). A dual-stack peer that names its other address (`ipv4=` /
 //!   `ipv6=`, [`Announce::alt_addr`]) is listed under both families but counted once; a peer that
 //!   announces separately over each family (as BEP 7 now recommends) has an entry, and a count, per family.
+//! - Peer identity is a 64-bit keyed hash of the peer id (SipHash-1-3, key drawn from the first `rng`), not
+//!   the 20-byte id: a third of the entry's size, and without the key nobody can make two ids collide on
+//!   purpose. Full ids are only needed for the BEP 3 dictionary form with `peer id`, so a torrent keeps them
+//!   in a side table from the first announce that asks for that form ([`Announce::want_peer_ids`]) on; peers
+//!   that have not announced since then are listed without `peer id` (as with `no_peer_id=1`) until their
+//!   next announce.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use siphasher::sip::SipHasher13;
 
 use crate::codec::http::{PeerEntry, ScrapeCounts};
 use crate::codec::{Event, InfoHash, PeerId};
@@ -106,7 +113,13 @@ pub struct Announce {
     /// Only peers of this address family (`Some(true)`: IPv6), for transports whose reply can carry one
     /// family only (BEP 15); `None` for any.
     pub want_ipv6: Option<bool>,
+    /// The reply lists peers with their `peer id` (BEP 3 dictionary form): the torrent starts keeping full
+    /// peer ids (module doc).
+    pub want_peer_ids: bool,
 }
+
+/// A peer id as stored: its keyed 64-bit hash (module doc).
+type IdHash = u64;
 
 /// Counters returned with every announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -154,11 +167,12 @@ const ALT: u32 = 1 << 30;
 /// The rest of [`Peer::stamp`]: last announce, seconds since the tracker's epoch (34 years).
 const TIME_MASK: u32 = ALT - 1;
 
-/// One peer, packed with byte alignment: 30 bytes for IPv4 and 42 for IPv6, where `SocketAddr` and
-/// `Instant` would take 72 (peers are most of a tracker's memory).
+/// One peer, packed with byte alignment: 18 bytes for IPv4 and 30 for IPv6, where the 20-byte id,
+/// `SocketAddr` and `Instant` would take 72 (peers are most of a tracker's memory).
 #[derive(Clone, Copy, Debug)]
 struct Peer<A> {
-    peer_id: PeerId,
+    /// Little-endian [`IdHash`].
+    id: [u8; 8],
     ip: A,
     port: [u8; 2],
     /// Little-endian `last_seen | SEEDER | ALT`.
@@ -166,6 +180,9 @@ struct Peer<A> {
 }
 
 impl<A: PackedIp> Peer<A> {
+    fn id(&self) -> IdHash {
+        u64::from_le_bytes(self.id)
+    }
     fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip.unpack(), u16::from_be_bytes(self.port))
     }
@@ -197,7 +214,7 @@ struct PeerList<A> {
     /// Peer id -> position in `peers`, only for swarms above [`LINEAR_SCAN_MAX`].
     /// Boxed: most swarms are small and never need one, so the empty case costs one word.
     #[allow(clippy::box_collection)] // the point is the 8-byte `None`, not the heap placement
-    index: Option<Box<HashMap<PeerId, u32>>>,
+    index: Option<Box<HashMap<IdHash, u32>>>,
     /// Counted (non-[`ALT`]) seeders.
     seeders: u32,
     /// [`ALT`] entries (listed, not counted).
@@ -237,10 +254,10 @@ impl<A: PackedIp> PeerList<A> {
         }
     }
 
-    fn find(&self, id: &PeerId) -> Option<usize> {
+    fn find(&self, id: IdHash) -> Option<usize> {
         match &self.index {
-            Some(ix) => ix.get(id).map(|&i| i as usize),
-            None => self.peers.iter().position(|p| p.peer_id == *id),
+            Some(ix) => ix.get(&id).map(|&i| i as usize),
+            None => self.peers.iter().position(|p| p.id() == id),
         }
     }
 
@@ -256,14 +273,14 @@ impl<A: PackedIp> PeerList<A> {
         let i = self.peers.len() - 1;
         match &mut self.index {
             Some(ix) => {
-                ix.insert(p.peer_id, i as u32);
+                ix.insert(p.id(), i as u32);
             }
             None if self.peers.len() > LINEAR_SCAN_MAX => {
                 self.index = Some(Box::new(
                     self.peers
                         .iter()
                         .enumerate()
-                        .map(|(i, p)| (p.peer_id, i as u32))
+                        .map(|(i, p)| (p.id(), i as u32))
                         .collect(),
                 ));
             }
@@ -275,9 +292,9 @@ impl<A: PackedIp> PeerList<A> {
         let p = self.peers.swap_remove(i);
         self.account(p.bits(), false);
         if let Some(ix) = &mut self.index {
-            ix.remove(&p.peer_id);
+            ix.remove(&p.id());
             if let Some(moved) = self.peers.get(i) {
-                ix.insert(moved.peer_id, i as u32);
+                ix.insert(moved.id(), i as u32);
             }
             if self.peers.len() <= LINEAR_SCAN_MAX / 2 {
                 self.index = None;
@@ -290,12 +307,12 @@ impl<A: PackedIp> PeerList<A> {
     }
 
     /// Inserts or updates the entry of `id`; returns 1 if a new entry was stored, else 0.
-    fn upsert(&mut self, cap: usize, id: PeerId, addr: SocketAddr, bits: u32) -> usize {
+    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32) -> usize {
         let Some(ip) = A::pack(addr.ip()) else {
             return 0;
         };
         let port = addr.port().to_be_bytes();
-        match self.find(&id) {
+        match self.find(id) {
             Some(i) => {
                 let old = self.peers[i].bits();
                 self.account(old, false);
@@ -308,7 +325,7 @@ impl<A: PackedIp> PeerList<A> {
             }
             None if self.peers.len() < cap => {
                 self.push(Peer {
-                    peer_id: id,
+                    id: id.to_le_bytes(),
                     ip,
                     port,
                     stamp: bits.to_le_bytes(),
@@ -320,7 +337,7 @@ impl<A: PackedIp> PeerList<A> {
     }
 
     /// Removes the entry of `id`; returns 1 if there was one.
-    fn remove(&mut self, id: &PeerId) -> usize {
+    fn remove(&mut self, id: IdHash) -> usize {
         match self.find(id) {
             Some(i) => {
                 self.remove_at(i);
@@ -353,10 +370,12 @@ impl<A: PackedIp> PeerList<A> {
         &self,
         rng: &mut impl Rng,
         n: usize,
-        me: &Announce,
+        me: (IdHash, &Announce),
         seeder: bool,
+        ids: Option<&HashMap<IdHash, PeerId>>,
         out: &mut Vec<PeerEntry>,
     ) {
+        let (me_id, me) = me;
         let len = self.peers.len();
         if len == 0 || n == 0 {
             return;
@@ -365,7 +384,7 @@ impl<A: PackedIp> PeerList<A> {
         let mut taken = 0;
         for k in 0..len {
             let p = &self.peers[(start + k) % len];
-            if p.peer_id == me.peer_id || (seeder && p.seeder()) {
+            if p.id() == me_id || (seeder && p.seeder()) {
                 continue;
             }
             let addr = p.addr();
@@ -374,7 +393,7 @@ impl<A: PackedIp> PeerList<A> {
             }
             out.push(PeerEntry {
                 addr,
-                peer_id: p.peer_id,
+                peer_id: ids.and_then(|m| m.get(&p.id()).copied()),
             });
             taken += 1;
             if taken == n {
@@ -389,9 +408,13 @@ struct Torrent {
     v4: PeerList<[u8; 4]>,
     /// Boxed and optional: most torrents have no IPv6 peer.
     v6: Option<Box<PeerList<[u8; 16]>>>,
+    /// Full peer ids by hash, kept once a client of this swarm asked for them (module doc).
+    #[allow(clippy::box_collection)] // as `PeerList::index`: the empty case costs one word
+    ids: Option<Box<HashMap<IdHash, PeerId>>>,
     /// Seconds since the tracker's epoch.
     last_activity: u32,
-    downloaded: u64,
+    /// `completed` events (saturating: u32 keeps the entry at 64 bytes).
+    downloaded: u32,
 }
 
 impl Torrent {
@@ -399,6 +422,7 @@ impl Torrent {
         Torrent {
             v4: PeerList::new(),
             v6: None,
+            ids: None,
             downloaded: 0,
             last_activity: now,
         }
@@ -422,7 +446,7 @@ impl Torrent {
     }
 
     /// Whether `id` is known as a counted seeder in either family.
-    fn known_seeder(&self, id: &PeerId) -> bool {
+    fn known_seeder(&self, id: IdHash) -> bool {
         let in4 = self
             .v4
             .find(id)
@@ -438,7 +462,7 @@ impl Torrent {
     }
 
     /// Stores `addr` for `id` (as a counted entry, or an [`ALT`] one); returns new entries stored.
-    fn upsert(&mut self, cap: usize, id: PeerId, addr: SocketAddr, bits: u32) -> usize {
+    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32) -> usize {
         if addr.ip().to_canonical().is_ipv6() {
             self.v6_mut().upsert(cap, id, addr, bits)
         } else {
@@ -446,7 +470,7 @@ impl Torrent {
         }
     }
 
-    fn remove(&mut self, id: &PeerId) -> usize {
+    fn remove(&mut self, id: IdHash) -> usize {
         let mut n = self.v4.remove(id);
         if let Some(l) = &mut self.v6 {
             n += l.remove(id);
@@ -454,7 +478,27 @@ impl Torrent {
                 self.v6 = None;
             }
         }
+        if let Some(ids) = &mut self.ids {
+            ids.remove(&id);
+        }
+        self.trim_ids();
         n
+    }
+
+    /// Keeps the side table of full ids in step with the peers held, and no bigger than it needs to be.
+    fn trim_ids(&mut self) {
+        if self.is_empty() {
+            self.ids = None;
+        } else if let Some(ids) = &mut self.ids {
+            if ids.capacity() > 2 * ids.len() + 8 {
+                ids.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Whether `id` has an entry of either family.
+    fn holds(&self, id: IdHash) -> bool {
+        self.v4.find(id).is_some() || self.v6.as_ref().is_some_and(|l| l.find(id).is_some())
     }
 
     fn expire(&mut self, now: u32, timeout: u32) -> usize {
@@ -465,6 +509,13 @@ impl Torrent {
                 self.v6 = None;
             }
         }
+        if n > 0 {
+            if let Some(mut ids) = self.ids.take() {
+                ids.retain(|&h, _| self.holds(h));
+                self.ids = Some(ids);
+            }
+            self.trim_ids();
+        }
         n
     }
 
@@ -474,12 +525,13 @@ impl Torrent {
         &self,
         rng: &mut impl Rng,
         n: usize,
-        me: &Announce,
+        me: (IdHash, &Announce),
         seeder: bool,
         out: &mut Vec<PeerEntry>,
     ) {
+        let ids = self.ids.as_deref();
         let len6 = self.v6.as_ref().map_or(0, |l| l.len());
-        let (n4, n6) = match me.want_ipv6 {
+        let (n4, n6) = match me.1.want_ipv6 {
             Some(true) => (0, n),
             Some(false) => (n, 0),
             None if len6 == 0 => (n, 0),
@@ -488,9 +540,9 @@ impl Torrent {
                 (n - n6, n6)
             }
         };
-        self.v4.select(rng, n4, me, seeder, out);
+        self.v4.select(rng, n4, me, seeder, ids, out);
         if let Some(l) = &self.v6 {
-            l.select(rng, n6, me, seeder, out);
+            l.select(rng, n6, me, seeder, ids, out);
         }
     }
 }
@@ -503,6 +555,8 @@ pub struct Tracker {
     peers_total: usize,
     /// The first `now` seen; peer times are seconds since it.
     epoch: Option<Instant>,
+    /// SipHash key of the peer-id hashes, drawn from the first announce's `rng`.
+    id_key: Option<(u64, u64)>,
 }
 
 impl Tracker {
@@ -513,6 +567,7 @@ impl Tracker {
             torrents: HashMap::new(),
             peers_total: 0,
             epoch: None,
+            id_key: None,
         }
     }
 
@@ -541,6 +596,13 @@ impl Tracker {
             }
         }
         let now_secs = self.secs(now);
+        let (k0, k1) = *self.id_key.get_or_insert_with(|| (rng.gen(), rng.gen()));
+        let id = {
+            use std::hash::Hasher;
+            let mut h = SipHasher13::new_with_keys(k0, k1);
+            h.write(&a.peer_id.0);
+            h.finish()
+        };
         if !self.torrents.contains_key(&a.info_hash) {
             if a.event == Event::Stopped {
                 // Nothing to remove and nothing worth creating a torrent for.
@@ -557,25 +619,34 @@ impl Tracker {
             .or_insert_with(|| Torrent::new(now_secs));
         t.last_activity = now_secs;
         if a.event == Event::Stopped {
-            self.peers_total -= t.remove(&a.peer_id);
+            self.peers_total -= t.remove(id);
             return Ok(t.counts());
         }
         let seeder = a.left == 0 || a.event == Event::Completed;
-        if a.event == Event::Completed && !t.known_seeder(&a.peer_id) {
-            t.downloaded += 1;
+        if a.event == Event::Completed && !t.known_seeder(id) {
+            t.downloaded = t.downloaded.saturating_add(1);
         }
-        let mut added = t.upsert(cap, a.peer_id, a.addr, stamp(now_secs, seeder, false));
+        let mut added = t.upsert(cap, id, a.addr, stamp(now_secs, seeder, false));
         if let Some(alt) = a.alt_addr {
             if alt.ip().to_canonical().is_ipv6() != a.addr.ip().to_canonical().is_ipv6() {
-                added += t.upsert(cap, a.peer_id, alt, stamp(now_secs, seeder, true));
+                added += t.upsert(cap, id, alt, stamp(now_secs, seeder, true));
             }
         }
         self.peers_total += added;
+        if a.want_peer_ids && t.ids.is_none() {
+            t.ids = Some(Box::default());
+        }
+        // A peer refused for the per-torrent cap has no entry, so no id either.
+        if t.ids.is_some() && t.holds(id) {
+            if let Some(ids) = &mut t.ids {
+                ids.insert(id, a.peer_id);
+            }
+        }
         let n = a
             .numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_peers) as usize;
-        t.select(rng, n, a, seeder, out);
+        t.select(rng, n, (id, a), seeder, out);
         Ok(t.counts())
     }
 
@@ -604,7 +675,7 @@ impl Tracker {
                 let c = t.counts();
                 ScrapeCounts {
                     complete: c.complete,
-                    downloaded: t.downloaded,
+                    downloaded: u64::from(t.downloaded),
                     incomplete: c.incomplete,
                 }
             })
@@ -634,10 +705,10 @@ impl Tracker {
             }
         }
         if let Some(t) = self.torrents.get_mut(&h) {
-            t.downloaded = t.downloaded.max(downloaded);
+            t.downloaded = t.downloaded.max(downloaded.min(u64::from(u32::MAX)) as u32);
         } else if self.torrents.len() < self.cfg.max_torrents && downloaded > 0 {
             let mut t = Torrent::new(self.secs(now));
-            t.downloaded = downloaded;
+            t.downloaded = downloaded.min(u64::from(u32::MAX)) as u32;
             self.torrents.insert(h, t);
         }
     }
@@ -689,6 +760,7 @@ mod tests {
             event,
             numwant: None,
             want_ipv6: None,
+            want_peer_ids: true,
         }
     }
 
@@ -703,8 +775,8 @@ mod tests {
 
     #[test]
     fn peers_are_packed() {
-        assert_eq!(size_of::<Peer<[u8; 4]>>(), 30);
-        assert_eq!(size_of::<Peer<[u8; 16]>>(), 42);
+        assert_eq!(size_of::<Peer<[u8; 4]>>(), 18);
+        assert_eq!(size_of::<Peer<[u8; 16]>>(), 30);
         assert!(size_of::<Torrent>() <= 64, "{}", size_of::<Torrent>());
         let mut l4 = PeerList::<[u8; 4]>::new();
         let mut l6 = PeerList::<[u8; 16]>::new();
@@ -713,7 +785,7 @@ mod tests {
             .enumerate()
         {
             let a: SocketAddr = a.parse().unwrap();
-            let id = PeerId([i as u8; 20]);
+            let id = i as IdHash;
             let bits = stamp(TIME_MASK, true, false);
             assert_eq!(l4.upsert(10, id, a, bits) + l6.upsert(10, id, a, bits), 1);
             let got = l4
@@ -807,12 +879,12 @@ mod tests {
         t.announce(now, &mut rng, &ann(1, 2, 0, Event::Started), &mut out)
             .unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].peer_id, PeerId([1; 20]));
+        assert_eq!(out[0].peer_id, Some(PeerId([1; 20])));
         let c = t
             .announce(now, &mut rng, &ann(1, 1, 10, Event::None), &mut out)
             .unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].peer_id, PeerId([2; 20]));
+        assert_eq!(out[0].peer_id, Some(PeerId([2; 20])));
         assert_eq!(
             c,
             SwarmCounts {
@@ -845,6 +917,52 @@ mod tests {
     }
 
     #[test]
+    fn full_peer_ids_only_for_swarms_that_ask() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let compact = |p| Announce {
+            want_peer_ids: false,
+            ..ann(1, p, 5, Event::Started)
+        };
+        t.announce(now, &mut rng, &compact(1), &mut out).unwrap();
+        t.announce(now, &mut rng, &compact(2), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].peer_id, None, "compact-only swarm keeps no ids");
+        assert!(t.torrents[&InfoHash([1; 20])].ids.is_none());
+        // The first dictionary request starts the side table; peer 1 is known from its next announce on.
+        t.announce(now, &mut rng, &ann(1, 3, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|p| p.peer_id.is_none()));
+        t.announce(now, &mut rng, &compact(1), &mut out).unwrap();
+        let ids: HashSet<_> = out.iter().map(|p| p.peer_id).collect();
+        assert_eq!(ids, HashSet::from([None, Some(PeerId([3; 20]))]));
+        t.announce(now, &mut rng, &ann(1, 3, 5, Event::None), &mut out)
+            .unwrap();
+        let ids: HashSet<_> = out.iter().map(|p| p.peer_id).collect();
+        assert_eq!(ids, HashSet::from([None, Some(PeerId([1; 20]))]));
+        // Stopped and expiry drop the full ids with the peers; once the table exists every announce fills it.
+        t.announce(now, &mut rng, &ann(1, 1, 5, Event::Stopped), &mut out)
+            .unwrap();
+        assert_eq!(
+            t.torrents[&InfoHash([1; 20])].ids.as_ref().unwrap().len(),
+            1
+        );
+        let later = now + t.config().peer_timeout + Duration::from_secs(1);
+        t.announce(later, &mut rng, &compact(2), &mut out).unwrap();
+        t.expire(later);
+        let tor = &t.torrents[&InfoHash([1; 20])];
+        assert_eq!(
+            (tor.len(), tor.ids.as_ref().unwrap().len()),
+            (1, 1),
+            "peer 3 expired"
+        );
+        t.announce(later, &mut rng, &ann(1, 4, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].peer_id, Some(PeerId([2; 20])));
+    }
+
+    #[test]
     fn seeders_get_no_seeders() {
         let (mut t, mut rng, now, mut out) = setup();
         for p in 1..=5 {
@@ -856,7 +974,7 @@ mod tests {
         t.announce(now, &mut rng, &ann(1, 1, 0, Event::None), &mut out)
             .unwrap();
         assert_eq!(out.len(), 1, "a seeder only learns leechers");
-        assert_eq!(out[0].peer_id, PeerId([9; 20]));
+        assert_eq!(out[0].peer_id, Some(PeerId([9; 20])));
         t.announce(now, &mut rng, &ann(1, 9, 5, Event::None), &mut out)
             .unwrap();
         assert_eq!(out.len(), 5, "a leecher learns every seeder");
