@@ -739,6 +739,11 @@ impl Tracker {
                 self.torrents.remove(&h);
             }
         }
+        // hashbrown never shrinks by itself: after a flood expires, give the table back.
+        if self.torrents.capacity() > 2 * self.torrents.len() + 64 {
+            self.torrents
+                .shrink_to(self.torrents.len() + self.torrents.len() / 4);
+        }
         removed
     }
 }
@@ -960,6 +965,28 @@ mod tests {
             .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].peer_id, Some(PeerId([2; 20])));
+    }
+
+    #[test]
+    fn torrent_table_shrinks_after_expiry() {
+        let (mut t, mut rng, now, mut out) = setup();
+        for h in 0..2000u32 {
+            let mut a = ann(0, 1, 5, Event::Started);
+            a.info_hash.0[..4].copy_from_slice(&h.to_le_bytes());
+            t.announce(now, &mut rng, &a, &mut out).unwrap();
+        }
+        let full = t.torrents.capacity();
+        assert!(full >= 2000);
+        let later = now + t.config().peer_timeout + Duration::from_secs(1);
+        t.announce(later, &mut rng, &ann(1, 1, 5, Event::Started), &mut out)
+            .unwrap();
+        t.expire(later);
+        assert_eq!(t.torrent_count(), 1);
+        assert!(
+            t.torrents.capacity() < full / 4,
+            "{}",
+            t.torrents.capacity()
+        );
     }
 
     #[test]
