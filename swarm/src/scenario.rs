@@ -418,33 +418,32 @@ impl Scenario {
                 "must be 0..=peers-1 (0: one per five peers; peer 0 stays a leaf)",
             ));
         }
-        if self.gnutella_leaf_links == 0
-            || self.gnutella_leaf_links > self.gnutella_ultrapeer_count()
-        {
-            return Err(invalid(
-                "gnutella_leaf_links",
-                format!(
-                    "must be 1..={} (the ultrapeers of this scenario)",
-                    self.gnutella_ultrapeer_count()
-                ),
-            ));
-        }
         if self.kazaa_supernodes > MAX_PEERS {
             return Err(invalid(
                 "kazaa_supernodes",
                 format!("must be 0..={MAX_PEERS} (0: one per five peers)"),
             ));
         }
-        if self.kazaa_links_per_node == 0
-            || self.kazaa_links_per_node > self.kazaa_supernode_count()
-        {
-            return Err(invalid(
+        for (field, links, hubs, what) in [
+            (
+                "gnutella_leaf_links",
+                self.gnutella_leaf_links,
+                self.gnutella_ultrapeer_count(),
+                "ultrapeers",
+            ),
+            (
                 "kazaa_links_per_node",
-                format!(
-                    "must be 1..={} (the supernodes of this scenario)",
-                    self.kazaa_supernode_count()
-                ),
-            ));
+                self.kazaa_links_per_node,
+                self.kazaa_supernode_count(),
+                "supernodes",
+            ),
+        ] {
+            if links == 0 || links > hubs {
+                return Err(invalid(
+                    field,
+                    format!("must be 1..={hubs} (the {what} of this scenario)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -592,6 +591,11 @@ kazaa_links_per_node = 2
 mod tests {
     use super::*;
 
+    /// The error message of a scenario text that must be refused.
+    fn err(text: &str) -> String {
+        Scenario::from_toml(text, "s.toml").unwrap_err().to_string()
+    }
+
     #[test]
     fn example_is_the_default() {
         let s = Scenario::from_toml(EXAMPLE, "example").unwrap();
@@ -629,18 +633,12 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let m = Scenario::from_toml("peers = \"many\"\n", "s.toml")
-            .unwrap_err()
-            .to_string();
+        let m = err("peers = \"many\"\n");
         assert!(m.contains("field `peers`"), "{m}");
         assert!(m.contains("invalid type") && m.contains("line 1"), "{m}");
-        let m = Scenario::from_toml("seed = 1\nsystems = \"napster\"\n", "s.toml")
-            .unwrap_err()
-            .to_string();
+        let m = err("seed = 1\nsystems = \"napster\"\n");
         assert!(m.contains("field `systems`") && m.contains("line 2"), "{m}");
-        let m = Scenario::from_toml("flash_sweep = [2, \"x\"]\n", "s.toml")
-            .unwrap_err()
-            .to_string();
+        let m = err("flash_sweep = [2, \"x\"]\n");
         assert!(m.contains("field `flash_sweep[1]`"), "{m}");
     }
 
@@ -652,24 +650,16 @@ mod tests {
             (s.kazaa_supernode_count(), s.gnutella_ultrapeer_count()),
             (3, 4)
         );
-        let m = Scenario::from_toml("kazaa_supernodes = 3\nkazaa_links_per_node = 4\n", "s")
-            .unwrap_err()
-            .to_string();
+        let m = err("kazaa_supernodes = 3\nkazaa_links_per_node = 4\n");
         assert!(
             m.contains("`kazaa_links_per_node`") && m.contains("1..=3"),
             "{m}"
         );
-        let m = Scenario::from_toml("kazaa_links_per_node = 0\n", "s")
-            .unwrap_err()
-            .to_string();
+        let m = err("kazaa_links_per_node = 0\n");
         assert!(m.contains("`kazaa_links_per_node`"), "{m}");
-        let m = Scenario::from_toml("peers = 6\ngnutella_ultrapeers = 6\n", "s")
-            .unwrap_err()
-            .to_string();
+        let m = err("peers = 6\ngnutella_ultrapeers = 6\n");
         assert!(m.contains("`gnutella_ultrapeers`"), "{m}");
-        let m = Scenario::from_toml("gnutella_ultrapeers = 1\n", "s")
-            .unwrap_err()
-            .to_string();
+        let m = err("gnutella_ultrapeers = 1\n");
         assert!(
             m.contains("`gnutella_leaf_links`") && m.contains("1..=1"),
             "{m}"
@@ -681,17 +671,11 @@ mod tests {
 
     #[test]
     fn out_of_range_is_named() {
-        let m = Scenario::from_toml("bittorrent_piece_kib = 20\n", "s.toml")
-            .unwrap_err()
-            .to_string();
+        let m = err("bittorrent_piece_kib = 20\n");
         assert!(m.contains("bittorrent_piece_kib"), "{m}");
-        let m = Scenario::from_toml("systems = [\"edonkey\"]\n", "s.toml")
-            .unwrap_err()
-            .to_string();
+        let m = err("systems = [\"edonkey\"]\n");
         assert!(m.contains("systems") && m.contains("edonkey"), "{m}");
-        let m = Scenario::from_toml("peers = 100000\n", "s.toml")
-            .unwrap_err()
-            .to_string();
+        let m = err("peers = 100000\n");
         assert!(m.contains("`peers`"), "{m}");
     }
 }
