@@ -371,8 +371,9 @@ impl Node {
         }
         stop.cancel();
         if let Some(a) = announcer {
-            // The announcer sends `stopped` on its way out; give it a moment.
-            let _ = tokio::time::timeout(Duration::from_secs(3), a).await;
+            // The announcer sends `completed` (if not yet sent) and `stopped` on its way out, 2 s
+            // at most each; give it that long.
+            let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
         }
         let mut t = lock(&shared);
         if done_at.is_none() {
@@ -425,11 +426,17 @@ async fn announce_loop(
     let key: u32 = rand::thread_rng().gen();
     let mut event = Event::Started;
     let mut was_complete = *complete.borrow();
+    // A torrent complete from the start never announces `completed` (BEP 3: only when the download
+    // finishes); one that finishes here must, even when the node stops right after.
+    let mut completed_announced = was_complete;
     let mut backoff = Duration::from_secs(5);
     loop {
         let req = announce_request(&lock(&shared), port, event, key);
         let wait = match tracker::announce_tiers(&mut tiers, &req).await {
             Ok(r) => {
+                if event == Event::Completed {
+                    completed_announced = true;
+                }
                 lock(&shared).stats.msg_in("announce", 0);
                 tracing::info!(
                     peers = r.peers.len(),
@@ -462,6 +469,16 @@ async fn announce_loop(
                 }
             }
         }
+    }
+    // Without `--seed` the node stops as soon as the download completes, often before the
+    // `select!` above saw the change: `completed` is then sent here, before `stopped`.
+    if *complete.borrow() && !completed_announced {
+        let req = announce_request(&lock(&shared), port, Event::Completed, key);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tracker::announce_tiers(&mut tiers, &req),
+        )
+        .await;
     }
     let req = announce_request(&lock(&shared), port, Event::Stopped, key);
     let _ = tokio::time::timeout(

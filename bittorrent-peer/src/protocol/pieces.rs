@@ -9,8 +9,12 @@ use sha1::{Digest, Sha1};
 
 use crate::protocol::picker::PeerKey;
 
-/// Hash failures a peer may take part in before it is banned.
-pub const BAN_STRIKES: u32 = 2;
+/// Hash failures a peer may take part in before it is banned ("banned after repeated failures"): a
+/// peer that shares a bad piece with others may be innocent, so one or two failures are forgiven.
+pub const BAN_FAILURES: u32 = 3;
+/// Bad pieces a peer may send alone before it is banned: nobody else can be to blame for those, but a
+/// single one may still be a bit flip on the way, so the ban waits for the second.
+pub const BAN_SOLE_FAILURES: u32 = 2;
 
 /// Running SHA-1 of pieces whose blocks arrive in order.
 #[derive(Default)]
@@ -55,31 +59,40 @@ impl PieceHashers {
 /// Strikes against peers that contributed to pieces failing their hash.
 #[derive(Debug, Default)]
 pub struct Strikes {
-    counts: HashMap<PeerKey, u32>,
+    /// Per peer: (failed pieces it took part in, failed pieces it sent alone).
+    counts: HashMap<PeerKey, (u32, u32)>,
     /// Pieces that failed verification.
     pub failed_pieces: u64,
 }
 
 impl Strikes {
-    /// A piece failed: each contributor gets a strike (the sole contributor of a bad piece gets two,
-    /// since nobody else can be to blame). Returns the peers to ban now.
+    /// A piece failed: each contributor takes part in one more failure (and the sole contributor of a
+    /// bad piece in one more failure of its own). Returns the peers to ban now: those at
+    /// [`BAN_FAILURES`] failures, or at [`BAN_SOLE_FAILURES`] pieces they sent alone (once each).
     pub fn piece_failed(&mut self, contributors: &[PeerKey]) -> Vec<PeerKey> {
         self.failed_pieces += 1;
-        let weight = if contributors.len() == 1 { 2 } else { 1 };
+        let alone = contributors.len() == 1;
         let mut ban = Vec::new();
         for &p in contributors {
-            let c = self.counts.entry(p).or_insert(0);
-            *c += weight;
-            if *c >= BAN_STRIKES {
+            let c = self.counts.entry(p).or_insert((0, 0));
+            let over = |c: &(u32, u32)| c.0 >= BAN_FAILURES || c.1 >= BAN_SOLE_FAILURES;
+            let before = over(c);
+            c.0 += 1;
+            if alone {
+                c.1 += 1;
+            }
+            // Only when the limit is crossed: later failures of a peer still connected (its
+            // pipelined blocks keep arriving until the ban closes it) do not ban it again.
+            if over(c) && !before {
                 ban.push(p);
             }
         }
         ban
     }
 
-    /// Strikes of a peer.
+    /// Failed pieces a peer took part in.
     pub fn strikes(&self, peer: PeerKey) -> u32 {
-        self.counts.get(&peer).copied().unwrap_or(0)
+        self.counts.get(&peer).map_or(0, |c| c.0)
     }
 }
 
@@ -100,12 +113,23 @@ mod tests {
     }
 
     #[test]
-    fn sole_sender_of_a_bad_piece_is_banned_shared_blame_takes_two() {
+    fn banned_only_after_repeated_failures() {
         let mut s = Strikes::default();
-        assert_eq!(s.piece_failed(&[1, 2]), Vec::<PeerKey>::new());
-        assert_eq!(s.piece_failed(&[2, 3]), vec![2]);
+        let none = Vec::<PeerKey>::new();
+        // A sole sender is forgiven one bad piece, not two.
+        assert_eq!(s.piece_failed(&[7]), none);
         assert_eq!(s.piece_failed(&[7]), vec![7]);
+        assert_eq!(s.piece_failed(&[7]), none, "banned once");
+        // Shared blame: banned at the third failure taken part in.
+        assert_eq!(s.piece_failed(&[1, 2]), none);
+        assert_eq!(s.piece_failed(&[2, 3]), none);
+        assert_eq!(s.piece_failed(&[2, 4]), vec![2]);
+        // One bad piece alone plus two shared also makes three.
+        assert_eq!(s.piece_failed(&[5]), none);
+        assert_eq!(s.piece_failed(&[5, 6]), none);
+        assert_eq!(s.piece_failed(&[5, 6]), vec![5]);
         assert_eq!(s.strikes(1), 1);
-        assert_eq!(s.failed_pieces, 3);
+        assert_eq!(s.strikes(6), 2);
+        assert_eq!(s.failed_pieces, 9);
     }
 }
