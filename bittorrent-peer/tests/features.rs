@@ -10,28 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::stats::StatsSnapshot;
 use integration::Daemon;
-use support::{leecher, make_torrent, payload, seeder, start_peer, BIN};
+use support::{leecher, make_torrent, payload, seeder, start_peer, stats_of, BIN};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Asks the daemon for its stats (SIGUSR1) and reads them.
-fn stats_of(d: &Daemon, path: &Path) -> StatsSnapshot {
-    let _ = std::fs::remove_file(path);
-    d.signal(libc::SIGUSR1).expect("SIGUSR1");
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        // A read racing the write fails to parse: try again.
-        if let Ok(s) = StatsSnapshot::read_json(path) {
-            return s;
-        }
-        assert!(
-            Instant::now() < end,
-            "no stats written to {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
@@ -247,4 +228,106 @@ fn seed_time_keeps_a_finished_leecher_serving_then_exits() {
         completed.elapsed(),
         started.elapsed()
     );
+}
+
+#[test]
+fn show_prints_a_torrent_as_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("album");
+    std::fs::create_dir_all(root.join("cd2")).unwrap();
+    std::fs::write(root.join("one.bin"), payload(40_000, 1)).unwrap();
+    std::fs::write(root.join("cd2/two.bin"), payload(100_001, 2)).unwrap();
+    let t = dir.path().join("album.torrent");
+    let o = integration::run_program(
+        Path::new(BIN),
+        &[
+            "create",
+            root.to_str().unwrap(),
+            "-o",
+            t.to_str().unwrap(),
+            "--piece-size",
+            "32768",
+            "--tracker",
+            "http://127.0.0.1:1/announce",
+            "--tracker",
+            "udp://127.0.0.1:2",
+            "--comment",
+            "for the show test",
+            "--private",
+        ],
+        LIMIT,
+    )
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta = bittorrent_peer::metainfo::Metainfo::load(&t).unwrap();
+    let hash = meta.info_hash.to_hex();
+    let show = |json: bool| {
+        let mut args = vec!["show", t.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let o = integration::run_program(Path::new(BIN), &args, LIMIT).unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+
+    let text = show(false);
+    for line in [
+        "name:       album".to_owned(),
+        format!("info_hash:  {hash}"),
+        "size:       ".to_owned(),
+        "(140001 bytes)".to_owned(),
+        "pieces:     5 x ".to_owned(),
+        "private:    yes".to_owned(),
+        "tier 0:     http://127.0.0.1:1/announce".to_owned(),
+        "tier 1:     udp://127.0.0.1:2".to_owned(),
+        "comment:    for the show test".to_owned(),
+        "  album/one.bin  (40000 bytes)".to_owned(),
+        "  album/cd2/two.bin  (100001 bytes)".to_owned(),
+        format!("magnet:     {}", meta.magnet()),
+    ] {
+        assert!(text.contains(&line), "{line:?} missing from:\n{text}");
+    }
+
+    let v: serde_json::Value = serde_json::from_str(&show(true)).unwrap();
+    assert_eq!(v["name"], "album");
+    assert_eq!(v["info_hash"], hash);
+    assert_eq!(v["total_length"], 140_001);
+    assert_eq!(v["piece_length"], 32_768);
+    assert_eq!(v["pieces"], 5);
+    assert_eq!(v["private"], true);
+    assert_eq!(
+        v["trackers"],
+        serde_json::json!([["http://127.0.0.1:1/announce"], ["udp://127.0.0.1:2"]])
+    );
+    let mut files: Vec<(String, u64)> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["length"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            ("album/cd2/two.bin".to_owned(), 100_001),
+            ("album/one.bin".to_owned(), 40_000)
+        ]
+    );
+    assert_eq!(v["magnet"], meta.magnet());
+    assert!(v["magnet"].as_str().unwrap().contains(&hash));
+
+    // Not a torrent: non-zero exit with a one-line reason.
+    let junk = dir.path().join("junk.torrent");
+    std::fs::write(&junk, b"not bencode").unwrap();
+    let o =
+        integration::run_program(Path::new(BIN), &["show", junk.to_str().unwrap()], LIMIT).unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -333,20 +333,6 @@ fn magnet_link_fetches_metadata_from_the_seeder_then_downloads() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("metadata"));
 }
 
-/// Sends SIGUSR1 and reads the stats file the node writes in answer (`None` until it is there).
-fn dump_stats(p: &integration::Daemon, path: &Path) -> Option<StatsSnapshot> {
-    let _ = std::fs::remove_file(path);
-    p.signal(libc::SIGUSR1).ok()?;
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < end {
-        if let Ok(s) = StatsSnapshot::read_json(path) {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 #[test]
 fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
     const PL: u64 = 64 << 10;
@@ -379,8 +365,11 @@ fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
     );
     let mut had = 0;
     let ok = integration::eventually(LIMIT, || {
-        had = dump_stats(&first, &stats)
-            .map_or(0, |s| s.gauges.get("pieces_have").copied().unwrap_or(0));
+        had = stats_of(&first, &stats)
+            .gauges
+            .get("pieces_have")
+            .copied()
+            .unwrap_or(0);
         had >= 4
     });
     assert!(ok, "the first run never verified 4 pieces");
