@@ -130,8 +130,14 @@ fn s8_5_to_7_share_search_browse_over_sockets() {
     let r = b.until(213);
     assert_eq!(r.len(), 3);
     assert_eq!(r[2], (213, "alice 16777343".into()));
+    // 102 carries the raw path, spaces and all, as TekNap sends it to OpenNap.
+    a.send(102, r"C:\mp3\Beatles - Hey Jude.mp3");
+    a.send(102, r"C:\mp3\Beatles - Hey");
+    assert_eq!(a.recv(), Some((404, "Not sharing that file".into())));
+    b.send(200, r#"FILENAME CONTAINS "jude""#);
+    assert_eq!(b.until(202), vec![(202, String::new())]);
     a.send(110, "");
-    assert_eq!(a.recv(), Some((110, "2".into())));
+    assert_eq!(a.recv(), Some((110, "1".into())));
 }
 
 #[test]

@@ -238,6 +238,21 @@ fn one(payload: &str, name: &'static str) -> Result<String, MsgError> {
     Ok(f.str(name)?.to_owned())
 }
 
+/// 102's payload is the filename itself, unquoted and with its spaces, as OpenNap reads it
+/// (`remove_file.c` looks the raw packet up) and TekNap sends it (`"%s"`). A payload wrapped in one pair of
+/// quotes is also accepted with the quotes removed: a shared path can never contain `"` (100, 870 and 10300
+/// quote the path with no escape), so `"x"` cannot be a real filename and the reading is unambiguous.
+fn unshare_path(payload: &str) -> Result<String, MsgError> {
+    if payload.is_empty() {
+        return Err(FieldError::Missing("path"));
+    }
+    let inner = payload
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .filter(|r| !r.contains('"'));
+    Ok(inner.unwrap_or(payload).to_owned())
+}
+
 fn two(payload: &str) -> Result<(String, String), MsgError> {
     let mut f = Fields::new(payload)?;
     Ok((f.str("nick")?.to_owned(), f.str("path")?.to_owned()))
@@ -270,7 +285,7 @@ impl ClientMsg {
             NICK_CHECK => ClientMsg::NickCheck(one(p, "nick")?),
             CHECK_PASS | OPTIONS | CONNECTION_TEST => ClientMsg::Ignored(frame.ty),
             SHARE => ClientMsg::Share(ShareInfo::read(&mut Fields::new(p)?)?),
-            UNSHARE => ClientMsg::Unshare(one(p, "path")?),
+            UNSHARE => ClientMsg::Unshare(unshare_path(p)?),
             UNSHARE_ALL => ClientMsg::UnshareAll,
             SHARE_DIR => {
                 let mut f = Fields::new(p)?;
@@ -362,7 +377,9 @@ impl ClientMsg {
             ClientMsg::NickCheck(n) => (NICK_CHECK, n.clone()),
             ClientMsg::Ignored(t) => (*t, String::new()),
             ClientMsg::Share(s) => (SHARE, s.to_fields()?),
-            ClientMsg::Unshare(p) => (UNSHARE, quote(p)?),
+            // Raw, as OpenNap expects; a quote cannot be in a shared path, so refusing it loses nothing.
+            ClientMsg::Unshare(p) if p.contains('"') => return Err(FieldError::QuoteInField),
+            ClientMsg::Unshare(p) => (UNSHARE, p.clone()),
             ClientMsg::UnshareAll => (UNSHARE_ALL, String::new()),
             ClientMsg::ShareDir { dir, files } => {
                 let mut s = quote(dir)?;
@@ -413,6 +430,19 @@ impl ClientMsg {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn unshare_takes_the_raw_payload_and_a_quoted_form() {
+        let d = |p: &str| ClientMsg::decode(&Frame::text(ty::UNSHARE, p));
+        let raw = r"C:\mp3\hey jude.mp3";
+        assert_eq!(d(raw), Ok(ClientMsg::Unshare(raw.into())));
+        assert_eq!(d(&format!("\"{raw}\"")), Ok(ClientMsg::Unshare(raw.into())));
+        assert_eq!(d(r#""a" "b""#), Ok(ClientMsg::Unshare(r#""a" "b""#.into())));
+        assert_eq!(d(""), Err(FieldError::Missing("path")));
+        let f = ClientMsg::Unshare(raw.into()).to_frame().unwrap();
+        assert_eq!(f.text_payload(), raw);
+        assert!(ClientMsg::Unshare("a\"b".into()).to_frame().is_err());
+    }
 
     #[test]
     fn teknap_register_line_decodes() {
@@ -480,7 +510,7 @@ mod tests {
             (login_s(), word()).prop_map(|(l, e)| ClientMsg::Register(l, e)),
             word().prop_map(ClientMsg::NickCheck),
             share().prop_map(ClientMsg::Share),
-            path().prop_map(ClientMsg::Unshare),
+            "[a-zA-Z0-9 \\\\._-]{1,30}".prop_map(ClientMsg::Unshare),
             Just(ClientMsg::UnshareAll),
             (path(), proptest::collection::vec(share(), 0..5))
                 .prop_map(|(dir, files)| ClientMsg::ShareDir { dir, files }),
