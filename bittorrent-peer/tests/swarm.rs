@@ -75,13 +75,11 @@ fn multi_file_torrent_from_our_seeder_to_our_leecher() {
 fn flash_crowd_through_a_tracker_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (tracker, announces) = mini_tracker();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let data = payload(3 << 20, 42);
-    std::fs::write(src.join("crowd.bin"), &data).unwrap();
-    let t = make_torrent(
-        &src.join("crowd.bin"),
-        &dir.path().join("crowd.torrent"),
+    let (src, data, t) = one_file_torrent(
+        dir.path(),
+        "crowd.bin",
+        3 << 20,
+        42,
         Some(&tracker),
         64 << 10,
     );
@@ -222,16 +220,7 @@ fn lying_peer(meta: Metainfo) -> std::net::SocketAddr {
 #[test]
 fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let data = payload(1 << 20, 7);
-    std::fs::write(src.join("x.bin"), &data).unwrap();
-    let t = make_torrent(
-        &src.join("x.bin"),
-        &dir.path().join("x.torrent"),
-        None,
-        32 << 10,
-    );
+    let (src, data, t) = one_file_torrent(dir.path(), "x.bin", 1 << 20, 7, None, 32 << 10);
     let meta = Metainfo::load(&t).unwrap();
     let liar = lying_peer(meta).to_string();
     let out = dir.path().join("out");
@@ -337,11 +326,7 @@ fn magnet_link_fetches_metadata_from_the_seeder_then_downloads() {
 fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
     const PL: u64 = 64 << 10;
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let data = payload(32 * PL as usize, 11);
-    std::fs::write(src.join("p.bin"), &data).unwrap();
-    let t = make_torrent(&src.join("p.bin"), &dir.path().join("p.torrent"), None, PL);
+    let (src, data, t) = one_file_torrent(dir.path(), "p.bin", 32 * PL as usize, 11, None, PL);
     let ts = t.to_str().unwrap();
     let seed = seeder(ts, src.to_str().unwrap(), &["--no-trackers"]);
     let peer = seed.addr().to_string();
@@ -456,16 +441,7 @@ fn rejected_after(node: std::net::SocketAddr, meta: &Metainfo, id: u8, bad: &[u8
 #[test]
 fn peers_breaking_the_protocol_are_dropped_while_a_transfer_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let data = payload(2 << 20, 5);
-    std::fs::write(src.join("w.bin"), &data).unwrap();
-    let t = make_torrent(
-        &src.join("w.bin"),
-        &dir.path().join("w.torrent"),
-        None,
-        64 << 10,
-    );
+    let (src, data, t) = one_file_torrent(dir.path(), "w.bin", 2 << 20, 5, None, 64 << 10);
     let meta = Metainfo::load(&t).unwrap();
     let seed_stats = dir.path().join("seed.json");
     // 2 MiB at 512 KiB/s: the honest download is under way while the bad peers come and go.
@@ -542,16 +518,8 @@ fn peers_breaking_the_protocol_are_dropped_while_a_transfer_carries_on() {
 fn a_plain_download_announces_started_completed_then_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let (tracker, announces) = mini_tracker();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let data = payload(256 << 10, 3);
-    std::fs::write(src.join("a.bin"), &data).unwrap();
-    let t = make_torrent(
-        &src.join("a.bin"),
-        &dir.path().join("a.torrent"),
-        Some(&tracker),
-        32 << 10,
-    );
+    let (src, data, t) =
+        one_file_torrent(dir.path(), "a.bin", 256 << 10, 3, Some(&tracker), 32 << 10);
     let ts = t.to_str().unwrap();
     let seed = seeder(ts, src.to_str().unwrap(), &[]);
     let out = dir.path().join("out");

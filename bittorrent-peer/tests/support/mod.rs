@@ -71,6 +71,29 @@ pub fn make_torrent(content: &Path, out: &Path, tracker: Option<&str>, piece: u6
     out.to_path_buf()
 }
 
+/// A one-file torrent under `dir`: `dir/src/NAME` holds `len` bytes of `payload(len, seed)` and
+/// `dir/NAME.torrent` describes it. Returns (the content folder, the bytes, the torrent path).
+pub fn one_file_torrent(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    seed: u64,
+    tracker: Option<&str>,
+    piece: u64,
+) -> (PathBuf, Vec<u8>, PathBuf) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = payload(len, seed);
+    std::fs::write(src.join(name), &data).unwrap();
+    let t = make_torrent(
+        &src.join(name),
+        &dir.join(format!("{name}.torrent")),
+        tracker,
+        piece,
+    );
+    (src, data, t)
+}
+
 /// Announces a tiny HTTP tracker saw: (info_hash escaped, port, event).
 pub type Announces = Arc<Mutex<Vec<(String, u16, String)>>>;
 
