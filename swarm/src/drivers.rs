@@ -665,8 +665,25 @@ impl BitTorrent {
             bail!("bittorrent-peer create failed: {}", r.reason);
         }
         let bin = ctx.bin("bittorrent-peer");
-        for &holder in &file.holders {
-            let name = format!("seed{holder:03}-{}", self.torrents.len());
+        let seeders = match ctx.scn.bittorrent_seeders {
+            0 => file.holders.len(),
+            n => n,
+        };
+        for k in 0..seeders {
+            let holder = file.holders[k % file.holders.len()];
+            let dir = if k < file.holders.len() {
+                Corpus::peer_dir(&ctx.shares, holder)
+            } else {
+                // An extra seeder seeds its own copy, so no two processes share a folder.
+                let dir = ctx.dir(&format!("seedcopy{k:03}-{}", self.torrents.len()))?;
+                std::fs::copy(src.join(&file.name), dir.join(&file.name))
+                    .context("copying the file for an extra seeder")?;
+                dir
+            };
+            let name = match k < file.holders.len() {
+                true => format!("seed{holder:03}-{}", self.torrents.len()),
+                false => format!("seed{holder:03}x{k}-{}", self.torrents.len()),
+            };
             let stats = ctx.work.join(format!("stats-{name}.json"));
             let mut c = Command::new(&bin);
             self.fleet
@@ -674,7 +691,7 @@ impl BitTorrent {
                 .caps(&mut c, &bin, Some("seed"), ctx.scn.sharing_caps());
             c.arg(&torrent)
                 .arg("--dir")
-                .arg(Corpus::peer_dir(&ctx.shares, holder))
+                .arg(&dir)
                 .args(["--listen", "127.0.0.1:0", "--quiet", "--rng-seed"])
                 .arg(node_seed(ctx.scn.seed, self.peers).to_string())
                 .arg("--data-dir")

@@ -114,10 +114,21 @@ pub fn run(scn: &Scenario, opts: &RunOptions) -> Result<Results> {
         let res = match driver_for(name) {
             Ok(mut d) => match check_binaries(&opts.bins, d.binaries()) {
                 Ok(()) => {
+                    let sys_scn = scn.for_system(name);
+                    // A system with its own peer count gets the same corpus placed on its peers.
+                    let (sys_corpus, sys_shares) = if sys_scn.peers == scn.peers {
+                        (corpus.clone(), shares.clone())
+                    } else {
+                        let c = Corpus::plan(&sys_scn);
+                        let dir = tmp.path().join(format!("shares-{name}"));
+                        c.write(&dir)
+                            .with_context(|| format!("writing the corpus of {name}"))?;
+                        (c, dir)
+                    };
                     let ctx = Ctx {
-                        scn: scn.clone(),
-                        corpus: corpus.clone(),
-                        shares: shares.clone(),
+                        scn: sys_scn,
+                        corpus: sys_corpus,
+                        shares: sys_shares,
                         work: tmp.path().join(name),
                         bins: opts.bins.clone(),
                         epoch,

@@ -110,6 +110,17 @@ pub struct Scenario {
     pub kazaa_supernodes: usize,
     /// Supernodes each KaZaA ordinary node registers its shares with (1..=supernodes).
     pub kazaa_links_per_node: usize,
+    /// Sharing peers of Napster only (0: `peers`).
+    pub napster_peers: usize,
+    /// Sharing peers of Gnutella only (0: `peers`).
+    pub gnutella_peers: usize,
+    /// Sharing peers of KaZaA only (0: `peers`).
+    pub kazaa_peers: usize,
+    /// Peers holding the corpus in BitTorrent only (0: `peers`).
+    pub bittorrent_peers: usize,
+    /// Initial seeders of each published BitTorrent file (0: one per holder of the file). Beyond the
+    /// file's holders, extra seeders seed a copy of it.
+    pub bittorrent_seeders: usize,
 }
 
 /// A byte rate as written in a scenario: a number of bytes/s, or text with a k/M/G suffix (`"256k"`).
@@ -184,6 +195,11 @@ impl Default for Scenario {
             gnutella_leaf_links: 2,
             kazaa_supernodes: 0,
             kazaa_links_per_node: 2,
+            napster_peers: 0,
+            gnutella_peers: 0,
+            kazaa_peers: 0,
+            bittorrent_peers: 0,
+            bittorrent_seeders: 0,
         }
     }
 }
@@ -282,8 +298,63 @@ impl Scenario {
         Self::from_toml(&text, &path.display().to_string())
     }
 
+    /// The per-system peer-count fields, with the system each one sets.
+    fn per_system_peers(&self) -> [(&'static str, &'static str, usize); 4] {
+        [
+            ("napster", "napster_peers", self.napster_peers),
+            ("gnutella", "gnutella_peers", self.gnutella_peers),
+            ("kazaa", "kazaa_peers", self.kazaa_peers),
+            ("bittorrent", "bittorrent_peers", self.bittorrent_peers),
+        ]
+    }
+
+    /// Sharing peers of `system`: its own count, or `peers`.
+    pub fn peers_of(&self, system: &str) -> usize {
+        self.per_system_peers()
+            .iter()
+            .find(|(s, _, n)| *s == system && *n != 0)
+            .map_or(self.peers, |&(_, _, n)| n)
+    }
+
+    /// The scenario one system runs: `peers` replaced by that system's count.
+    pub fn for_system(&self, system: &str) -> Scenario {
+        Scenario {
+            peers: self.peers_of(system),
+            ..self.clone()
+        }
+    }
+
     /// Range checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ScenarioError> {
+        self.validate_counts()?;
+        for (system, field, n) in self.per_system_peers() {
+            if n == 0 {
+                continue;
+            }
+            if !(2..=MAX_PEERS).contains(&n) {
+                return Err(invalid(
+                    field,
+                    format!("must be 0 (use `peers`) or 2..={MAX_PEERS}"),
+                ));
+            }
+            // The other counts (churn sources, decoys, hubs) must fit this system's peers too.
+            if let Err(e) = self.for_system(system).validate_counts() {
+                return Err(invalid(
+                    field,
+                    format!("{n} peers are too few for the other fields: {e}"),
+                ));
+            }
+        }
+        if self.bittorrent_seeders > MAX_PEERS {
+            return Err(invalid(
+                "bittorrent_seeders",
+                format!("must be 0..={MAX_PEERS} (0: every holder of the file)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_counts(&self) -> Result<(), ScenarioError> {
         for s in &self.systems {
             if !SYSTEMS.contains(&s.as_str()) {
                 return Err(invalid(
@@ -585,6 +656,14 @@ gnutella_ultrapeers = 0
 gnutella_leaf_links = 2
 kazaa_supernodes = 0
 kazaa_links_per_node = 2
+# Sharing peers of one system only (0: `peers`); the corpus is placed on that many peers for it.
+napster_peers = 0
+gnutella_peers = 0
+kazaa_peers = 0
+bittorrent_peers = 0
+# Initial seeders of each published BitTorrent file (0: one per holder; more than the holders: the extra
+# seeders seed a copy).
+bittorrent_seeders = 0
 "#;
 
 #[cfg(test)]
@@ -594,6 +673,25 @@ mod tests {
     /// The error message of a scenario text that must be refused.
     fn err(text: &str) -> String {
         Scenario::from_toml(text, "s.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn per_system_peers_default_to_peers_and_are_validated_by_name() {
+        let s = Scenario::from_toml("peers = 8\nnapster_peers = 30\n", "s").unwrap();
+        assert_eq!(s.peers_of("napster"), 30);
+        assert_eq!(s.peers_of("gnutella"), 8);
+        assert_eq!(s.for_system("napster").peers, 30);
+        assert_eq!(s.for_system("kazaa").peers, 8);
+        let m = err("kazaa_peers = 1\n");
+        assert!(m.contains("`kazaa_peers`") && m.contains("2..="), "{m}");
+        // Churn sources and decoys must fit the smaller system, and its field is the one named.
+        let m = err("decoys = 10\nbittorrent_peers = 5\n");
+        assert!(
+            m.contains("`bittorrent_peers`") && m.contains("decoys"),
+            "{m}"
+        );
+        let m = err("bittorrent_seeders = 100000\n");
+        assert!(m.contains("`bittorrent_seeders`"), "{m}");
     }
 
     #[test]

@@ -304,6 +304,8 @@ pollution_downloads = 2
 op_timeout_secs = 30
 kazaa_supernodes = 3
 kazaa_links_per_node = 1
+kazaa_peers = 9
+bittorrent_seeders = 4
 "#,
     );
     let by = |name: &str| {
@@ -330,7 +332,9 @@ kazaa_links_per_node = 1
         "{sns:?}"
     );
     let edges = k["edges"].as_array().unwrap();
-    for p in 0..8 {
+    // kazaa_peers = 9 beside peers = 8: KaZaA alone runs nine ordinary nodes.
+    assert!(!edges.iter().any(|e| e[0] == "on009"), "{edges:?}");
+    for p in 0..9 {
         let on = format!("on{p:03}");
         let links = edges
             .iter()
@@ -350,6 +354,17 @@ kazaa_links_per_node = 1
             "{d}"
         );
     }
+    // bittorrent_seeders = 4: the flash file (torrent 0, one holder) starts with four seeders.
+    let bt_seeders = by("bittorrent")["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| {
+            let name = n["node"].as_str().unwrap();
+            name.starts_with("seed") && name.ends_with("-0")
+        })
+        .count();
+    assert_eq!(bt_seeders, 4);
     for name in ["kazaa", "bittorrent"] {
         let poll = by(name)["pollution"].as_array().unwrap().clone();
         let hash: Vec<&Value> = poll.iter().filter(|p| p["pick"] == "hash").collect();
