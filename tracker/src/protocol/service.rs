@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::conn_id::{reply_budget, ConnectionIds};
-use super::swarm::{Announce, Config, Refusal, Tracker};
+use super::swarm::{key_bits, Announce, Config, Refusal, Tracker};
 use crate::codec::http::{self, AnnounceReply, PeerEntry, PeerForm, ScrapeRequest};
 use crate::codec::udp::{self, DecodeError, Request};
 use crate::codec::InfoHash;
@@ -78,6 +78,7 @@ fn refusal_kind(r: Refusal) -> &'static str {
     match r {
         Refusal::NotAllowed => "not_allowed",
         Refusal::Full => "full",
+        Refusal::KeyMismatch => "key_mismatch",
     }
 }
 
@@ -146,6 +147,7 @@ impl Service {
             numwant: req.numwant,
             want_ipv6: None,
             want_peer_ids: !req.compact && !req.no_peer_id,
+            key: req.key.as_ref().map_or(0, |k| key_bits(k.as_bytes())),
         };
         match self
             .tracker
@@ -265,6 +267,7 @@ impl Service {
                     numwant: u32::try_from(a.num_want).ok(),
                     want_ipv6: Some(src_ip.is_ipv6()),
                     want_peer_ids: false,
+                    key: a.key,
                 };
                 match self
                     .tracker
@@ -324,6 +327,7 @@ fn refusal_str(r: Refusal) -> &'static str {
     match r {
         Refusal::NotAllowed => "torrent not allowed on this tracker",
         Refusal::Full => "tracker is full, try again later",
+        Refusal::KeyMismatch => "peer id in use from another address with a different key",
     }
 }
 
@@ -360,6 +364,41 @@ mod tests {
         let o = s.http_announce(now, src, b"info_hash=short", &mut out);
         assert_eq!(o.error, Some("bad_request"));
         assert!(out.starts_with(b"d14:failure reason"));
+    }
+
+    #[test]
+    fn bep3_key_refuses_a_known_peer_id_from_another_ip() {
+        let mut s = svc();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let base = "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881&left=5";
+        let owner: SocketAddr = "127.0.0.5:40000".parse().unwrap();
+        let q = format!("{base}&key=A1B2C3D4&event=started");
+        assert_eq!(
+            s.http_announce(now, owner, q.as_bytes(), &mut out),
+            Outcome::ok("announce")
+        );
+        let thief: SocketAddr = "127.0.0.9:40000".parse().unwrap();
+        for q in [
+            format!("{base}&key=0BADF00D"),
+            format!("{base}&event=stopped"),
+        ] {
+            let o = s.http_announce(now, thief, q.as_bytes(), &mut out);
+            assert_eq!(o.error, Some("key_mismatch"), "{q}");
+            assert_eq!(
+                out,
+                b"d14:failure reason56:peer id in use from another address with a different keye"
+            );
+        }
+        assert_eq!(s.tracker().peer_count(), 1);
+        // The right key from the new address moves the peer (an IP change), and BEP 15 carries the same
+        // number: the hex key of HTTP and the u32 key of UDP match.
+        let q = format!("{base}&key=a1b2c3d4");
+        assert_eq!(
+            s.http_announce(now, thief, q.as_bytes(), &mut out),
+            Outcome::ok("announce")
+        );
+        assert_eq!(key_bits(b"A1B2C3D4"), 0xA1B2_C3D4);
     }
 
     #[test]

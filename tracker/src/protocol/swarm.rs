@@ -16,7 +16,7 @@
 //!   all gone; torrents with a non-zero `downloaded` counter are kept for their counter until the table is
 //!   more than [`KEEP_EMPTY_FRACTION`] full, and then the least recently active empty ones go first. A flood
 //!   therefore fills the table for at most one peer timeout after it stops.
-//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 18- and 30-byte entries; the IPv6
+//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 22- and 34-byte entries; the IPv6
 //!   list is only allocated when needed). A dual-stack peer that names its other address (`ipv4=` /
 //!   `ipv6=`, [`Announce::alt_addr`]) is listed under both families but counted once; a peer that
 //!   announces separately over each family (as BEP 7 now recommends) has an entry, and a count, per family.
@@ -26,6 +26,12 @@
 //!   in a side table from the first announce that asks for that form ([`Announce::want_peer_ids`]) on; peers
 //!   that have not announced since then are listed without `peer id` (as with `no_peer_id=1`) until their
 //!   next announce.
+//! - BEP 3 `key`: each entry keeps the 32-bit [`Announce::key`] its peer last announced with from its
+//!   address. An announce (or `stopped`) for a known peer id from a *different* IP is refused
+//!   ([`Refusal::KeyMismatch`]) unless it carries the same key, so knowing a peer id (dictionary replies hand
+//!   them out) is not enough to move or evict another peer. From the same IP anything goes (and the key is
+//!   updated: a restarted client draws a new one). A peer that announced without a key (0) has no such
+//!   protection, as in opentracker.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -91,6 +97,9 @@ pub enum Refusal {
     /// The torrent table is full (see the eviction policy in the module doc).
     #[error("tracker is full, try again later")]
     Full,
+    /// The peer id is held by another address and the announce's `key` does not match (module doc).
+    #[error("peer id in use from another address with a different key")]
+    KeyMismatch,
 }
 
 /// An announce as the state machine needs it, whatever the transport.
@@ -116,6 +125,23 @@ pub struct Announce {
     /// The reply lists peers with their `peer id` (BEP 3 dictionary form): the torrent starts keeping full
     /// peer ids (module doc).
     pub want_peer_ids: bool,
+    /// BEP 3 `key` as 32 bits (0: none sent), see the module doc and [`key_bits`].
+    pub key: u32,
+}
+
+/// The 32 bits kept for a BEP 3 HTTP `key`: its value when it is 1-8 hex digits (what clients send, and
+/// the same number a BEP 15 announce of that client carries), otherwise a FNV-1a hash of its bytes.
+pub fn key_bits(key: &[u8]) -> u32 {
+    if (1..=8).contains(&key.len()) && key.iter().all(u8::is_ascii_hexdigit) {
+        if let Ok(v) = u32::from_str_radix(std::str::from_utf8(key).unwrap_or("0"), 16) {
+            return v;
+        }
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// A peer id as stored: its keyed 64-bit hash (module doc).
@@ -167,7 +193,7 @@ const ALT: u32 = 1 << 30;
 /// The rest of [`Peer::stamp`]: last announce, seconds since the tracker's epoch (34 years).
 const TIME_MASK: u32 = ALT - 1;
 
-/// One peer, packed with byte alignment: 18 bytes for IPv4 and 30 for IPv6, where the 20-byte id,
+/// One peer, packed with byte alignment: 22 bytes for IPv4 and 34 for IPv6, where the 20-byte id,
 /// `SocketAddr` and `Instant` would take 72 (peers are most of a tracker's memory).
 #[derive(Clone, Copy, Debug)]
 struct Peer<A> {
@@ -177,6 +203,8 @@ struct Peer<A> {
     port: [u8; 2],
     /// Little-endian `last_seen | SEEDER | ALT`.
     stamp: [u8; 4],
+    /// Little-endian BEP 3 `key` (0: none).
+    key: [u8; 4],
 }
 
 impl<A: PackedIp> Peer<A> {
@@ -200,6 +228,11 @@ impl<A: PackedIp> Peer<A> {
     }
     fn last_seen(&self) -> u32 {
         self.bits() & TIME_MASK
+    }
+    /// An announce from `ip` with `key` may not touch this entry.
+    fn conflicts(&self, ip: IpAddr, key: u32) -> bool {
+        let held = u32::from_le_bytes(self.key);
+        held != 0 && held != key && self.ip.unpack() != ip
     }
 }
 
@@ -307,7 +340,7 @@ impl<A: PackedIp> PeerList<A> {
     }
 
     /// Inserts or updates the entry of `id`; returns 1 if a new entry was stored, else 0.
-    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32) -> usize {
+    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32, key: u32) -> usize {
         let Some(ip) = A::pack(addr.ip()) else {
             return 0;
         };
@@ -321,6 +354,7 @@ impl<A: PackedIp> PeerList<A> {
                 p.ip = ip;
                 p.port = port;
                 p.set_bits(bits);
+                p.key = key.to_le_bytes();
                 0
             }
             None if self.peers.len() < cap => {
@@ -329,6 +363,7 @@ impl<A: PackedIp> PeerList<A> {
                     ip,
                     port,
                     stamp: bits.to_le_bytes(),
+                    key: key.to_le_bytes(),
                 });
                 1
             }
@@ -462,12 +497,25 @@ impl Torrent {
     }
 
     /// Stores `addr` for `id` (as a counted entry, or an [`ALT`] one); returns new entries stored.
-    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32) -> usize {
+    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32, key: u32) -> usize {
         if addr.ip().to_canonical().is_ipv6() {
-            self.v6_mut().upsert(cap, id, addr, bits)
+            self.v6_mut().upsert(cap, id, addr, bits, key)
         } else {
-            self.v4.upsert(cap, id, addr, bits)
+            self.v4.upsert(cap, id, addr, bits, key)
         }
+    }
+
+    /// Whether an entry of `id` belongs to another address with another key (module doc, `key`).
+    fn key_conflict(&self, id: IdHash, ip: IpAddr, key: u32) -> bool {
+        let ip = ip.to_canonical();
+        let in4 = self
+            .v4
+            .find(id)
+            .is_some_and(|i| self.v4.peers[i].conflicts(ip, key));
+        in4 || self
+            .v6
+            .as_ref()
+            .is_some_and(|l| l.find(id).is_some_and(|i| l.peers[i].conflicts(ip, key)))
     }
 
     fn remove(&mut self, id: IdHash) -> usize {
@@ -617,6 +665,9 @@ impl Tracker {
             .torrents
             .entry(a.info_hash)
             .or_insert_with(|| Torrent::new(now_secs));
+        if t.key_conflict(id, a.addr.ip(), a.key) {
+            return Err(Refusal::KeyMismatch);
+        }
         t.last_activity = now_secs;
         if a.event == Event::Stopped {
             self.peers_total -= t.remove(id);
@@ -626,10 +677,10 @@ impl Tracker {
         if a.event == Event::Completed && !t.known_seeder(id) {
             t.downloaded = t.downloaded.saturating_add(1);
         }
-        let mut added = t.upsert(cap, id, a.addr, stamp(now_secs, seeder, false));
+        let mut added = t.upsert(cap, id, a.addr, stamp(now_secs, seeder, false), a.key);
         if let Some(alt) = a.alt_addr {
             if alt.ip().to_canonical().is_ipv6() != a.addr.ip().to_canonical().is_ipv6() {
-                added += t.upsert(cap, id, alt, stamp(now_secs, seeder, true));
+                added += t.upsert(cap, id, alt, stamp(now_secs, seeder, true), a.key);
             }
         }
         self.peers_total += added;
@@ -766,6 +817,7 @@ mod tests {
             numwant: None,
             want_ipv6: None,
             want_peer_ids: true,
+            key: 0,
         }
     }
 
@@ -780,8 +832,8 @@ mod tests {
 
     #[test]
     fn peers_are_packed() {
-        assert_eq!(size_of::<Peer<[u8; 4]>>(), 18);
-        assert_eq!(size_of::<Peer<[u8; 16]>>(), 30);
+        assert_eq!(size_of::<Peer<[u8; 4]>>(), 22);
+        assert_eq!(size_of::<Peer<[u8; 16]>>(), 34);
         assert!(size_of::<Torrent>() <= 64, "{}", size_of::<Torrent>());
         let mut l4 = PeerList::<[u8; 4]>::new();
         let mut l6 = PeerList::<[u8; 16]>::new();
@@ -792,7 +844,10 @@ mod tests {
             let a: SocketAddr = a.parse().unwrap();
             let id = i as IdHash;
             let bits = stamp(TIME_MASK, true, false);
-            assert_eq!(l4.upsert(10, id, a, bits) + l6.upsert(10, id, a, bits), 1);
+            assert_eq!(
+                l4.upsert(10, id, a, bits, 0) + l6.upsert(10, id, a, bits, 0),
+                1
+            );
             let got = l4
                 .peers
                 .iter()
@@ -868,6 +923,87 @@ mod tests {
     }
 
     #[test]
+    fn bep3_key_guards_a_peer_id_against_other_addresses() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let owner = Announce {
+            key: 0xDEAD_BEEF,
+            ..ann(1, 1, 10, Event::Started)
+        };
+        t.announce(now, &mut rng, &owner, &mut out).unwrap();
+        let thief = Announce {
+            addr: "10.6.6.6:1".parse().unwrap(),
+            key: 0x1234,
+            ..owner
+        };
+        // Another address without the key can neither move nor evict the peer.
+        assert_eq!(
+            t.announce(now, &mut rng, &thief, &mut out),
+            Err(Refusal::KeyMismatch)
+        );
+        let no_key = Announce { key: 0, ..thief };
+        assert_eq!(
+            t.announce(
+                now,
+                &mut rng,
+                &Announce {
+                    event: Event::Stopped,
+                    ..no_key
+                },
+                &mut out
+            ),
+            Err(Refusal::KeyMismatch)
+        );
+        assert_eq!(t.peer_count(), 1);
+        let other = ann(1, 2, 10, Event::Started);
+        t.announce(now, &mut rng, &other, &mut out).unwrap();
+        assert_eq!(
+            out[0].addr, owner.addr,
+            "the owner's address is still listed"
+        );
+        // The same IP (another port, a new key after a restart) proceeds and updates the key ...
+        let restarted = Announce {
+            addr: SocketAddr::new(owner.addr.ip(), 7000),
+            key: 0x5555,
+            ..owner
+        };
+        t.announce(now, &mut rng, &restarted, &mut out).unwrap();
+        // ... so the old key no longer works from elsewhere, the new one does (the peer moved).
+        let moved = Announce {
+            key: 0xDEAD_BEEF,
+            ..thief
+        };
+        assert_eq!(
+            t.announce(now, &mut rng, &moved, &mut out),
+            Err(Refusal::KeyMismatch)
+        );
+        let moved = Announce {
+            key: 0x5555,
+            ..thief
+        };
+        t.announce(now, &mut rng, &moved, &mut out).unwrap();
+        t.announce(now, &mut rng, &other, &mut out).unwrap();
+        assert_eq!(out[0].addr, thief.addr);
+        assert_eq!(t.peer_count(), 2);
+        // A peer that never sent a key has no protection (as in opentracker).
+        let open = ann(1, 3, 10, Event::Started);
+        t.announce(now, &mut rng, &open, &mut out).unwrap();
+        let takeover = Announce {
+            addr: "10.7.7.7:1".parse().unwrap(),
+            key: 9,
+            ..open
+        };
+        t.announce(now, &mut rng, &takeover, &mut out).unwrap();
+    }
+
+    #[test]
+    fn key_bits_reads_hex_and_hashes_the_rest() {
+        assert_eq!(key_bits(b"DEADBEEF"), 0xDEAD_BEEF);
+        assert_eq!(key_bits(b"1a"), 0x1a);
+        assert_ne!(key_bits(b"not hex"), key_bits(b"not hex!"));
+        assert_ne!(key_bits(b"123456789"), 0x2345_6789);
+    }
+
+    #[test]
     fn never_the_requester_and_counts() {
         let (mut t, mut rng, now, mut out) = setup();
         let c = t
@@ -926,6 +1062,7 @@ mod tests {
         let (mut t, mut rng, now, mut out) = setup();
         let compact = |p| Announce {
             want_peer_ids: false,
+            key: 0,
             ..ann(1, p, 5, Event::Started)
         };
         t.announce(now, &mut rng, &compact(1), &mut out).unwrap();
