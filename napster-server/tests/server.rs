@@ -97,6 +97,34 @@ fn corrupt_account_store_is_a_clear_startup_error() {
 }
 
 #[test]
+fn lost_account_store_refuses_to_start_but_a_first_start_creates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nap");
+    let store = data.join("accounts.json");
+    // First start: the data directory does not exist yet, so the store and its marker are created.
+    drop(support::server(&data, &[]));
+    assert!(store.exists() && data.join("accounts.created").exists());
+    std::fs::remove_file(&store).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_napster-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("accounts.json is missing") && err.contains("--new-account-store"),
+        "{err}"
+    );
+    assert!(!store.exists());
+    // Asked for explicitly, an empty store is created again.
+    drop(support::server(&data, &["--new-account-store"]));
+    assert!(store.exists());
+}
+
+#[test]
 fn s8_5_to_7_share_search_browse_over_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let d = support::server(dir.path(), &[]);

@@ -62,6 +62,12 @@ struct Cli {
     #[arg(long)]
     registered_only: bool,
 
+    /// Start with a new empty account store even though `accounts.created` in the data directory shows
+    /// one existed (without it the server refuses to start when `accounts.json` is missing; a first
+    /// start, with no marker, creates the store by itself).
+    #[arg(long)]
+    new_account_store: bool,
+
     /// Ban a nick or a dotted-quad IP (repeatable).
     #[arg(long, value_name = "NICK|IP")]
     ban: Vec<String>,
@@ -115,8 +121,18 @@ struct Cli {
     motd: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // A one-line reason on failure (anyhow's Debug form adds a backtrace when RUST_BACKTRACE is set).
+    match start(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("napster-server: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(cli: Cli) -> anyhow::Result<()> {
     let rt = match cli.threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -138,7 +154,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .daemon
         .data_dir_or("napster-server")
         .context("cannot create the data directory")?;
-    let accounts = FileStore::open(&data_dir).context("cannot open the account store")?;
+    // One line: the store error already names the file and what to do.
+    let accounts = FileStore::open(&data_dir, cli.new_account_store)
+        .map_err(|e| anyhow::anyhow!("cannot open the account store: {e}"))?;
     let mut cfg = Config {
         server_name: cli.server_name,
         max_connections: cli.max_connections,

@@ -18,6 +18,12 @@ use serde::{Deserialize, Serialize};
 /// File name of the account store inside the data directory.
 pub const STORE_FILE: &str = "accounts.json";
 
+/// Written next to the store when the store is first created. Its presence without [`STORE_FILE`] means the
+/// store existed and was lost (deleted, or the data directory was partly restored), so the server refuses to
+/// start instead of silently running with no accounts. A data directory wiped whole looks like a first start;
+/// nothing on disk can tell those apart.
+pub const STORE_MARKER: &str = "accounts.created";
+
 /// Version of the store layout.
 pub const STORE_VERSION: u32 = 1;
 
@@ -86,6 +92,14 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The store is missing but [`STORE_MARKER`] shows it was created before.
+    #[error("account store {path} is missing but {marker} shows it existed; refusing to start with no accounts: restore it, or pass --new-account-store to start empty")]
+    Missing {
+        /// The store file that should exist.
+        path: PathBuf,
+        /// The marker left by its creation.
+        marker: PathBuf,
+    },
     /// Hashing failed (cannot happen with valid parameters; kept as an error rather than a panic).
     #[error("password hashing failed: {0}")]
     Hash(String),
@@ -138,9 +152,13 @@ impl FileStore {
         FileStore::default()
     }
 
-    /// Opens `dir/accounts.json`, creating an empty store when the file does not exist yet.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens `dir/accounts.json`. A missing store is created empty only on a first start (no
+    /// [`STORE_MARKER`] in `dir`) or when `allow_new` says an empty store is wanted; otherwise it is
+    /// [`StoreError::Missing`]. The marker is (re)written whenever a store exists, so stores from before the
+    /// marker get one on their next start.
+    pub fn open(dir: &Path, allow_new: bool) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
+        let marker = dir.join(STORE_MARKER);
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,
@@ -174,11 +192,24 @@ impl FileStore {
                 tracing::info!(path = %path.display(), accounts = store.by_nick.len(), "account store loaded");
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !allow_new && marker.exists() {
+                    return Err(StoreError::Missing { path, marker });
+                }
                 std::fs::create_dir_all(dir).map_err(io)?;
                 store.save()?;
-                tracing::info!(path = %path.display(), "new empty account store created");
+                tracing::warn!(path = %path.display(), "new empty account store created");
             }
             Err(e) => return Err(io(e)),
+        }
+        if !marker.exists() {
+            std::fs::write(
+                &marker,
+                b"the account store accounts.json was created here\n",
+            )
+            .map_err(|source| StoreError::Io {
+                path: marker.clone(),
+                source,
+            })?;
         }
         Ok(store)
     }
@@ -275,7 +306,7 @@ mod tests {
     fn survives_reopen_and_corrupt_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let mut s = FileStore::open(dir.path()).unwrap();
+        let mut s = FileStore::open(dir.path(), false).unwrap();
         s.insert(Account {
             nick: "Alice".into(),
             password_hash: hash_password("pw", &mut rng).unwrap(),
@@ -284,13 +315,13 @@ mod tests {
             last_seen: 0,
         })
         .unwrap();
-        let s2 = FileStore::open(dir.path()).unwrap();
+        let s2 = FileStore::open(dir.path(), false).unwrap();
         assert!(verify_password(
             "pw",
             &s2.get("alice").unwrap().password_hash
         ));
         std::fs::write(dir.path().join(STORE_FILE), b"{not json").unwrap();
-        let err = FileStore::open(dir.path()).unwrap_err();
+        let err = FileStore::open(dir.path(), false).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("accounts.json"));
     }
