@@ -127,30 +127,12 @@ fn flash_crowd_through_a_tracker_and_resume() {
     let seed2 = seeder(&ts, src.to_str().unwrap(), &["--no-trackers"]);
     let peer = seed2.addr().to_string();
     let run = |expect_resume: bool| {
-        let o = run_program(
-            Path::new(BIN),
-            &[
-                "download",
-                &ts,
-                "--out",
-                out.to_str().unwrap(),
-                "--peer",
-                &peer,
-                "--no-trackers",
-                "--listen",
-                "127.0.0.1:0",
-                "--quiet",
-                "--json",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-            ],
-            LIMIT,
-        )
-        .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = String::from_utf8_lossy(&o.stdout);
-        let summary: serde_json::Value =
-            serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let summary = download_summary(
+            &ts,
+            out.to_str().unwrap(),
+            &peer,
+            &["--data-dir", data_dir.to_str().unwrap()],
+        );
         assert_eq!(summary["resumed_from_file"], expect_resume, "{summary}");
         summary["downloaded"].as_u64().unwrap()
     };
@@ -365,31 +347,17 @@ fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
 
     // The restart re-hashes what is on disk (no resume file after SIGKILL) and fetches the rest.
     let stats2 = dir.path().join("second.json");
-    let o = run_program(
-        Path::new(BIN),
+    let summary = download_summary(
+        ts,
+        out.to_str().unwrap(),
+        &peer,
         &[
-            "download",
-            ts,
-            "--out",
-            out.to_str().unwrap(),
-            "--peer",
-            &peer,
-            "--no-trackers",
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--json",
             "--data-dir",
             state.to_str().unwrap(),
             "--stats-file",
             stats2.to_str().unwrap(),
         ],
-        LIMIT,
-    )
-    .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
-    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    );
     assert_eq!(summary["resumed_from_file"], false, "{summary}");
     let fetched = summary["downloaded"].as_u64().unwrap();
     eprintln!("{had} pieces verified before the kill; the restart fetched {fetched} bytes");

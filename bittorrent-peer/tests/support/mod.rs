@@ -48,6 +48,18 @@ pub fn leecher(t: &str, out: &str, peer: &str, extra: &[&str]) -> Daemon {
     start_peer(&a)
 }
 
+/// Runs `download T --out OUT --peer PEER --no-trackers --listen 127.0.0.1:0 --quiet --json EXTRA...` to
+/// the end, checks it succeeded and returns its JSON summary (the last stdout line).
+pub fn download_summary(t: &str, out: &str, peer: &str, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec!["download", t, "--out", out, "--peer", peer, "--no-trackers"];
+    a.extend_from_slice(&["--listen", "127.0.0.1:0", "--quiet", "--json"]);
+    a.extend_from_slice(extra);
+    let o = integration::run_program(Path::new(BIN), &a, Duration::from_secs(60)).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(text.lines().last().expect("a summary line")).unwrap()
+}
+
 /// Runs `bittorrent-peer create` and returns the torrent path.
 pub fn make_torrent(content: &Path, out: &Path, tracker: Option<&str>, piece: u64) -> PathBuf {
     let mut args = vec![
