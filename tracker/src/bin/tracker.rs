@@ -63,6 +63,11 @@ struct Cli {
     #[arg(long, env = "P2PLAB_MAX_TORRENTS", default_value_t = 500_000)]
     max_torrents: usize,
 
+    /// Most peers held over all torrents (about 22-34 bytes each plus indexes); beyond it announces of
+    /// peers not held yet are refused with "tracker is full" until peers stop or expire (README).
+    #[arg(long, env = "P2PLAB_MAX_PEERS_TOTAL", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_peers_total: u64,
+
     /// Allow-list mode: only these info-hashes (one in hex per line, `#` comments), re-read on SIGHUP
     /// (a file that does not parse leaves the previous list in force). Default: open mode.
     #[arg(long, env = "P2PLAB_ALLOW_LIST", value_name = "FILE")]
@@ -124,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_peers: cli.max_peers,
         default_numwant: cli.max_peers.min(50),
         max_torrents: cli.max_torrents,
+        max_peers_total: usize::try_from(cli.max_peers_total).unwrap_or(usize::MAX),
         allow_list,
         scrape_all: !cli.no_scrape_all,
         ..Config::default()

@@ -16,6 +16,10 @@
 //!   all gone; torrents with a non-zero `downloaded` counter are kept for their counter until the table is
 //!   more than [`KEEP_EMPTY_FRACTION`] full, and then the least recently active empty ones go first. A flood
 //!   therefore fills the table for at most one peer timeout after it stops.
+//! - Peers are bounded overall too: at most [`Config::max_peers_total`] over all torrents. When that many are
+//!   held, an announce of a peer id the torrent does not hold yet is refused ([`Refusal::Full`], the client
+//!   retries after its interval) instead of evicting anyone: peers already listed keep re-announcing and
+//!   stopping, and the room comes back as peers stop or expire. A BEP 7 second address is not stored then.
 //! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 22- and 34-byte entries; the IPv6
 //!   list is only allocated when needed). A dual-stack peer that names its other address (`ipv4=` /
 //!   `ipv6=`, [`Announce::alt_addr`]) is listed under both families but counted once; a peer that
@@ -66,6 +70,9 @@ pub struct Config {
     pub max_torrents: usize,
     /// Cap on peers per torrent; peers beyond it still get peer lists but are not stored.
     pub max_peers_per_torrent: usize,
+    /// Cap on peers over all torrents: beyond it an announce of a peer not held yet is refused
+    /// ([`Refusal::Full`]); held peers still re-announce and stop (module doc).
+    pub max_peers_total: usize,
     /// `None`: open mode, any info-hash. `Some`: only these (an allow-list).
     pub allow_list: Option<std::collections::HashSet<InfoHash>>,
     /// Allow a scrape without info-hashes to list every torrent.
@@ -82,6 +89,7 @@ impl Default for Config {
             default_numwant: 50,
             max_torrents: 1_000_000,
             max_peers_per_torrent: 100_000,
+            max_peers_total: 10_000_000,
             allow_list: None,
             scrape_all: true,
         }
@@ -660,7 +668,15 @@ impl Tracker {
                 return Err(Refusal::Full);
             }
         }
+        if self.peers_total >= self.cfg.max_peers_total
+            && a.event != Event::Stopped
+            && !self.torrents.get(&a.info_hash).is_some_and(|t| t.holds(id))
+        {
+            return Err(Refusal::Full);
+        }
         let cap = self.cfg.max_peers_per_torrent;
+        let total_cap = self.cfg.max_peers_total;
+        let held = self.peers_total;
         let t = self
             .torrents
             .entry(a.info_hash)
@@ -678,7 +694,7 @@ impl Tracker {
             t.downloaded = t.downloaded.saturating_add(1);
         }
         let mut added = t.upsert(cap, id, a.addr, stamp(now_secs, seeder, false), a.key);
-        if let Some(alt) = a.alt_addr {
+        if let Some(alt) = a.alt_addr.filter(|_| held + added < total_cap) {
             if alt.ip().to_canonical().is_ipv6() != a.addr.ip().to_canonical().is_ipv6() {
                 added += t.upsert(cap, id, alt, stamp(now_secs, seeder, true), a.key);
             }
@@ -1001,6 +1017,47 @@ mod tests {
         assert_eq!(key_bits(b"1a"), 0x1a);
         assert_ne!(key_bits(b"not hex"), key_bits(b"not hex!"));
         assert_ne!(key_bits(b"123456789"), 0x2345_6789);
+    }
+
+    #[test]
+    fn global_peer_cap_refuses_new_peers_but_not_held_ones() {
+        let mut t = Tracker::new(Config {
+            max_peers_total: 3,
+            ..Config::default()
+        });
+        let (_, mut rng, now, mut out) = setup();
+        // Three peers over two torrents fill the tracker.
+        for (h, p) in [(1, 1), (1, 2), (2, 3)] {
+            t.announce(now, &mut rng, &ann(h, p, 5, Event::Started), &mut out)
+                .unwrap();
+        }
+        assert_eq!(t.peer_count(), 3);
+        // A new peer, in a held torrent or a new one, is refused; no torrent is created for it.
+        for h in [1, 3] {
+            assert_eq!(
+                t.announce(now, &mut rng, &ann(h, 4, 5, Event::Started), &mut out),
+                Err(Refusal::Full)
+            );
+        }
+        assert_eq!((t.peer_count(), t.torrent_count()), (3, 2));
+        // Held peers still re-announce (and get peers), and stopping makes room.
+        t.announce(now, &mut rng, &ann(1, 1, 0, Event::Completed), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        t.announce(now, &mut rng, &ann(1, 2, 5, Event::Stopped), &mut out)
+            .unwrap();
+        t.announce(now, &mut rng, &ann(1, 4, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(t.peer_count(), 3);
+        // A BEP 7 second address is not stored past the cap either.
+        t.announce(now, &mut rng, &ann(1, 4, 5, Event::Stopped), &mut out)
+            .unwrap();
+        let dual = Announce {
+            alt_addr: Some("[2001:db8::5]:6881".parse().unwrap()),
+            ..ann(1, 5, 5, Event::Started)
+        };
+        t.announce(now, &mut rng, &dual, &mut out).unwrap();
+        assert_eq!(t.peer_count(), 3);
     }
 
     #[test]
