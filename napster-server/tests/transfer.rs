@@ -356,3 +356,51 @@ fn interactive_shell_searches_browses_and_gets() {
     assert_eq!(got["from"], "alice");
     assert_eq!(std::fs::read(out.join("Hey Jude.mp3")).unwrap(), data);
 }
+
+#[test]
+fn queued_unrelated_notices_do_not_fail_a_search_or_a_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let data = content(20_000);
+    std::fs::write(share.join("Beatles - Hey Jude.mp3"), &data).unwrap();
+    let server = support::server(&dir.path().join("srv"), &["--max-shared", "1"]);
+    let _alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
+    // Dave shares three files on a one-file server: two "You may not share more than 1 files" notices
+    // are queued before his search and his 203 go out.
+    let many = dir.path().join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..3 {
+        std::fs::write(many.join(format!("song {i}.mp3")), b"x").unwrap();
+    }
+    let out = dir.path().join("dave-out");
+    let share_arg = ["--share", many.to_str().unwrap()];
+    let (ok, v, err) = get(
+        &server,
+        "dave",
+        "hey jude",
+        &out,
+        &dir.path().join("dave"),
+        &share_arg,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v["from"], "alice");
+    assert_eq!(
+        std::fs::read(out.join("Beatles - Hey Jude.mp3")).unwrap(),
+        data
+    );
+    // With no match the failure is "no results", not the share-cap notice.
+    let (ok, _, err) = get(
+        &server,
+        "erin",
+        "nothing matches this",
+        &out,
+        &dir.path().join("erin"),
+        &share_arg,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("no results") && !err.contains("share more"),
+        "{err}"
+    );
+}

@@ -340,11 +340,27 @@ impl Client {
         Ok(n)
     }
 
+    /// Consumes everything the server sent before now: a 214 goes out and every event up to its reply is
+    /// dropped (notices logged). The server answers in order, so a 404 left over from earlier work (a
+    /// share-cap notice, `user X is not online` after a 608) cannot be read as the reply to what comes next.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        self.send(ClientMsg::Stats).await?;
+        loop {
+            match self.next_event().await? {
+                (ty::STATS, _) => return Ok(()),
+                (ty::NOTICE, text) => info!(%text, "server notice"),
+                _ => {}
+            }
+        }
+    }
+
     /// Searches for `words` (at most `max` results).
     pub async fn search(&mut self, words: &str, max: usize) -> anyhow::Result<Vec<SearchHit>> {
         let q = format!("FILENAME CONTAINS {} MAX_RESULTS {max}", quote(words)?);
+        self.settle().await?;
         self.send(ClientMsg::Search(q)).await?;
         let mut hits = Vec::new();
+        let mut last_notice = None;
         loop {
             let (t, text) = self.next_event().await?;
             match t {
@@ -352,9 +368,25 @@ impl Client {
                     Ok(h) => hits.push(h),
                     Err(e) => warn!(cause = %e, "bad search result"),
                 },
-                ty::NOTICE => bail!("search refused: {text}"),
-                ty::SEARCH_END => return Ok(hits),
+                ty::NOTICE => {
+                    if let Some(old) = last_notice.replace(text) {
+                        info!(text = %old, "server notice");
+                    }
+                }
+                // OpenNap and this server refuse a search with a 404 right before its 202; a 404 followed
+                // by results or other events belongs to something else.
+                ty::SEARCH_END => {
+                    return match last_notice {
+                        Some(text) if hits.is_empty() => bail!("search refused: {text}"),
+                        _ => Ok(hits),
+                    };
+                }
                 _ => {}
+            }
+            if t != ty::NOTICE {
+                if let Some(old) = last_notice.take() {
+                    info!(text = %old, "server notice");
+                }
             }
         }
     }
@@ -447,6 +479,7 @@ impl Client {
             .await
             .map_or(0, |m| m.len())
             .min(hit.size);
+        self.settle().await?;
         self.send(ClientMsg::Download(hit.nick.clone(), hit.path.clone()))
             .await?;
         let (port, md5) = loop {
@@ -464,7 +497,10 @@ impl Client {
                     }
                 }
                 ty::DOWNLOAD_ERROR => bail!("{} is not online", hit.nick),
-                ty::NOTICE => bail!("download refused: {text}"),
+                ty::NOTICE if is_download_refusal(&text, hit) => {
+                    bail!("download refused: {text}")
+                }
+                ty::NOTICE => info!(%text, "server notice"),
                 _ => {}
             }
         };
@@ -599,6 +635,14 @@ impl Client {
             }
         }
     }
+}
+
+/// The 404s a 203 can earn: `permission denied…` (leech) or one that names the uploader or the file. Anything
+/// else (share cap, a 608 to someone who left) is about other work.
+fn is_download_refusal(text: &str, hit: &SearchHit) -> bool {
+    text.starts_with("permission denied")
+        || text.contains(hit.path.as_str())
+        || text.split(' ').any(|w| w.eq_ignore_ascii_case(&hit.nick))
 }
 
 async fn read_up_to(s: &mut TcpStream, buf: &mut [u8]) -> anyhow::Result<usize> {
