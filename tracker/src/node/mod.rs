@@ -108,6 +108,9 @@ pub async fn run(
     cfg: NodeConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Before anything is served: a SIGHUP that arrives once clients can talk to us must not find the
+    // default action (terminate) still in place.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(http::serve(http, shared.clone(), shutdown.clone()));
     if let Some(sock) = udp {
@@ -117,7 +120,6 @@ pub async fn run(
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut save = tokio::time::interval(STATE_SAVE_EVERY);
     save.tick().await;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
