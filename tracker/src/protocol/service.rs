@@ -155,6 +155,12 @@ impl Service {
         {
             Ok(c) => {
                 let cfg = self.tracker.config();
+                // The one case a client is told about: it asked for more peers than the tracker sends
+                // (so a short list does not mean a small swarm).
+                let warning = req
+                    .numwant
+                    .filter(|&n| n > cfg.max_peers)
+                    .map(|n| format!("numwant {n} capped at {}", cfg.max_peers));
                 let form = if req.compact {
                     PeerForm::Compact
                 } else {
@@ -170,7 +176,7 @@ impl Service {
                         complete: c.complete,
                         incomplete: c.incomplete,
                         tracker_id: self.opts.tracker_id.as_deref(),
-                        warning: None,
+                        warning: warning.as_deref(),
                         peers: &self.peers,
                         form,
                     },
@@ -364,6 +370,41 @@ mod tests {
         let o = s.http_announce(now, src, b"info_hash=short", &mut out);
         assert_eq!(o.error, Some("bad_request"));
         assert!(out.starts_with(b"d14:failure reason"));
+    }
+
+    #[test]
+    fn warning_message_when_numwant_is_capped_matches_bendy() {
+        use bendy::encoding::{AsString, Encoder};
+        let mut s = svc();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let src: SocketAddr = "127.0.0.5:40000".parse().unwrap();
+        let q = b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881&left=5&numwant=200";
+        assert_eq!(
+            s.http_announce(now, src, q, &mut out),
+            Outcome::ok("announce")
+        );
+        let mut e = Encoder::new();
+        e.emit_and_sort_dict(|e| {
+            e.emit_pair(b"complete", 0)?;
+            e.emit_pair(b"incomplete", 1)?;
+            e.emit_pair(b"interval", 1800)?;
+            e.emit_pair(b"min interval", 900)?;
+            e.emit_pair(b"peers", AsString(&b""[..]))?;
+            e.emit_pair(b"warning message", "numwant 200 capped at 50")
+        })
+        .unwrap();
+        assert_eq!(out, e.get_output().unwrap());
+        // Within the cap (or not given): no warning.
+        for q in [&q[..q.len() - 3], &q[..q.len() - 12]] {
+            let q = [q, b"50"].concat();
+            s.http_announce(now, src, &q, &mut out);
+            assert!(
+                !out.windows(7).any(|w| w == b"warning"),
+                "{}",
+                String::from_utf8_lossy(&q)
+            );
+        }
     }
 
     #[test]
