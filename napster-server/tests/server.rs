@@ -53,7 +53,9 @@ fn s8_2_to_4_login_rules_accounts_persist_across_restart() {
         r.send(6, "teknap2 pw2 6699 \"TekNap\" 0 blah@opennap");
         let g = r.until(214);
         assert_eq!(g[0], (3, "blah@opennap".into()));
-        assert!(g[1..g.len() - 1].iter().all(|f| f.0 == 621));
+        // At least one MOTD line, and nothing but MOTD lines between the ack and the 214.
+        assert!(g.len() >= 3, "{g:?}");
+        assert!(g[1..g.len() - 1].iter().all(|f| f.0 == 621), "{g:?}");
         r.send(9999, "");
         assert_eq!(r.recv(), Some((404, "Unknown command code 9999".into())));
     }
@@ -382,4 +384,106 @@ fn password_work_is_capped_and_a_full_queue_fails_fast() {
     );
     assert!(busy >= 1, "a full queue refuses ({busy} busy, {ok} ok)");
     assert_eq!(ok + busy, 12);
+}
+
+/// The §8 cases 3, 5–7 and 11–14 that need only one server, over real sockets in one start.
+#[test]
+fn s8_3_to_14_remaining_cases_on_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::server(dir.path(), &[]);
+    // §8.3: nick check answers 10 for bad or reserved nicks; a login with one gets 10 and is closed.
+    let mut r = Raw::connect(d.addr());
+    for (nick, want) in [("bad.nick", 10), ("operserv", 10), ("free", 8)] {
+        r.send(7, nick);
+        assert_eq!(r.recv(), Some((want, String::new())), "{nick}");
+    }
+    let mut r = Raw::connect(d.addr());
+    r.send(2, "-bad pw 0 \"x\" 0");
+    assert_eq!(r.recv().map(|f| f.0), Some(10));
+    assert_eq!(r.recv(), None);
+    // A registered user who leaves, for whowas (605) below.
+    let mut reg = Raw::connect(d.addr());
+    reg.send(6, "reg pw 0 \"x\" 2 r@x");
+    assert_eq!(reg.until(214)[0], (3, "r@x".into()));
+    drop(reg);
+
+    let mut a = Raw::login(d.addr(), "alice", 6699);
+    let mut b = Raw::login(d.addr(), "bob", 6699);
+    const MD5: &str = "0123456789abcdef0123456789abcdef";
+    for (name, bitrate, secs) in [
+        ("Beatles - Hey Jude", 128, 180),
+        ("Beatles - Let It Be (live)", 320, 180),
+        ("Cowboy Junkies - Sweet Jane", 192, 240),
+    ] {
+        a.send(
+            100,
+            &format!(r#""C:\mp3\{name}.mp3" {MD5} 5000 {bitrate} 44100 {secs}"#),
+        );
+    }
+    // §8.5: 10300 (any media type) is counted with the others.
+    a.send(10300, r#""C:\vid\holiday.avi" 100 0 video"#);
+    // The server handles each connection in order: once alice's 214 is answered, her shares are in.
+    a.send(214, "");
+    a.until(214);
+    // §8.6 over sockets: the number of 201s before the 202.
+    let mut count = |q: &str| {
+        b.send(200, q);
+        let r = b.until(202);
+        assert!(r[..r.len() - 1].iter().all(|f| f.0 == 201), "{q}: {r:?}");
+        r.len() - 1
+    };
+    for (q, n) in [
+        (r#"FILENAME CONTAINS "beatles" FILENAME CONTAINS "live""#, 1),
+        (r#"FILENAME CONTAINS "beatles -live""#, 1),
+        (r#"FILENAME CONTAINS "beatles""#, 2),
+        (r#"FILENAME CONTAINS "beatles" FILENAME EXCLUDES "jude""#, 1),
+        (r#"FILENAME CONTAINS "mp3" MAX_RESULTS 2"#, 2),
+        (r#"FILENAME CONTAINS "mp3" BITRATE "AT LEAST" "192""#, 2),
+        (r#"FILENAME CONTAINS "mp3" BITRATE "EQUAL TO" 128"#, 1),
+        (r#"FILENAME CONTAINS "mp3" SIZE "AT LEAST" 5001"#, 0),
+        (r#"FILENAME CONTAINS "mp3" FREQ "EQUAL TO" 44100"#, 3),
+        (r#"FILENAME CONTAINS "mp3" LINESPEED "AT BEST" 3"#, 0),
+        (r#"FILENAME CONTAINS "mp3" DURATION "AT LEAST" 200"#, 1),
+    ] {
+        assert_eq!(count(q), n, "{q}");
+    }
+    // §8.7: browsing an unknown nick.
+    b.send(211, "nobody");
+    assert_eq!(
+        b.until(213),
+        vec![(210, "nobody".into()), (213, "nobody".into())]
+    );
+    // §8.11: whowas for a registered nick that left.
+    b.send(603, "reg");
+    let w = b.recv().unwrap();
+    assert!(w.0 == 605 && w.1.starts_with(r#"reg "User" "#), "{w:?}");
+    // §8.12: join, channel list, part.
+    a.send(400, "#music");
+    a.until(410);
+    b.send(400, "#music");
+    assert_eq!(b.until(410)[0], (405, "#music".into()));
+    assert_eq!(a.recv(), Some((406, "#music bob 0 4".into())));
+    b.send(617, "");
+    assert_eq!(
+        b.until(617),
+        vec![
+            (618, "#music 2 Welcome to the #music channel.".into()),
+            (617, String::new())
+        ]
+    );
+    b.send(401, "#music");
+    assert_eq!(b.recv(), Some((401, "#music".into())));
+    assert_eq!(a.recv(), Some((407, "#music bob 0 4".into())));
+    // §8.13: a ping relayed there and its pong relayed back.
+    a.send(751, "bob");
+    assert_eq!(b.recv(), Some((751, "alice".into())));
+    b.send(752, "alice");
+    assert_eq!(a.recv(), Some((752, "bob".into())));
+    // §8.14: the same nick again right away.
+    let mut again = Raw::connect(d.addr());
+    again.send(2, "alice pw 6699 \"x\" 1");
+    assert_eq!(again.recv(), Some((0, "Connecting too fast".into())));
+    // Everything alice shared, the 10300 file included, is still there.
+    a.send(110, "");
+    assert_eq!(a.recv(), Some((110, "4".into())));
 }
