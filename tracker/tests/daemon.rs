@@ -471,3 +471,91 @@ fn bep7_ipv6_parameter_puts_a_v4_peer_in_peers6_too() {
         "the dual-stack peer counts once"
     );
 }
+
+/// `peer id` and `ip` of each entry of a dictionary-form reply.
+fn dict_peers(
+    d: &std::collections::BTreeMap<Vec<u8>, bendy::value::Value<'static>>,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let bendy::value::Value::List(peers) = &d[&b"peers"[..]] else {
+        panic!("dictionary form expected: {d:?}")
+    };
+    peers
+        .iter()
+        .map(|p| {
+            let bendy::value::Value::Dict(p) = p else {
+                panic!("peer entry is a dictionary")
+            };
+            (p.get(&b"peer id"[..]).map(bbytes), bbytes(&p[&b"ip"[..]]))
+        })
+        .collect()
+}
+
+fn failure(d: &std::collections::BTreeMap<Vec<u8>, bendy::value::Value<'static>>) -> String {
+    d.get(&b"failure reason"[..])
+        .map(|v| String::from_utf8_lossy(&bbytes(v)).into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn options_through_the_binary_and_key_check() {
+    let t = Tracker::start(
+        false,
+        &[
+            "--no-scrape-all",
+            "--trust-ip",
+            "--min-interval",
+            "7",
+            "--max-peers",
+            "2",
+            "--max-peers-total",
+            "4",
+        ],
+    );
+    let dict = |p: u8, extra: &str| {
+        let q = announce_query(1, p, 6000 + u16::from(p), 5, Event::Started)
+            .replace("compact=1", "compact=0");
+        bdecode(&t.get(&format!("{q}{extra}")).1)
+    };
+    // --trust-ip: peer 1 is listed at the address it announced; --min-interval is sent.
+    let d = dict(1, "&ip=10.1.2.3");
+    assert_eq!(bint(&d[&b"min interval"[..]]), 7);
+    // The dictionary form carries `peer id` (no `no_peer_id`); numwant above --max-peers gets a warning.
+    let d = dict(2, "&key=0000ABCD&numwant=10");
+    assert_eq!(
+        dict_peers(&d),
+        vec![(Some(vec![1u8; 20]), b"10.1.2.3".to_vec())]
+    );
+    assert_eq!(
+        bbytes(&d[&b"warning message"[..]]),
+        b"numwant 10 capped at 2"
+    );
+    // --max-peers 2: three other peers held, two listed.
+    dict(3, "");
+    let d = dict(4, "&numwant=50");
+    assert_eq!(dict_peers(&d).len(), 2, "{d:?}");
+    // --max-peers-total 4: a fifth peer is refused, a held one still announces.
+    assert_eq!(failure(&dict(5, "")), "tracker is full, try again later");
+    assert_eq!(failure(&dict(3, "")), "");
+    // BEP 3 key: peer 2's id from another address without its key can neither move nor evict it.
+    for extra in ["&ip=10.6.6.6", "&ip=10.6.6.6&key=0BADF00D&event=stopped"] {
+        assert_eq!(
+            failure(&dict(2, extra)),
+            "peer id in use from another address with a different key",
+            "{extra}"
+        );
+    }
+    let d = dict(1, "&ip=10.1.2.3&numwant=2");
+    assert!(
+        dict_peers(&d).iter().all(|(_, ip)| ip == b"127.0.0.1"),
+        "peer 2 still at its own address: {d:?}"
+    );
+    // --no-scrape-all: a scrape without info_hash is refused, one with info_hash answered.
+    assert!(failure(&bdecode(&t.get("/scrape").1)).contains("scrape"));
+    let mut q = String::from("/scrape?info_hash=");
+    pct_encode(&[1; 20], &mut q);
+    let d = bdecode(&t.get(&q).1);
+    assert!(d.contains_key(&b"files"[..]), "{d:?}");
+    let v: serde_json::Value = serde_json::from_slice(&t.get("/stats").1).unwrap();
+    assert_eq!(v["errors"]["key_mismatch"], 2);
+    assert_eq!(v["errors"]["full"], 1);
+}
