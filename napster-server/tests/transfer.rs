@@ -146,12 +146,10 @@ fn s8_8_download_with_get_and_resume() {
         data
     );
 
-    // Counters 218..221 went up and back down: whois shows no transfer in progress.
+    // Counters back down once alice's 221s arrive (waited for: they race the watcher's whois). That they
+    // go up at all is checked by `the_clients_report_218_to_221_while_a_transfer_runs`.
     let mut w = Raw::login(server.addr(), "watcher", 6699);
-    w.send(603, "alice");
-    let r = w.recv().unwrap();
-    assert_eq!(r.0, 604);
-    assert!(r.1.contains(r#""Active" 1 0 0 7"#), "{r:?}");
+    wait_counts(&mut w, "alice", ("0", "0"));
 }
 
 #[test]
@@ -403,4 +401,76 @@ fn queued_unrelated_notices_do_not_fail_a_search_or_a_get() {
         err.contains("no results") && !err.contains("share more"),
         "{err}"
     );
+}
+
+/// Downloads and uploads (fields 6 and 7 of a 604) of `nick`, asked with a whois; None while not online.
+fn transfer_counts(w: &mut Raw, nick: &str) -> Option<(String, String)> {
+    w.send(603, nick);
+    let r = w.recv().unwrap();
+    if r.0 == 404 {
+        return None;
+    }
+    assert_eq!(r.0, 604, "{r:?}");
+    let f = napster_server::codec::fields::split(&r.1).unwrap();
+    Some((f[6].to_owned(), f[7].to_owned()))
+}
+
+/// Waits until `nick`'s whois shows `want` (downloads, uploads).
+fn wait_counts(w: &mut Raw, nick: &str, want: (&str, &str)) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = transfer_counts(w, nick);
+        if got
+            .as_ref()
+            .is_some_and(|g| (g.0.as_str(), g.1.as_str()) == want)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{nick}: whois shows {got:?}, never {want:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_clients_report_218_to_221_while_a_transfer_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let data = content(64 * 1024);
+    std::fs::write(share.join("slow song.mp3"), &data).unwrap();
+    let server = support::server(&dir.path().join("srv"), &[]);
+    // A capped upload keeps the transfer running for about two seconds.
+    let _alice = serve_with(
+        &server,
+        "alice",
+        &share,
+        &dir.path().join("alice"),
+        false,
+        &["--upload-rate", "32k"],
+    );
+    let mut w = Raw::login(server.addr(), "watcher", 6699);
+    let out = dir.path().join("bob-out");
+    std::thread::scope(|s| {
+        let getter = s.spawn(|| {
+            get(
+                &server,
+                "bob",
+                "slow song",
+                &out,
+                &dir.path().join("bob"),
+                &[],
+            )
+        });
+        // 218 from the downloader and 220 from the uploader while the bytes flow.
+        wait_counts(&mut w, "bob", ("1", "0"));
+        wait_counts(&mut w, "alice", ("0", "1"));
+        let (ok, _, err) = getter.join().unwrap();
+        assert!(ok, "{err}");
+    });
+    assert_eq!(std::fs::read(out.join("slow song.mp3")).unwrap(), data);
+    // 221 brings alice back to zero (bob has logged off, so only alice can be asked).
+    wait_counts(&mut w, "alice", ("0", "0"));
 }
