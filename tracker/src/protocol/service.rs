@@ -258,6 +258,11 @@ impl Service {
                     );
                     return Outcome::err("announce", "bad_connection_id");
                 }
+                if a.port == 0 {
+                    // As over HTTP: nobody can connect to port 0, so the entry would only mislead.
+                    udp::write_error(out, a.transaction_id, "port out of range", usize::MAX);
+                    return Outcome::err("announce", "bad_request");
+                }
                 let ip = if self.opts.trust_ip_param && !a.ip.is_unspecified() {
                     IpAddr::V4(a.ip)
                 } else {
@@ -583,6 +588,13 @@ mod tests {
                 peers: vec!["127.0.0.9:6881".parse().unwrap()]
             })
         );
+        // Port 0 is refused, as over HTTP, and nothing is stored.
+        pkt.clear();
+        mk(cid2, 3, 0).encode(&mut pkt);
+        let o = s.udp(now, t, src2, &pkt, &mut out);
+        assert_eq!(o.error, Some("bad_request"));
+        assert_eq!(&out[..4], &3u32.to_be_bytes(), "an error packet");
+        assert_eq!(s.tracker().peer_count(), 2);
         // The first peer's id is useless from the second address.
         pkt.clear();
         mk(connection_id, 2, 7000).encode(&mut pkt);
