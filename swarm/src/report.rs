@@ -408,6 +408,108 @@ fn verdict(text: &mut String, claim: &str, seen: &str) {
     );
 }
 
+/// "yes" or "NO", the computed answer every chart's explanation gives.
+fn held(yes: bool) -> &'static str {
+    if yes {
+        "yes"
+    } else {
+        "NO"
+    }
+}
+
+/// Did the central index answer a search with fewer control messages than the flood? Rests on the
+/// control messages per search of Napster and Gnutella (`None`: that system gave no figure).
+pub fn control_verdict(napster: Option<f64>, gnutella: Option<f64>) -> String {
+    match (napster, gnutella) {
+        (Some(n), Some(g)) => format!(
+            "prediction held: {} (Napster {n:.1} vs Gnutella {g:.1} control messages per search)",
+            held(n < g)
+        ),
+        _ => "prediction not checked: it needs both Napster's and Gnutella's figures".into(),
+    }
+}
+
+/// The busiest peer's share of all peer uploads (0 when nothing was uploaded).
+pub fn busiest_share(uploads: &[u64]) -> f64 {
+    let total: u64 = uploads.iter().sum();
+    match total {
+        0 => 0.0,
+        t => *uploads.iter().max().unwrap_or(&0) as f64 / t as f64,
+    }
+}
+
+/// Did BitTorrent spread the upload load while Napster's busiest peer carried most of it? Rests on the
+/// busiest peer's share of all uploads in each system.
+pub fn upload_verdict(napster_share: Option<f64>, bittorrent_share: Option<f64>) -> String {
+    match (napster_share, bittorrent_share) {
+        (Some(n), Some(b)) => format!(
+            "prediction held: {} (busiest peer's share of all uploads: Napster {:.0}%, BitTorrent {:.0}%)",
+            held(b < n && n > 0.5),
+            100.0 * n,
+            100.0 * b
+        ),
+        _ => "prediction not checked: it needs both Napster's and BitTorrent's uploads".into(),
+    }
+}
+
+/// Did every multi-source download (Gnutella, KaZaA, BitTorrent) survive its source leaving? Rests on
+/// (system, finished, failed) of the churn downloads of those systems.
+pub fn churn_verdict(multi: &[(&str, usize, usize)]) -> String {
+    if multi.is_empty() {
+        return "prediction not checked: no multi-source system ran the churn phase".into();
+    }
+    let failed: usize = multi.iter().map(|m| m.2).sum();
+    let figures: Vec<String> = multi
+        .iter()
+        .map(|(s, done, f)| format!("{s} {done} finished, {f} failed"))
+        .collect();
+    format!(
+        "prediction held for the multi-source systems: {} ({})",
+        held(failed == 0),
+        figures.join(", ")
+    )
+}
+
+/// Did the flood cost follow the tree formula? Yes when the cost grows with TTL (from the first TTL to
+/// the last) and every measured point is within a factor of 2 of the formula capped by the full flood.
+pub fn flood_verdict(points: &[crate::results::FloodPoint]) -> String {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return "prediction not checked: no TTL ran".into();
+    };
+    let worst = points
+        .iter()
+        .map(|p| {
+            let f = p.tree_formula.min(p.full_flood).max(1.0);
+            (p.measured.max(1e-9) / f).max(f / p.measured.max(1e-9))
+        })
+        .fold(1.0_f64, f64::max);
+    let grows = points.len() < 2 || last.measured > first.measured;
+    format!(
+        "prediction held: {} (cost {:.1} at TTL {} to {:.1} at TTL {}; farthest point {worst:.2}x from the capped formula, 2x allowed)",
+        held(grows && worst <= 2.0),
+        first.measured,
+        first.ttl,
+        last.measured,
+        last.ttl
+    )
+}
+
+/// Did the content hash defeat the decoys while a name pick fell for them? Rests on the decoys fetched
+/// by name and by hash, summed over the systems: (decoys, downloads).
+pub fn pollution_verdict(by_name: (usize, usize), by_hash: (usize, usize)) -> String {
+    if by_name.1 == 0 && by_hash.1 == 0 {
+        return "prediction not checked: no pollution download ran".into();
+    }
+    format!(
+        "prediction held: {} (by name {}/{} decoys, by content hash {}/{})",
+        held(by_hash.0 == 0 && (by_name.1 == 0 || by_name.0 > 0)),
+        by_name.0,
+        by_name.1,
+        by_hash.0,
+        by_hash.1
+    )
+}
+
 /// The whole `report.html`.
 pub fn html(res: &Results) -> String {
     let ran: Vec<&SystemResult> = res
@@ -604,10 +706,15 @@ pub fn html(res: &Results) -> String {
             },
         )
         .collect();
+    let ctl = |sys: &str| sums.get(sys).and_then(|m| m.ctl_msgs_per_search);
     verdict(
         &mut h,
-        "a central index answers a search with a handful of messages whatever the swarm size; Gnutella's flood costs about the sum over hops of d(d-1)^(h-1) transmissions, growing with TTL and degree.",
-        &notes.join("; "),
+        "a central index answers a search with a handful of messages whatever the swarm size; Gnutella's flood costs about 1 + the sum over hops i = 2..TTL of d(d-1)^(i-2) transmissions, growing with TTL and degree.",
+        &format!(
+            "{}; {}.",
+            notes.join("; "),
+            control_verdict(ctl("napster"), ctl("gnutella"))
+        ),
     );
 
     // Upload load.
@@ -636,10 +743,24 @@ pub fn html(res: &Results) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let share = |sys: &str| {
+        ran.iter().find(|s| s.system == sys).map(|s| {
+            let ups: Vec<u64> = s
+                .nodes
+                .iter()
+                .filter(|n| !n.infrastructure)
+                .map(|n| n.upload_bytes)
+                .collect();
+            busiest_share(&ups)
+        })
+    };
     verdict(
         &mut h,
         "in Napster the peer holding a hot file carries the whole flash crowd alone; BitTorrent spreads the upload over the downloaders (tit-for-tat, rarest first).",
-        &seen,
+        &format!(
+            "{seen}; {}.",
+            upload_verdict(share("napster"), share("bittorrent"))
+        ),
     );
 
     // Overlay graphs.
@@ -724,7 +845,19 @@ pub fn html(res: &Results) -> String {
     verdict(
         &mut h,
         "a single-source download dies with its source; a multi-source download (KaZaA, Gnutella) carries on from the sources left, re-searching for more; BitTorrent leechers can finish from each other if the swarm together still holds every piece.",
-        "see the counts and the progress lines above: a line that keeps climbing after a dashed mark recovered from the loss of that source.",
+        &format!(
+            "{}. A progress line that keeps climbing after a dashed mark recovered from the loss of that source.",
+            churn_verdict(
+                &ran.iter()
+                    .filter(|s| s.system != "napster")
+                    .filter_map(|s| {
+                        sums[s.system.as_str()]
+                            .churn
+                            .map(|(a, b, c)| (s.system.as_str(), a + b, c))
+                    })
+                    .collect::<Vec<_>>()
+            )
+        ),
     );
 
     // Rate caps.
@@ -776,11 +909,12 @@ fn flood_section(h: &mut String, ran: &[&SystemResult]) {
             h,
             "a flood with TTL t on a graph of degree d costs about 1 + sum over hops i = 2..t of d(d-1)^(i-2) transmissions (each node forwards to its other links), growing geometrically with TTL until the horizon covers the whole overlay; then duplicates make up most of it and the cost levels off at the full flood, 2E - N + 2 here.",
             &format!(
-                "overlay of {} nodes, {:.0} links, mean degree {:.2} (the nodes' own connection counts); {}.",
+                "overlay of {} nodes, {:.0} links, mean degree {:.2} (the nodes' own connection counts); {}; {}.",
                 o.nodes,
                 o.edges,
                 o.mean_degree(),
-                seen.join("; ")
+                seen.join("; "),
+                flood_verdict(&s.flood)
             ),
         );
     }
@@ -891,6 +1025,15 @@ fn pollution_section(h: &mut String, res: &Results, ran: &[&SystemResult]) {
         }
     }
     h.push_str(&svg_bars(&bars, "% of downloads that got a decoy"));
+    let total = |f: fn(&Summary) -> Option<(usize, usize)>| {
+        ran.iter()
+            .filter_map(|s| f(&s.summary()))
+            .fold((0, 0), |acc, (a, n)| (acc.0 + a, acc.1 + n))
+    };
+    seen.push(pollution_verdict(
+        total(|m| m.polluted_by_name),
+        total(|m| m.polluted_by_hash),
+    ));
     verdict(
         h,
         "polluters put bogus copies of popular songs under the real name on many well-connected nodes; a user who picks by name gets a decoy about as often as decoys outnumber real copies, while a download pinned to a content hash from a trusted link (KaZaA's sig2dat UUHash, Gnutella's urn:sha1, BitTorrent's info_hash) can only fetch the real bytes.",
@@ -939,6 +1082,65 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn verdicts_say_yes_or_no_with_their_figures() {
+        assert!(control_verdict(Some(14.5), Some(124.0))
+            .contains("held: yes (Napster 14.5 vs Gnutella 124.0"));
+        assert!(control_verdict(Some(200.0), Some(124.0)).contains("held: NO"));
+        assert!(control_verdict(None, Some(1.0)).contains("not checked"));
+
+        assert_eq!(busiest_share(&[0, 0]), 0.0);
+        assert_eq!(busiest_share(&[30, 10, 0]), 0.75);
+        let v = upload_verdict(Some(1.0), Some(0.3));
+        assert!(
+            v.contains("held: yes") && v.contains("Napster 100%, BitTorrent 30%"),
+            "{v}"
+        );
+        assert!(upload_verdict(Some(0.4), Some(0.3)).contains("held: NO"));
+        assert!(upload_verdict(Some(0.9), Some(0.95)).contains("held: NO"));
+
+        let v = churn_verdict(&[("kazaa", 3, 0), ("bittorrent", 3, 0)]);
+        assert!(
+            v.contains("held for the multi-source systems: yes")
+                && v.contains("kazaa 3 finished, 0 failed"),
+            "{v}"
+        );
+        assert!(churn_verdict(&[("kazaa", 2, 1)]).contains(": NO"));
+        assert!(churn_verdict(&[]).contains("not checked"));
+
+        let pt = |ttl: u8, measured: f64, tree: f64| crate::results::FloodPoint {
+            ttl,
+            searches: 3,
+            measured,
+            tree_formula: tree,
+            full_flood: 66.0,
+        };
+        // The demo's measured curve (README) against its formula: within 2x, growing.
+        let ok = [
+            pt(1, 1.7, 1.0),
+            pt(3, 17.0, 18.6),
+            pt(4, 39.3, 61.6),
+            pt(7, 64.3, 2049.0),
+        ];
+        let v = flood_verdict(&ok);
+        assert!(
+            v.contains("held: yes") && v.contains("1.7 at TTL 1 to 64.3 at TTL 7"),
+            "{v}"
+        );
+        assert!(flood_verdict(&[pt(1, 1.0, 1.0), pt(3, 60.0, 18.6)]).contains("held: NO"));
+        assert!(flood_verdict(&[pt(1, 5.0, 1.0), pt(3, 4.0, 5.0)]).contains("held: NO"));
+        assert!(flood_verdict(&[]).contains("not checked"));
+
+        let v = pollution_verdict((4, 6), (0, 12));
+        assert!(
+            v.contains("held: yes (by name 4/6 decoys, by content hash 0/12)"),
+            "{v}"
+        );
+        assert!(pollution_verdict((4, 6), (1, 12)).contains("held: NO"));
+        assert!(pollution_verdict((0, 6), (0, 12)).contains("held: NO"));
+        assert!(pollution_verdict((0, 0), (0, 0)).contains("not checked"));
     }
 
     #[test]
