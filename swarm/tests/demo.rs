@@ -75,6 +75,37 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
     assert!(!Path::new(r["temp_dir"].as_str().unwrap()).exists());
     let systems = r["systems"].as_array().unwrap();
+    // The table's infrastructure figure is the sum of the control messages in and out written in the
+    // stats files of the server / ultrapeers / supernodes / tracker (each node's record in results.json).
+    let row: Vec<u64> = stdout
+        .lines()
+        .find(|l| l.starts_with("server/tracker/ultrapeer ctl msgs"))
+        .expect("infrastructure row")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let summed: Vec<u64> = systems
+        .iter()
+        .map(|s| {
+            s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["infrastructure"] == true)
+                .map(|n| n["control_in"].as_u64().unwrap() + n["control_out"].as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(row, summed, "{stdout}");
+    // Every chart's explanation carries a computed verdict.
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    for v in [
+        "held: yes (Napster",
+        "held: yes (busiest peer",
+        "prediction held for the multi-source systems: yes",
+    ] {
+        assert!(html.contains(v), "{v}");
+    }
     let by = |name: &str| {
         systems
             .iter()
@@ -382,6 +413,40 @@ bittorrent_seeders = 4
         "{kp:?}"
     );
     assert!(html.contains("bytes received while the sources left"));
+}
+
+/// Napster has no content hash: its name pick falls for the decoys that outnumber the real copy.
+#[test]
+fn napster_name_pick_gets_a_decoy_tiny() {
+    let (r, html) = run_scenario(
+        r#"
+systems = ["napster"]
+peers = 9
+files = 6
+searches_per_target = 1
+flash_crowd = 0
+flash_sweep = []
+flash_file_kib = 64
+churn_downloads = 0
+churn_sources = 1
+decoys = 6
+pollution_genuine = 1
+pollution_downloads = 4
+op_timeout_secs = 20
+"#,
+    );
+    let n = &r["systems"][0];
+    assert!(n["unavailable"].is_null(), "{}", n["unavailable"]);
+    let poll = n["pollution"].as_array().unwrap();
+    // Six decoys against one real copy: four picks by name all getting the real file has odds of
+    // (1/7)^4 if the pick were uniform.
+    assert_eq!(poll.len(), 4, "{poll:?}");
+    assert!(poll.iter().all(|p| p["pick"] == "name"), "{poll:?}");
+    assert!(poll.iter().any(|p| p["outcome"] == "decoy"), "{poll:?}");
+    assert!(poll.iter().all(|p| p["outcome"] != "failed"), "{poll:?}");
+    // By hash there is nothing to ask for: a note, no download.
+    assert!(!n["pollution_notes"].as_array().unwrap().is_empty());
+    assert!(html.contains("by name"), "{html}");
 }
 
 #[test]
