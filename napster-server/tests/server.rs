@@ -483,6 +483,10 @@ fn s8_3_to_14_remaining_cases_on_one_server() {
     let mut again = Raw::connect(d.addr());
     again.send(2, "alice pw 6699 \"x\" 1");
     assert_eq!(again.recv(), Some((0, "Connecting too fast".into())));
+    // An unregistered nick that is online cannot be taken from another address.
+    let mut other = Raw::connect_from(d.addr(), std::net::Ipv4Addr::new(127, 0, 0, 2));
+    other.send(2, "alice pw 6699 \"x\" 1");
+    assert_eq!(other.recv(), Some((0, "alice is already active".into())));
     // Everything alice shared, the 10300 file included, is still there.
     a.send(110, "");
     assert_eq!(a.recv(), Some((110, "4".into())));
