@@ -680,9 +680,10 @@ impl BitTorrent {
                     .context("copying the file for an extra seeder")?;
                 dir
             };
-            let name = match k < file.holders.len() {
-                true => format!("seed{holder:03}-{}", self.torrents.len()),
-                false => format!("seed{holder:03}x{k}-{}", self.torrents.len()),
+            let name = if k < file.holders.len() {
+                format!("seed{holder:03}-{}", self.torrents.len())
+            } else {
+                format!("seed{holder:03}x{k}-{}", self.torrents.len())
             };
             let stats = ctx.work.join(format!("stats-{name}.json"));
             let mut c = Command::new(&bin);
