@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(c.by_role(Role::Flash).holders, vec![0]);
         assert_eq!(
             c.by_role(Role::Churn).holders,
-            vec![s.peers - 2, s.peers - 1]
+            (s.peers - s.churn_sources..s.peers).collect::<Vec<_>>()
         );
     }
 

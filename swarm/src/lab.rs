@@ -111,46 +111,43 @@ pub fn run(scn: &Scenario, opts: &RunOptions) -> Result<Results> {
     pb.finish_and_clear();
     let mut systems = Vec::new();
     for name in &scn.systems {
-        let res = match driver_for(name) {
-            Ok(mut d) => match check_binaries(&opts.bins, d.binaries()) {
-                Ok(()) => {
-                    let sys_scn = scn.for_system(name);
-                    // A system with its own peer count gets the same corpus placed on its peers.
-                    let (sys_corpus, sys_shares) = if sys_scn.peers == scn.peers {
-                        (corpus.clone(), shares.clone())
-                    } else {
-                        let c = Corpus::plan(&sys_scn);
-                        let dir = tmp.path().join(format!("shares-{name}"));
-                        c.write(&dir)
-                            .with_context(|| format!("writing the corpus of {name}"))?;
-                        (c, dir)
-                    };
-                    let ctx = Ctx {
-                        scn: sys_scn,
-                        corpus: sys_corpus,
-                        shares: sys_shares,
-                        work: tmp.path().join(name),
-                        bins: opts.bins.clone(),
-                        epoch,
-                    };
-                    std::fs::create_dir_all(&ctx.work)?;
-                    run_system(d.as_mut(), &ctx, opts.quiet)
-                }
-                Err(reason) => unavailable(name, reason),
-            },
-            // A placeholder binary is the more useful reason to show.
-            Err(reason) => match check_binaries(&opts.bins, &["kazaa-supernode"]) {
-                Err(why) if name == "kazaa" => unavailable(name, why),
-                _ => unavailable(name, reason),
-            },
-        };
-        if !opts.quiet {
-            match &res.unavailable {
-                Some(r) => eprintln!("{name}: not available yet: {r}"),
-                None => eprintln!("{name}: done"),
-            }
-        }
+        let sys_scn = scn.for_system(name);
+        let res = run_one(
+            name,
+            name,
+            sys_scn,
+            &corpus,
+            &shares,
+            tmp.path(),
+            opts,
+            epoch,
+        )?;
         systems.push(res);
+        if name == "gnutella" && scn.gnutella_classic_contrast && !scn.gnutella_classic {
+            // The classic 0.4 flood over the same peers, searches only: its messages per search
+            // beside the ultrapeer figure is the contrast the tutorial draws.
+            let classic = Scenario {
+                gnutella_classic: true,
+                flash_crowd: 0,
+                flash_sweep: Vec::new(),
+                churn_downloads: 0,
+                gnutella_ttl_sweep: Vec::new(),
+                ring_searches: 0,
+                pollution_downloads: 0,
+                ..scn.for_system(name)
+            };
+            let res = run_one(
+                name,
+                CLASSIC_CONTRAST,
+                classic,
+                &corpus,
+                &shares,
+                tmp.path(),
+                opts,
+                epoch,
+            )?;
+            systems.push(res);
+        }
     }
     let temp_dir = tmp.path().display().to_string();
     tmp.close().context("removing the temporary folder")?;
@@ -161,6 +158,64 @@ pub fn run(scn: &Scenario, opts: &RunOptions) -> Result<Results> {
         seconds: epoch.elapsed().as_secs_f64(),
         systems,
     })
+}
+
+/// The name under which the default demo reports Gnutella's classic flood (searches only).
+pub const CLASSIC_CONTRAST: &str = "gnutella classic";
+
+/// Runs one system (`name` picks the driver, `label` names its results and work folder).
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    name: &str,
+    label: &str,
+    sys_scn: Scenario,
+    corpus: &Corpus,
+    shares: &Path,
+    tmp: &Path,
+    opts: &RunOptions,
+    epoch: Instant,
+) -> Result<SystemResult> {
+    let res = match driver_for(name) {
+        Ok(mut d) => match check_binaries(&opts.bins, d.binaries()) {
+            Ok(()) => {
+                // A system with its own peer count gets the same corpus placed on its peers.
+                let (sys_corpus, sys_shares) = if sys_scn.peers == corpus.peers {
+                    (corpus.clone(), shares.to_path_buf())
+                } else {
+                    let c = Corpus::plan(&sys_scn);
+                    let dir = tmp.join(format!("shares-{}", label.replace(' ', "-")));
+                    c.write(&dir)
+                        .with_context(|| format!("writing the corpus of {label}"))?;
+                    (c, dir)
+                };
+                let ctx = Ctx {
+                    scn: sys_scn,
+                    corpus: sys_corpus,
+                    shares: sys_shares,
+                    work: tmp.join(label.replace(' ', "-")),
+                    bins: opts.bins.clone(),
+                    epoch,
+                };
+                std::fs::create_dir_all(&ctx.work)?;
+                let mut r = run_system(d.as_mut(), &ctx, opts.quiet);
+                r.system = label.to_owned();
+                r
+            }
+            Err(reason) => unavailable(label, reason),
+        },
+        // A placeholder binary is the more useful reason to show.
+        Err(reason) => match check_binaries(&opts.bins, &["kazaa-supernode"]) {
+            Err(why) if name == "kazaa" => unavailable(label, why),
+            _ => unavailable(label, reason),
+        },
+    };
+    if !opts.quiet {
+        match &res.unavailable {
+            Some(r) => eprintln!("{label}: not available yet: {r}"),
+            None => eprintln!("{label}: done"),
+        }
+    }
+    Ok(res)
 }
 
 fn unavailable(name: &str, reason: String) -> SystemResult {
@@ -284,11 +339,13 @@ fn phases(d: &mut dyn Driver, ctx: &Ctx, r: &mut SystemResult, pb: &ProgressBar)
 
     // Flash crowd: every downloader asks for the new release at once.
     let flash = ctx.corpus.by_role(Role::Flash).clone();
-    pb.set_message(format!(
-        "{sys}: flash crowd of {} downloads",
-        ctx.scn.flash_crowd
-    ));
-    r.flash = downloads(d, ctx, &flash, "flash", ctx.scn.flash_crowd, &[], pb)?.0;
+    if ctx.scn.flash_crowd > 0 {
+        pb.set_message(format!(
+            "{sys}: flash crowd of {} downloads",
+            ctx.scn.flash_crowd
+        ));
+        r.flash = downloads(d, ctx, &flash, "flash", ctx.scn.flash_crowd, &[], pb)?.0;
+    }
     if ctx.scn.sweeps(sys) {
         for (k, &n) in ctx.scn.flash_sweep.iter().enumerate() {
             pb.set_message(format!("{sys}: flash crowd sweep, {n} downloads"));

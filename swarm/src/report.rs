@@ -511,6 +511,20 @@ pub fn pollution_verdict(by_name: (usize, usize), by_hash: (usize, usize)) -> St
 }
 
 /// The whole `report.html`.
+/// The classic flood against the ultrapeer search: whether flooding every node cost more per search.
+fn classic_contrast(ultrapeer: Option<f64>, classic: Option<f64>) -> String {
+    match (ultrapeer, classic) {
+        (Some(u), Some(c)) if c > u => format!(
+            " Classic flood over the same peers: {c:.1} messages per search against {u:.1} with ultrapeers ({:.1}x): the flood costs more, as predicted.",
+            c / u.max(f64::MIN_POSITIVE)
+        ),
+        (Some(u), Some(c)) => format!(
+            " Classic flood over the same peers: {c:.1} messages per search against {u:.1} with ultrapeers: the flood did NOT cost more."
+        ),
+        _ => String::new(),
+    }
+}
+
 pub fn html(res: &Results) -> String {
     let ran: Vec<&SystemResult> = res
         .systems
@@ -520,6 +534,12 @@ pub fn html(res: &Results) -> String {
     let sums: BTreeMap<&str, Summary> = ran
         .iter()
         .map(|s| (s.system.as_str(), s.summary()))
+        .collect();
+    // Systems that downloaded anything: the classic-flood contrast runs searches only.
+    let moved: Vec<&SystemResult> = ran
+        .iter()
+        .copied()
+        .filter(|s| !s.flash.is_empty() || s.churn.is_some())
         .collect();
     let mut h = String::from(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>p2p-lab swarm report</title><style>body{font-family:sans-serif;max-width:960px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}.why{background:#f6f6f6;padding:6px}.na{color:#a00}</style></head><body>",
@@ -560,7 +580,7 @@ pub fn html(res: &Results) -> String {
 
     // Completion-time CDFs.
     h.push_str("<h2>Flash crowd: completion-time CDF</h2>");
-    let series: Vec<(String, Vec<(f64, f64)>)> = ran
+    let series: Vec<(String, Vec<(f64, f64)>)> = moved
         .iter()
         .map(|s| {
             let t: Vec<f64> = s
@@ -573,7 +593,7 @@ pub fn html(res: &Results) -> String {
         })
         .collect();
     h.push_str(&svg_cdf(&series, "seconds since the download started"));
-    let seen = ran
+    let seen = moved
         .iter()
         .map(|s| {
             let m = &sums[s.system.as_str()];
@@ -590,7 +610,7 @@ pub fn html(res: &Results) -> String {
         .join("; ");
     // Every single-source system against BitTorrent, saying when a side ran without its rate caps.
     let cmp: String = match sums.get("bittorrent") {
-        Some(b) => ran
+        Some(b) => moved
             .iter()
             .filter(|s| s.system != "bittorrent")
             .map(|s| {
@@ -711,15 +731,16 @@ pub fn html(res: &Results) -> String {
         &mut h,
         "a central index answers a search with a handful of messages whatever the swarm size; Gnutella's flood costs about 1 + the sum over hops i = 2..TTL of d(d-1)^(i-2) transmissions, growing with TTL and degree.",
         &format!(
-            "{}; {}.",
+            "{}; {}.{}",
             notes.join("; "),
-            control_verdict(ctl("napster"), ctl("gnutella"))
+            control_verdict(ctl("napster"), ctl("gnutella")),
+            classic_contrast(ctl("gnutella"), ctl(crate::lab::CLASSIC_CONTRAST))
         ),
     );
 
     // Upload load.
     h.push_str("<h2>Upload load across peers</h2>");
-    for s in &ran {
+    for s in &moved {
         let mut ups: Vec<(String, f64)> = s
             .nodes
             .iter()
@@ -730,7 +751,7 @@ pub fn html(res: &Results) -> String {
         let _ = write!(h, "<h3>{}</h3>", esc(&s.system));
         h.push_str(&svg_bars(&ups, "KiB uploaded"));
     }
-    let seen = ran
+    let seen = moved
         .iter()
         .map(|s| {
             let m = &sums[s.system.as_str()];
@@ -744,7 +765,7 @@ pub fn html(res: &Results) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     let share = |sys: &str| {
-        ran.iter().find(|s| s.system == sys).map(|s| {
+        moved.iter().find(|s| s.system == sys).map(|s| {
             let ups: Vec<u64> = s
                 .nodes
                 .iter()
@@ -792,7 +813,7 @@ pub fn html(res: &Results) -> String {
 
     // Churn.
     h.push_str("<h2>Downloads whose source left</h2><ul>");
-    for s in &ran {
+    for s in &moved {
         if let (Some((a, b, c)), Some(ch)) = (sums[s.system.as_str()].churn, &s.churn) {
             let _ = write!(
                 h,
@@ -805,7 +826,7 @@ pub fn html(res: &Results) -> String {
         }
     }
     h.push_str("</ul>");
-    for s in &ran {
+    for s in &moved {
         let Some(ch) = &s.churn else { continue };
         let series: Vec<(String, Vec<(f64, f64)>)> = ch
             .downloads
@@ -848,7 +869,7 @@ pub fn html(res: &Results) -> String {
         &format!(
             "{}. A progress line that keeps climbing after a dashed mark recovered from the loss of that source.",
             churn_verdict(
-                &ran.iter()
+                &moved.iter()
                     .filter(|s| s.system != "napster")
                     .filter_map(|s| {
                         sums[s.system.as_str()]
@@ -1198,5 +1219,13 @@ mod tests {
         assert!(t.contains("flash crowd done (verified)"));
         assert!(t.contains("2/2"));
         assert!(t.contains("kazaa: not available yet: placeholder <binary>"));
+    }
+
+    #[test]
+    fn classic_contrast_says_whether_the_flood_cost_more() {
+        assert!(classic_contrast(Some(20.0), Some(60.0)).contains("3.0x"));
+        assert!(classic_contrast(Some(20.0), Some(60.0)).contains("as predicted"));
+        assert!(classic_contrast(Some(60.0), Some(20.0)).contains("did NOT"));
+        assert!(classic_contrast(Some(20.0), None).is_empty());
     }
 }

@@ -64,6 +64,10 @@ pub struct Scenario {
     pub bittorrent_seed_secs: u64,
     /// Gnutella in classic 0.4 mode: every node floods, no ultrapeers, no QRP (the flood for contrast).
     pub gnutella_classic: bool,
+    /// When Gnutella runs with ultrapeers, also run the same searches (searches only: no flash crowd,
+    /// sweep, churn, ring or pollution) over a classic 0.4 flood of the same peers, reported as the
+    /// system "gnutella classic" (the flood for contrast).
+    pub gnutella_classic_contrast: bool,
     /// TTL of Gnutella queries (1..=7).
     pub gnutella_ttl: u8,
     /// Most seconds any one search or download may take before it counts as failed.
@@ -166,7 +170,7 @@ impl Default for Scenario {
             top_fraction: 0.5,
             firewalled_fraction: 0.1,
             searches_per_target: 5,
-            flash_crowd: 16,
+            flash_crowd: 19,
             flash_file_kib: 512,
             flash_sweep: vec![2, 4, 8],
             churn_downloads: 3,
@@ -176,6 +180,7 @@ impl Default for Scenario {
             tracker_interval_secs: 5,
             bittorrent_seed_secs: 2,
             gnutella_classic: false,
+            gnutella_classic_contrast: true,
             gnutella_ttl: 4,
             op_timeout_secs: 40,
             upload_rate: Some(RateSpec::Text("512k".into())),
@@ -183,8 +188,8 @@ impl Default for Scenario {
             downloader_upload_rate: Some(RateSpec::Text("512k".into())),
             downloader_download_rate: Some(RateSpec::Text("2M".into())),
             flash_sweep_systems: vec!["napster".into(), "bittorrent".into()],
-            churn_sources: 2,
-            churn_leaving: 1,
+            churn_sources: 3,
+            churn_leaving: 2,
             churn_graceful: false,
             gnutella_ttl_sweep: Vec::new(),
             ring_searches: 0,
@@ -596,7 +601,7 @@ firewalled_fraction = 0.1
 # Searches for the rarest file and as many for the most popular one.
 searches_per_target = 5
 # Peers that download the same new file at once (the flash crowd); it starts on one peer only.
-flash_crowd = 16
+flash_crowd = 19
 # Size of the flash-crowd file, KiB.
 flash_file_kib = 512
 # Extra flash crowds of these sizes, one after the other, for the "completion time against the number of
@@ -619,8 +624,8 @@ downloader_download_rate = "2M"
 churn_downloads = 3
 churn_file_kib = 1024
 churn_leave_after_ms = 1000
-churn_sources = 2
-churn_leaving = 1
+churn_sources = 3
+churn_leaving = 2
 churn_graceful = false
 # BitTorrent piece size, KiB (a power of two, at least 16).
 bittorrent_piece_kib = 32
@@ -631,6 +636,9 @@ tracker_interval_secs = 5
 bittorrent_seed_secs = 2
 # Gnutella in classic 0.4 mode: every node floods, no ultrapeers, no QRP (the flood for contrast).
 gnutella_classic = false
+# With ultrapeers, also run the same searches (searches only) over a classic flood of the same peers,
+# reported as "gnutella classic" beside "gnutella" (the flood for contrast).
+gnutella_classic_contrast = true
 # TTL of Gnutella queries (1..=7).
 gnutella_ttl = 4
 # Gnutella flood cost against TTL: for each TTL, searches_per_target searches nobody can answer, counting

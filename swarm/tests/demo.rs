@@ -113,6 +113,34 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
             .unwrap()
             .clone()
     };
+    // The classic flood for contrast: the same searches over a classic overlay of the same peers,
+    // searches only, with its own messages-per-search figure.
+    let classic = by("gnutella classic");
+    assert!(
+        classic["unavailable"].is_null(),
+        "{}",
+        classic["unavailable"]
+    );
+    assert_eq!(
+        classic["searches"].as_array().unwrap().len(),
+        by("gnutella")["searches"].as_array().unwrap().len()
+    );
+    assert!(classic["flash"].as_array().unwrap().is_empty());
+    assert!(classic["churn"].is_null());
+    assert!(classic["search_traffic"]["messages"].as_u64().unwrap() > 0);
+    assert!(
+        classic["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["control_out"].as_u64().unwrap() > 0),
+        "{classic}"
+    );
+    let header = stdout.lines().find(|l| l.contains("gnutella classic"));
+    assert!(
+        header.is_some(),
+        "table has a gnutella classic column: {stdout}"
+    );
     for name in ["napster", "gnutella", "kazaa", "bittorrent"] {
         let s = by(name);
         assert!(s["unavailable"].is_null(), "{name}: {}", s["unavailable"]);
@@ -265,6 +293,8 @@ flash_file_kib = 64
 flash_sweep = []
 ring_searches = 2
 churn_downloads = 0
+churn_sources = 1
+churn_leaving = 0
 decoys = 2
 pollution_genuine = 1
 pollution_downloads = 2
@@ -429,6 +459,7 @@ flash_sweep = []
 flash_file_kib = 64
 churn_downloads = 0
 churn_sources = 1
+churn_leaving = 0
 decoys = 6
 pollution_genuine = 1
 pollution_downloads = 4
@@ -497,7 +528,8 @@ fn example_scenario_runs_through_the_parser_and_a_typo_is_named() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("# Seed of every random choice"));
     let f = tmp.path().join("bad.toml");
-    std::fs::write(&f, text.replace("flash_crowd = 16", "flash_crowed = 16")).unwrap();
+    assert!(text.contains("\nflash_crowd = "), "{text}");
+    std::fs::write(&f, text.replace("\nflash_crowd = ", "\nflash_crowed = ")).unwrap();
     let o = swarm(tmp.path()).arg("run").arg(&f).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
