@@ -6,6 +6,7 @@
 //!   finishes or drops its connections and writes its stats file before exiting.
 //! - SIGUSR1 writes the stats file at once ("stats on request") without stopping.
 //! - [`RateArgs`]: `--upload-rate` / `--download-rate` for nodes that move files.
+//! - [`exit_status`]: how every binary ends — exit 0, or a one-line reason on stderr and exit 1.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -156,9 +157,66 @@ pub fn write_stats(stats: &Stats, path: &Path) {
     }
 }
 
+/// The one-line failure reason a binary prints: `<bin>: <error and its causes, joined by ": ">`.
+///
+/// Errors from `anyhow` (and any error whose alternate `Display` prints its chain) come out on one line, so a
+/// script or the lab can show the reason as it is. Newlines inside a message are flattened for the same reason.
+pub fn failure_line<E: std::fmt::Display>(bin: &str, error: &E) -> String {
+    let text = format!("{error:#}");
+    let flat: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("{bin}: {}", flat.join(" "))
+}
+
+/// Ends a binary the project's way: `Ok` exits 0; an error prints [`failure_line`] on stderr and exits 1.
+///
+/// `main` returning `anyhow::Result` would print `Error: ...` and a multi-line "Caused by:" list instead.
+pub fn exit_status<E: std::fmt::Display>(
+    bin: &str,
+    result: Result<(), E>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", failure_line(bin, &e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use super::{failure_line, parse_rate};
+
+    #[derive(Debug)]
+    struct Chain;
+    impl std::fmt::Display for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            if f.alternate() {
+                write!(
+                    f,
+                    "cannot open x.torrent: No such file or directory (os error 2)"
+                )
+            } else {
+                write!(f, "cannot open x.torrent")
+            }
+        }
+    }
+
+    #[test]
+    fn failure_line_is_one_line_with_the_whole_chain() {
+        assert_eq!(
+            failure_line("tool", &Chain),
+            "tool: cannot open x.torrent: No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            failure_line("tool", &"first\n  second\n"),
+            "tool: first second"
+        );
+    }
 
     #[test]
     fn rates_parse_with_binary_suffixes() {
