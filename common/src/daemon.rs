@@ -160,7 +160,8 @@ pub fn write_stats(stats: &Stats, path: &Path) {
 /// The one-line failure reason a binary prints: `<bin>: <error and its causes, joined by ": ">`.
 ///
 /// Errors from `anyhow` (and any error whose alternate `Display` prints its chain) come out on one line, so a
-/// script or the lab can show the reason as it is. Newlines inside a message are flattened for the same reason.
+/// script or the lab can show the reason as it is. Newlines inside a message are flattened for the same reason,
+/// and a cause repeated right after itself is printed once.
 pub fn failure_line<E: std::fmt::Display>(bin: &str, error: &E) -> String {
     let text = format!("{error:#}");
     let flat: Vec<&str> = text
@@ -168,7 +169,16 @@ pub fn failure_line<E: std::fmt::Display>(bin: &str, error: &E) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    format!("{bin}: {}", flat.join(" "))
+    // Errors that print their source inside their own message and also return it from `source()` make
+    // the chain say the same thing twice ("I/O: not found: not found"): keep one copy.
+    let mut parts: Vec<&str> = Vec::new();
+    let joined = flat.join(" ");
+    for part in joined.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    format!("{bin}: {}", parts.join(": "))
 }
 
 /// Ends a binary the project's way: `Ok` exits 0; an error prints [`failure_line`] on stderr and exits 1.
@@ -215,6 +225,13 @@ mod tests {
         assert_eq!(
             failure_line("tool", &"first\n  second\n"),
             "tool: first second"
+        );
+        assert_eq!(
+            failure_line(
+                "tool",
+                &"loading a: I/O: gone (os error 2): gone (os error 2)"
+            ),
+            "tool: loading a: I/O: gone (os error 2)"
         );
     }
 
