@@ -199,7 +199,7 @@ fn node_config(cli: &Cli, default_role: Role) -> NodeConfig {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     common::telemetry::init_tracing(cli.daemon.log_json);
     let r = match &cli.cmd {
@@ -207,10 +207,7 @@ async fn main() {
         Some(Cmd::Search { .. }) => search(&cli).await,
         Some(Cmd::Get { .. }) => get(&cli).await,
     };
-    if let Err(e) = r {
-        eprintln!("gnutella-node: {e:#}");
-        std::process::exit(1);
-    }
+    common::daemon::exit_status("gnutella-node", r)
 }
 
 async fn daemon(cli: &Cli) -> anyhow::Result<()> {

@@ -122,14 +122,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    // A one-line reason on failure (anyhow's Debug form adds a backtrace when RUST_BACKTRACE is set).
-    match start(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("napster-server: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::daemon::exit_status("napster-server", start(Cli::parse()))
 }
 
 fn start(cli: Cli) -> anyhow::Result<()> {

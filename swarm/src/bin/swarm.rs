@@ -72,12 +72,9 @@ enum Cmd {
     },
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     common::telemetry::init_tracing(false);
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("swarm: {e:#}");
-        std::process::exit(1);
-    }
+    common::daemon::exit_status("swarm", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
