@@ -29,6 +29,41 @@ pub fn init_tracing(json: bool) {
     };
 }
 
+/// [`init_tracing`] with a lighter filter, for daemons whose resident size is measured: `RUST_LOG` is read
+/// as comma-separated `target=level` and `level` directives ([`tracing_subscriber::filter::Targets`]),
+/// without `EnvFilter`'s span and field filters, whose regex engine is a large part of a small daemon's code.
+/// A `RUST_LOG` it cannot read is reported on stderr and the default `info` applies.
+pub fn init_tracing_lean(json: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (filter, bad) = lean_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if json {
+        registry.with(layer.json().flatten_event(true)).try_init()
+    } else {
+        registry.with(layer).try_init()
+    };
+    if let Some(why) = bad {
+        tracing::warn!(cause = %why, "RUST_LOG not understood (only target=level directives), logging at info");
+    }
+}
+
+/// The filter of [`init_tracing_lean`] for a `RUST_LOG` value, and why the value was not usable, if so.
+pub fn lean_filter(spec: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (default(), None),
+        Some(s) => match s.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (default(), Some(format!("{s:?}: {e}"))),
+        },
+    }
+}
+
 /// The readiness event a daemon prints on stdout once a socket accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listening {
@@ -69,6 +104,25 @@ pub fn announce_listening(proto: &str, addr: SocketAddr, name: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lean_filter_reads_target_level_directives() {
+        use tracing::Level;
+        let (f, bad) = lean_filter(None);
+        assert!(bad.is_none());
+        assert!(f.would_enable("x", &Level::INFO) && !f.would_enable("x", &Level::DEBUG));
+        let (f, bad) = lean_filter(Some("warn,tracker::node=debug"));
+        assert!(bad.is_none());
+        assert!(!f.would_enable("common", &Level::INFO));
+        assert!(f.would_enable("common", &Level::WARN));
+        assert!(f.would_enable("tracker::node::http", &Level::DEBUG));
+        assert!(!f.would_enable("tracker::node::http", &Level::TRACE));
+        let (f, bad) = lean_filter(Some("tracker=loud"));
+        assert!(bad.is_some_and(|b| b.contains("tracker=loud")));
+        assert!(
+            f.would_enable("tracker", &Level::INFO) && !f.would_enable("tracker", &Level::DEBUG)
+        );
+    }
 
     #[test]
     fn readiness_line_round_trip() {
