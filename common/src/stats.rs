@@ -9,6 +9,14 @@
 //! Message-type names are the protocol's own short names (`"query"`, `"queryhit"`, `"200"`, `"announce"`,
 //! `"piece"`, ...). The `control` flag of a message type says whether it is signalling (searches, pings,
 //! announces) or payload (file bytes), so the lab can report "control messages and bytes per search".
+//!
+//! Overlay links: a node calls [`Stats::link_up`] when an overlay connection is established (Gnutella
+//! servent link, KaZaA ON→SN or SN↔SN session, Napster client↔server session, BitTorrent peer wire) and
+//! [`Stats::link_down`] when it closes; file transfers (HTTP downloads, Napster GET/SEND) are not overlay
+//! links. The snapshot lists the links held now ([`StatsSnapshot::neighbours`]) and every link held at
+//! some time since the start ([`StatsSnapshot::neighbours_seen`], at most [`MAX_NEIGHBOURS_SEEN`]). For an
+//! outgoing link the address is the one dialled (the remote's listening address), so a reader can build
+//! the undirected overlay from the out-links alone; for an incoming link it is the remote socket address.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +66,46 @@ pub struct TransferCounters {
     pub download_bytes: u64,
 }
 
+/// Which side opened an overlay link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkDir {
+    /// We dialled the remote (its listening address is the key).
+    Out,
+    /// The remote dialled us (its socket address is the key).
+    In,
+}
+
+impl LinkDir {
+    /// `"out"` or `"in"`, as written in [`Neighbour::dir`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkDir::Out => "out",
+            LinkDir::In => "in",
+        }
+    }
+}
+
+/// One overlay link of a node, as written in the stats file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Neighbour {
+    /// Outgoing: the address we dialled (the remote's listening address); incoming: the remote socket
+    /// address.
+    pub addr: String,
+    /// `"out"` (we dialled) or `"in"` (the remote dialled us).
+    pub dir: String,
+    /// The remote's role as this node knows it: `ultrapeer`, `leaf`, `classic`, `supernode`,
+    /// `ordinary`, `server`, `client`, `peer`, ...
+    pub kind: String,
+}
+
+/// Links held at once that a record keeps; beyond it [`Stats::link_up`] is counted, not stored (nodes
+/// cap their connections far below this).
+pub const MAX_NEIGHBOURS: usize = 65_536;
+
+/// Distinct links remembered in [`StatsSnapshot::neighbours_seen`]; later ones are only counted in
+/// [`StatsSnapshot::neighbours_unrecorded`].
+pub const MAX_NEIGHBOURS_SEEN: usize = 1024;
+
 /// What a node writes as JSON: the shared record format of the lab.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
@@ -83,8 +131,18 @@ pub struct StatsSnapshot {
     pub errors: BTreeMap<String, u64>,
     /// Current values (open connections, peers, shared files, pending searches...).
     pub gauges: BTreeMap<String, i64>,
-    /// Protocol-specific extras (choke decisions, per-peer bytes, overlay neighbours...).
+    /// Protocol-specific extras (choke decisions, per-peer bytes, ...).
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// The overlay links held when the snapshot was taken, sorted by address.
+    #[serde(default)]
+    pub neighbours: Vec<Neighbour>,
+    /// Every overlay link held at some time since the start (distinct address and direction, first
+    /// [`MAX_NEIGHBOURS_SEEN`]), sorted by address: the union over the node's life.
+    #[serde(default)]
+    pub neighbours_seen: Vec<Neighbour>,
+    /// Links not stored because a bound ([`MAX_NEIGHBOURS`], [`MAX_NEIGHBOURS_SEEN`]) was reached.
+    #[serde(default)]
+    pub neighbours_unrecorded: u64,
 }
 
 impl StatsSnapshot {
@@ -118,6 +176,11 @@ struct State {
     errors: HashMap<Cow<'static, str>, u64>,
     gauges: BTreeMap<String, i64>,
     extra: BTreeMap<String, serde_json::Value>,
+    /// Links held now, by remote address.
+    links: BTreeMap<String, Neighbour>,
+    /// Links held at some time, by (remote address, direction).
+    seen: BTreeMap<(String, &'static str), Neighbour>,
+    unrecorded: u64,
 }
 
 struct Inner {
@@ -127,6 +190,19 @@ struct Inner {
     started_unix_ms: u64,
     started: Instant,
     state: Mutex<State>,
+}
+
+/// An overlay link held in the record until this guard is dropped ([`Stats::link_guard`]).
+#[must_use = "the link is taken down when the guard is dropped"]
+pub struct LinkGuard {
+    stats: Stats,
+    addr: String,
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        self.stats.link_down(&self.addr);
+    }
 }
 
 /// A cheap-to-clone handle on one node's counters. All methods take `&self`.
@@ -264,6 +340,45 @@ impl Stats {
         self.state().extra.insert(key.to_owned(), value);
     }
 
+    /// An overlay link to `addr` is up (see the module doc for which address). `kind` is the remote's
+    /// role as we know it. A second `link_up` for the same address replaces the first.
+    pub fn link_up(&self, addr: impl std::fmt::Display, dir: LinkDir, kind: &str) {
+        let n = Neighbour {
+            addr: addr.to_string(),
+            dir: dir.as_str().to_owned(),
+            kind: kind.to_owned(),
+        };
+        let mut st = self.state();
+        let key = (n.addr.clone(), dir.as_str());
+        if st.seen.len() < MAX_NEIGHBOURS_SEEN || st.seen.contains_key(&key) {
+            st.seen.insert(key, n.clone());
+        } else {
+            st.unrecorded += 1;
+        }
+        if st.links.len() < MAX_NEIGHBOURS || st.links.contains_key(&n.addr) {
+            st.links.insert(n.addr.clone(), n);
+        } else {
+            st.unrecorded += 1;
+        }
+    }
+
+    /// The overlay link to `addr` is down (no-op when there is none).
+    pub fn link_down(&self, addr: impl std::fmt::Display) {
+        self.state().links.remove(&addr.to_string());
+    }
+
+    /// [`Stats::link_up`], and a guard that calls [`Stats::link_down`] when dropped, for a connection
+    /// with many ways to end. (A newer link to the same address is taken down with it: nodes hold one
+    /// link per remote address.)
+    pub fn link_guard(&self, addr: impl std::fmt::Display, dir: LinkDir, kind: &str) -> LinkGuard {
+        let addr = addr.to_string();
+        self.link_up(&addr, dir, kind);
+        LinkGuard {
+            stats: self.clone(),
+            addr,
+        }
+    }
+
     /// A consistent copy of every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let st = self.state();
@@ -298,6 +413,9 @@ impl Stats {
             errors: st.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             gauges: st.gauges.clone(),
             extra: st.extra.clone(),
+            neighbours: st.links.values().cloned().collect(),
+            neighbours_seen: st.seen.values().cloned().collect(),
+            neighbours_unrecorded: st.unrecorded,
         }
     }
 
@@ -363,17 +481,101 @@ mod tests {
     }
 
     #[test]
+    fn links_come_and_go_and_the_union_stays() {
+        let s = Stats::new("gnutella", "leaf", "n1");
+        let up: std::net::SocketAddr = "127.0.0.1:6346".parse().unwrap();
+        s.link_up(up, LinkDir::Out, "ultrapeer");
+        s.link_up("127.0.0.1:50000", LinkDir::In, "leaf");
+        let snap = s.snapshot();
+        assert_eq!(
+            snap.neighbours,
+            vec![
+                Neighbour {
+                    addr: "127.0.0.1:50000".into(),
+                    dir: "in".into(),
+                    kind: "leaf".into()
+                },
+                Neighbour {
+                    addr: "127.0.0.1:6346".into(),
+                    dir: "out".into(),
+                    kind: "ultrapeer".into()
+                },
+            ]
+        );
+        s.link_down(up);
+        s.link_down("127.0.0.9:1");
+        let snap = s.snapshot();
+        assert_eq!(snap.neighbours.len(), 1);
+        assert_eq!(snap.neighbours[0].addr, "127.0.0.1:50000");
+        assert_eq!(
+            snap.neighbours_seen.len(),
+            2,
+            "the union keeps the link that went down"
+        );
+        // The same link again is one entry, with the kind learnt last.
+        s.link_up(up, LinkDir::Out, "leaf");
+        let snap = s.snapshot();
+        assert_eq!(snap.neighbours.len(), 2);
+        assert_eq!(snap.neighbours_seen.len(), 2);
+        assert!(snap
+            .neighbours_seen
+            .iter()
+            .any(|n| n.addr == "127.0.0.1:6346" && n.kind == "leaf"));
+        assert_eq!(snap.neighbours_unrecorded, 0);
+    }
+
+    #[test]
+    fn a_guard_takes_its_link_down_when_dropped() {
+        let s = Stats::new("kazaa", "supernode", "n1");
+        {
+            let _g = s.link_guard("127.0.0.1:1214", LinkDir::Out, "supernode");
+            assert_eq!(s.snapshot().neighbours.len(), 1);
+        }
+        let snap = s.snapshot();
+        assert!(snap.neighbours.is_empty());
+        assert_eq!(snap.neighbours_seen[0].kind, "supernode");
+    }
+
+    #[test]
+    fn the_union_is_bounded() {
+        let s = Stats::new("napster", "server", "n1");
+        for port in 0..(MAX_NEIGHBOURS_SEEN + 10) {
+            let a = format!("127.0.0.1:{port}");
+            s.link_up(&a, LinkDir::In, "client");
+            s.link_down(&a);
+        }
+        let snap = s.snapshot();
+        assert!(snap.neighbours.is_empty());
+        assert_eq!(snap.neighbours_seen.len(), MAX_NEIGHBOURS_SEEN);
+        assert_eq!(snap.neighbours_unrecorded, 10);
+    }
+
+    #[test]
+    fn an_old_file_without_neighbours_still_parses() {
+        let mut v = serde_json::to_value(Stats::new("tracker", "server", "t").snapshot()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["neighbours", "neighbours_seen", "neighbours_unrecorded"] {
+            assert!(o.remove(k).is_some(), "{k} written");
+        }
+        let back: StatsSnapshot = serde_json::from_value(v).unwrap();
+        assert!(back.neighbours.is_empty() && back.neighbours_seen.is_empty());
+    }
+
+    #[test]
     fn json_round_trip_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stats.json");
         let s = Stats::new("tracker", "server", "t");
         s.msg_in("announce", 300);
         s.set_extra("torrents", serde_json::json!(7));
+        s.link_up("127.0.0.1:6969", LinkDir::Out, "server");
         s.write_json(&path).unwrap();
         let back = StatsSnapshot::read_json(&path).unwrap();
         assert_eq!(back.messages["announce"].in_bytes, 300);
         assert_eq!(back.extra["torrents"], serde_json::json!(7));
         assert_eq!(back.proto, "tracker");
+        assert_eq!(back.neighbours, back.neighbours_seen);
+        assert_eq!(back.neighbours[0].kind, "server");
         assert!(!dir.path().join("stats.json.tmp").exists());
     }
 }
