@@ -10,7 +10,8 @@
 //! `serve` prints a readiness line once logged in and sharing (`"name":"data"` with the data port, or
 //! `"name":"control"` with the control connection's local address when firewalled) and stays online until
 //! SIGTERM/Ctrl-C. `get` searches, pings the sources, picks the fastest, downloads (GET with resume, or a
-//! push from a firewalled uploader) and exits 0 on success.
+//! push from a firewalled uploader) and exits 0 on success. `search` prints each result as its 201
+//! arrives (`--json`: one `{"event":"hit",...}` line per result, then `{"event":"done",...}`).
 //! `--upload-rate`/`--download-rate` cap the client's uploads and downloads (one limiter each, shared by
 //! all its transfers). `interactive` (alias `shell`) stays online sharing and reads `search WORDS`,
 //! `browse NICK`, `get WORDS` and `quit` from stdin. Not implemented yet: direct browse (640–642),
@@ -25,7 +26,7 @@ use clap::{Parser, Subcommand};
 use common::daemon::{install_signals, write_stats, RateArgs};
 use common::stats::Stats;
 use common::telemetry::{announce_listening, init_tracing};
-use napster_server::node::client::{Client, ClientConfig};
+use napster_server::node::client::{Client, ClientConfig, SearchHit};
 
 /// A Napster (OpenNap protocol) client.
 #[derive(Parser, Debug)]
@@ -85,7 +86,7 @@ struct Cli {
 enum Cmd {
     /// Stay online sharing until SIGTERM/Ctrl-C.
     Serve,
-    /// Search and print the results.
+    /// Search; print each result as it arrives (--json: one "hit" line each, then a "done" line).
     Search {
         /// Words that must all appear (whole words).
         query: String,
@@ -180,17 +181,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
+/// Prints each result as its 201 arrives: with `--json` one `{"event":"hit",...}` line per result
+/// (the shape of `gnutella-node search --json`, plus `name`, the file name without its folders), then
+/// `{"event":"done","hits":N,"results":N}`; otherwise a table whose rows appear as they arrive. Rust's
+/// stdout is line-buffered even into a pipe, so a program reading it sees each hit at once: the lab
+/// times "first result" from that line.
 async fn search(client: &mut Client, query: &str, max: usize, json: bool) -> anyhow::Result<()> {
-    let hits = client.search(query, max).await?;
-    if json {
-        println!("{}", serde_json::to_string(&hits)?);
-    } else {
+    if !json {
         println!("{:<12} {:>10} {:>5}  PATH", "USER", "SIZE", "KBPS");
-        for h in &hits {
-            println!("{:<12} {:>10} {:>5}  {}", h.nick, h.size, h.bitrate, h.path);
-        }
+    }
+    let hits = client
+        .search_each(query, max, |h| {
+            if json {
+                println!("{}", hit_line(h));
+            } else {
+                println!("{:<12} {:>10} {:>5}  {}", h.nick, h.size, h.bitrate, h.path);
+            }
+        })
+        .await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "hits": hits.len(), "results": hits.len()})
+        );
+    } else {
         eprintln!("{} result(s)", hits.len());
     }
+    Ok(())
+}
+
+/// One hit as a JSON line: the 201's fields, `"event":"hit"` and `name`.
+fn hit_line(h: &SearchHit) -> serde_json::Value {
+    let mut v = serde_json::to_value(h).unwrap_or_default();
+    v["event"] = "hit".into();
+    v["name"] = h.path.rsplit(['\\', '/']).next().unwrap_or_default().into();
+    v
+}
+
+/// The shell's `search`: one line per command, so with `--json` the whole list as one array once the
+/// 202 came.
+async fn search_list(
+    client: &mut Client,
+    query: &str,
+    max: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !json {
+        return search(client, query, max, json).await;
+    }
+    let hits = client.search(query, max).await?;
+    println!("{}", serde_json::to_string(&hits)?);
     Ok(())
 }
 
@@ -268,7 +308,7 @@ async fn interactive(client: &mut Client, out: &Path, json: bool) -> anyhow::Res
         let arg = arg.trim();
         let r = match cmd {
             "" => Ok(()),
-            "search" | "s" if !arg.is_empty() => search(client, arg, 100, json).await,
+            "search" | "s" if !arg.is_empty() => search_list(client, arg, 100, json).await,
             "browse" | "b" if !arg.is_empty() => browse(client, arg, json).await,
             "get" | "g" if !arg.is_empty() => get(client, arg, out, None, json).await,
             "quit" | "exit" | "q" => break,

@@ -356,6 +356,17 @@ impl Client {
 
     /// Searches for `words` (at most `max` results).
     pub async fn search(&mut self, words: &str, max: usize) -> anyhow::Result<Vec<SearchHit>> {
+        self.search_each(words, max, |_| {}).await
+    }
+
+    /// [`Client::search`], calling `on_hit` with each result as its 201 arrives (before the 202 ends
+    /// the list), so a caller can show results while the server is still sending them.
+    pub async fn search_each(
+        &mut self,
+        words: &str,
+        max: usize,
+        mut on_hit: impl FnMut(&SearchHit),
+    ) -> anyhow::Result<Vec<SearchHit>> {
         let q = format!("FILENAME CONTAINS {} MAX_RESULTS {max}", quote(words)?);
         self.settle().await?;
         self.send(ClientMsg::Search(q)).await?;
@@ -365,7 +376,10 @@ impl Client {
             let (t, text) = self.next_event().await?;
             match t {
                 ty::SEARCH_RESULT => match SearchHit::parse(&text) {
-                    Ok(h) => hits.push(h),
+                    Ok(h) => {
+                        on_hit(&h);
+                        hits.push(h);
+                    }
                     Err(e) => warn!(cause = %e, "bad search result"),
                 },
                 ty::NOTICE => {
