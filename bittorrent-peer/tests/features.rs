@@ -331,3 +331,37 @@ fn show_prints_a_torrent_as_text_and_json() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// The stats files list the peer wire links (not the tracker): the leecher lists the seeder it dialled,
+/// the seeder the leecher's socket as incoming; once the leecher stops, the seeder's next snapshot no
+/// longer lists it (the union `neighbours_seen` still does).
+#[test]
+fn stats_list_the_peer_wire_links_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, _) = content(dir.path(), "links.bin", 300_000, false);
+    let src = dir.path().join("src");
+    let (s_stats, l_stats) = (dir.path().join("s.json"), dir.path().join("l.json"));
+    let origin = seeder(s(&t), s(&src), &["--stats-file", s(&s_stats)]);
+    let s_addr = origin.addr().to_string();
+    let out = dir.path().join("out");
+    // Capped, so the link is still up while the test looks.
+    let mut l = leecher(
+        s(&t),
+        s(&out),
+        &s_addr,
+        &["--download-rate", "16k", "--stats-file", s(&l_stats)],
+    );
+    wait_until("L lists S as the peer it dialled", LIMIT, || {
+        let n = stats_of(&l, &l_stats).neighbours;
+        n.len() == 1 && n[0].addr == s_addr && n[0].dir == "out" && n[0].kind == "peer"
+    });
+    wait_until("S lists L's socket", LIMIT, || {
+        let n = stats_of(&origin, &s_stats).neighbours;
+        n.len() == 1 && n[0].dir == "in" && n[0].addr != s_addr
+    });
+    l.terminate(LIMIT).unwrap();
+    wait_until("S no longer lists L", LIMIT, || {
+        stats_of(&origin, &s_stats).neighbours.is_empty()
+    });
+    assert_eq!(stats_of(&origin, &s_stats).neighbours_seen.len(), 1);
+}

@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use common::stats::LinkDir;
+
 use crate::codec::peer::{piece_header, reserved, BlockRef, Handshake, Msg, HANDSHAKE_LEN};
 use crate::node::torrent::{lock, Outbox, Shared, Torrent};
 use crate::protocol::picker::PeerKey;
@@ -81,7 +83,7 @@ pub async fn outgoing(
     if theirs.info_hash != info_hash {
         return Err(ConnectError::Handshake("different info_hash"));
     }
-    run(shared, s, addr, theirs, shutdown).await
+    run(shared, s, addr, LinkDir::Out, theirs, shutdown).await
 }
 
 /// Answers an incoming connection: their handshake first, then ours.
@@ -104,20 +106,23 @@ pub async fn incoming(
     }
     s.write_all(&Handshake::new(info_hash, our_id).to_bytes())
         .await?;
-    run(shared, s, addr, theirs, shutdown).await
+    run(shared, s, addr, LinkDir::In, theirs, shutdown).await
 }
 
+/// Runs a connection whose handshakes are done. `addr` is the address dialled (`Out`) or the remote
+/// socket (`In`): the link's key in the stats file's neighbour list.
 async fn run(
     shared: Shared,
     s: TcpStream,
     addr: SocketAddr,
+    dir: LinkDir,
     theirs: Handshake,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectError> {
     let fast = theirs.has(reserved::FAST);
     let cancel = shutdown.child_token();
     let outbox = Arc::new(Outbox::new(cancel.clone()));
-    let (key, storage) = {
+    let (key, storage, _link) = {
         let mut t = lock(&shared);
         t.stats.msg_in("handshake", HANDSHAKE_LEN);
         t.stats.msg_out("handshake", HANDSHAKE_LEN);
@@ -131,7 +136,9 @@ async fn run(
                 Instant::now(),
             )
             .map_err(ConnectError::Refused)?;
-        (key, t.storage.clone())
+        // An overlay link until this function returns (after the peer is forgotten).
+        let link = t.stats.link_guard(addr, dir, "peer");
+        (key, t.storage.clone(), link)
     };
     let span = tracing::debug_span!("peer", %addr, key);
     async move {
