@@ -55,7 +55,10 @@ fn sources(sn: &Daemon, hash: &str) -> usize {
         ])
         .output()
         .expect("search runs");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    // The last line is the "done" summary, with the waves grouped by SN.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_default();
     v["waves"]
         .as_array()
         .map(|w| {

@@ -67,7 +67,17 @@ fn search(sn: &str, args: &[&str]) -> serde_json::Value {
         "search failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("search prints JSON")
+    // One "hit" line per result as its wave arrived, then the "done" summary with the waves by SN.
+    let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let (done, hits) = lines.split_last().expect("a summary line");
+    assert_eq!(done["event"], "done", "{text}");
+    assert!(hits.iter().all(|h| h["event"] == "hit"), "{text}");
+    assert_eq!(done["results"], hits.len(), "{text}");
+    done.clone()
 }
 
 fn results(v: &serde_json::Value) -> Vec<serde_json::Value> {

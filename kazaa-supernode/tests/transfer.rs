@@ -73,6 +73,15 @@ fn same_file_on(
     (dirs, ons)
 }
 
+/// The last line of `search --json`: the "done" summary with the waves grouped by SN.
+fn summary(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(v["event"], "done", "{text}");
+    v
+}
+
 fn sources_for(sn: &Daemon, hash: &str) -> usize {
     let out = Command::new(BIN)
         .args([
@@ -90,7 +99,7 @@ fn sources_for(sn: &Daemon, hash: &str) -> usize {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = summary(&out.stdout);
     v["waves"]
         .as_array()
         .unwrap()
@@ -343,7 +352,7 @@ fn sig2dat_pinned_download_ignores_the_decoy_case_15() {
         .args(["search", "--json", "--peer", &s.addr().to_string(), "hit"])
         .output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = summary(&out.stdout);
     let hashes: std::collections::HashSet<String> = v["waves"][0]["results"]
         .as_array()
         .unwrap()
@@ -385,7 +394,7 @@ fn push_to_a_firewalled_source_case_13() {
         ])
         .output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = summary(&out.stdout);
     assert_eq!(
         v["waves"][0]["results"][0]["addr"],
         format!("{}:0", o.addr().ip()),

@@ -124,7 +124,7 @@ enum Role {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Log in to a supernode as an ordinary node, search, print the result waves.
+    /// Log in to a supernode as an ordinary node, search, print each result wave as it arrives.
     Search {
         /// The supernode.
         #[arg(long = "peer", value_name = "ADDR")]
@@ -138,7 +138,8 @@ enum Cmd {
         /// Seconds to wait for the end of results.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
-        /// One JSON object on stdout.
+        /// JSON lines on stdout: one {"event":"hit",...} per result as its wave arrives, then
+        /// {"event":"done",...} with the waves grouped by SN and the SN's node list.
         #[arg(long)]
         json: bool,
         /// Keywords.
@@ -625,8 +626,33 @@ async fn search(
         realm: Realm::All.code(),
         terms: vec![term, terms::kazaa_extra()],
     };
+    // Each wave is printed as it arrives (the local SN's at once, farther SNs' later); Rust's stdout
+    // is line-buffered even into a pipe, so a program reading it sees every hit line at once.
+    let mut results = 0usize;
     let waves = c
-        .search(q, Duration::from_secs(timeout))
+        .search_each(q, Duration::from_secs(timeout), |w| {
+            if json {
+                for r in &w.results {
+                    results += 1;
+                    let mut v = result_json(r);
+                    v["event"] = "hit".into();
+                    v["sn"] = w.sn.to_string().into();
+                    println!("{v}");
+                }
+            } else {
+                println!("-- from supernode {} ({} results)", w.sn, w.results.len());
+                for r in &w.results {
+                    println!(
+                        "{}  {:>10}  {}@{}  {}",
+                        r.hash.to_hex(),
+                        r.size,
+                        r.user,
+                        r.addr,
+                        file_name(r)
+                    );
+                }
+            }
+        })
         .await
         .context("search failed");
     let nodes: Vec<_> = c
@@ -640,46 +666,50 @@ async fn search(
     }
     let waves = waves?;
     if json {
-        let waves: Vec<_> = waves
+        // The summary repeats the waves grouped by SN, for readers that want the whole list at once.
+        let all: Vec<_> = waves
             .iter()
             .map(|w| {
                 serde_json::json!({
                     "sn": w.sn.to_string(),
-                    "results": w.results.iter().map(|r| serde_json::json!({
-                        "addr": r.addr.to_string(),
-                        "user": r.user,
-                        "network": r.network,
-                        "hash": r.hash.to_hex(),
-                        "file_id": r.file_id,
-                        "size": r.size,
-                        "name": r.tags.iter().find(|t| t.kind == code::FILENAME).map(|t| t.as_text()),
-                    })).collect::<Vec<_>>(),
+                    "results": w.results.iter().map(result_json).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "waves": waves, "nodes": nodes }));
-    } else {
-        for w in &waves {
-            println!("-- from supernode {} ({} results)", w.sn, w.results.len());
-            for r in &w.results {
-                let name = r
-                    .tags
-                    .iter()
-                    .find(|t| t.kind == code::FILENAME)
-                    .map(|t| t.as_text())
-                    .unwrap_or_default();
-                println!(
-                    "{}  {:>10}  {}@{}  {}",
-                    r.hash.to_hex(),
-                    r.size,
-                    r.user,
-                    r.addr,
-                    name
-                );
-            }
-        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "done",
+                "hits": waves.len(),
+                "results": results,
+                "waves": all,
+                "nodes": nodes,
+            })
+        );
     }
     Ok(())
+}
+
+/// A result's file name (its FILENAME tag), empty when it has none.
+fn file_name(r: &kazaa_supernode::codec::message::SearchResult) -> String {
+    r.tags
+        .iter()
+        .find(|t| t.kind == code::FILENAME)
+        .map(|t| t.as_text())
+        .unwrap_or_default()
+}
+
+/// A result as JSON (a hit line without its `event` and `sn`, or an entry of the summary's waves).
+fn result_json(r: &kazaa_supernode::codec::message::SearchResult) -> serde_json::Value {
+    serde_json::json!({
+        "addr": r.addr.to_string(),
+        "user": r.user,
+        "network": r.network,
+        "hash": r.hash.to_hex(),
+        "file_id": r.file_id,
+        "size": r.size,
+        "name": file_name(r),
+    })
 }
 
 async fn fetch(

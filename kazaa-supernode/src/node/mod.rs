@@ -531,7 +531,18 @@ impl OnClient {
     }
 
     /// Sends `query` (its search id is replaced) and collects the waves until 0x08 or `timeout`.
-    pub async fn search(&mut self, mut query: Query, timeout: Duration) -> io::Result<Vec<Reply>> {
+    pub async fn search(&mut self, query: Query, timeout: Duration) -> io::Result<Vec<Reply>> {
+        self.search_each(query, timeout, |_| {}).await
+    }
+
+    /// [`OnClient::search`], calling `on_wave` with each wave as it arrives (the local SN's first, the
+    /// farther SNs' later), so a caller can show results before the 0x08.
+    pub async fn search_each(
+        &mut self,
+        mut query: Query,
+        timeout: Duration,
+        mut on_wave: impl FnMut(&Reply),
+    ) -> io::Result<Vec<Reply>> {
         query.search_id = self.next_search.next_id();
         let id = query.search_id;
         self.w.send(&Packet::plain(Message::Query(query))).await?;
@@ -559,7 +570,10 @@ impl OnClient {
                     };
                     self.note(&p.message);
                     match p.message {
-                        Message::Reply(r) if r.search_id == id => waves.push(r),
+                        Message::Reply(r) if r.search_id == id => {
+                            on_wave(&r);
+                            waves.push(r);
+                        }
                         Message::QueryEnd { search_id } if search_id == id => return Ok(waves),
                         _ => {}
                     }
