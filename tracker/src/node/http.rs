@@ -133,7 +133,9 @@ fn answer(
             (200, "text/plain")
         }
         "/scrape" => {
-            let o = shared.service().http_scrape(head.query, body);
+            let o = shared
+                .service()
+                .http_scrape(Instant::now(), head.query, body);
             shared.count(o, in_bytes, body.len());
             (200, "text/plain")
         }

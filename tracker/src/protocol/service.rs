@@ -6,7 +6,7 @@
 //! in and reused, so the announce path does not allocate once warm.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -64,6 +64,11 @@ impl Default for ServiceOptions {
     }
 }
 
+/// How long the encoded reply of a full scrape (`/scrape` without `info_hash`) is reused. On a full table
+/// it is tens of MB; building it per request would let a few clients keep the tracker busy with it. A
+/// change to the table shows up in a full scrape at most this much later.
+pub const FULL_SCRAPE_TTL: Duration = Duration::from_secs(1);
+
 /// The tracker with its transports' logic.
 #[derive(Debug)]
 pub struct Service {
@@ -72,6 +77,8 @@ pub struct Service {
     rng: StdRng,
     opts: ServiceOptions,
     peers: Vec<PeerEntry>,
+    /// The last full-scrape body and when it was built (see [`FULL_SCRAPE_TTL`]).
+    full_scrape: Option<(Instant, Vec<u8>)>,
 }
 
 fn refusal_kind(r: Refusal) -> &'static str {
@@ -93,6 +100,7 @@ impl Service {
             rng,
             opts,
             peers: Vec::new(),
+            full_scrape: None,
         }
     }
 
@@ -190,8 +198,9 @@ impl Service {
         }
     }
 
-    /// Handles `GET /scrape?<query>` (BEP 48), writing the bencoded body to `out` (cleared first).
-    pub fn http_scrape(&mut self, query: &[u8], out: &mut Vec<u8>) -> Outcome {
+    /// Handles `GET /scrape?<query>` (BEP 48), writing the bencoded body to `out` (cleared first). A full
+    /// scrape built less than [`FULL_SCRAPE_TTL`] before `now` is answered from its cached bytes.
+    pub fn http_scrape(&mut self, now: Instant, query: &[u8], out: &mut Vec<u8>) -> Outcome {
         out.clear();
         let req = match ScrapeRequest::parse(query) {
             Ok(r) => r,
@@ -200,20 +209,35 @@ impl Service {
                 return Outcome::err("scrape", "bad_request");
             }
         };
-        let mut files: Vec<(InfoHash, http::ScrapeCounts)> = if req.info_hashes.is_empty() {
-            if !self.tracker.config().scrape_all {
-                http::write_failure(out, "full scrape is disabled on this tracker");
-                return Outcome::err("scrape", "scrape_all_disabled");
-            }
-            self.tracker.all().collect()
-        } else {
-            req.info_hashes
+        if !req.info_hashes.is_empty() {
+            let mut files: Vec<(InfoHash, http::ScrapeCounts)> = req
+                .info_hashes
                 .iter()
                 .map(|h| (*h, self.tracker.scrape(h)))
-                .collect()
-        };
-        http::sort_scrape(&mut files);
-        http::write_scrape(out, &files);
+                .collect();
+            http::sort_scrape(&mut files);
+            http::write_scrape(out, &files);
+            return Outcome::ok("scrape");
+        }
+        if !self.tracker.config().scrape_all {
+            http::write_failure(out, "full scrape is disabled on this tracker");
+            return Outcome::err("scrape", "scrape_all_disabled");
+        }
+        match &mut self.full_scrape {
+            Some((built, body)) if now.saturating_duration_since(*built) < FULL_SCRAPE_TTL => {
+                out.extend_from_slice(body);
+            }
+            cache => {
+                let mut files: Vec<(InfoHash, http::ScrapeCounts)> = self.tracker.all().collect();
+                http::sort_scrape(&mut files);
+                http::write_scrape(out, &files);
+                // Reuse the old buffer's capacity rather than holding two.
+                let mut body = cache.take().map(|(_, b)| b).unwrap_or_default();
+                body.clear();
+                body.extend_from_slice(out);
+                *cache = Some((now, body));
+            }
+        }
         Outcome::ok("scrape")
     }
 
