@@ -208,25 +208,15 @@ fn s8_15_flood_is_throttled_not_disconnected_and_big_share_is_fast() {
     let dir = tempfile::tempdir().unwrap();
     let d = support::server(dir.path(), &["--flood-commands", "20", "--flood-secs", "1"]);
     let mut a = Raw::login(d.addr(), "alice", 6699);
-    let mut batch = Vec::new();
-    for i in 0..5000 {
-        batch.extend(
-            napster_server::codec::Frame::text(
-                100,
-                &format!("\"C:\\mp3\\song {i}.mp3\" 0 1000 128 44100 60"),
-            )
-            .to_bytes()
-            .unwrap(),
-        );
-    }
+    let batch = support::frames(
+        100,
+        (0..5000).map(|i| format!("\"C:\\mp3\\song {i}.mp3\" 0 1000 128 44100 60")),
+    );
     a.s.write_all(&batch).unwrap();
     a.send(214, "");
     assert_eq!(a.recv(), Some((214, "1 5000 0".into())));
     // 60 stats requests against a limit of 20 per second: all answered, none lost, still connected.
-    let mut burst = Vec::new();
-    for _ in 0..60 {
-        burst.extend(napster_server::codec::Frame::empty(214).to_bytes().unwrap());
-    }
+    let burst = support::frames(214, [""; 60]);
     let start = std::time::Instant::now();
     a.s.write_all(&burst).unwrap();
     for _ in 0..60 {
@@ -260,26 +250,13 @@ fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
     let mut bad = Raw::login(d.addr(), "bad", 6699);
     let mut good = Raw::login(d.addr(), "good", 6699);
     let long = "x".repeat(180);
-    let mut wire = Vec::new();
-    for i in 0..500 {
-        wire.extend(
-            napster_server::codec::Frame::text(
-                100,
-                &format!("\"C:\\mp3\\{long} {i}.mp3\" 0 1000 128 44100 60"),
-            )
-            .to_bytes()
-            .unwrap(),
-        );
-    }
+    let mut wire = support::frames(
+        100,
+        (0..500).map(|i| format!("\"C:\\mp3\\{long} {i}.mp3\" 0 1000 128 44100 60")),
+    );
     // Ask for far more browse output (about 25 MB) than socket buffers and the 2048-frame queue hold, and
     // never read it.
-    for _ in 0..100 {
-        wire.extend(
-            napster_server::codec::Frame::text(211, "bad")
-                .to_bytes()
-                .unwrap(),
-        );
-    }
+    wire.extend(support::frames(211, ["bad"; 100]));
     bad.s.write_all(&wire).unwrap();
     // The good client keeps getting prompt answers, and eventually sees the bad one gone.
     let deadline = std::time::Instant::now() + support::DEADLINE;
@@ -490,4 +467,258 @@ fn s8_3_to_14_remaining_cases_on_one_server() {
     // Everything alice shared, the 10300 file included, is still there.
     a.send(110, "");
     assert_eq!(a.recv(), Some((110, "4".into())));
+}
+
+/// §8.6 over sockets with two sharers at different link speeds: TYPE picks media kinds (the default is
+/// mp3 only, 10300 shares are found with their kind), and every numeric comparison keeps exactly the
+/// files it should.
+#[test]
+fn search_type_filter_and_comparisons_across_two_sharers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::server(dir.path(), &[]);
+    let mut alice = Raw::login_as(d.addr(), "alice", 6699, 2);
+    let mut carol = Raw::login_as(d.addr(), "carol", 6699, 8);
+    let mut bob = Raw::login(d.addr(), "bob", 6699);
+    const MD5: &str = "0123456789abcdef0123456789abcdef";
+    alice.send(
+        100,
+        &format!(r#""C:\mp3\holiday song.mp3" {MD5} 3000000 128 44100 180"#),
+    );
+    alice.send(
+        10300,
+        &format!(r#""C:\vid\holiday.avi" 50000000 {MD5} video"#),
+    );
+    alice.send(
+        10300,
+        &format!(r#""C:\img\holiday.jpg" 200000 {MD5} image"#),
+    );
+    alice.send(
+        10300,
+        &format!(r#""C:\snd\holiday chant.ogg" 400000 {MD5} audio"#),
+    );
+    carol.send(
+        100,
+        &format!(r#""D:\music\holiday mix.mp3" {MD5} 9000000 320 48000 600"#),
+    );
+    assert_eq!(alice.drain(), vec![]);
+    assert_eq!(carol.drain(), vec![]);
+
+    // The file names (last path component) of the results, sorted; every result checked for its owner.
+    let mut names = |rest: &str| -> Vec<String> {
+        bob.send(200, &format!(r#"FILENAME CONTAINS "holiday" {rest}"#));
+        let r = bob.until(202);
+        let mut v: Vec<String> = r[..r.len() - 1]
+            .iter()
+            .map(|(t, text)| {
+                assert_eq!(*t, 201, "{rest}: {r:?}");
+                let f = napster_server::codec::fields::split(text).unwrap();
+                let name = f[0].rsplit('\\').next().unwrap().to_owned();
+                let owner = if name.contains("mix") {
+                    " carol 16777343 8"
+                } else {
+                    " alice 16777343 2"
+                };
+                assert!(text.ends_with(owner), "{rest}: {text}");
+                name
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mp3s = ["holiday mix.mp3", "holiday song.mp3"];
+    for (rest, want) in [
+        ("", &mp3s[..]),
+        ("TYPE mp3", &mp3s[..]),
+        (
+            "TYPE audio",
+            &["holiday chant.ogg", "holiday mix.mp3", "holiday song.mp3"][..],
+        ),
+        ("TYPE video", &["holiday.avi"][..]),
+        ("TYPE image", &["holiday.jpg"][..]),
+        ("TYPE text", &[][..]),
+        (
+            "TYPE any",
+            &[
+                "holiday chant.ogg",
+                "holiday mix.mp3",
+                "holiday song.mp3",
+                "holiday.avi",
+                "holiday.jpg",
+            ][..],
+        ),
+        (
+            r#"TYPE any SIZE "AT LEAST" 3000000"#,
+            &["holiday mix.mp3", "holiday song.mp3", "holiday.avi"][..],
+        ),
+        (r#"LINESPEED "AT LEAST" 5"#, &["holiday mix.mp3"][..]),
+        (r#"LINESPEED "AT BEST" 2"#, &["holiday song.mp3"][..]),
+        (r#"LINESPEED "EQUAL TO" 8"#, &["holiday mix.mp3"][..]),
+        (r#"BITRATE "AT BEST" 128"#, &["holiday song.mp3"][..]),
+        (r#"FREQ "AT LEAST" 48000"#, &["holiday mix.mp3"][..]),
+        (r#"SIZE "AT BEST" 3000000"#, &["holiday song.mp3"][..]),
+        (r#"DURATION "EQUAL TO" 600"#, &["holiday mix.mp3"][..]),
+        (r#"DURATION "AT BEST" 179"#, &[][..]),
+        (
+            r#"BITRATE "AT LEAST" 128 FREQ "EQUAL TO" 44100 LINESPEED "AT BEST" 2"#,
+            &["holiday song.mp3"][..],
+        ),
+    ] {
+        assert_eq!(names(rest), want, "{rest}");
+    }
+    // Non-mp3 media report OpenNap's fixed audio fields.
+    bob.send(200, r#"FILENAME CONTAINS "holiday" TYPE video"#);
+    let r = bob.until(202);
+    assert!(r[0].1.contains(" 50000000 8 16000 0 alice "), "{r:?}");
+    // An unknown media type is a malformed search: 404, then the 202 that always closes it.
+    bob.send(200, r#"FILENAME CONTAINS "holiday" TYPE movie"#);
+    assert_eq!(
+        bob.until(202),
+        vec![(404, "invalid search request".into()), (202, String::new())]
+    );
+}
+
+/// `--registered-only`: a guest login gets OpenNap's type-0 refusal and is closed; registering (6) still
+/// works, and the registered nick can then log in with 2 (and not with a wrong password).
+#[test]
+fn registered_only_refuses_guests_and_admits_registered_nicks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::server(dir.path(), &["--registered-only", "--ghost-kill-secs", "0"]);
+    let mut guest = Raw::connect(d.addr());
+    guest.send(2, "guest pw 6699 \"x\" 4");
+    assert_eq!(
+        guest.recv(),
+        Some((0, "This server is for registered users only".into()))
+    );
+    assert_eq!(guest.recv(), None, "closed after the refusal");
+    let mut reg = Raw::connect(d.addr());
+    reg.send(6, "member pw 6699 \"x\" 4 m@x");
+    assert_eq!(reg.until(214)[0], (3, "m@x".into()));
+    let mut wrong = Raw::connect(d.addr());
+    wrong.send(2, "member nope 6699 \"x\" 4");
+    assert_eq!(wrong.recv(), Some((0, "Invalid Password".into())));
+    // The right password logs in (the first session is a ghost by then: it gets 748).
+    let mut again = Raw::connect(d.addr());
+    again.send(2, "member pw 6699 \"x\" 4");
+    assert_eq!(again.until(214)[0], (3, "m@x".into()));
+    assert_eq!(reg.until(748).last().unwrap().0, 748);
+    // Guests are still refused while registered users are online.
+    let mut guest = Raw::connect(d.addr());
+    guest.send(2, "guest2 pw 6699 \"x\" 4");
+    assert_eq!(guest.recv().map(|f| f.0), Some(0));
+}
+
+/// Link speed 600 → 601 (following a 700 change), hotlist 208 at login / 207 while running → 301 and
+/// 209 sign-on, 210 sign-off, 303 removal (no more notices), 302 for a bad nick; version 4 before and
+/// after login; 5 and 900/901 are unknown commands; a client string is cut to 32 characters, also when a
+/// Latin-1 character sits at the cut.
+#[test]
+fn link_speed_hotlist_and_version_over_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::server(dir.path(), &[]);
+    // Version 4 is allowed before login and answered with an empty 4; the connection stays usable.
+    let mut bob = Raw::connect(d.addr());
+    bob.send(4, "v2.0 BETA 8");
+    assert_eq!(bob.recv(), Some((4, String::new())));
+    let client = format!("{}\u{e9}tail beyond the cut", "a".repeat(31));
+    bob.send(2, &format!("bob pw 6699 \"{client}\" 4"));
+    assert_eq!(bob.until(214)[0].0, 3);
+    bob.send(4, "");
+    assert_eq!(bob.recv(), Some((4, String::new())));
+    // Auto-upgrade (5) and the connect/listen tests (900/901) are never implemented: unknown commands.
+    for t in [5u16, 900, 901] {
+        bob.send(t, "127.0.0.1 6699");
+        assert_eq!(bob.recv(), Some((404, format!("Unknown command code {t}"))));
+    }
+    // 208 (the list a client sends at login) for someone offline: ack only.
+    bob.send(208, "carol");
+    assert_eq!(bob.drain(), vec![(301, "carol".into())]);
+    // 207 for someone online: ack and an immediate 209 with the link speed.
+    let mut alice = Raw::login_as(d.addr(), "alice", 6699, 9);
+    bob.send(207, "alice");
+    assert_eq!(
+        bob.drain(),
+        vec![(301, "alice".into()), (209, "alice 9".into())]
+    );
+    bob.send(207, "bad.nick");
+    assert_eq!(bob.drain(), vec![(302, "bad.nick".into())]);
+    // carol signs on: bob's hotlist hears it.
+    let mut carol = Raw::login_as(d.addr(), "carol", 0, 2);
+    assert_eq!(bob.recv(), Some((209, "carol 2".into())));
+    // 600 → 601 with the current speed, also after a 700 change; unknown nicks get a 404.
+    bob.send(600, "carol");
+    assert_eq!(bob.recv(), Some((601, "carol 2".into())));
+    carol.send(700, "8");
+    assert_eq!(carol.drain(), vec![]);
+    bob.send(600, "CAROL");
+    assert_eq!(bob.recv(), Some((601, "carol 8".into())));
+    bob.send(600, "nobody");
+    assert_eq!(bob.recv(), Some((404, "user nobody is not online".into())));
+    // carol signs off: 210.
+    drop(carol);
+    assert_eq!(bob.recv(), Some((210, "carol".into())));
+    // 303 takes alice off bob's hotlist: when she leaves, dave (still watching) hears it and bob does not.
+    let mut dave = Raw::login(d.addr(), "dave", 6699);
+    dave.send(207, "alice");
+    assert_eq!(
+        dave.drain(),
+        vec![(301, "alice".into()), (209, "alice 9".into())]
+    );
+    bob.send(303, "alice");
+    assert_eq!(bob.drain(), vec![]);
+    alice.send(603, "bob");
+    let w = alice.recv().unwrap();
+    // The client string was cut to 32 characters (OpenNap's limit), the Latin-1 one included.
+    assert!(
+        w.0 == 604 && w.1.ends_with(&format!("\"{}\u{e9}\"", "a".repeat(31))),
+        "{w:?}"
+    );
+    drop(alice);
+    assert_eq!(dave.recv(), Some((210, "alice".into())));
+    assert_eq!(bob.drain(), vec![], "no sign-off after 303");
+}
+
+/// The per-client pending-search limit over sockets: a client that keeps searching without reading
+/// gets `search failed: too many pending searches` (each closed by its 202), every search is closed
+/// exactly once, and once it has read everything its searches are answered again.
+#[test]
+fn pending_search_limit_over_sockets() {
+    const SEARCHES: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::server(dir.path(), &["--flood-commands", "1000000"]);
+    let mut alice = Raw::login(d.addr(), "alice", 6699);
+    // 100 results of about 1.9 KB each: 190 KB per search, so 100 unread searches (19 MB) are far more
+    // than the socket buffers hold and the server's writes must stall.
+    let long = "x".repeat(1800);
+    let wire = support::frames(
+        100,
+        (0..100).map(|i| format!("\"C:\\mp3\\big {i} {long}.mp3\" 0 1000 128 44100 60")),
+    );
+    alice.s.write_all(&wire).unwrap();
+    assert_eq!(alice.drain(), vec![]);
+    let mut bob = Raw::login(d.addr(), "bob", 6699);
+    let wire = support::frames(200, [r#"FILENAME CONTAINS "big""#; SEARCHES]);
+    bob.s.write_all(&wire).unwrap();
+    let (mut ends, mut refused, mut results) = (0, 0, 0);
+    let mut last = None;
+    while ends < SEARCHES {
+        let (t, text) = bob.recv().expect("connection stays open");
+        match t {
+            201 => results += 1,
+            202 => ends += 1,
+            404 => {
+                assert_eq!(text, "search failed: too many pending searches");
+                refused += 1;
+            }
+            _ => panic!("unexpected {t} {text}"),
+        }
+        if last == Some(404) {
+            assert_eq!(t, 202, "a refusal is closed by its 202 at once");
+        }
+        last = Some(t);
+    }
+    assert!(refused > 0, "no search was refused");
+    assert_eq!(results, (SEARCHES - refused) * 100);
+    // Everything has been read: the searches are no longer pending.
+    bob.send(200, r#"FILENAME CONTAINS "big" MAX_RESULTS 3"#);
+    assert_eq!(bob.until(202).len(), 4);
 }

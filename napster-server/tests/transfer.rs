@@ -474,3 +474,324 @@ fn the_clients_report_218_to_221_while_a_transfer_runs() {
     // 221 brings alice back to zero (bob has logged off, so only alice can be asked).
     wait_counts(&mut w, "alice", ("0", "0"));
 }
+
+/// Runs a one-shot `napster-client` command as `nick` (`args` go between the global options and the
+/// subcommand's end): success, stdout, stderr.
+fn run_client(server: &Daemon, nick: &str, data: &Path, args: &[&str]) -> (bool, String, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_napster-client"))
+        .args(["--server", &server.addr().to_string(), "--nick", nick])
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_deadline(child);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The stats JSON a client wrote on exit.
+fn stats_of(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Count `dir` (`in_count`/`out_count`) of message type `t` in a stats record (0 when never seen).
+fn msgs(stats: &serde_json::Value, t: &str, dir: &str) -> u64 {
+    stats["messages"][t][dir].as_u64().unwrap_or(0)
+}
+
+/// §8.10: a file shared and then removed from disk gets TekNap's `FILE NOT FOUND`, the downloader fails
+/// with it, and the uploader counts a refused upload (and starts none).
+#[test]
+fn a_shared_file_removed_from_disk_gets_file_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("Doomed Song.mp3"), content(10_000)).unwrap();
+    std::fs::write(share.join("Kept Song.mp3"), content(500)).unwrap();
+    let server = support::server(&dir.path().join("srv"), &[]);
+    let stats = dir.path().join("alice-stats.json");
+    let mut alice = serve_with(
+        &server,
+        "alice",
+        &share,
+        &dir.path().join("alice"),
+        false,
+        &["--stats-file", stats.to_str().unwrap()],
+    );
+    std::fs::remove_file(share.join("Doomed Song.mp3")).unwrap();
+    let out = dir.path().join("out");
+    let (ok, _, err) = get(
+        &server,
+        "bob",
+        "doomed song",
+        &out,
+        &dir.path().join("bob"),
+        &[],
+    );
+    assert!(!ok, "{err}");
+    assert!(err.contains("alice refused: FILE NOT FOUND"), "{err}");
+    assert!(!out.join("Doomed Song.mp3").exists());
+    // The other file is still served.
+    let (ok, _, err) = get(
+        &server,
+        "carol",
+        "kept song",
+        &out,
+        &dir.path().join("carol"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    alice.terminate(DEADLINE).unwrap();
+    let t = &stats_of(&stats)["transfers"];
+    assert_eq!(t["uploads_refused"], 1, "{t}");
+    assert_eq!(t["uploads_started"], 1, "{t}");
+    assert_eq!(t["uploads_completed"], 1, "{t}");
+}
+
+/// "Pings the hosts that have the file and picks the best": four users share the same file. `mute`
+/// (a raw connection announcing T3+) heads the search results but answers no ping; `slow` is capped and
+/// announces a modem; `gone` announces T3+ but its data port is unreachable (it listens on 127.0.0.2
+/// while the server hands out 127.0.0.1); `fast` announces DSL. The getter must ping all four, try
+/// `gone` first (answered, fastest line), fail over to `fast`, and never ask `slow` or `mute`. The
+/// uploaders' own stats say who was asked and who served.
+#[test]
+fn get_pings_ranks_and_fails_over_to_the_best_reachable_source() {
+    const NAME: &str = "Common Song.mp3";
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(20_000);
+    let server = support::server(&dir.path().join("srv"), &[]);
+    let mut mute = Raw::login_as(server.addr(), "mute", 6699, 10);
+    mute.send(
+        100,
+        &format!(
+            "\"C:\\share\\{NAME}\" 00000000000000000000000000000000 {} 128 44100 1",
+            data.len()
+        ),
+    );
+    assert_eq!(mute.drain(), vec![]);
+    let sharer = |nick: &str, extra: &[&str]| {
+        let share = dir.path().join(format!("{nick}-share"));
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join(NAME), &data).unwrap();
+        let stats = dir.path().join(format!("{nick}-stats.json"));
+        let mut args = vec!["--stats-file", stats.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let d = serve_with(&server, nick, &share, &dir.path().join(nick), false, &args);
+        (d, stats)
+    };
+    let mut sharers = [
+        sharer("slow", &["--speed", "3", "--upload-rate", "16k"]),
+        sharer("gone", &["--speed", "10", "--data-listen", "127.0.0.2:0"]),
+        sharer("fast", &["--speed", "8"]),
+    ];
+    let out = dir.path().join("out");
+    let (ok, v, err) = get(
+        &server,
+        "getter",
+        "common song",
+        &out,
+        &dir.path().join("getter"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v["from"], "fast", "{err}");
+    assert_eq!(std::fs::read(out.join(NAME)).unwrap(), data);
+    // mute was pinged but never asked for the file.
+    let seen = mute.drain();
+    assert!(seen.contains(&(751, "getter".into())), "{seen:?}");
+    assert!(!seen.iter().any(|f| f.0 == 607), "{seen:?}");
+    let stats: Vec<serde_json::Value> = sharers
+        .iter_mut()
+        .map(|(d, path)| {
+            d.terminate(DEADLINE).unwrap();
+            stats_of(path)
+        })
+        .collect();
+    let [slow, gone, fast] = &stats[..] else {
+        unreachable!()
+    };
+    for s in [slow, gone, fast] {
+        assert_eq!(msgs(s, "751", "in_count"), 1, "pinged once: {s}");
+        assert_eq!(msgs(s, "752", "out_count"), 1, "answered: {s}");
+    }
+    assert_eq!(msgs(gone, "607", "in_count"), 1, "gone was asked first");
+    assert_eq!(gone["transfers"]["uploads_started"], 0);
+    assert_eq!(msgs(fast, "607", "in_count"), 1);
+    assert_eq!(fast["transfers"]["uploads_completed"], 1);
+    assert_eq!(fast["transfers"]["upload_bytes"], data.len() as u64);
+    assert_eq!(msgs(slow, "607", "in_count"), 0, "slow was never asked");
+    assert_eq!(slow["transfers"]["uploads_started"], 0);
+}
+
+/// The client's register path on a `--registered-only` server, and the search table: sharer and
+/// searcher register with `--register EMAIL` (type 6), log in again later with their password (type 2),
+/// a wrong password or a guest gets the server's reason as a one-line failure, and `search` without
+/// `--json` prints the header and one aligned row per result.
+#[test]
+fn client_registers_on_a_registered_only_server_and_prints_a_search_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(share.join("Beatles")).unwrap();
+    std::fs::write(share.join("Beatles").join("Hey Jude.mp3"), content(5000)).unwrap();
+    std::fs::write(share.join("Hey Jude (live).mp3"), content(123_456)).unwrap();
+    let server = support::server(
+        &dir.path().join("srv"),
+        &["--registered-only", "--ghost-kill-secs", "0"],
+    );
+    let _alice = serve_with(
+        &server,
+        "alice",
+        &share,
+        &dir.path().join("alice"),
+        false,
+        &["--register", "alice@lab"],
+    );
+    let bob_data = dir.path().join("bob");
+    let (ok, stdout, err) = run_client(
+        &server,
+        "bob",
+        &bob_data,
+        &["--register", "bob@lab", "search", "hey jude"],
+    );
+    assert!(ok, "{err}");
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.remove(0),
+        "USER               SIZE  KBPS  PATH",
+        "{stdout}"
+    );
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            r"alice              5009   128  Beatles\Hey Jude.mp3",
+            r"alice            123465   128  Hey Jude (live).mp3",
+        ],
+        "{stdout}"
+    );
+    assert!(err.contains("2 result(s)"), "{err}");
+    // Registered now: a plain login with the password works, a wrong one is refused.
+    let (ok, stdout, err) = run_client(&server, "bob", &bob_data, &["search", "live"]);
+    assert!(ok, "{err}");
+    assert_eq!(stdout.lines().count(), 2, "header and one row: {stdout}");
+    assert!(err.contains("1 result(s)"), "{err}");
+    let (ok, _, err) = run_client(
+        &server,
+        "bob",
+        &bob_data,
+        &["--password", "nope", "search", "live"],
+    );
+    refused(ok, &err, "login refused: Invalid Password");
+    let (ok, _, err) = run_client(&server, "stranger", &bob_data, &["search", "live"]);
+    refused(
+        ok,
+        &err,
+        "login refused: This server is for registered users only",
+    );
+    let (ok, _, err) = run_client(
+        &server,
+        "alice",
+        &bob_data,
+        &["--register", "x@y", "search", "live"],
+    );
+    refused(ok, &err, "login refused: Nick registered to another user");
+}
+
+/// A client run failed with one line on stderr that names `napster-client` and ends with `reason`.
+fn refused(ok: bool, stderr: &str, reason: &str) {
+    let line = stderr.trim();
+    assert!(
+        !ok && line.lines().count() == 1
+            && line.starts_with("napster-client")
+            && line.ends_with(reason),
+        "want a one-line failure ending in {reason:?}, got {stderr:?}"
+    );
+}
+
+/// The stats files list the overlay links (a client's session with the server): a sharing client lists
+/// the server it dialled, the server lists the client's socket as incoming, and a download from the
+/// client is a transfer, not a link. Once the client stops, the server's next snapshot no longer lists
+/// it (the union `neighbours_seen` still does).
+#[test]
+fn stats_list_the_client_server_links_and_not_the_transfers() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("Linked - Song.mp3"), content(20_000)).unwrap();
+    let (ss, cs) = (
+        dir.path().join("server.json"),
+        dir.path().join("alice.json"),
+    );
+    let server = support::server(
+        &dir.path().join("srv"),
+        &["--stats-file", ss.to_str().unwrap()],
+    );
+    let server_addr = server.addr().to_string();
+    let mut alice = serve_with(
+        &server,
+        "alice",
+        &share,
+        &dir.path().join("alice"),
+        false,
+        &["--stats-file", cs.to_str().unwrap()],
+    );
+    let (ok, _, err) = get(
+        &server,
+        "bob",
+        "linked song",
+        &dir.path().join("bob-out"),
+        &dir.path().join("bob"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    // SIGUSR1 asks for a fresh file; the condition is polled until it holds.
+    let now = |d: &Daemon, p: &Path| {
+        d.signal(10).unwrap();
+        common::stats::StatsSnapshot::read_json(p).ok()
+    };
+    let mut last = None;
+    let alice_links = integration::eventually(DEADLINE, || {
+        last = now(&alice, &cs);
+        last.as_ref().is_some_and(|s| {
+            s.transfers.uploads_completed == 1
+                && s.neighbours_seen.len() == 1
+                && s.neighbours == s.neighbours_seen
+                && s.neighbours[0].addr == server_addr
+                && s.neighbours[0].dir == "out"
+                && s.neighbours[0].kind == "server"
+        })
+    });
+    assert!(
+        alice_links,
+        "{:?}",
+        last.as_ref().map(|s| &s.neighbours_seen)
+    );
+    let server_links = integration::eventually(DEADLINE, || {
+        last = now(&server, &ss);
+        // alice is still online; bob's session ended with his client.
+        last.as_ref().is_some_and(|s| {
+            s.neighbours.len() == 1
+                && s.neighbours[0].dir == "in"
+                && s.neighbours[0].kind == "client"
+                && s.neighbours_seen.len() == 2
+        })
+    });
+    assert!(
+        server_links,
+        "{:?}",
+        last.as_ref().map(|s| &s.neighbours_seen)
+    );
+    alice.terminate(DEADLINE).unwrap();
+    let gone = integration::eventually(DEADLINE, || {
+        last = now(&server, &ss);
+        last.as_ref().is_some_and(|s| s.neighbours.is_empty())
+    });
+    assert!(gone, "{:?}", last.as_ref().map(|s| &s.neighbours));
+}

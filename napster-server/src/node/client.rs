@@ -42,6 +42,11 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long pings to candidate uploaders may take before the best answer so far is used.
 pub const PING_WINDOW: Duration = Duration::from_secs(2);
 
+/// Pongs are relayed through the server, so their times carry its and both clients' scheduling noise:
+/// sources whose pong came within this much of the fastest one count as equally near, and the link speed
+/// they announced decides among them.
+pub const PING_TIE: Duration = Duration::from_millis(500);
+
 /// Bytes read from a shared file and written to a downloader at a time.
 const UPLOAD_CHUNK: usize = 64 * 1024;
 
@@ -431,8 +436,10 @@ impl Client {
         }
     }
 
-    /// Pings every distinct uploader in `hits` and returns them fastest first (those that never answered
-    /// last, by link speed), as the tutorial's client does before picking a source.
+    /// Pings every distinct uploader in `hits` and returns them best first, as the tutorial's client does
+    /// before picking a source: those that answered, in [`PING_TIE`]-wide bands of pong time after the
+    /// fastest, highest announced link speed first within a band; those that never answered last, by link
+    /// speed. (A cap an uploader does not announce through its link speed cannot be seen before the transfer.)
     pub async fn rank_sources(&mut self, hits: &[SearchHit]) -> anyhow::Result<Vec<SearchHit>> {
         let mut nicks: Vec<String> = hits.iter().map(|h| h.nick.clone()).collect();
         nicks.sort();
@@ -455,16 +462,7 @@ impl Client {
                     .or_insert_with(|| start.elapsed());
             }
         }
-        let mut ranked = hits.to_vec();
-        ranked.sort_by_key(|h| {
-            (
-                rtt.get(&h.nick.to_ascii_lowercase())
-                    .copied()
-                    .unwrap_or(Duration::MAX),
-                std::cmp::Reverse(h.speed),
-            )
-        });
-        Ok(ranked)
+        Ok(rank_by_pong(hits, &rtt))
     }
 
     /// Downloads `hit` into `out_dir` (resuming a `.part` file left by an earlier attempt).
@@ -649,6 +647,27 @@ impl Client {
             }
         }
     }
+}
+
+/// Orders `hits` by the pong times in `rtt` (lower-case nick → time; absent = never answered), as
+/// [`Client::rank_sources`] describes. The sort is stable: equal sources keep the server's order.
+fn rank_by_pong(hits: &[SearchHit], rtt: &HashMap<String, Duration>) -> Vec<SearchHit> {
+    let best = rtt.values().min().copied().unwrap_or_default();
+    let band = |h: &SearchHit| {
+        rtt.get(&h.nick.to_ascii_lowercase())
+            .map_or(u128::MAX, |t| {
+                t.saturating_sub(best).as_millis() / PING_TIE.as_millis()
+            })
+    };
+    let mut ranked = hits.to_vec();
+    ranked.sort_by_key(|h| {
+        (
+            band(h),
+            std::cmp::Reverse(h.speed),
+            rtt.get(&h.nick.to_ascii_lowercase()).copied(),
+        )
+    });
+    ranked
 }
 
 /// The 404s a 203 can earn: `permission denied…` (leech) or one that names the uploader or the file. Anything
@@ -890,18 +909,26 @@ async fn upload(
     offset: u64,
     announce_size: bool,
 ) -> anyhow::Result<()> {
+    let refuse = |why: &'static str| {
+        shared.stats.transfers(|t| t.uploads_refused += 1);
+        why.as_bytes()
+    };
     let (Some(lib), Some(rel)) = (&shared.library, shared.paths.get(path)) else {
-        s.write_all(FILE_NOT_SHARED.as_bytes()).await?;
+        s.write_all(refuse(FILE_NOT_SHARED)).await?;
         return Ok(());
     };
     let Some(file) = lib.by_path(rel) else {
-        s.write_all(FILE_NOT_SHARED.as_bytes()).await?;
+        s.write_all(refuse(FILE_NOT_SHARED)).await?;
         return Ok(());
     };
-    let opened = lib.open_file(file);
-    let Ok((std_file, _)) = opened else {
-        s.write_all(FILE_NOT_FOUND.as_bytes()).await?;
-        return Ok(());
+    // Shared but gone from disk (or unreadable) since the scan: TekNap's answer.
+    let std_file = match lib.open_file(file) {
+        Ok((f, _)) => f,
+        Err(e) => {
+            debug!(%path, cause = %e, "shared file cannot be opened");
+            s.write_all(refuse(FILE_NOT_FOUND)).await?;
+            return Ok(());
+        }
     };
     let size = std_file.metadata()?.len();
     if offset > size {
@@ -1025,5 +1052,56 @@ async fn push_upload(shared: Arc<Shared>, text: String) {
     .await;
     if let Err(e) = r {
         warn!(cause = %e, "push upload failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(nick: &str, speed: u32) -> SearchHit {
+        SearchHit {
+            path: "song.mp3".into(),
+            md5: "0".repeat(32),
+            size: 1,
+            bitrate: 128,
+            freq: 44_100,
+            secs: 1,
+            nick: nick.into(),
+            ip: Ipv4Addr::LOCALHOST,
+            speed,
+        }
+    }
+
+    fn order(hits: &[SearchHit], rtt: &[(&str, u64)]) -> Vec<String> {
+        let rtt = rtt
+            .iter()
+            .map(|(n, ms)| (n.to_string(), Duration::from_millis(*ms)))
+            .collect();
+        rank_by_pong(hits, &rtt)
+            .into_iter()
+            .map(|h| h.nick)
+            .collect()
+    }
+
+    #[test]
+    fn near_pongs_tie_and_link_speed_decides_silent_sources_last() {
+        let hits = [
+            hit("mute", 10),
+            hit("slow", 3),
+            hit("gone", 10),
+            hit("fast", 8),
+        ];
+        assert_eq!(
+            order(&hits, &[("slow", 3), ("gone", 5), ("fast", 1)]),
+            ["gone", "fast", "slow", "mute"]
+        );
+        // A pong a band or more behind the fastest ranks after it, whatever the link speed.
+        assert_eq!(
+            order(&hits, &[("slow", 1), ("gone", 1200), ("fast", 700)]),
+            ["slow", "fast", "gone", "mute"]
+        );
+        // Nobody answered: link speed, then the server's order.
+        assert_eq!(order(&hits, &[]), ["mute", "gone", "fast", "slow"]);
     }
 }

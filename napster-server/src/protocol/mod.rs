@@ -1018,8 +1018,8 @@ impl Server {
                 return;
             }
         }
-        let mut client = l.client;
-        client.truncate(MAX_CLIENT_LEN);
+        // Cut by characters: each is one Latin-1 byte on the wire, and a byte cut could split one.
+        let client: String = l.client.chars().take(MAX_CLIENT_LEN).collect();
         let nick = l.nick;
         let lower = nick.to_ascii_lowercase();
         if let Some(c) = self.conns.get_mut(&conn) {

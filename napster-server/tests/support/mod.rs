@@ -48,6 +48,15 @@ pub fn client(args: &[&str]) -> Daemon {
         .expect("napster-client starts")
 }
 
+/// Frames of type `t`, one per payload, encoded back to back (to write in one call).
+pub fn frames<S: AsRef<str>>(t: u16, payloads: impl IntoIterator<Item = S>) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for p in payloads {
+        wire.extend(Frame::text(t, p.as_ref()).to_bytes().unwrap());
+    }
+    wire
+}
+
 /// A raw protocol connection.
 pub struct Raw {
     pub s: TcpStream,
@@ -117,10 +126,24 @@ impl Raw {
 
     /// Logs in (guest or registered) and consumes the greeting up to the 214.
     pub fn login(addr: SocketAddr, nick: &str, port: u16) -> Raw {
+        Raw::login_as(addr, nick, port, 4)
+    }
+
+    /// Logs in with link-speed code `speed` and consumes the greeting up to the 214.
+    pub fn login_as(addr: SocketAddr, nick: &str, port: u16, speed: u8) -> Raw {
         let mut r = Raw::connect(addr);
-        r.send(2, &format!("{nick} pw {port} \"raw-test\" 4"));
+        r.send(2, &format!("{nick} pw {port} \"raw-test\" {speed}"));
         let g = r.until(214);
         assert_eq!(g[0].0, 3, "{g:?}");
         r
+    }
+
+    /// Sends a 214 and returns every frame that arrived before its reply. The server handles a
+    /// connection's frames in order, so everything it sent this client before now is in the list.
+    pub fn drain(&mut self) -> Vec<(u16, String)> {
+        self.send(214, "");
+        let mut v = self.until(214);
+        v.pop();
+        v
     }
 }
