@@ -1,12 +1,15 @@
 //! Our seeder and leechers as real processes on 127.0.0.1: single and multi-file torrents, a flash
-//! crowd through a tracker, resume, and a lying peer that gets banned while the download still completes.
+//! crowd through a tracker, resume, and a lying peer that gets banned by IP (its host refused and not
+//! dialled on any port) while the download still completes.
 
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bittorrent_peer::codec::peer::{Handshake, Msg};
 use bittorrent_peer::metainfo::Metainfo;
@@ -34,7 +37,12 @@ fn multi_file_torrent_from_our_seeder_to_our_leecher() {
     }
     let t = make_torrent(&root, &dir.path().join("album.torrent"), None, 32 << 10);
     let src = dir.path().join("src");
-    let seed = seeder(t.to_str().unwrap(), src.to_str().unwrap(), &[]);
+    let seed_stats = dir.path().join("seed.json");
+    let seed = seeder(
+        t.to_str().unwrap(),
+        src.to_str().unwrap(),
+        &["--stats-file", seed_stats.to_str().unwrap()],
+    );
     let out = dir.path().join("out");
     let stats = dir.path().join("leech.json");
     let peer = seed.addr().to_string();
@@ -69,6 +77,40 @@ fn multi_file_torrent_from_our_seeder_to_our_leecher() {
         s.total().in_count,
         "piece is payload, not control"
     );
+    // The lab's per-peer figures: everything came from the seeder's address (the leecher dialled it),
+    // block by block (16 KiB, the last one short) and piece by piece (32 KiB).
+    let pieces = total.div_ceil(32 << 10);
+    let from_seed = &s.extra["peers"][&peer];
+    assert_eq!(from_seed["bytes_down"], total, "{:?}", s.extra["peers"]);
+    assert_eq!(from_seed["blocks_from"], total.div_ceil(16 << 10));
+    assert_eq!(from_seed["pieces_from"], pieces);
+    assert_eq!(from_seed["bytes_up"], 0);
+    assert_eq!(s.extra["peers"].as_object().unwrap().len(), 1);
+    assert!(s.extra["choke"]["rounds"].as_u64() >= Some(1));
+    assert_eq!(s.extra["choke"]["unchokes"], 0, "the seeder wants nothing");
+    // The seeder's side: one peer got every byte, after one unchoke decision.
+    let end = Instant::now() + LIMIT;
+    let seed_side = loop {
+        // The figures are refreshed once a second: wait for the departed leecher's totals.
+        let st = stats_of(&seed, &seed_stats);
+        let up: Vec<u64> = st.extra["peers"]
+            .as_object()
+            .map(|m| m.values().filter_map(|r| r["bytes_up"].as_u64()).collect())
+            .unwrap_or_default();
+        if up == [total] || Instant::now() > end {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let peers = seed_side.extra["peers"].as_object().unwrap();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    let only = peers.values().next().unwrap();
+    assert_eq!(only["bytes_up"], total, "{peers:?}");
+    assert_eq!(only["bytes_down"], 0);
+    let choke = &seed_side.extra["choke"];
+    assert_eq!(choke["unchokes"], 1, "{choke}");
+    assert_eq!(choke["chokes"], 0, "{choke}");
+    assert!(choke["rounds"].as_u64() >= Some(1), "{choke}");
 }
 
 #[test]
@@ -105,7 +147,7 @@ fn flash_crowd_through_a_tracker_and_resume() {
         wait_for_file(&out.join("crowd.bin"), &data, LIMIT, "flash crowd leecher");
     }
     // Every leecher announced started and then completed.
-    let deadline = std::time::Instant::now() + LIMIT;
+    let deadline = Instant::now() + LIMIT;
     loop {
         let log = announces.lock().unwrap().clone();
         let completed = log.iter().filter(|a| a.2 == "completed").count();
@@ -113,10 +155,7 @@ fn flash_crowd_through_a_tracker_and_resume() {
         if completed >= 3 && started >= 4 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "announces seen: {log:?}"
-        );
+        assert!(Instant::now() < deadline, "announces seen: {log:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(leechers);
@@ -141,9 +180,9 @@ fn flash_crowd_through_a_tracker_and_resume() {
     assert_eq!(std::fs::read(out.join("crowd.bin")).unwrap(), data);
 }
 
-/// A peer that claims every piece and answers each request with garbage.
-fn lying_peer(meta: Metainfo) -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+/// A peer on `ip` that claims every piece and answers each request with garbage.
+fn lying_peer(meta: Metainfo, ip: [u8; 4]) -> SocketAddr {
+    let l = TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for s in l.incoming() {
@@ -199,38 +238,131 @@ fn lying_peer(meta: Metainfo) -> std::net::SocketAddr {
     addr
 }
 
+/// A listener on `ip` that accepts, counts and closes every connection: shows whether a node dials it.
+fn dial_counter(ip: [u8; 4]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (addr, n)
+}
+
+/// Connects to `to` from the loopback address `from`, sends a handshake for `meta` with a peer id
+/// nobody used yet, and returns what comes back before the node closes (at most its handshake).
+fn handshake_from(from: [u8; 4], to: SocketAddr, meta: &Metainfo, id: &[u8; 20]) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((from, 0))).unwrap();
+        sock.connect(to).await.expect("connect")
+    });
+    let mut s: TcpStream = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The node may close before reading: a failed write is an answer too.
+    let _ = s.write_all(&Handshake::new(meta.info_hash, PeerId(*id)).to_bytes());
+    let mut got = Vec::new();
+    let mut b = [0u8; 68];
+    while got.len() < b.len() {
+        match s.read(&mut b[got.len()..]) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&b[got.len()..got.len() + n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("from {from:?}: neither answered nor closed: {e}"),
+        }
+    }
+    got
+}
+
 #[test]
-fn a_peer_sending_corrupt_data_is_banned_and_the_download_completes() {
+fn a_peer_sending_corrupt_data_is_banned_by_ip_and_the_download_completes() {
     let dir = tempfile::tempdir().unwrap();
     let (src, data, t) = one_file_torrent(dir.path(), "x.bin", 1 << 20, 7, None, 32 << 10);
     let meta = Metainfo::load(&t).unwrap();
-    let liar = lying_peer(meta).to_string();
+    // The liar's host is 127.0.0.2; it has a second port there. A control host is 127.0.0.3.
+    let liar = lying_peer(meta.clone(), [127, 0, 0, 2]).to_string();
+    let (liar_other_port, liar_dials) = dial_counter([127, 0, 0, 2]);
+    let (control, control_dials) = dial_counter([127, 0, 0, 3]);
     let out = dir.path().join("out");
     let stats = dir.path().join("s.json");
-    // At first the liar is the only source, so its garbage is certain to be tried; the honest seeder is
-    // started afterwards and dials the leecher itself.
-    let mut leech = leecher(
+    let leech = leecher(
         t.to_str().unwrap(),
         out.to_str().unwrap(),
         &liar,
-        &["--stats-file", stats.to_str().unwrap()],
+        &[
+            "--peer",
+            &liar_other_port.to_string(),
+            "--peer",
+            &control.to_string(),
+            "--seed",
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    let leecher_addr = leech.addr().to_string();
+    // At first the liar is the only source, so its garbage is certain to be tried. Banned only after
+    // repeated failures: a sole sender's second bad piece.
+    let end = Instant::now() + LIMIT;
+    loop {
+        let s = stats_of(&leech, &stats);
+        if s.errors.contains_key("banned_peer") {
+            assert!(s.errors["hash_mismatch"] >= 2, "{:?}", s.errors);
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the liar was never banned: {:?}",
+            s.errors
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The honest seeder, started afterwards, dials the leecher itself (from 127.0.0.1).
+    let leecher_addr = leech.addr();
     let _seed = seeder(
         t.to_str().unwrap(),
         src.to_str().unwrap(),
-        &["--peer", &leecher_addr],
+        &["--peer", &leecher_addr.to_string()],
     );
-    assert!(leech.wait_exit(LIMIT).unwrap().success());
-    assert_eq!(std::fs::read(out.join("x.bin")).unwrap(), data);
-    let s = StatsSnapshot::read_json(&stats).unwrap();
-    assert!(
-        // Banned only after repeated failures: a sole sender's second bad piece.
-        s.errors.get("hash_mismatch").copied().unwrap_or(0) >= 2,
-        "{:?}",
-        s.errors
+    wait_for_file(&out.join("x.bin"), &data, LIMIT, "leecher");
+    // The banned host is refused before the handshake from any port and with a new peer id; another
+    // host gets the handshake.
+    let id = |c: u8| [c; 20];
+    assert_eq!(
+        handshake_from([127, 0, 0, 2], leecher_addr, &meta, &id(b'b')),
+        Vec::<u8>::new(),
+        "a reconnection from the banned IP is refused"
     );
+    let hs = handshake_from([127, 0, 0, 4], leecher_addr, &meta, &id(b'c'));
+    assert_eq!(hs.len(), 68, "another host is answered");
+    assert_eq!(&hs[28..48], &meta.info_hash.0);
+    // Nor is it dialled: every --peer is dialled again every 2 s while not connected, so the control
+    // host keeps getting connections while the banned host's other port gets none after the ban.
+    let wait_control = |n: usize| {
+        let end = Instant::now() + LIMIT;
+        while control_dials.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < end, "the control host is not dialled");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let c = control_dials.load(Ordering::SeqCst);
+    wait_control(c + 1);
+    let before = liar_dials.load(Ordering::SeqCst);
+    assert!(before >= 1, "the other port was dialled before the ban");
+    wait_control(c + 3);
+    assert_eq!(
+        liar_dials.load(Ordering::SeqCst),
+        before,
+        "the banned host was dialled again"
+    );
+    let s = stats_of(&leech, &stats);
     assert_eq!(
         s.errors.get("banned_peer").copied(),
         Some(1),
@@ -380,8 +512,8 @@ fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
 
 /// Connects to `node` as a peer of `meta`'s torrent, sends `bad` after the handshake and returns
 /// whether the node closed the connection within `limit` (it may send its own messages first).
-fn rejected_after(node: std::net::SocketAddr, meta: &Metainfo, id: u8, bad: &[u8]) -> bool {
-    let mut s = std::net::TcpStream::connect(node).unwrap();
+fn rejected_after(node: SocketAddr, meta: &Metainfo, id: u8, bad: &[u8]) -> bool {
+    let mut s = TcpStream::connect(node).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let hs = Handshake::new(meta.info_hash, PeerId([id; 20]));
@@ -389,9 +521,9 @@ fn rejected_after(node: std::net::SocketAddr, meta: &Metainfo, id: u8, bad: &[u8
     if s.write_all(bad).is_err() {
         return true;
     }
-    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let end = Instant::now() + Duration::from_secs(10);
     let mut b = [0u8; 65536];
-    while std::time::Instant::now() < end {
+    while Instant::now() < end {
         match s.read(&mut b) {
             Ok(0) => return true,
             Ok(_) => {}

@@ -123,6 +123,9 @@ impl Node {
         let meta = Arc::new(meta);
         let storage =
             Storage::open(&meta.info, dir, mode).map_err(io("opening the torrent's files"))?;
+        // Only a resume file needs the data on disk (it is synced first); flushing along the way
+        // keeps that final sync short. Without one, writeback is left to the kernel.
+        storage.set_background_writeback(cfg.data_dir.is_some());
         let rp = cfg
             .data_dir
             .as_ref()
@@ -215,6 +218,12 @@ impl Node {
                             }
                         },
                     };
+                    // A banned IP is refused from any port, before the handshake.
+                    if lock(&shared).banned.contains(&addr.ip()) {
+                        tracing::debug!(%addr, "connection from a banned address refused");
+                        drop(s);
+                        continue;
+                    }
                     let shared = shared.clone();
                     let stop = stop.clone();
                     tokio::spawn(async move {
@@ -243,7 +252,7 @@ impl Node {
                         // of them is outgoing (PEX advertises it as reachable).
                         let mut t = lock(&shared);
                         if t.is_connected(addr)
-                            || t.banned.contains(&addr)
+                            || t.banned.contains(&addr.ip())
                             || t.num_peers() + t.dialing.len() >= torrent::MAX_PEERS
                             || !t.dialing.insert(addr)
                         {
@@ -310,8 +319,14 @@ impl Node {
             let stop = stop.clone();
             tokio::spawn(progress(shared, stop));
         }
-        // Trackers.
-        let tiers = lock(&shared).meta.trackers.clone();
+        // Trackers: BEP 12 shuffles each tier once, when the torrent loads (its own RNG stream, so
+        // `--rng-seed` runs stay reproducible without shifting the piece choices).
+        let mut tiers = lock(&shared).meta.trackers.clone();
+        let mut tier_rng = match cfg.rng_seed {
+            Some(s) => StdRng::seed_from_u64(s.wrapping_add(1)),
+            None => StdRng::from_entropy(),
+        };
+        tracker::shuffle_tiers(&mut tiers, &mut tier_rng);
         let announcer = if cfg.use_trackers && !tiers.is_empty() {
             let shared = shared.clone();
             let stop = stop.clone();
@@ -334,9 +349,6 @@ impl Node {
             if *complete.borrow() && done_at.is_none() {
                 done_at = Some(start.elapsed());
                 let t = lock(&shared);
-                if let Err(e) = t.storage.sync() {
-                    tracing::warn!(cause = %e, "sync failed");
-                }
                 if let Some(d) = &cfg.data_dir {
                     let rp = resume_path(d, t.meta.info_hash);
                     if let Err(e) = save_resume(&rp, &t.meta, t.picker.have(), &t.storage) {
@@ -378,7 +390,6 @@ impl Node {
         let mut t = lock(&shared);
         if done_at.is_none() {
             if let Some(d) = &cfg.data_dir {
-                let _ = t.storage.sync();
                 let rp = resume_path(d, t.meta.info_hash);
                 let _ = save_resume(&rp, &t.meta, t.picker.have(), &t.storage);
             }

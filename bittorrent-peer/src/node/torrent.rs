@@ -3,7 +3,7 @@
 //! awaits; the connection tasks in [`super::peer`] only move bytes.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -217,8 +217,8 @@ pub struct Torrent {
     rng: StdRng,
     peers: HashMap<PeerKey, PeerEntry>,
     next_key: PeerKey,
-    /// Addresses never to talk to again (sent corrupt data).
-    pub banned: HashSet<SocketAddr>,
+    /// IPs never to talk to again, from any port (a peer there sent corrupt data).
+    pub banned: HashSet<IpAddr>,
     banned_ids: HashSet<PeerId>,
     /// Our id.
     pub peer_id: PeerId,
@@ -335,7 +335,7 @@ impl Torrent {
         if id == self.peer_id {
             return Err("connected to ourselves");
         }
-        if self.banned.contains(&addr) || self.banned_ids.contains(&id) {
+        if self.banned.contains(&addr.ip()) || self.banned_ids.contains(&id) {
             return Err("banned peer");
         }
         if self.peers.values().any(|p| p.id == id) {
@@ -451,6 +451,8 @@ impl Torrent {
         let want = p.wanted > 0;
         if want != p.am_interested {
             p.am_interested = want;
+            // Anti-snubbing only counts silence from peers we want something from.
+            self.choker.set_am_interested(key, want, Instant::now());
             let m = if want {
                 Msg::Interested
             } else {
@@ -762,10 +764,14 @@ impl Torrent {
             for bad in self.strikes.piece_failed(&contributors) {
                 if let Some(p) = self.peers.get(&bad) {
                     tracing::warn!(addr = %p.addr, "banning peer for corrupt data");
-                    self.banned.insert(p.addr);
+                    let ip = p.addr.ip();
+                    self.banned.insert(ip);
                     self.banned_ids.insert(p.id);
                     self.stats.error("banned_peer");
-                    p.outbox.cancel.cancel();
+                    // Banned by IP: its other connections (other ports, other peer ids) close too.
+                    for q in self.peers.values().filter(|q| q.addr.ip() == ip) {
+                        q.outbox.cancel.cancel();
+                    }
                 }
             }
             return;

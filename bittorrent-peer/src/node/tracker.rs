@@ -1,9 +1,11 @@
-//! Tracker client: HTTP (BEP 3) and UDP (BEP 15) announces over the multitracker tiers of BEP 12.
+//! Tracker client: HTTP (BEP 3) and UDP (BEP 15) announces over the multitracker tiers of BEP 12
+//! (each tier shuffled once when the torrent loads, the tracker that answered moved to the front).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{lookup_host, TcpStream, UdpSocket};
@@ -121,6 +123,23 @@ async fn announce_udp(url: &str, req: &AnnounceRequest) -> Result<AnnounceRespon
     )))
 }
 
+/// BEP 12: "the URLs in each tier are processed in a randomly shuffled order", so that a swarm does not
+/// all load the first tracker of a tier. Done once, when the torrent loads; the tiers keep their order.
+pub fn shuffle_tiers(tiers: &mut [Vec<String>], rng: &mut impl Rng) {
+    for tier in tiers {
+        tier.shuffle(rng);
+    }
+}
+
+/// BEP 12: a tracker that answered moves to the front of its tier (the others keep their order), so it
+/// is tried first next time.
+pub fn promote(tier: &mut Vec<String>, i: usize) {
+    if i < tier.len() {
+        let url = tier.remove(i);
+        tier.insert(0, url);
+    }
+}
+
 /// BEP 12: tries the tiers in order and the trackers of a tier in order; the tracker that answers moves
 /// to the front of its tier.
 pub async fn announce_tiers(
@@ -132,8 +151,7 @@ pub async fn announce_tiers(
         for i in 0..tier.len() {
             match announce(&tier[i], req).await {
                 Ok(r) => {
-                    let url = tier.remove(i);
-                    tier.insert(0, url);
+                    promote(tier, i);
                     return Ok(r);
                 }
                 Err(e) => {
@@ -193,6 +211,56 @@ mod tests {
         let r = announce_tiers(&mut tiers, &req()).await.unwrap();
         assert_eq!(r.peers, vec!["127.0.0.1:6881".parse().unwrap()]);
         assert_eq!(tiers[0], vec![good, dead_url]);
+    }
+
+    fn urls(tier: char, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("http://{tier}{i}/announce"))
+            .collect()
+    }
+
+    #[test]
+    fn tiers_are_shuffled_within_themselves_by_the_seeded_rng() {
+        use rand::rngs::StdRng;
+        use rand::SeedableRng;
+        let original = vec![urls('a', 6), urls('b', 6), urls('c', 1)];
+        let shuffled = |seed: u64| {
+            let mut t = original.clone();
+            shuffle_tiers(&mut t, &mut StdRng::seed_from_u64(seed));
+            t
+        };
+        let mut firsts = std::collections::HashSet::new();
+        let mut moved = 0;
+        for seed in 0..20 {
+            let t = shuffled(seed);
+            assert_eq!(t, shuffled(seed), "same seed, same order");
+            // Each tier keeps its own trackers, and the tiers keep their order.
+            for (got, want) in t.iter().zip(&original) {
+                let (mut g, mut w) = (got.clone(), want.clone());
+                g.sort();
+                w.sort();
+                assert_eq!(g, w);
+            }
+            firsts.insert(t[0][0].clone());
+            moved += usize::from(t[1] != original[1]);
+        }
+        assert!(
+            firsts.len() >= 4,
+            "first tracker of tier 1 varies: {firsts:?}"
+        );
+        assert!(moved >= 18, "tier 2 is shuffled too: {moved} of 20");
+    }
+
+    #[test]
+    fn the_tracker_that_answered_moves_to_the_front_of_its_tier() {
+        let mut tier = urls('a', 5);
+        promote(&mut tier, 3);
+        let want = ["a3", "a0", "a1", "a2", "a4"].map(|h| format!("http://{h}/announce"));
+        assert_eq!(tier, want);
+        promote(&mut tier, 0);
+        assert_eq!(tier, want, "the front stays");
+        promote(&mut tier, 9);
+        assert_eq!(tier, want, "out of range: unchanged");
     }
 
     #[tokio::test]

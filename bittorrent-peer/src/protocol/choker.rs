@@ -6,8 +6,9 @@
 //! - Every third round ([`OPTIMISTIC_ROUND`], 30 s) one more choked, interested peer is unchoked at
 //!   random (new peers weighted [`NEW_PEER_WEIGHT`] times), so newcomers get a first piece and we discover
 //!   better partners.
-//! - Anti-snubbing: a peer that has unchoked us but sent no block for [`SNUB_TIME`] (60 s) is *snubbing*
-//!   us: it loses its regular slot (only an optimistic unchoke can serve it).
+//! - Anti-snubbing: a peer that has unchoked us, that we are interested in, but that sent no block for
+//!   [`SNUB_TIME`] (60 s) is *snubbing* us: it is not ranked for a regular slot (only an optimistic unchoke
+//!   can serve it). A seed ranks by its own upload and wants nothing, so snubbing does not apply to it.
 //! - Between rounds, a free slot is filled at once by a newly interested peer so that a fresh swarm starts
 //!   without waiting 10 s.
 
@@ -38,8 +39,11 @@ struct PeerState {
     unchoked: bool,
     /// Peer has unchoked us (needed to detect snubbing).
     unchoked_us: bool,
+    /// We are interested in the peer: without that, no blocks is no snub.
+    am_interested: bool,
     last_block: Option<Instant>,
     since_unchoked_us: Option<Instant>,
+    since_am_interested: Option<Instant>,
     down_window: u64,
     up_window: u64,
     down_rate: f64,
@@ -81,8 +85,10 @@ impl Choker {
                 interested: false,
                 unchoked: false,
                 unchoked_us: false,
+                am_interested: false,
                 last_block: None,
                 since_unchoked_us: None,
+                since_am_interested: None,
                 down_window: 0,
                 up_window: 0,
                 down_rate: 0.0,
@@ -108,9 +114,22 @@ impl Choker {
 
     /// The peer choked or unchoked us.
     pub fn set_unchoked_us(&mut self, peer: PeerKey, unchoked: bool, now: Instant) {
+        // A repeated unchoke does not restart the snubbing clock.
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.unchoked_us = unchoked;
-            p.since_unchoked_us = unchoked.then_some(now);
+            if p.unchoked_us != unchoked {
+                p.unchoked_us = unchoked;
+                p.since_unchoked_us = unchoked.then_some(now);
+            }
+        }
+    }
+
+    /// We became interested (or not) in the peer's pieces.
+    pub fn set_am_interested(&mut self, peer: PeerKey, interested: bool, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.am_interested != interested {
+                p.am_interested = interested;
+                p.since_am_interested = interested.then_some(now);
+            }
         }
     }
 
@@ -134,7 +153,7 @@ impl Choker {
         self.peers.get(&peer).is_some_and(|p| p.unchoked)
     }
 
-    /// Whether the peer is snubbing us at `now`.
+    /// Whether the peer is snubbing us at `now` (it matters only while we are leeching).
     pub fn is_snubbing(&self, peer: PeerKey, now: Instant) -> bool {
         self.peers.get(&peer).is_some_and(|p| snubbing(p, now))
     }
@@ -161,7 +180,7 @@ impl Choker {
         if self.next_round.is_none_or(|t| now >= t) {
             self.round(now, seeding, rng);
         } else {
-            self.fill_free_slots(now);
+            self.fill_free_slots(now, seeding);
         }
         self.peers
             .iter()
@@ -173,7 +192,7 @@ impl Choker {
             .collect()
     }
 
-    fn fill_free_slots(&mut self, now: Instant) {
+    fn fill_free_slots(&mut self, now: Instant, seeding: bool) {
         let used = self
             .peers
             .iter()
@@ -184,7 +203,7 @@ impl Choker {
             if free == 0 {
                 break;
             }
-            if p.interested && !p.unchoked && !snubbing(p, now) {
+            if p.interested && !p.unchoked && (seeding || !snubbing(p, now)) {
                 p.unchoked = true;
                 free -= 1;
             }
@@ -204,11 +223,11 @@ impl Choker {
             p.up_window = 0;
         }
         self.next_round = Some(now + ROUND);
-        // Rank interested, non-snubbing peers.
+        // Rank interested peers; a leecher leaves out those snubbing it.
         let mut ranked: Vec<(PeerKey, f64)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.interested && !snubbing(p, now))
+            .filter(|(_, p)| p.interested && (seeding || !snubbing(p, now)))
             .map(|(k, p)| (*k, if seeding { p.up_rate } else { p.down_rate }))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -249,10 +268,15 @@ impl Choker {
     }
 }
 
+/// No block for [`SNUB_TIME`] while the peer unchoked us and we wanted something from it, counted from
+/// the latest of: its last block, its unchoke, our interest.
 fn snubbing(p: &PeerState, now: Instant) -> bool {
     p.unchoked_us
-        && p.last_block
-            .or(p.since_unchoked_us)
+        && p.am_interested
+        && [p.last_block, p.since_unchoked_us, p.since_am_interested]
+            .into_iter()
+            .flatten()
+            .max()
             .is_some_and(|t| now.saturating_duration_since(t) >= SNUB_TIME)
 }
 
@@ -268,7 +292,7 @@ mod tests {
 
     #[test]
     fn four_best_uploaders_plus_one_optimistic() {
-        let t0 = Instant::now();
+        let t0 = base();
         let mut rng = StdRng::seed_from_u64(1);
         let mut c = Choker::new();
         for k in 0..8 {
@@ -292,71 +316,182 @@ mod tests {
         assert!((c.rates(2).unwrap().0 - 90_000.0).abs() < 1.0);
     }
 
-    #[test]
-    fn seeding_ranks_by_our_upload() {
-        let t0 = Instant::now();
-        let mut rng = StdRng::seed_from_u64(2);
-        let mut c = Choker::new();
-        for k in 0..6 {
-            c.add_peer(k, t0);
+    /// Peers holding a regular slot (unchoked, not as the optimistic unchoke).
+    fn regular(c: &Choker) -> Vec<PeerKey> {
+        unchoked(c)
+            .into_iter()
+            .filter(|k| Some(*k) != c.optimistic())
+            .collect()
+    }
+
+    /// A start time with room before it (peers "connected ten minutes ago").
+    fn base() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// Interested peers connected ten minutes before `t0` (no longer "new").
+    fn old_peers(c: &mut Choker, keys: std::ops::Range<PeerKey>, t0: Instant) {
+        for k in keys {
+            c.add_peer(k, t0 - Duration::from_secs(600));
             c.set_interested(k, true);
-        }
-        c.tick(t0, true, &mut rng);
-        for k in 0..6 {
-            c.uploaded(k, (k + 1) * 1000);
-        }
-        c.tick(t0 + ROUND, true, &mut rng);
-        let on = unchoked(&c);
-        for k in 2..6 {
-            assert!(on.contains(&k), "{on:?}");
         }
     }
 
     #[test]
-    fn optimistic_rotates_every_30s_only() {
-        let t0 = Instant::now();
+    fn seeding_ranks_by_our_upload_not_by_theirs() {
+        let t0 = base();
+        for seeding in [true, false] {
+            let mut rng = StdRng::seed_from_u64(2);
+            let mut c = Choker::new();
+            old_peers(&mut c, 0..8, t0);
+            c.tick(t0, seeding, &mut rng);
+            for k in 0..8 {
+                // We upload most to 4..8; 0..4 upload most to us.
+                c.uploaded(k, (k + 1) * 100_000);
+                c.downloaded(k, (8 - k) * 100_000, t0 + Duration::from_secs(1));
+            }
+            c.tick(t0 + ROUND, seeding, &mut rng);
+            let (want, others) = if seeding {
+                (vec![4, 5, 6, 7], 0..4)
+            } else {
+                (vec![0, 1, 2, 3], 4..8)
+            };
+            assert_eq!(regular(&c), want, "seeding: {seeding}");
+            let o = c.optimistic().expect("choked interested peers remain");
+            assert!(others.contains(&o), "seeding {seeding}: optimistic {o}");
+        }
+    }
+
+    #[test]
+    fn optimistic_unchoke_rotates_every_third_round_among_choked_interested_peers() {
+        let t0 = base();
         let mut rng = StdRng::seed_from_u64(3);
         let mut c = Choker::new();
-        for k in 0..20 {
-            c.add_peer(k, t0);
-            c.set_interested(k, true);
+        old_peers(&mut c, 0..12, t0);
+        // Three more peers want nothing from us.
+        for k in 12..15 {
+            c.add_peer(k, t0 - Duration::from_secs(600));
         }
-        let mut seen = std::collections::HashSet::new();
         let mut t = t0;
-        for round in 0..30u32 {
-            c.tick(t, true, &mut rng);
-            let o = c.optimistic().unwrap();
-            if round % 3 != 0 {
-                assert!(seen.contains(&o), "no rotation between 30 s marks");
+        let mut prev = None;
+        let mut draws = Vec::new();
+        for round in 0..30u64 {
+            // Peers 0..4 upload to us the most in every round: they keep the regular slots.
+            for k in 0..4 {
+                c.downloaded(k, 100_000 * (k + 1), t);
             }
-            seen.insert(o);
+            c.tick(t, false, &mut rng);
+            assert_eq!(c.rounds, round + 1);
+            let o = c
+                .optimistic()
+                .expect("8 choked interested peers to draw from");
+            assert!((4..12).contains(&o), "round {round}: optimistic {o}");
+            let mut want = vec![0, 1, 2, 3, o];
+            want.sort_unstable();
+            assert_eq!(
+                unchoked(&c),
+                want,
+                "round {round}: 4 regular + 1 optimistic"
+            );
+            if round % 3 == 0 {
+                draws.push(o);
+            } else {
+                assert_eq!(Some(o), prev, "round {round}: rotated between 30 s marks");
+            }
+            prev = Some(o);
             t += ROUND;
         }
-        assert!(seen.len() > 3, "rotation reaches several peers: {seen:?}");
+        // A new draw at each of the 10 marks: the slot moves on and reaches several peers.
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert!(distinct.len() >= 4, "{draws:?}");
+        let moves = draws.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(moves >= 6, "{draws:?}");
     }
 
     #[test]
-    fn snubbing_peer_loses_regular_slot() {
-        let t0 = Instant::now();
+    fn new_peers_are_three_times_as_likely_to_be_the_optimistic_unchoke() {
+        const DRAWS: u32 = 3000;
+        let t0 = base();
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut counts = [0u32; 8];
+        for _ in 0..DRAWS {
+            let mut c = Choker::new();
+            old_peers(&mut c, 0..7, t0);
+            // Connected 5 s ago: new.
+            c.add_peer(7, t0 - Duration::from_secs(5));
+            c.set_interested(7, true);
+            for k in 0..4 {
+                c.downloaded(k, 1_000_000, t0);
+            }
+            c.tick(t0, false, &mut rng);
+            counts[c.optimistic().unwrap() as usize] += 1;
+        }
+        assert_eq!(counts[..4], [0; 4], "regular peers are not drawn");
+        // Weights 1, 1, 1 and 3: the new peer expects half the draws, each old one a sixth.
+        let share = |k: usize| f64::from(counts[k]) / f64::from(DRAWS);
+        assert!((0.45..0.55).contains(&share(7)), "{counts:?}");
+        for k in 4..7 {
+            assert!((0.13..0.21).contains(&share(k)), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn a_peer_snubbing_us_for_60s_is_not_ranked_as_a_top_uploader() {
+        let t0 = base();
         let mut rng = StdRng::seed_from_u64(4);
         let mut c = Choker::new();
+        old_peers(&mut c, 0..5, t0);
+        // We want pieces from everyone. Peers 0..4 unchoked us; peer 4 keeps choking us.
         for k in 0..5 {
-            c.add_peer(k, t0);
-            c.set_interested(k, true);
+            c.set_am_interested(k, true, t0);
         }
-        // Peer 0 unchoked us and sent a lot once, then nothing for 60 s.
-        c.set_unchoked_us(0, true, t0);
-        c.downloaded(0, 10_000_000, t0);
-        let later = t0 + SNUB_TIME + Duration::from_secs(1);
-        assert!(c.is_snubbing(0, later));
-        for k in 1..5 {
-            c.downloaded(k, 1000, later);
+        for k in 0..4 {
+            c.set_unchoked_us(k, true, t0);
         }
-        c.tick(later, false, &mut rng);
-        let on = unchoked(&c);
-        assert_eq!(on.iter().filter(|k| (1..5).contains(*k)).count(), 4);
-        // Only the optimistic slot can hold the snubber.
-        assert!(!on.contains(&0) || c.optimistic() == Some(0));
+        // Peer 0 sends a lot once, then nothing; 1..4 keep sending a little.
+        c.downloaded(0, 50_000_000, t0 + Duration::from_secs(1));
+        let mut t = t0;
+        for _ in 0..=7 {
+            for k in 1..4 {
+                c.downloaded(k, 10_000, t);
+            }
+            // A repeated unchoke does not reset the snubbing clock.
+            c.set_unchoked_us(0, true, t);
+            c.tick(t, false, &mut rng);
+            if t == t0 {
+                assert_eq!(
+                    regular(&c),
+                    vec![0, 1, 2, 3],
+                    "0 is the top uploader while it sends"
+                );
+            }
+            t += ROUND;
+        }
+        let t70 = t0 + 7 * ROUND;
+        assert!(
+            !c.is_snubbing(0, t0 + Duration::from_secs(60)),
+            "59 s silent"
+        );
+        assert!(c.is_snubbing(0, t70), "69 s silent");
+        assert!(!c.is_snubbing(4, t70), "a peer choking us is not snubbing");
+        // At 70 s peer 0 ties peer 4 at rate 0 but is left out: 1, 2, 3 and 4 get the slots, and
+        // only the optimistic unchoke (0 is the one choked interested peer) can serve it.
+        assert_eq!(regular(&c), vec![1, 2, 3, 4]);
+        assert_eq!(c.optimistic(), Some(0));
+        // A seed wants nothing, so snubbing does not count: our upload to 0 ranks it first.
+        c.uploaded(0, 1_000_000);
+        c.tick(t70 + ROUND, true, &mut rng);
+        assert!(regular(&c).contains(&0), "{:?}", regular(&c));
+        // No snub while we are not interested, and the clock restarts with our interest.
+        let t90 = t70 + 2 * ROUND;
+        c.set_am_interested(0, false, t90);
+        assert!(!c.is_snubbing(0, t90));
+        c.set_am_interested(0, true, t90);
+        assert!(!c.is_snubbing(0, t90 + SNUB_TIME - Duration::from_secs(1)));
+        assert!(c.is_snubbing(0, t90 + SNUB_TIME));
+        // One block ends it.
+        c.downloaded(0, 16_384, t90 + SNUB_TIME);
+        assert!(!c.is_snubbing(0, t90 + SNUB_TIME));
     }
 
     #[test]
