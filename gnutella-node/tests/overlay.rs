@@ -557,3 +557,66 @@ fn an_ultrapeer_accepting_guidance_becomes_the_leaf_of_a_full_ultrapeer() {
         "nor linked to A as an ultrapeer"
     );
 }
+
+/// The stats file lists the links a servent holds (gnutella.md §2): B dialled A, so B lists A's listening
+/// address as an outgoing ultrapeer link and A lists B's socket as an incoming one; once B stops, A's
+/// next snapshot no longer lists it (the union `neighbours_seen` still does).
+#[test]
+fn stats_list_the_links_held_and_drop_a_neighbour_that_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sa, sb) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
+    let a = node(None, &["--stats-file", sa.to_str().unwrap()]);
+    let a_addr = a.addr().to_string();
+    let mut b = node(
+        None,
+        &["--peer", &a_addr, "--stats-file", sb.to_str().unwrap()],
+    );
+    // SIGUSR1 asks for a fresh file; the condition is polled until it holds.
+    let now = |d: &Daemon, p: &Path| {
+        d.signal(10).unwrap();
+        common::stats::StatsSnapshot::read_json(p).ok()
+    };
+    let limit = Duration::from_secs(20);
+    let mut last = None;
+    let b_holds_a = integration::eventually(limit, || {
+        last = now(&b, &sb);
+        last.as_ref().is_some_and(|s| {
+            s.neighbours.len() == 1
+                && s.neighbours[0].addr == a_addr
+                && s.neighbours[0].dir == "out"
+                && s.neighbours[0].kind == "ultrapeer"
+        })
+    });
+    assert!(
+        b_holds_a,
+        "B's links: {:?}",
+        last.as_ref().map(|s| &s.neighbours)
+    );
+    let a_holds_b = integration::eventually(limit, || {
+        last = now(&a, &sa);
+        last.as_ref().is_some_and(|s| {
+            s.neighbours.len() == 1
+                && s.neighbours[0].dir == "in"
+                && s.neighbours[0].kind == "ultrapeer"
+                && s.neighbours[0].addr != a_addr
+        })
+    });
+    assert!(
+        a_holds_b,
+        "A's links: {:?}",
+        last.as_ref().map(|s| &s.neighbours)
+    );
+    b.terminate(limit).unwrap();
+    let gone = integration::eventually(limit, || {
+        last = now(&a, &sa);
+        last.as_ref().is_some_and(|s| s.neighbours.is_empty())
+    });
+    assert!(
+        gone,
+        "A still lists: {:?}",
+        last.as_ref().map(|s| &s.neighbours)
+    );
+    let seen = last.unwrap().neighbours_seen;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].dir, "in");
+}

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use common::stats::Stats;
+use common::stats::{LinkDir, Stats};
 use rand::{RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -612,7 +612,7 @@ async fn incoming(inner: Arc<Inner>, mut sock: TcpStream, peer: SocketAddr) -> a
     if !inner.linked().insert(key) {
         anyhow::bail!("already linked to {key}");
     }
-    run_link(inner, sock, peer, key, link, buf).await
+    run_link(inner, sock, peer, key, LinkDir::In, link, buf).await
 }
 
 async fn outgoing(inner: Arc<Inner>, target: SocketAddr) -> anyhow::Result<()> {
@@ -654,15 +654,26 @@ async fn outgoing(inner: Arc<Inner>, target: SocketAddr) -> anyhow::Result<()> {
             anyhow::bail!("handshake with {target} timed out");
         }
     };
-    run_link(inner, sock, target, target, link, buf).await
+    run_link(inner, sock, target, target, LinkDir::Out, link, buf).await
 }
 
-/// Runs an established link until either side closes it.
+/// The remote's role as written in the stats file's neighbour list.
+fn kind_name(k: PeerKind) -> &'static str {
+    match k {
+        PeerKind::Ultrapeer => "ultrapeer",
+        PeerKind::Leaf => "leaf",
+        PeerKind::Classic => "classic",
+    }
+}
+
+/// Runs an established link until either side closes it. `remote` is the address dialled (outgoing)
+/// or the remote socket (incoming): the key of the link in the stats file's neighbour list.
 async fn run_link(
     inner: Arc<Inner>,
     sock: TcpStream,
     remote: SocketAddr,
     key: SocketAddr,
+    dir: LinkDir,
     link: Link,
     leftover: BytesMut,
 ) -> anyhow::Result<()> {
@@ -682,6 +693,7 @@ async fn run_link(
     );
     inner.servent().add_connection(now(), id, &link);
     inner.stats.add_gauge("connections", 1);
+    inner.stats.link_up(remote, dir, kind_name(link.peer));
     inner.pump();
     let (rd, wr) = sock.into_split();
     let writer = tokio::spawn(
@@ -716,6 +728,7 @@ async fn run_link(
         inner.linked().remove(&c.key);
     }
     inner.stats.add_gauge("connections", -1);
+    inner.stats.link_down(remote);
     inner.pump();
     info!(id, "link down");
     r
