@@ -571,3 +571,80 @@ fn keepalive_detects_a_silent_supernode_and_fails_over() {
         "the child stayed on the SN that answers its pings"
     );
 }
+
+/// The stats files list the overlay links each node holds (kazaa.md §1–2): the ON its one session to its
+/// SN, the linked SNs each other (B dialled A); an ON that leaves is gone from its SN's next snapshot
+/// (the union `neighbours_seen` keeps it).
+#[test]
+fn stats_list_the_links_each_node_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = |n: &str| dir.path().join(format!("{n}.json"));
+    let sn_with_stats = |name: &str, peers: &[&str]| {
+        let mut args = vec![
+            "--role".to_owned(),
+            "supernode".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--stats-file".into(),
+            stats(name).display().to_string(),
+        ];
+        for p in peers {
+            args.extend(["--peer".to_owned(), (*p).to_owned()]);
+        }
+        Daemon::builder_path(BIN).args(args).spawn().unwrap()
+    };
+    let now = |d: &Daemon, name: &str| {
+        d.signal(10).unwrap(); // SIGUSR1: write the stats file now
+        common::stats::StatsSnapshot::read_json(&stats(name)).ok()
+    };
+    let links = |s: &common::stats::StatsSnapshot| {
+        let mut l: Vec<(String, String)> = s
+            .neighbours
+            .iter()
+            .map(|n| (n.dir.clone(), n.kind.clone()))
+            .collect();
+        l.sort();
+        l
+    };
+    let a = sn_with_stats("a", &[]);
+    let a_addr = a.addr().to_string();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("Linked Song.mp3"), b"la la la").unwrap();
+    // The ON starts while A is the only SN it can know of, so A is the SN it keeps.
+    let on_stats = stats("on");
+    let mut child = on(
+        &a_addr,
+        &share,
+        "linker",
+        &["--stats-file", on_stats.to_str().unwrap()],
+    );
+    eventually("the ON's link to A", || {
+        let s = now(&child, "on")?;
+        let n = s.neighbours.first()?;
+        (s.neighbours.len() == 1 && n.addr == a_addr && n.dir == "out" && n.kind == "supernode")
+            .then_some(())
+    });
+    let b = sn_with_stats("b", &[&a_addr]);
+    eventually("B's link to A", || {
+        let s = now(&b, "b")?;
+        let n = s.neighbours.first()?;
+        (s.neighbours.len() == 1 && n.addr == a_addr && n.dir == "out" && n.kind == "supernode")
+            .then_some(())
+    });
+    let pair = |d: &str, k: &str| (d.to_owned(), k.to_owned());
+    eventually("A holding B and its child", || {
+        let s = now(&a, "a")?;
+        (links(&s) == [pair("in", "ordinary"), pair("in", "supernode")]).then_some(())
+    });
+    child.terminate(DEADLINE).unwrap();
+    let s = eventually("the child gone from A", || {
+        let s = now(&a, "a")?;
+        (links(&s) == [pair("in", "supernode")]).then_some(s)
+    });
+    assert!(
+        s.neighbours_seen.iter().any(|n| n.kind == "ordinary"),
+        "{:?}",
+        s.neighbours_seen
+    );
+}

@@ -11,6 +11,7 @@ use common::hash::{HashKinds, KzMagnet, Sig2Dat, UuHash};
 use common::http::{HttpConfig, HttpServer};
 use common::library::{Library, LibraryConfig};
 use common::multisource::{DownloadConfig, Event};
+use common::stats::LinkDir;
 use indicatif::{ProgressBar, ProgressStyle};
 use kazaa_supernode::codec::message::{FileMeta, Query};
 use kazaa_supernode::codec::tag::code;
@@ -373,6 +374,8 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
             timeout: secs(cli.ping_timeout, PING_TIMEOUT),
         };
         tracing::info!(sn = %best, files = shares.len(), "registered with supernode");
+        // Probes above were not links: this session is the ON's overlay link until it ends.
+        let link = stats.link_guard(best, LinkDir::Out, "supernode");
         stats.set_extra("supernode", serde_json::Value::String(best.to_string()));
         *current_sn.lock().unwrap_or_else(|e| e.into_inner()) = Some(best);
         let hop = async {
@@ -451,6 +454,7 @@ async fn ordinary(cli: Cli, auto: bool) -> anyhow::Result<()> {
                 },
             }
         };
+        drop(link);
         if !promoted_now {
             continue;
         }
@@ -620,6 +624,7 @@ async fn search(
     )
     .await
     .with_context(|| format!("cannot log in to {peer}"))?;
+    let _link = stats.link_guard(peer, LinkDir::Out, "supernode");
     let q = Query {
         max_results: max,
         search_id: 0,

@@ -17,7 +17,7 @@ use common::multisource::{
     BoxFuture, BoxStream, Connector, Download, DownloadConfig, DownloadReport, Event, ExpectedHash,
     Source,
 };
-use common::stats::Stats;
+use common::stats::{LinkDir, Stats};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -239,6 +239,8 @@ pub async fn get(
     let mut client = OnClient::connect(opts.sn, &opts.network, anon, &opts.user, &[], Some(&stats))
         .await
         .map_err(search_err)?;
+    // The session to the SN is this client's overlay link for the whole download (re-searches).
+    let _link = stats.link_guard(opts.sn, LinkDir::Out, "supernode");
     let found = hash_search(&mut client, &hash, opts.search_timeout)
         .await
         .map_err(search_err)?;

@@ -22,7 +22,7 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use common::stats::Stats;
+use common::stats::{LinkDir, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -165,7 +165,7 @@ pub async fn run_supernode(
         tokio::spawn(
             async move {
                 if let Err(e) =
-                    inbound(stream, conn, &network, ev_tx, stats.clone(), shutdown).await
+                    inbound(stream, from, conn, &network, ev_tx, stats.clone(), shutdown).await
                 {
                     stats.error("session");
                     tracing::debug!(error = %e, "session ended with an error");
@@ -318,6 +318,7 @@ async fn pump(
 
 async fn inbound(
     mut stream: TcpStream,
+    from: SocketAddr,
     conn: ConnId,
     network: &str,
     ev: mpsc::Sender<Event>,
@@ -353,6 +354,8 @@ async fn inbound(
             .map(|p| (p, payload.len() + 5)),
         _ => None,
     };
+    // The session is an overlay link from here on: a peer SN or a child, as its first message says.
+    let _link;
     match first {
         Some((
             Packet {
@@ -361,6 +364,7 @@ async fn inbound(
             },
             len,
         )) if !n.is_empty() => {
+            _link = stats.link_guard(from, LinkDir::In, "supernode");
             stats.msg_in("sn_neighbours", len);
             tracing::info!(peer_sn = %n[0].addr, "supernode link up");
             ev.send(Event::Peer(conn, n[0].addr, tx.clone()))
@@ -368,6 +372,7 @@ async fn inbound(
                 .map_err(|_| io::ErrorKind::BrokenPipe)?;
         }
         other => {
+            _link = stats.link_guard(from, LinkDir::In, "ordinary");
             tracing::info!(addr = %peer.addr, "child logged in");
             ev.send(Event::Child(conn, peer.addr, tx.clone()))
                 .await
@@ -411,6 +416,7 @@ async fn link(
     stats.msg_out("sn_neighbours", n);
     let (tx, rx) = mpsc::channel(OUTBOX_LEN);
     tokio::spawn(writer_task(w, rx, stats.clone()));
+    let _link = stats.link_guard(peer, LinkDir::Out, "supernode");
     ev.send(Event::Peer(conn, peer, tx.clone()))
         .await
         .map_err(|_| io::ErrorKind::BrokenPipe)?;
