@@ -6,8 +6,10 @@
 //!    the leechers started before it, each exiting when its download is verified.
 //!
 //! Prints MB/s, wall time (leecher start to exit: start-up, handshakes, transfer, SHA-1, flush), the
-//! leecher's CPU time and peak RSS (GNU `time`), ratios to ours, and the one-core SHA-1 rate of this
-//! machine (the ceiling of any BitTorrent leecher: every byte is hashed once).
+//! leecher's CPU time (also per GiB) and peak RSS (GNU `time`), the seeder's CPU time during the
+//! transfer (`/proc/PID/stat`), ratios to ours, and the one-core SHA-1 rate of this machine (the
+//! ceiling of any BitTorrent leecher: every byte is hashed once). Flash-crowd rows add the leechers'
+//! CPU time (sum and largest), their largest peak RSS and the seeder's CPU time.
 //!
 //! Environment: `BT_BENCH_SIZES_MB` (default `4,256`; the issue's figures use `4,1024`),
 //! `BT_BENCH_CROWD` leechers (default 8) of `BT_BENCH_CROWD_MB` (default 64; the issue: 256),
@@ -56,6 +58,19 @@ struct Measure {
     secs: f64,
     cpu: f64,
     rss_kib: u64,
+    /// CPU seconds the seeder used while the leecher ran.
+    seeder_cpu: f64,
+}
+
+/// A flash crowd: time until the last leecher exits, the leechers' CPU (sum and largest), their
+/// largest peak RSS, and the seeder's CPU during the run.
+#[derive(Clone, Copy)]
+struct Crowd {
+    secs: f64,
+    cpu_sum: f64,
+    cpu_max: f64,
+    rss_max_kib: u64,
+    seeder_cpu: f64,
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -182,17 +197,39 @@ fn timed(core: Option<u32>, prog: &str, args: &[String]) -> Option<Measure> {
         );
         return None;
     }
-    let t = std::fs::read_to_string(&tf).unwrap_or_default();
+    let (cpu, rss_kib) = time_report(&tf)?;
+    Some(Measure {
+        secs,
+        cpu,
+        rss_kib,
+        seeder_cpu: 0.0,
+    })
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) from a GNU `time -f "%U %S %M"` report (the last
+/// three fields: a child killed by a signal adds a line before them).
+fn time_report(path: &Path) -> Option<(f64, u64)> {
+    let t = std::fs::read_to_string(path).ok()?;
     let f: Vec<&str> = t.split_whitespace().collect();
     let n = f.len();
     if n < 3 {
         return None;
     }
-    Some(Measure {
-        secs,
-        cpu: f[n - 3].parse::<f64>().unwrap_or(0.0) + f[n - 2].parse::<f64>().unwrap_or(0.0),
-        rss_kib: f[n - 1].parse().unwrap_or(0),
-    })
+    Some((
+        f[n - 3].parse::<f64>().ok()? + f[n - 2].parse::<f64>().ok()?,
+        f[n - 1].parse().ok()?,
+    ))
+}
+
+/// CPU seconds (user + system) a running process has used so far, from `/proc/PID/stat`.
+fn proc_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 on every architecture it exports.
+    Some(ticks / 100.0)
 }
 
 fn aria_common() -> Vec<String> {
@@ -389,12 +426,16 @@ fn run_pair(client: &str, work: &Path, size_mb: usize) -> Option<Measure> {
     let out = work.join(format!("out-{client}-{size_mb}"));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).ok()?;
-    let (_seed, addr) = seeder(client, Some(0), &ts, src.to_str()?);
+    let (seed, addr) = seeder(client, Some(0), &ts, src.to_str()?);
     if client != "ours" {
         wait_seeder_ready(client, &addr, size_mb);
     }
     let cmd = leecher_cmd(client, &ts, out.to_str()?, &free_port(), &[addr]);
-    let m = timed(Some(1), &cmd[0], &cmd[1..]);
+    let seeder_before = proc_cpu(seed.pid()).unwrap_or(0.0);
+    let m = timed(Some(1), &cmd[0], &cmd[1..]).map(|m| Measure {
+        seeder_cpu: proc_cpu(seed.pid()).unwrap_or(0.0) - seeder_before,
+        ..m
+    });
     let ok = same_file(&out.join("data.bin"), &src.join("data.bin"));
     let _ = std::fs::remove_dir_all(&out);
     if !ok {
@@ -404,16 +445,18 @@ fn run_pair(client: &str, work: &Path, size_mb: usize) -> Option<Measure> {
     m
 }
 
-/// One seeder to `n` leechers started together (no pinning: they share both cores).
-fn run_crowd(client: &str, work: &Path, n: usize, size_mb: usize) -> Option<f64> {
+/// One seeder to `n` leechers started together (no pinning: they share both cores), each leecher under
+/// GNU `time`.
+fn run_crowd(client: &str, work: &Path, n: usize, size_mb: usize) -> Option<Crowd> {
     let src = work.join("crowd");
     let torrent = work.join("crowd.torrent");
     let ts = torrent.to_str()?.to_owned();
-    let (_seed, addr) = seeder(client, None, &ts, src.to_str()?);
+    let (seed, addr) = seeder(client, None, &ts, src.to_str()?);
     if client != "ours" {
         wait_seeder_ready(client, &addr, size_mb);
     }
     let ports: Vec<String> = (0..n).map(|_| free_port()).collect();
+    let seeder_before = proc_cpu(seed.pid()).unwrap_or(0.0);
     let start = Instant::now();
     let mut kids = Vec::new();
     for i in 0..n {
@@ -423,21 +466,37 @@ fn run_crowd(client: &str, work: &Path, n: usize, size_mb: usize) -> Option<f64>
         let mut peers = vec![addr.clone()];
         peers.extend(ports[..i].iter().map(|p| format!("127.0.0.1:{p}")));
         let cmd = leecher_cmd(client, &ts, out.to_str()?, &ports[i], &peers);
-        let child = std::thread::spawn(move || {
-            let refs: Vec<&str> = cmd[1..].iter().map(String::as_str).collect();
-            run_program(Path::new(&cmd[0]), &refs, LIMIT)
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        });
-        kids.push((child, out));
+        let report = work.join(format!("crowd-time-{client}-{i}.txt"));
+        let child = {
+            let report = report.clone();
+            std::thread::spawn(move || {
+                let mut args = s(&["-f", "%U %S %M", "-o", report.to_str().unwrap_or("")]);
+                args.extend(cmd);
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                run_program(Path::new("/usr/bin/time"), &refs, LIMIT)
+                    .map(|o| o.status.success())
+                    .unwrap_or(false)
+            })
+        };
+        kids.push((child, out, report));
     }
     let mut ok = true;
     let mut outs = Vec::new();
-    for (child, out) in kids {
+    let (mut cpu_sum, mut cpu_max, mut rss_max_kib) = (0.0f64, 0.0f64, 0u64);
+    for (child, out, report) in kids {
         ok &= child.join().unwrap_or(false);
         outs.push(out);
+        match time_report(&report) {
+            Some((cpu, rss)) => {
+                cpu_sum += cpu;
+                cpu_max = cpu_max.max(cpu);
+                rss_max_kib = rss_max_kib.max(rss);
+            }
+            None => ok = false,
+        }
     }
     let secs = start.elapsed().as_secs_f64();
+    let seeder_cpu = proc_cpu(seed.pid()).unwrap_or(0.0) - seeder_before;
     for out in outs {
         if !same_file(&out.join("data.bin"), &src.join("data.bin")) {
             eprintln!("  {client}: {} differs from the original", out.display());
@@ -445,7 +504,13 @@ fn run_crowd(client: &str, work: &Path, n: usize, size_mb: usize) -> Option<f64>
         }
         let _ = std::fs::remove_dir_all(&out);
     }
-    ok.then_some(secs)
+    ok.then_some(Crowd {
+        secs,
+        cpu_sum,
+        cpu_max,
+        rss_max_kib,
+        seeder_cpu,
+    })
 }
 
 /// One-core SHA-1 rate of this machine in MB/s (the same `sha1` crate as the peer, SHA-NI when present).
@@ -518,8 +583,16 @@ fn main() {
             "\n{mb} MiB payload, 256 KiB pieces: seeder on core 0 -> leecher on core 1 (best of {runs})"
         );
         println!(
-            "{:<12} {:>9} {:>9} {:>9} {:>10} {:>14} {:>10}",
-            "client", "MB/s", "wall s", "CPU s", "peak RSS", "ours faster by", "SHA-1 use"
+            "{:<12} {:>9} {:>9} {:>9} {:>10} {:>14} {:>10} {:>10} {:>10}",
+            "client",
+            "MB/s",
+            "wall s",
+            "CPU s",
+            "peak RSS",
+            "ours faster by",
+            "SHA-1 use",
+            "CPU s/GiB",
+            "seeder CPU"
         );
         let mut ours: Option<Measure> = None;
         for client in &clients {
@@ -533,7 +606,7 @@ fn main() {
                     }
                     let rate = (mb << 20) as f64 / m.secs / 1e6;
                     println!(
-                        "{:<12} {:>9.1} {:>9.3} {:>9.3} {:>6} MiB {:>14} {:>9.0}%",
+                        "{:<12} {:>9.1} {:>9.3} {:>9.3} {:>6} MiB {:>14} {:>9.0}% {:>10.3} {:>10.3}",
                         client,
                         rate,
                         m.secs,
@@ -541,7 +614,9 @@ fn main() {
                         m.rss_kib / 1024,
                         ours.map(|o| format!("{:.2}x", m.secs / o.secs))
                             .unwrap_or_default(),
-                        100.0 * rate / sha
+                        100.0 * rate / sha,
+                        m.cpu * 1024.0 / mb as f64,
+                        m.seeder_cpu
                     );
                 }
                 None => println!("{client:<12} not measured"),
@@ -564,26 +639,37 @@ fn main() {
     );
     println!("\nflash crowd: 1 seeder -> {n} leechers x {mb} MiB started together, each exiting once verified");
     println!(
-        "{:<12} {:>9} {:>16} {:>14}",
-        "client", "wall s", "aggregate MB/s", "ours faster by"
+        "{:<12} {:>9} {:>16} {:>14} {:>13} {:>13} {:>14} {:>10}",
+        "client",
+        "wall s",
+        "aggregate MB/s",
+        "ours faster by",
+        "leech CPU sum",
+        "leech CPU max",
+        "leech peak RSS",
+        "seeder CPU"
     );
     let mut ours = None;
     for client in clients.iter().filter(|c| *c == "ours" || *c == "rqbit") {
         let best = (0..runs)
             .filter_map(|_| run_crowd(client, work.path(), n, mb))
-            .min_by(f64::total_cmp);
+            .min_by(|a, b| a.secs.total_cmp(&b.secs));
         match best {
-            Some(secs) => {
+            Some(c) => {
                 if client == "ours" {
-                    ours = Some(secs);
+                    ours = Some(c.secs);
                 }
                 println!(
-                    "{:<12} {:>9.2} {:>16.1} {:>14}",
+                    "{:<12} {:>9.2} {:>16.1} {:>14} {:>13.2} {:>13.2} {:>10} MiB {:>10.2}",
                     client,
-                    secs,
-                    (n * (mb << 20)) as f64 / secs / 1e6,
-                    ours.map(|o| format!("{:.2}x", secs / o))
-                        .unwrap_or_default()
+                    c.secs,
+                    (n * (mb << 20)) as f64 / c.secs / 1e6,
+                    ours.map(|o| format!("{:.2}x", c.secs / o))
+                        .unwrap_or_default(),
+                    c.cpu_sum,
+                    c.cpu_max,
+                    c.rss_max_kib / 1024,
+                    c.seeder_cpu
                 );
             }
             None => println!("{client:<12} failed"),

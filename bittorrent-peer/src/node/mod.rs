@@ -123,6 +123,9 @@ impl Node {
         let meta = Arc::new(meta);
         let storage =
             Storage::open(&meta.info, dir, mode).map_err(io("opening the torrent's files"))?;
+        // Only a resume file needs the data on disk (it is synced first); flushing along the way
+        // keeps that final sync short. Without one, writeback is left to the kernel.
+        storage.set_background_writeback(cfg.data_dir.is_some());
         let rp = cfg
             .data_dir
             .as_ref()
@@ -346,9 +349,6 @@ impl Node {
             if *complete.borrow() && done_at.is_none() {
                 done_at = Some(start.elapsed());
                 let t = lock(&shared);
-                if let Err(e) = t.storage.sync() {
-                    tracing::warn!(cause = %e, "sync failed");
-                }
                 if let Some(d) = &cfg.data_dir {
                     let rp = resume_path(d, t.meta.info_hash);
                     if let Err(e) = save_resume(&rp, &t.meta, t.picker.have(), &t.storage) {
@@ -390,7 +390,6 @@ impl Node {
         let mut t = lock(&shared);
         if done_at.is_none() {
             if let Some(d) = &cfg.data_dir {
-                let _ = t.storage.sync();
                 let rp = resume_path(d, t.meta.info_hash);
                 let _ = save_resume(&rp, &t.meta, t.picker.have(), &t.storage);
             }

@@ -4,8 +4,12 @@
 //!    new piece, so complete (verifiable, shareable) pieces appear as soon as possible.
 //! 2. **Random first pieces**: until [`RANDOM_FIRST_PIECES`] pieces are complete a new piece is chosen at
 //!    random among those the peer has: rare pieces are slow to get, and we need something to trade.
-//! 3. **Rarest first** afterwards: the piece the fewest connected peers have (from bitfields and haves),
-//!    ties broken at random.
+//! 3. **Rarest first** afterwards: the piece the fewest connected peers have (from bitfields and haves).
+//!    Ties go to the next piece after the last one started (the cursor starts wherever the random first
+//!    pieces left it): equally rare pieces are fetched in file order from a random origin, so a leecher
+//!    writes long sequential runs (large writes, one growing extent on disk instead of thousands of
+//!    256 KiB islands in a pre-allocated file) while different leechers still start at different places
+//!    of a seeder's content.
 //! 4. **Endgame**: when every missing block is already requested, the remaining ones are requested from
 //!    other peers too; the first copy wins and the others are cancelled ([`Received::cancel`]). A block
 //!    is asked of at most [`ENDGAME_COPIES`] peers: with deep pipelines the endgame starts with
@@ -90,6 +94,8 @@ pub struct Picker {
     pending: Bitfield,
     availability: Vec<u32>,
     partial: BTreeMap<u32, Partial>,
+    /// Where the search for a new piece starts: after the last piece started (`None` before the first).
+    cursor: Option<u32>,
 }
 
 impl Picker {
@@ -105,6 +111,7 @@ impl Picker {
             availability: vec![0; num_pieces as usize],
             have,
             partial: BTreeMap::new(),
+            cursor: None,
         }
     }
 
@@ -198,6 +205,7 @@ impl Picker {
         }
         // 2./3. A new piece.
         if let Some(i) = self.choose_new_piece(peer_has, rng) {
+            self.cursor = Some((i + 1) % self.num_pieces);
             let n = self.blocks_in(i);
             self.partial.insert(
                 i,
@@ -272,8 +280,10 @@ impl Picker {
                 && !self.pending.get(i)
                 && !self.partial.contains_key(&i)
         };
-        // Scanning from a random start makes ties (same availability) fall at random.
-        let start = rng.gen_range(0..self.num_pieces);
+        // Ties (same availability) go to the first candidate after the cursor: file order.
+        let start = self
+            .cursor
+            .unwrap_or_else(|| rng.gen_range(0..self.num_pieces));
         let order = (start..self.num_pieces).chain(0..start);
         if self.have.count() < RANDOM_FIRST_PIECES {
             // Reservoir sampling: uniform among candidates in one pass.
@@ -522,6 +532,43 @@ mod tests {
             firsts.insert(p.pick(1, &all, &mut rng).unwrap().index);
         }
         assert!(firsts.len() > 5, "first pieces are random, got {firsts:?}");
+    }
+
+    #[test]
+    fn equally_rare_pieces_come_in_file_order_from_a_random_origin() {
+        let n = 64;
+        let all = Bitfield::full(n);
+        let mut origins = std::collections::HashSet::new();
+        for seed in 0..8 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut p = picker(n);
+            p.add_peer_pieces(&all);
+            let mut started = Vec::new();
+            while let Some(b) = p.pick(1, &all, &mut rng) {
+                if started.last() != Some(&b.index) {
+                    started.push(b.index);
+                }
+                if let Received::New {
+                    piece_complete: Some(_),
+                    ..
+                } = p.block_received(1, b).unwrap()
+                {
+                    p.piece_verified(b.index);
+                }
+            }
+            assert!(p.is_complete());
+            // After the random first pieces, each new piece is the next one not yet taken.
+            let first = RANDOM_FIRST_PIECES as usize;
+            for w in started[first..].windows(2) {
+                let mut next = (w[0] + 1) % n;
+                while started[..started.iter().position(|x| *x == w[1]).unwrap()].contains(&next) {
+                    next = (next + 1) % n;
+                }
+                assert_eq!(w[1], next, "sequential after {}: {started:?}", w[0]);
+            }
+            origins.insert(started[first]);
+        }
+        assert!(origins.len() > 3, "origins differ: {origins:?}");
     }
 
     #[test]
