@@ -18,7 +18,7 @@ use common::hash::napster::{id3v2_tag_len, ID3V2_HEADER_LEN};
 use common::hash::HashKinds;
 use common::library::{Library, LibraryConfig, Progress, SharedFile};
 use common::ratelimit::RateLimiter;
-use common::stats::Stats;
+use common::stats::{LinkDir, LinkGuard, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -219,6 +219,8 @@ impl Client {
             .map_err(|_| anyhow!("timed out connecting to {}", cfg.server))?
             .with_context(|| format!("cannot connect to {}", cfg.server))?;
         stream.set_nodelay(true)?;
+        // The session with the server is the client's one overlay link; it lasts as long as the reader.
+        let link = stats.link_guard(cfg.server, LinkDir::Out, "server");
         let control_addr = stream.local_addr()?;
         let (rd, mut wr) = stream.into_split();
         let (ctl, mut ctl_rx) = mpsc::channel::<Frame>(1024);
@@ -248,7 +250,7 @@ impl Client {
                 }
             }
         });
-        tokio::spawn(control_reader(rd, shared.clone(), ev_tx).in_current_span());
+        tokio::spawn(control_reader(rd, shared.clone(), ev_tx, link).in_current_span());
         if let Some(l) = data {
             tokio::spawn(data_listener(l, shared.clone()).in_current_span());
         }
@@ -656,7 +658,7 @@ fn rank_by_pong(hits: &[SearchHit], rtt: &HashMap<String, Duration>) -> Vec<Sear
     let band = |h: &SearchHit| {
         rtt.get(&h.nick.to_ascii_lowercase())
             .map_or(u128::MAX, |t| {
-                t.saturating_sub(best).as_millis() / PING_TIE.as_millis()
+                t.saturating_sub(best).as_nanos()
             })
     };
     let mut ranked = hits.to_vec();
@@ -754,6 +756,7 @@ async fn control_reader(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     shared: Arc<Shared>,
     events: mpsc::Sender<(u16, String)>,
+    _link: LinkGuard,
 ) {
     let mut buf = BytesMut::with_capacity(8192);
     loop {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use common::stats::Stats;
+use common::stats::{LinkDir, Stats};
 
 use crate::codec::msg::ty;
 use crate::codec::{Frame, FrameBatch, HEADER_LEN, MAX_CLIENT_PAYLOAD};
@@ -270,6 +270,8 @@ async fn connection(hub: Hub, stream: TcpStream, addr: SocketAddr, shutdown: Can
         id
     };
     hub.stats.add_gauge("connections_accepted", 1);
+    // Every accepted session is a client's link to the index (users, and clients not logged in yet).
+    let _link = hub.stats.link_guard(addr, LinkDir::In, "client");
     debug!(conn = id.0, "connected");
     let mut writer = tokio::spawn(
         write_loop(wr, rx, hub.clone(), id, done.clone()).instrument(tracing::Span::current()),
