@@ -20,13 +20,14 @@
 //!   held, an announce of a peer id the torrent does not hold yet is refused ([`Refusal::Full`], the client
 //!   retries after its interval) instead of evicting anyone: peers already listed keep re-announcing and
 //!   stopping, and the room comes back as peers stop or expire. A BEP 7 second address is not stored then.
-//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 22- and 34-byte entries; the IPv6
+//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 20- and 32-byte entries; the IPv6
 //!   list is only allocated when needed). A dual-stack peer that names its other address (`ipv4=` /
 //!   `ipv6=`, [`Announce::alt_addr`]) is listed under both families but counted once; a peer that
 //!   announces separately over each family (as BEP 7 now recommends) has an entry, and a count, per family.
-//! - Peer identity is a 64-bit keyed hash of the peer id (SipHash-1-3, key drawn from the first `rng`), not
-//!   the 20-byte id: a third of the entry's size, and without the key nobody can make two ids collide on
-//!   purpose. Full ids are only needed for the BEP 3 dictionary form with `peer id`, so a torrent keeps them
+//! - Peer identity is a 48-bit keyed hash of the peer id (SipHash-1-3 cut to 48 bits, key drawn from the
+//!   first `rng`), not the 20-byte id: under a third of the entry's size; without the key nobody can make
+//!   two ids collide on purpose, and by chance two peers of one swarm collide with odds of about n²/2⁴⁹
+//!   (one in 50 000 for a swarm at the 100 000-peer cap). Full ids are only needed for the BEP 3 dictionary form with `peer id`, so a torrent keeps them
 //!   in a side table from the first announce that asks for that form ([`Announce::want_peer_ids`]) on; peers
 //!   that have not announced since then are listed without `peer id` (as with `no_peer_id=1`) until their
 //!   next announce.
@@ -152,8 +153,12 @@ pub fn key_bits(key: &[u8]) -> u32 {
     h
 }
 
-/// A peer id as stored: its keyed 64-bit hash (module doc).
+/// A peer id as stored: its keyed hash, 48 bits in a u64 (module doc).
 type IdHash = u64;
+/// Bytes of an [`IdHash`] kept in a peer entry.
+const ID_BYTES: usize = 6;
+/// The bits of a SipHash output kept as [`IdHash`].
+const ID_MASK: u64 = (1 << (8 * ID_BYTES)) - 1;
 
 /// Counters returned with every announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -201,12 +206,12 @@ const ALT: u32 = 1 << 30;
 /// The rest of [`Peer::stamp`]: last announce, seconds since the tracker's epoch (34 years).
 const TIME_MASK: u32 = ALT - 1;
 
-/// One peer, packed with byte alignment: 22 bytes for IPv4 and 34 for IPv6, where the 20-byte id,
+/// One peer, packed with byte alignment: 20 bytes for IPv4 and 32 for IPv6, where the 20-byte id,
 /// `SocketAddr` and `Instant` would take 72 (peers are most of a tracker's memory).
 #[derive(Clone, Copy, Debug)]
 struct Peer<A> {
-    /// Little-endian [`IdHash`].
-    id: [u8; 8],
+    /// Little-endian [`IdHash`] (its [`ID_BYTES`] low bytes).
+    id: [u8; ID_BYTES],
     ip: A,
     port: [u8; 2],
     /// Little-endian `last_seen | SEEDER | ALT`.
@@ -217,7 +222,9 @@ struct Peer<A> {
 
 impl<A: PackedIp> Peer<A> {
     fn id(&self) -> IdHash {
-        u64::from_le_bytes(self.id)
+        let mut b = [0u8; 8];
+        b[..ID_BYTES].copy_from_slice(&self.id);
+        u64::from_le_bytes(b)
     }
     fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip.unpack(), u16::from_be_bytes(self.port))
@@ -242,6 +249,12 @@ impl<A: PackedIp> Peer<A> {
         let held = u32::from_le_bytes(self.key);
         held != 0 && held != key && self.ip.unpack() != ip
     }
+}
+
+fn pack_id(id: IdHash) -> [u8; ID_BYTES] {
+    let mut b = [0u8; ID_BYTES];
+    b.copy_from_slice(&id.to_le_bytes()[..ID_BYTES]);
+    b
 }
 
 fn stamp(now: u32, seeder: bool, alt: bool) -> u32 {
@@ -305,9 +318,10 @@ impl<A: PackedIp> PeerList<A> {
     fn push(&mut self, p: Peer<A>) {
         self.account(p.bits(), true);
         if self.peers.len() == self.peers.capacity() {
-            // Grow by half rather than double, from one: most torrents hold a handful of peers, and
-            // doubling wastes a third of the list on average.
-            let extra = (self.peers.len() / 2).max(1);
+            // Grow by a quarter rather than double, from one: most torrents hold a handful of peers,
+            // doubling wastes a third of the list on average and growing by half a fifth; the extra
+            // copies are of a few hundred bytes.
+            let extra = (self.peers.len() / 4).max(1);
             self.peers.reserve_exact(extra);
         }
         self.peers.push(p);
@@ -367,7 +381,7 @@ impl<A: PackedIp> PeerList<A> {
             }
             None if self.peers.len() < cap => {
                 self.push(Peer {
-                    id: id.to_le_bytes(),
+                    id: pack_id(id),
                     ip,
                     port,
                     stamp: bits.to_le_bytes(),
@@ -603,11 +617,182 @@ impl Torrent {
     }
 }
 
+/// Entries per chunk of a [`TorrentTable`]: about 90 KB, the most a growing table holds unused.
+const TORRENT_CHUNK: usize = 1024;
+
+/// The torrents, by info-hash. Entries (info-hash and [`Torrent`], 88 bytes) sit in fixed-size chunks and
+/// a hash table maps info-hashes to 4-byte positions, where a `HashMap<InfoHash, Torrent>` keeps 88-byte
+/// buckets a third empty on average and, while it doubles, the old and the new table (the largest part
+/// of a tracker's memory besides the peers). Removal moves the last entry into the hole.
+#[derive(Debug)]
+struct TorrentTable {
+    chunks: Vec<Vec<(InfoHash, Torrent)>>,
+    len: usize,
+    index: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl TorrentTable {
+    fn new() -> Self {
+        TorrentTable {
+            chunks: Vec::new(),
+            len: 0,
+            index: hashbrown::HashTable::new(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn hash(&self, h: &InfoHash) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, h)
+    }
+
+    fn at(&self, i: usize) -> &(InfoHash, Torrent) {
+        &self.chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK]
+    }
+
+    fn at_mut(&mut self, i: usize) -> &mut (InfoHash, Torrent) {
+        &mut self.chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK]
+    }
+
+    fn position(&self, h: &InfoHash) -> Option<usize> {
+        self.index
+            .find(self.hash(h), |&i| self.at(i as usize).0 == *h)
+            .map(|&i| i as usize)
+    }
+
+    fn get(&self, h: &InfoHash) -> Option<&Torrent> {
+        self.position(h).map(|i| &self.at(i).1)
+    }
+
+    fn get_mut(&mut self, h: &InfoHash) -> Option<&mut Torrent> {
+        self.position(h).map(|i| &mut self.at_mut(i).1)
+    }
+
+    /// Adds a torrent the table does not hold (the caller checked); returns its position.
+    fn insert_new(&mut self, h: InfoHash, t: Torrent) -> usize {
+        let pos = self.len;
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < TORRENT_CHUNK => c.push((h, t)),
+            _ => {
+                let mut c = Vec::with_capacity(TORRENT_CHUNK);
+                c.push((h, t));
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+        let hash = self.hash(&h);
+        let TorrentTable {
+            chunks,
+            index,
+            hasher,
+            ..
+        } = self;
+        index.insert_unique(hash, pos as u32, |&i| {
+            let i = i as usize;
+            std::hash::BuildHasher::hash_one(
+                &*hasher,
+                chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK].0,
+            )
+        });
+        pos
+    }
+
+    /// Removes the entry at `i` (`None` if there is none), moving the last entry into its place.
+    fn remove_at(&mut self, i: usize) -> Option<Torrent> {
+        if i >= self.len {
+            return None;
+        }
+        let last = self.len - 1;
+        let hash = self.hash(&self.at(i).0);
+        if let Ok(e) = self.index.find_entry(hash, |&j| j as usize == i) {
+            e.remove();
+        }
+        let moved = self.chunks.last_mut().and_then(Vec::pop)?;
+        if self.chunks.last().is_some_and(Vec::is_empty) {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        if i == last {
+            return Some(moved.1);
+        }
+        let moved_hash = self.hash(&moved.0);
+        if let Some(slot) = self.index.find_mut(moved_hash, |&j| j as usize == last) {
+            *slot = i as u32;
+        }
+        Some(std::mem::replace(self.at_mut(i), moved).1)
+    }
+
+    fn remove(&mut self, h: &InfoHash) -> Option<Torrent> {
+        self.position(h).and_then(|i| self.remove_at(i))
+    }
+
+    /// Keeps the entries for which `keep` is true.
+    fn retain(&mut self, mut keep: impl FnMut(&InfoHash, &mut Torrent) -> bool) {
+        // Downwards: the entry moved into a hole comes from above, so it was already looked at.
+        for i in (0..self.len).rev() {
+            let (h, t) = self.at_mut(i);
+            if !keep(&*h, t) {
+                self.remove_at(i);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(InfoHash, Torrent)> + '_ {
+        self.chunks.iter().flatten()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Torrent> + '_ {
+        self.chunks.iter_mut().flatten().map(|(_, t)| t)
+    }
+
+    /// Positions the index has room for.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.index.capacity()
+    }
+
+    /// Gives back index room after many torrents went (hashbrown never shrinks by itself); the chunks
+    /// already went with their last entries.
+    fn shrink(&mut self) {
+        let len = self.len;
+        if self.index.capacity() > 2 * len + 64 {
+            let TorrentTable {
+                chunks,
+                index,
+                hasher,
+                ..
+            } = self;
+            index.shrink_to(len + len / 4, |&i| {
+                let i = i as usize;
+                std::hash::BuildHasher::hash_one(
+                    &*hasher,
+                    chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK].0,
+                )
+            });
+        }
+    }
+}
+
+impl Torrent {
+    fn scrape(&self) -> ScrapeCounts {
+        let c = self.counts();
+        ScrapeCounts {
+            complete: c.complete,
+            downloaded: u64::from(self.downloaded),
+            incomplete: c.incomplete,
+        }
+    }
+}
+
 /// All torrents and their swarms.
 #[derive(Debug)]
 pub struct Tracker {
     cfg: Config,
-    torrents: HashMap<InfoHash, Torrent>,
+    torrents: TorrentTable,
     peers_total: usize,
     /// The first `now` seen; peer times are seconds since it.
     epoch: Option<Instant>,
@@ -620,7 +805,7 @@ impl Tracker {
     pub fn new(cfg: Config) -> Tracker {
         Tracker {
             cfg,
-            torrents: HashMap::new(),
+            torrents: TorrentTable::new(),
             peers_total: 0,
             epoch: None,
             id_key: None,
@@ -657,9 +842,10 @@ impl Tracker {
             use std::hash::Hasher;
             let mut h = SipHasher13::new_with_keys(k0, k1);
             h.write(&a.peer_id.0);
-            h.finish()
+            h.finish() & ID_MASK
         };
-        if !self.torrents.contains_key(&a.info_hash) {
+        let pos = self.torrents.position(&a.info_hash);
+        if pos.is_none() {
             if a.event == Event::Stopped {
                 // Nothing to remove and nothing worth creating a torrent for.
                 return Ok(SwarmCounts::default());
@@ -670,17 +856,20 @@ impl Tracker {
         }
         if self.peers_total >= self.cfg.max_peers_total
             && a.event != Event::Stopped
-            && !self.torrents.get(&a.info_hash).is_some_and(|t| t.holds(id))
+            && !pos.is_some_and(|i| self.torrents.at(i).1.holds(id))
         {
             return Err(Refusal::Full);
         }
         let cap = self.cfg.max_peers_per_torrent;
         let total_cap = self.cfg.max_peers_total;
         let held = self.peers_total;
-        let t = self
-            .torrents
-            .entry(a.info_hash)
-            .or_insert_with(|| Torrent::new(now_secs));
+        let pos = match pos {
+            Some(i) => i,
+            None => self
+                .torrents
+                .insert_new(a.info_hash, Torrent::new(now_secs)),
+        };
+        let t = &mut self.torrents.at_mut(pos).1;
         if t.key_conflict(id, a.addr.ip(), a.key) {
             return Err(Refusal::KeyMismatch);
         }
@@ -738,20 +927,13 @@ impl Tracker {
     pub fn scrape(&self, h: &InfoHash) -> ScrapeCounts {
         self.torrents
             .get(h)
-            .map(|t| {
-                let c = t.counts();
-                ScrapeCounts {
-                    complete: c.complete,
-                    downloaded: u64::from(t.downloaded),
-                    incomplete: c.incomplete,
-                }
-            })
+            .map(Torrent::scrape)
             .unwrap_or_default()
     }
 
     /// Every torrent's counters (for a full scrape and the stats page), in no particular order.
     pub fn all(&self) -> impl Iterator<Item = (InfoHash, ScrapeCounts)> + '_ {
-        self.torrents.keys().map(|h| (*h, self.scrape(h)))
+        self.torrents.iter().map(|(h, t)| (*h, t.scrape()))
     }
 
     /// Number of torrents held.
@@ -776,7 +958,7 @@ impl Tracker {
         } else if self.torrents.len() < self.cfg.max_torrents && downloaded > 0 {
             let mut t = Torrent::new(self.secs(now));
             t.downloaded = downloaded.min(u64::from(u32::MAX)) as u32;
-            self.torrents.insert(h, t);
+            self.torrents.insert_new(h, t);
         }
     }
 
@@ -806,11 +988,8 @@ impl Tracker {
                 self.torrents.remove(&h);
             }
         }
-        // hashbrown never shrinks by itself: after a flood expires, give the table back.
-        if self.torrents.capacity() > 2 * self.torrents.len() + 64 {
-            self.torrents
-                .shrink_to(self.torrents.len() + self.torrents.len() / 4);
-        }
+        // After a flood expires, give the index back.
+        self.torrents.shrink();
         removed
     }
 }
@@ -848,9 +1027,15 @@ mod tests {
 
     #[test]
     fn peers_are_packed() {
-        assert_eq!(size_of::<Peer<[u8; 4]>>(), 22);
-        assert_eq!(size_of::<Peer<[u8; 16]>>(), 34);
+        assert_eq!(size_of::<Peer<[u8; 4]>>(), 20);
+        assert_eq!(size_of::<Peer<[u8; 16]>>(), 32);
         assert!(size_of::<Torrent>() <= 64, "{}", size_of::<Torrent>());
+        // All 48 bits of an id hash survive the packing.
+        let mut l = PeerList::<[u8; 4]>::new();
+        let addr: SocketAddr = "10.0.0.9:1".parse().unwrap();
+        assert_eq!(l.upsert(10, ID_MASK, addr, 0, 0), 1);
+        assert_eq!(l.upsert(10, ID_MASK - 1, addr, 0, 0), 1);
+        assert_eq!((l.find(ID_MASK), l.find(ID_MASK - 1)), (Some(0), Some(1)));
         let mut l4 = PeerList::<[u8; 4]>::new();
         let mut l6 = PeerList::<[u8; 16]>::new();
         for (i, a) in ["10.1.2.3:80", "[2001:db8::1]:6881", "[::ffff:1.2.3.4]:1"]
@@ -1126,7 +1311,7 @@ mod tests {
         t.announce(now, &mut rng, &compact(2), &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].peer_id, None, "compact-only swarm keeps no ids");
-        assert!(t.torrents[&InfoHash([1; 20])].ids.is_none());
+        assert!(t.torrents.get(&InfoHash([1; 20])).unwrap().ids.is_none());
         // The first dictionary request starts the side table; peer 1 is known from its next announce on.
         t.announce(now, &mut rng, &ann(1, 3, 5, Event::Started), &mut out)
             .unwrap();
@@ -1143,13 +1328,19 @@ mod tests {
         t.announce(now, &mut rng, &ann(1, 1, 5, Event::Stopped), &mut out)
             .unwrap();
         assert_eq!(
-            t.torrents[&InfoHash([1; 20])].ids.as_ref().unwrap().len(),
+            t.torrents
+                .get(&InfoHash([1; 20]))
+                .unwrap()
+                .ids
+                .as_ref()
+                .unwrap()
+                .len(),
             1
         );
         let later = now + t.config().peer_timeout + Duration::from_secs(1);
         t.announce(later, &mut rng, &compact(2), &mut out).unwrap();
         t.expire(later);
-        let tor = &t.torrents[&InfoHash([1; 20])];
+        let tor = &t.torrents.get(&InfoHash([1; 20])).unwrap();
         assert_eq!(
             (tor.len(), tor.ids.as_ref().unwrap().len()),
             (1, 1),
@@ -1181,6 +1372,48 @@ mod tests {
             "{}",
             t.torrents.capacity()
         );
+    }
+
+    #[test]
+    fn torrent_table_matches_a_map_under_inserts_and_removals() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut table = TorrentTable::new();
+        let mut model: HashMap<InfoHash, u32> = HashMap::new();
+        let key = |k: u32| {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&k.to_le_bytes());
+            InfoHash(h)
+        };
+        // Keys from a small range so removals and re-inserts hit; sizes cross several chunks.
+        for step in 0..20_000u32 {
+            let k = key(rng.gen_range(0..3000));
+            match rng.gen_range(0..3) {
+                0 | 1 if table.get(&k).is_none() => {
+                    let mut t = Torrent::new(0);
+                    t.downloaded = step;
+                    table.insert_new(k, t);
+                    model.insert(k, step);
+                }
+                _ => {
+                    assert_eq!(table.remove(&k).map(|t| t.downloaded), model.remove(&k));
+                }
+            }
+            if step % 4999 == 0 {
+                table.retain(|h, _| h.0[0] % 7 != 0);
+                model.retain(|h, _| h.0[0] % 7 != 0);
+            }
+        }
+        assert_eq!(table.len(), model.len());
+        assert_eq!(table.iter().count(), model.len());
+        for (k, d) in &model {
+            assert_eq!(table.get(k).map(|t| t.downloaded), Some(*d));
+        }
+        for (k, t) in table.iter() {
+            assert_eq!(model.get(k), Some(&t.downloaded));
+        }
+        let chunks = table.len().div_ceil(TORRENT_CHUNK);
+        assert_eq!(table.chunks.len(), chunks, "no empty chunk kept");
+        assert!(table.remove_at(table.len()).is_none());
     }
 
     #[test]
