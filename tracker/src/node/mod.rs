@@ -4,6 +4,7 @@
 
 pub mod files;
 mod http;
+mod sockopt;
 mod udp;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub const MAX_HTTP_HEAD: usize = crate::codec::head::MAX_HEAD_LEN;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most torrents listed on the `/stats` page (the busiest first).
 pub const MAX_STATS_ROWS: usize = 1000;
+/// `TCP_DEFER_ACCEPT` on the HTTP port: a connection that sends nothing is handed over after this long.
+pub const DEFER_ACCEPT_SECS: u16 = 1;
 /// How often the state file is rewritten while running (it is also written on exit).
 pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(300);
 
@@ -111,6 +114,12 @@ pub async fn run(
     // Before anything is served: a SIGHUP that arrives once clients can talk to us must not find the
     // default action (terminate) still in place.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Requests arrive right after the handshake: with the connection handed over only then, the accept
+    // loop wakes once per connection and reads the request at once (`http` module doc). A client silent
+    // for longer is accepted anyway after that many seconds and gets the usual header timeout.
+    if let Err(e) = sockopt::defer_accept(&http, DEFER_ACCEPT_SECS) {
+        tracing::warn!(cause = %e, "TCP_DEFER_ACCEPT not set: every connection wakes the accept loop");
+    }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(http::serve(http, shared.clone(), shutdown.clone()));
     if let Some(sock) = udp {
