@@ -658,7 +658,7 @@ fn rank_by_pong(hits: &[SearchHit], rtt: &HashMap<String, Duration>) -> Vec<Sear
     let band = |h: &SearchHit| {
         rtt.get(&h.nick.to_ascii_lowercase())
             .map_or(u128::MAX, |t| {
-                t.saturating_sub(best).as_nanos()
+                t.saturating_sub(best).as_millis() / PING_TIE.as_millis()
             })
     };
     let mut ranked = hits.to_vec();
