@@ -5,8 +5,10 @@
 //!   our leecher; a magnet link is resolved (BEP 9) from each of them;
 //! - Transmission seeds to our leecher on loopback, and leeches from our seeder inside a namespace (it
 //!   never dials loopback peers) through our tracker;
-//! - a mixed swarm: our seeder, aria2c, libtorrent and our leecher, all through the workspace's `tracker`
-//!   (our seeder announces over UDP, BEP 15; the others over HTTP);
+//! - a mixed swarm where the leechers must trade: our seeder, rate-capped and known to our leecher and
+//!   libtorrent only, aria2c finding its peers through the workspace's `tracker` (our leecher announces
+//!   over UDP, BEP 15; the others over HTTP); our leecher's per-peer stats show a real share of its
+//!   bytes came from the other leechers;
 //! - Debian's `opentracker` as the only way our seeder and leecher find each other (HTTP and UDP);
 //! - `transmission-show` reads our .torrent, we read `mktorrent`'s; tshark decodes our traffic as
 //!   BitTorrent with no malformed packets.
@@ -85,21 +87,24 @@ fn torrent_fixture(
     (src, data, t)
 }
 
-/// One payload and two .torrent files for it (same info_hash): one announcing to `http`, one to `udp`.
+/// One payload and two .torrent files for it (same info_hash): one announcing to `http`, one to `udp`;
+/// `extra` goes to `bittorrent-peer create` (`--private`).
 fn http_and_udp_torrents(
     dir: &Path,
     name: &str,
     len: usize,
     http: SocketAddr,
     udp: SocketAddr,
+    extra: &[&str],
 ) -> (PathBuf, Vec<u8>, PathBuf, PathBuf) {
     let (src, data) = content(dir, name, len);
     let make = |kind: &str, url: String| {
-        make_torrent(
+        make_torrent_with(
             &src.join(name),
             &dir.join(format!("{kind}.torrent")),
             &[&url],
             64 << 10,
+            extra,
         )
     };
     let http_t = make("http", format!("http://{http}/announce"));
@@ -109,11 +114,23 @@ fn http_and_udp_torrents(
 
 /// `bittorrent-peer create` with one tier per tracker.
 fn make_torrent(content: &Path, out: &Path, trackers: &[&str], piece: u64) -> PathBuf {
+    make_torrent_with(content, out, trackers, piece, &[])
+}
+
+/// `bittorrent-peer create` with one tier per tracker and `extra` options.
+fn make_torrent_with(
+    content: &Path,
+    out: &Path,
+    trackers: &[&str],
+    piece: u64,
+    extra: &[&str],
+) -> PathBuf {
     let piece = piece.to_string();
     let mut args = vec!["create", s(content), "-o", s(out), "--piece-size", &piece];
     for t in trackers {
         args.extend_from_slice(&["--tracker", t]);
     }
+    args.extend_from_slice(extra);
     let o = run_tool("bittorrent-peer", &args, Duration::from_secs(30)).unwrap();
     assert!(
         o.status.success(),
@@ -432,15 +449,25 @@ fn transmission_seeds_to_our_leecher() {
     );
 }
 
-/// Our seeder, aria2c, libtorrent and our leecher in one swarm, meeting only through the workspace's
-/// tracker (our seeder announces over UDP, the others over HTTP to the same swarm).
+/// Our seeder, aria2c, libtorrent and our leecher in one private swarm (BEP 27: no PEX, so peers come
+/// only from where this test says). The seeder is capped at 512 KiB/s, announces nowhere and never
+/// dials: our leecher and libtorrent are given its address, aria2c knows only the tracker. aria2c can
+/// therefore finish only by trading with the two leechers, and our leecher, seeding on until aria2c is
+/// done, must show in its per-peer stats that a real share of its bytes came from peers other than the
+/// seeder. Our leecher announces over UDP, aria2c and libtorrent over HTTP, to the workspace's tracker.
 #[test]
-fn mixed_swarm_through_our_tracker() {
+fn mixed_swarm_leechers_trade_with_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let (_tracker, http, udp) = our_tracker("127.0.0.1");
     let (src, data, http_t, udp_t) =
-        http_and_udp_torrents(dir.path(), "mix.bin", 4 << 20, http, udp);
-    let _seed = our_seeder(&udp_t, &src, "127.0.0.1:0", &[]);
+        http_and_udp_torrents(dir.path(), "mix.bin", 2 << 20, http, udp, &["--private"]);
+    let seed = our_seeder(
+        &http_t,
+        &src,
+        "127.0.0.1:0",
+        &["--no-trackers", "--upload-rate", "512k"],
+    );
+    let seed_addr = seed.addr().to_string();
     let aria_out = dir.path().join("aria");
     let lt_out = dir.path().join("lt");
     std::fs::create_dir_all(&lt_out).unwrap();
@@ -454,8 +481,24 @@ fn mixed_swarm_through_our_tracker() {
         &aria_port,
         s(&http_t),
     ]);
-    let mut lt = libtorrent("leech", s(&http_t), &lt_out, free_port(), &[]);
-    our_leecher(s(&http_t), &dir.path().join("ours"), &[], "mix.bin", &data);
+    let mut lt = libtorrent("leech", s(&http_t), &lt_out, free_port(), &[&seed_addr]);
+    let ours_out = dir.path().join("ours");
+    let stats = dir.path().join("ours.json");
+    let mut leech = ours(&[
+        "download",
+        s(&udp_t),
+        "--out",
+        s(&ours_out),
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--peer",
+        &seed_addr,
+        "--seed",
+        "--stats-file",
+        s(&stats),
+    ]);
+    wait_for_file(&ours_out.join("mix.bin"), &data, LIMIT, "our leecher");
     let st = lt.wait_exit(LIMIT).unwrap();
     assert!(st.success(), "libtorrent: {st}\n{}", lt.log_tail(20));
     assert_eq!(std::fs::read(lt_out.join("mix.bin")).unwrap(), data);
@@ -464,7 +507,30 @@ fn mixed_swarm_through_our_tracker() {
         &aria_out.join("mix.bin"),
         &data,
         LIMIT,
-        "aria2c in the mixed swarm",
+        "aria2c, served by the leechers only",
+    );
+    assert!(leech.terminate(Duration::from_secs(10)).unwrap().success());
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stats).unwrap()).expect("stats JSON");
+    let peers = v["extra"]["peers"].as_object().expect("extra.peers");
+    let down = |r: &serde_json::Value| r["bytes_down"].as_u64().unwrap_or(0);
+    // The seeder never dials, so its only record is the address our leecher dialled.
+    let from_seed = peers.get(&seed_addr).map_or(0, down);
+    let from_others: u64 = peers
+        .iter()
+        .filter(|(a, _)| **a != seed_addr)
+        .map(|(_, r)| down(r))
+        .sum();
+    assert!(
+        from_seed > 0,
+        "the seeder's record is where we looked: {peers:?}"
+    );
+    let share = from_others as f64 / (from_seed + from_others) as f64;
+    eprintln!("our leecher: {from_seed} bytes from the seeder, {from_others} from other leechers");
+    assert!(
+        share >= 0.25,
+        "only {:.0} % of our leecher's bytes came from other leechers: {peers:?}",
+        share * 100.0
     );
 }
 
@@ -476,7 +542,7 @@ fn our_seeder_and_leecher_meet_through_opentracker() {
     let port = free_port();
     let tracker: SocketAddr = ([127, 0, 0, 1], port).into();
     let (src, data, http_t, udp_t) =
-        http_and_udp_torrents(dir.path(), "ot.bin", 1 << 20, tracker, tracker);
+        http_and_udp_torrents(dir.path(), "ot.bin", 1 << 20, tracker, tracker, &[]);
     let hash = Metainfo::load(&http_t).unwrap().info_hash.to_hex();
     let chroot = dir.path().join("ot");
     std::fs::create_dir_all(&chroot).unwrap();
