@@ -4,7 +4,14 @@
 //! each share `NAPSTER_BENCH_FILES` files (default 100) with type-100 messages, then runs
 //! `NAPSTER_BENCH_SEARCHES` searches (default 5,000) from `NAPSTER_BENCH_SEARCHERS` concurrent clients
 //! (default 8; the server's runtime threads via `NAPSTER_BENCH_SERVER_THREADS`, default 0 = one per CPU), and prints login+share throughput, searches/s, p50/p99 latency and the server's resident
-//! memory per 1,000 shared files (VmRSS growth between "all logged in" and "all shared").
+//! memory per 1,000 shared files (VmRSS growth between "all logged in" and "all shared"). Then half the
+//! users disconnect at once, which starts an index compaction, while the searchers go on for
+//! `NAPSTER_BENCH_CHURN_SECS` (default 6; 0 skips it): the search latency during that churn.
+//!
+//! In process (skipped with `NAPSTER_BENCH_IN_PROCESS=0`): the index's bytes per file, the server-side
+//! cost of a search, a whole compaction done in one go, and the sans-I/O `Server` driven through the same
+//! churn the way the node drives it, timing every call (each is one hold of the node's lock): the longest
+//! compaction step and the searches between steps.
 //!
 //! There is no runnable reference server: OpenNap is not packaged anywhere we can install from (notes §5), so
 //! the comparison printed is with OpenNap-NG's documented figure (300–350 KB per 1,000 files).
@@ -160,11 +167,121 @@ fn in_process(users: usize, files: usize, searches: usize) {
     }
     let t = Instant::now();
     let needed = ix.needs_compaction();
-    ix.compact();
+    ix.compact_now();
+    ix.end_translation();
     println!(
-        "  compaction:     {:?} to compact after half the users left ({} files stay; needed: {needed})",
+        "  compaction:     {:?} for a whole compaction in one go after half the users left ({} files stay; needed: {needed}); the server does it in bounded steps, see churn",
         t.elapsed(),
         ix.len()
+    );
+}
+
+/// The sans-I/O server itself, driven the way the node drives it: every call timed here is one hold of
+/// the node's lock. The same users log in and share the same files, half of them leave (which starts a
+/// compaction), then timer ticks run the compaction's steps while a searcher keeps searching between
+/// ticks. Prints the longest single hold of each kind during that churn.
+fn server_churn(users: usize, files: usize, searches: usize) {
+    use napster_server::protocol::accounts::FileStore;
+    use napster_server::protocol::{Config, ConnId, Server, COMPACT_TICK};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+    let start = Instant::now();
+    let mut now = start;
+    let mut s = Server::new(
+        Config {
+            max_connections: users + 16,
+            max_shared: files.max(1),
+            flood_commands: u32::MAX,
+            ..Config::default()
+        },
+        FileStore::in_memory(),
+        rand::rngs::StdRng::seed_from_u64(3),
+        now,
+        0,
+    );
+    let drain = |s: &mut Server| while s.poll_transmit().is_some() {};
+    let conn = |u: usize| ConnId(u as u64 + 1);
+    for u in 0..=users {
+        s.on_connect(now, conn(u), Ipv4Addr::LOCALHOST);
+        let nick = if u == users {
+            "searcher".to_string()
+        } else {
+            format!("user{u}")
+        };
+        s.handle_frame(
+            now,
+            conn(u),
+            Frame::text(2, &format!("{nick} pw 6699 \"bench\" 7")),
+        );
+        drain(&mut s);
+    }
+    for chunk in 0..64usize {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(chunk as u64);
+        for u in (chunk..users).step_by(64) {
+            for f in 0..files {
+                let path = share_path(&mut rng, u, f);
+                let share = format!(
+                    "\"{path}\" 0123456789abcdef0123456789abcdef {} 128 44100 240",
+                    3_000_000 + f
+                );
+                s.handle_frame(now, conn(u), Frame::text(100, &share));
+            }
+            drain(&mut s);
+        }
+    }
+    let shared = s.files();
+    let timed = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    let mut leave_max = Duration::ZERO;
+    for u in (0..users).step_by(2) {
+        leave_max = leave_max.max(timed(&mut || {
+            s.on_disconnect(now, conn(u));
+            drain(&mut s);
+        }));
+    }
+    let started = s.index_busy();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let (mut ticks, mut tick_max, mut tick_sum) = (0u32, Duration::ZERO, Duration::ZERO);
+    let mut search_lat = Vec::new();
+    let t = Instant::now();
+    while s.index_busy() && ticks < 1_000_000 {
+        now += COMPACT_TICK;
+        let d = timed(&mut || {
+            s.handle_timeout(now);
+            drain(&mut s);
+        });
+        ticks += 1;
+        tick_max = tick_max.max(d);
+        tick_sum += d;
+        if search_lat.len() < searches {
+            let q = query(&mut rng);
+            search_lat.push(timed(&mut || {
+                s.handle_frame(now, conn(users), Frame::text(200, &q));
+                drain(&mut s);
+                s.search_delivered(conn(users));
+            }));
+        }
+    }
+    let wall = t.elapsed();
+    search_lat.sort();
+    let pct = |p: f64| {
+        search_lat
+            .get(((search_lat.len() as f64 * p) as usize).min(search_lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "  churn (sans-I/O server, each figure one lock hold): {shared} files shared, half the users leave (longest leave {leave_max:?}); compaction started: {started}, done in {ticks} timer steps of {} work units ({:?} of work, {wall:?} wall incl. searches): longest step {tick_max:?}; {} searches between steps: p50 {:?} p99 {:?} max {:?}; {} files stay",
+        napster_server::protocol::COMPACT_TICK_BUDGET,
+        tick_sum,
+        search_lat.len(),
+        pct(0.5),
+        pct(0.99),
+        search_lat.last().copied().unwrap_or_default(),
+        s.files()
     );
 }
 
@@ -210,6 +327,53 @@ impl Conn {
             }
         }
     }
+}
+
+/// `searchers` clients (nicks `{tag}{n}`) each run `per` searches, or stop earlier once `secs` have
+/// passed; returns every search's latency (200 sent → 202 read) and the number of results.
+async fn run_searchers(
+    addr: std::net::SocketAddr,
+    tag: &'static str,
+    searchers: usize,
+    per: usize,
+    secs: f64,
+) -> (Vec<std::time::Duration>, usize) {
+    let mut set = tokio::task::JoinSet::new();
+    let t0 = Instant::now();
+    for s in 0..searchers {
+        set.spawn(async move {
+            let st = TcpStream::connect(addr).await.unwrap();
+            st.set_nodelay(true).unwrap();
+            let mut c = Conn {
+                s: st,
+                buf: BytesMut::new(),
+            };
+            c.send(2, &format!("{tag}{s} pw 6699 \"bench\" 7")).await;
+            c.until(214).await;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + s as u64);
+            let mut lat = Vec::with_capacity(per.min(100_000));
+            let mut results = 0usize;
+            for _ in 0..per {
+                if t0.elapsed().as_secs_f64() >= secs {
+                    break;
+                }
+                let q = query(&mut rng);
+                let t = Instant::now();
+                c.send(200, &q).await;
+                results += c.until(202).await - 1;
+                lat.push(t.elapsed());
+            }
+            (lat, results)
+        });
+    }
+    let mut lat = Vec::new();
+    let mut results = 0;
+    while let Some(r) = set.join_next().await {
+        let (l, n) = r.unwrap();
+        lat.extend(l);
+        results += n;
+    }
+    (lat, results)
 }
 
 fn main() {
@@ -324,38 +488,20 @@ fn main() {
         // Phase 3: searches for two random vocabulary words, from separate searcher connections.
         let per = searches / searchers;
         let t2 = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
-        for s in 0..searchers {
-            set.spawn(async move {
-                let st = TcpStream::connect(addr).await.unwrap();
-                st.set_nodelay(true).unwrap();
-                let mut c = Conn {
-                    s: st,
-                    buf: BytesMut::new(),
-                };
-                c.send(2, &format!("searcher{s} pw 6699 \"bench\" 7")).await;
-                c.until(214).await;
-                let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + s as u64);
-                let mut lat = Vec::with_capacity(per);
-                let mut results = 0usize;
-                for _ in 0..per {
-                    let q = query(&mut rng);
-                    let t = Instant::now();
-                    c.send(200, &q).await;
-                    results += c.until(202).await - 1;
-                    lat.push(t.elapsed());
-                }
-                (lat, results)
-            });
-        }
-        let mut lat = Vec::new();
-        let mut results = 0;
-        while let Some(r) = set.join_next().await {
-            let (l, n) = r.unwrap();
-            lat.extend(l);
-            results += n;
-        }
+        let (lat, results) = run_searchers(addr, "searcher", searchers, per, f64::MAX).await;
         let search_secs = t2.elapsed().as_secs_f64();
+
+        // Phase 4: churn. Every other user disconnects at once (half the index dies, which starts a
+        // compaction) while the searchers go on for a bounded time: the latency of searches during it.
+        let churn_secs = env("NAPSTER_BENCH_CHURN_SECS", 6) as f64;
+        let churn = if churn_secs > 0.0 {
+            kept.retain(|(u, _)| u % 2 == 1);
+            let (mut l, _) = run_searchers(addr, "churner", searchers, 1_000_000, churn_secs).await;
+            l.sort();
+            Some(l)
+        } else {
+            None
+        };
         drop(kept);
         (
             login_secs,
@@ -365,9 +511,11 @@ fn main() {
             results,
             rss_logged_in,
             rss_shared,
+            churn,
         )
     });
-    let (login_secs, share_secs, search_secs, mut lat, results, rss_logged_in, rss_shared) = result;
+    let (login_secs, share_secs, search_secs, mut lat, results, rss_logged_in, rss_shared, churn) =
+        result;
     let _ = child.kill();
     let _ = child.wait();
     lat.sort();
@@ -402,8 +550,20 @@ fn main() {
         "  server RSS:     start {} KB, logged in {} KB, shared {} KB",
         rss_start, rss_logged_in, rss_shared
     );
+    if let Some(c) = churn.filter(|c| !c.is_empty()) {
+        let p = |x: f64| c[((c.len() as f64 * x) as usize).min(c.len() - 1)];
+        println!(
+            "  churn:          half the users leave at once (index compaction starts): {} searches in the next {} s from {searchers} clients: p50 {:?}  p99 {:?}  max {:?}",
+            c.len(),
+            env("NAPSTER_BENCH_CHURN_SECS", 6),
+            p(0.5),
+            p(0.99),
+            c[c.len() - 1]
+        );
+    }
     println!("  memory:         {:.1} KB per 1,000 shared files (OpenNap-NG documented: 300-350 KB; ratio {:.2}x of 325)", per_1000, per_1000 / 325.0);
     if env("NAPSTER_BENCH_IN_PROCESS", 1) != 0 {
         in_process(users, files, searches);
+        server_churn(users, files, searches);
     }
 }

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use common::stats::{LinkDir, Stats};
 
 use crate::codec::msg::ty;
 use crate::codec::{Frame, FrameBatch, HEADER_LEN, MAX_CLIENT_PAYLOAD};
-use crate::protocol::{ConnId, PasswordJob, PasswordOutcome, Server, Transmit};
+use crate::protocol::{search_delivered, ConnId, PasswordJob, PasswordOutcome, Server, Transmit};
 
 pub mod client;
 
@@ -199,6 +200,8 @@ pub async fn run(
     let timer_hub = hub.clone();
     let timer_stop = shutdown.clone();
     tracker.spawn(async move {
+        // While the index compacts the timer runs every few milliseconds; the gauges need not.
+        let mut gauges_at = Instant::now();
         loop {
             let next = timer_hub.lock().server.poll_timeout();
             let one_sec = Instant::now() + Duration::from_secs(1);
@@ -210,7 +213,10 @@ pub async fn run(
                 _ = tokio::time::sleep_until(at) => {}
             }
             timer_hub.with(|s, now| s.handle_timeout(now));
-            timer_hub.update_gauges();
+            if gauges_at.elapsed() >= Duration::from_secs(1) {
+                gauges_at = Instant::now();
+                timer_hub.update_gauges();
+            }
         }
     });
     loop {
@@ -259,22 +265,24 @@ async fn connection(hub: Hub, stream: TcpStream, addr: SocketAddr, shutdown: Can
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(OUTPUT_QUEUE_FRAMES);
     let done = CancellationToken::new();
-    let id = {
+    let (id, searches) = {
         let now = Instant::now().into_std();
         let mut g = hub.lock();
         let id = ConnId(g.next_id);
         g.next_id += 1;
         g.conns.insert(id, tx);
         g.server.on_connect(now, id, ip);
+        let searches = g.server.search_counter(id).unwrap_or_default();
         route(&mut g, &hub.stats, now);
-        id
+        (id, searches)
     };
     hub.stats.add_gauge("connections_accepted", 1);
     // Every accepted session is a client's link to the index (users, and clients not logged in yet).
     let _link = hub.stats.link_guard(addr, LinkDir::In, "client");
     debug!(conn = id.0, "connected");
     let mut writer = tokio::spawn(
-        write_loop(wr, rx, hub.clone(), id, done.clone()).instrument(tracing::Span::current()),
+        write_loop(wr, rx, hub.stats.clone(), searches, done.clone())
+            .instrument(tracing::Span::current()),
     );
     tokio::select! {
         r = read_loop(rd, &hub, id) => if let Err(e) = r { debug!(conn = id.0, cause = %e, "read ended") },
@@ -347,8 +355,8 @@ async fn read_loop(rd: OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), ReadE
 async fn write_loop(
     wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Out>,
-    hub: Hub,
-    id: ConnId,
+    stats: Stats,
+    searches: Arc<AtomicU32>,
     done: CancellationToken,
 ) {
     let mut out = wr;
@@ -364,7 +372,7 @@ async fn write_loop(
                 Out::Frame(f) => {
                     let before = bytes.len();
                     if f.encode(&mut bytes).is_err() {
-                        hub.stats.error("encode");
+                        stats.error("encode");
                     } else {
                         tally.add(f.ty, bytes.len() - before);
                     }
@@ -384,12 +392,9 @@ async fn write_loop(
         if out.write_all(&bytes).await.is_err() {
             break;
         }
-        let searches_done = tally.flush(&hub.stats);
-        if searches_done > 0 {
-            let mut g = hub.lock();
-            for _ in 0..searches_done {
-                g.server.search_delivered(id);
-            }
+        // The pending-search count is an atomic shared with the protocol: no second lock per search.
+        for _ in 0..tally.flush(&stats) {
+            search_delivered(&searches);
         }
         bytes = BytesMut::new();
     }

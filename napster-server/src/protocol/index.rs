@@ -7,20 +7,29 @@
 //! - each word's posting list ([`Postings`]) holds the ids of the files containing it as varint gaps with
 //!   skip points. Ids grow monotonically, so lists stay sorted by construction;
 //! - removal only tombstones the record (postings and arena text stay); once dead records are both
-//!   numerous and at least as many as live ones, [`Index::compact`] renumbers the live files in order,
-//!   rewrites the arena and re-encodes every list through the old-to-new map.
+//!   numerous and at least as many as live ones, a compaction renumbers the live files in order into a
+//!   second generation (records, arena, every list re-encoded through the old-to-new map). It is
+//!   incremental: each [`Index::compact_step`] does a bounded slice of the work while the current
+//!   generation keeps serving searches, inserts and removals (removals are mirrored into the copy, shares
+//!   made meanwhile are copied last), then one step switches generations; ids of the old one stay valid
+//!   (translated) until their holders have replaced them, so no call ever pauses for the whole index.
 //!
 //! A search walks the rarest included word's list and seeks the other lists' cursors (and the excluded
 //! words') forward to each candidate, stopping as soon as it has `MAX_RESULTS` hits: its work and memory
 //! depend on the rarest list and the result cap, not on the size of the index.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
-use super::postings::{Cursor, Postings};
+use hashbrown::HashTable;
+
+use super::postings::{Cursor, Postings, RebuildPos};
 use super::search::{path_words, words, Cmp, Kind, Query};
 use super::ConnId;
 
-/// Identifies one shared file inside the server; stable until the next [`Index::compact`].
+/// Identifies one shared file inside the server: the top bit names the generation, the rest the record's
+/// slot in it. Stable until a compaction switches generations; an id of the previous generation is
+/// still accepted (translated) until [`Index::end_translation`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId(pub u32);
 
@@ -114,8 +123,18 @@ pub struct FileView<'a> {
 /// 2048 bytes, so no real share comes near it.
 pub const MAX_TEXT_LEN: usize = u16::MAX as usize;
 
-/// Dead records tolerated before [`Index::compact`] is worthwhile (and at least as many as live files).
+/// Dead records tolerated before a compaction is worthwhile (and at least as many as live files).
 pub const COMPACT_MIN_DEAD: usize = 65_536;
+
+/// The bit of a [`FileId`] that names its generation; the other 31 bits are the record's slot.
+const GEN_BIT: u32 = 1 << 31;
+
+/// Records a generation holds at most.
+const MAX_SLOTS: u32 = GEN_BIT - 1;
+
+/// Bytes of a retired generation's text arena given back per unit of step budget (its records go
+/// 1 per unit): big buffers shrink a slice at a time, so no step pays for unmapping them whole.
+const FREE_TEXT_PER_UNIT: usize = 32;
 
 const FLAG_DEAD: u8 = 0x80;
 const FLAG_MD5_TEXT: u8 = 0x40;
@@ -213,7 +232,7 @@ pub struct IndexMemory {
     pub text: usize,
     /// Posting lists with their keys.
     pub postings: usize,
-    /// Owner slots and the side table of unpackable numbers.
+    /// Owner slots, the side table of unpackable numbers, and a compaction's id map.
     pub other: usize,
 }
 
@@ -266,17 +285,221 @@ impl Owners {
     }
 }
 
-/// The file table plus postings.
+/// One generation of the file table: records by slot, their text, and the words' posting lists (of slots).
 #[derive(Debug, Default)]
-pub struct Index {
+struct Gen {
     files: Vec<Rec>,
     text: String,
+    /// Word → its number, which indexes `names` and `lists` (numbers let a compaction walk the lists
+    /// across steps without holding a borrow of the table).
+    words: HashTable<u32>,
+    names: Vec<Box<str>>,
+    lists: Vec<Postings>,
+    /// Numbers of records flagged `FLAG_WIDE`, by slot.
+    wide: HashMap<u32, Wide>,
+    hasher: RandomState,
+}
+
+impl Gen {
+    fn list(&self, w: &str) -> Option<&Postings> {
+        let h = self.hasher.hash_one(w);
+        let i = *self.words.find(h, |&i| &*self.names[i as usize] == w)?;
+        self.lists.get(i as usize)
+    }
+
+    /// Adds list `list` for the new word `w`.
+    fn add_word(&mut self, w: &str, list: Postings) -> &mut Postings {
+        let i = self.lists.len() as u32;
+        self.names.push(w.into());
+        self.lists.push(list);
+        let (names, hasher) = (&self.names, &self.hasher);
+        self.words.insert_unique(hasher.hash_one(w), i, |&j| {
+            hasher.hash_one(&*names[j as usize])
+        });
+        &mut self.lists[i as usize]
+    }
+
+    fn list_mut(&mut self, w: &str) -> &mut Postings {
+        let h = self.hasher.hash_one(w);
+        let names = &self.names;
+        match self.words.find(h, |&i| &*names[i as usize] == w) {
+            Some(&i) => &mut self.lists[i as usize],
+            None => self.add_word(w, Postings::default()),
+        }
+    }
+
+    /// Size, bitrate and sample rate of the record in `slot`.
+    fn numbers(&self, slot: u32, r: &Rec) -> (u64, u32, u32) {
+        if r.flags & FLAG_WIDE != 0 {
+            let w = self.wide.get(&slot).copied().unwrap_or(Wide {
+                size: 0,
+                bitrate: 0,
+                freq: 0,
+            });
+            (w.size, w.bitrate, w.freq)
+        } else {
+            (
+                u64::from(r.size_hi) << 32 | u64::from(r.size_lo),
+                r.bitrate.into(),
+                r.freq.into(),
+            )
+        }
+    }
+
+    /// Appends `s` to the arena; `None` when the arena would pass 4 GiB or `s` is too long.
+    fn put_text(&mut self, s: &str) -> Option<(u32, u16)> {
+        let off = u32::try_from(self.text.len()).ok()?;
+        let len = u16::try_from(s.len()).ok()?;
+        u32::try_from(self.text.len() + s.len()).ok()?;
+        self.text.push_str(s);
+        Some((off, len))
+    }
+
+    /// Copies record `r` of generation `from` (texts and side-table numbers included) to the end of this
+    /// one; returns its new slot. Offsets only shrink in a compaction, so they still fit in 32 bits.
+    fn copy_from(&mut self, from: &Gen, slot: u32, mut r: Rec) -> u32 {
+        let new = self.files.len() as u32;
+        let (a, b) = r.path_span();
+        r.path_off = self.text.len() as u32;
+        self.text.push_str(from.text.get(a..b).unwrap_or(""));
+        if r.flags & FLAG_MD5_TEXT != 0 {
+            let (m, n) = r.md5_text_span();
+            r.md5[..4].copy_from_slice(&(self.text.len() as u32).to_le_bytes());
+            self.text.push_str(from.text.get(m..n).unwrap_or(""));
+        }
+        if r.flags & FLAG_WIDE != 0 {
+            if let Some(w) = from.wide.get(&slot) {
+                self.wide.insert(new, *w);
+            }
+        }
+        self.files.push(r);
+        new
+    }
+
+    fn path_of(&self, r: &Rec) -> &str {
+        let (a, b) = r.path_span();
+        self.text.get(a..b).unwrap_or("")
+    }
+
+    fn memory(&self) -> IndexMemory {
+        IndexMemory {
+            records: self.files.len() * size_of::<Rec>(),
+            text: self.text.len(),
+            postings: self
+                .names
+                .iter()
+                .zip(&self.lists)
+                .map(|(k, v)| k.len() + v.heap_bytes() + size_of::<(Box<str>, Postings, u32)>() + 1)
+                .sum(),
+            other: self.wide.capacity() * 40,
+        }
+    }
+}
+
+/// Where a compaction stands.
+#[derive(Debug)]
+enum Phase {
+    /// Copying the live records below `Build::end`, slot by slot.
+    Records,
+    /// Re-encoding list `next` (of those that existed when this phase began, `lists_end`) through the
+    /// remap, `at` being the position reached in it and `out` the part written.
+    Postings {
+        next: usize,
+        lists_end: usize,
+        at: RebuildPos,
+        out: Postings,
+    },
+    /// Copying the records shared since the compaction began, with their words.
+    Tail,
+}
+
+/// A compaction in progress: the next generation, built a bounded slice per step while the current one
+/// keeps serving every search, insert and removal.
+#[derive(Debug)]
+struct Build {
+    next: Gen,
+    /// Current slot → next slot (`u32::MAX` for records already dead when copied), for the slots copied.
+    remap: Vec<u32>,
+    /// Slots below it existed when the compaction began; later ones are copied in the tail phase.
+    end: u32,
+    phase: Phase,
+}
+
+/// A replaced generation, given back a slice per step.
+#[derive(Debug, Default)]
+struct Garbage(Gen);
+
+impl Garbage {
+    /// Frees about `budget` units of it; returns the unused budget.
+    fn free_some(&mut self, mut budget: usize) -> usize {
+        let g = &mut self.0;
+        while budget > 0 {
+            if let Some(l) = g.lists.pop() {
+                budget -= 1usize.max(l.len() / 64).min(budget);
+                continue;
+            }
+            if g.names.pop().is_some() {
+                budget -= 1;
+                continue;
+            }
+            if !g.files.is_empty() {
+                let keep = g.files.len().saturating_sub(budget);
+                budget -= g.files.len() - keep;
+                g.files.truncate(keep);
+                g.files.shrink_to_fit();
+                continue;
+            }
+            if !g.text.is_empty() {
+                let keep = g
+                    .text
+                    .len()
+                    .saturating_sub(budget.saturating_mul(FREE_TEXT_PER_UNIT));
+                budget -= (g.text.len() - keep)
+                    .div_ceil(FREE_TEXT_PER_UNIT)
+                    .min(budget);
+                // Arena text is cut at a byte that starts a character (paths may be any UTF-8).
+                let mut keep = keep;
+                while !g.text.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                g.text.truncate(keep);
+                g.text.shrink_to_fit();
+                continue;
+            }
+            *g = Gen::default();
+            break;
+        }
+        budget
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lists.is_empty()
+            && self.0.names.is_empty()
+            && self.0.files.is_empty()
+            && self.0.text.is_empty()
+    }
+}
+
+/// The file table plus postings.
+///
+/// Compaction is incremental: [`Index::start_compaction`] begins building the next generation and every
+/// [`Index::compact_step`] does a bounded amount of that work, so no single call holds the server for
+/// long. When a step switches to the new generation, ids of the old one stay valid (they are
+/// translated through the remap) until the caller has replaced the ids it holds with
+/// [`Index::current_id`] and calls [`Index::end_translation`].
+#[derive(Debug, Default)]
+pub struct Index {
+    cur: Gen,
+    /// [`GEN_BIT`] or 0: the generation bit of the ids handed out now.
+    gen: u32,
     live: usize,
     owners: Owners,
-    postings: HashMap<Box<str>, Postings>,
-    /// Numbers of records flagged `FLAG_WIDE`, by id.
-    wide: HashMap<u32, Wide>,
     total_bytes: u64,
+    build: Option<Box<Build>>,
+    /// After a switch: previous slot → current slot (`u32::MAX` for dropped records), until
+    /// [`Index::end_translation`].
+    retired: Option<Vec<u32>>,
+    garbage: Option<Box<Garbage>>,
 }
 
 impl Index {
@@ -295,36 +518,31 @@ impl Index {
         self.total_bytes
     }
 
-    /// Size, bitrate and sample rate of record `id`.
-    fn numbers(&self, id: u32, r: &Rec) -> (u64, u32, u32) {
-        if r.flags & FLAG_WIDE != 0 {
-            let w = self.wide.get(&id).copied().unwrap_or(Wide {
-                size: 0,
-                bitrate: 0,
-                freq: 0,
-            });
-            (w.size, w.bitrate, w.freq)
-        } else {
-            (
-                u64::from(r.size_hi) << 32 | u64::from(r.size_lo),
-                r.bitrate.into(),
-                r.freq.into(),
-            )
+    /// The current slot of `id` (ids of the previous generation are translated while allowed).
+    fn slot(&self, id: FileId) -> Option<u32> {
+        let s = id.0 & MAX_SLOTS;
+        if id.0 & GEN_BIT == self.gen {
+            return Some(s);
         }
+        let m = *self.retired.as_ref()?.get(s as usize)?;
+        (m != u32::MAX).then_some(m)
     }
 
-    fn view(&self, id: u32, r: &Rec) -> FileView<'_> {
-        let (size, bitrate, freq) = self.numbers(id, r);
-        let (a, b) = r.path_span();
+    fn id_of(&self, slot: u32) -> FileId {
+        FileId(slot | self.gen)
+    }
+
+    fn view(&self, slot: u32, r: &Rec) -> FileView<'_> {
+        let (size, bitrate, freq) = self.cur.numbers(slot, r);
         let md5 = if r.flags & FLAG_MD5_TEXT != 0 {
             let (m, n) = r.md5_text_span();
-            Md5Field::Text(self.text.get(m..n).unwrap_or(""))
+            Md5Field::Text(self.cur.text.get(m..n).unwrap_or(""))
         } else {
             Md5Field::Hex(r.md5)
         };
         FileView {
             owner: self.owners.conn[r.owner as usize],
-            path: self.text.get(a..b).unwrap_or(""),
+            path: self.cur.path_of(r),
             md5,
             size,
             bitrate,
@@ -334,42 +552,46 @@ impl Index {
         }
     }
 
+    fn live_rec(&self, id: FileId) -> Option<(u32, &Rec)> {
+        let s = self.slot(id)?;
+        let r = self.cur.files.get(s as usize).filter(|r| !r.is_dead())?;
+        Some((s, r))
+    }
+
     /// A live file by id.
     pub fn get(&self, id: FileId) -> Option<FileView<'_>> {
-        let r = self.files.get(id.0 as usize)?;
-        (!r.is_dead()).then(|| self.view(id.0, r))
+        let (s, r) = self.live_rec(id)?;
+        Some(self.view(s, r))
     }
 
     /// The path of a live file.
     pub fn path(&self, id: FileId) -> Option<&str> {
-        let r = self.files.get(id.0 as usize).filter(|r| !r.is_dead())?;
-        let (a, b) = r.path_span();
-        self.text.get(a..b)
+        let (_, r) = self.live_rec(id)?;
+        Some(self.cur.path_of(r))
     }
 
-    /// Appends `s` to the arena; `None` when the arena would pass 4 GiB or `s` is too long.
-    fn put_text(&mut self, s: &str) -> Option<(u32, u16)> {
-        let off = u32::try_from(self.text.len()).ok()?;
-        let len = u16::try_from(s.len()).ok()?;
-        u32::try_from(self.text.len() + s.len()).ok()?;
-        self.text.push_str(s);
-        Some((off, len))
+    /// The id a live file has in the current generation (`id` itself unless it is from the previous
+    /// one); `None` when the file is gone.
+    pub fn current_id(&self, id: FileId) -> Option<FileId> {
+        let (s, _) = self.live_rec(id)?;
+        Some(self.id_of(s))
     }
 
     /// Adds a file and indexes its words; `None` when the id space or the text arena (4 GiB) is full, or
     /// a text is longer than [`MAX_TEXT_LEN`].
     pub fn insert(&mut self, f: NewFile<'_>) -> Option<FileId> {
-        let id = u32::try_from(self.files.len())
+        let slot = u32::try_from(self.cur.files.len())
             .ok()
-            .filter(|n| *n < u32::MAX)?;
-        let rollback = self.text.len();
-        let (path_off, path_len) = self.put_text(f.path)?;
+            .filter(|n| *n < MAX_SLOTS)?;
+        let g = &mut self.cur;
+        let rollback = g.text.len();
+        let (path_off, path_len) = g.put_text(f.path)?;
         let mut flags = kind_code(f.kind);
         let md5 = match hex_decode(f.md5) {
             Some(b) => b,
             None => {
-                let Some((off, len)) = self.put_text(f.md5) else {
-                    self.text.truncate(rollback);
+                let Some((off, len)) = g.put_text(f.md5) else {
+                    g.text.truncate(rollback);
                     return None;
                 };
                 flags |= FLAG_MD5_TEXT;
@@ -380,16 +602,7 @@ impl Index {
             }
         };
         for w in path_words(f.path) {
-            match self.postings.get_mut(w.as_str()) {
-                Some(list) => {
-                    list.push(id);
-                }
-                None => {
-                    let mut list = Postings::default();
-                    list.push(id);
-                    self.postings.insert(w.into_boxed_str(), list);
-                }
-            }
+            g.list_mut(&w).push(slot);
         }
         let owner = self.owners.take(f.owner);
         let mut rec = Rec {
@@ -410,77 +623,205 @@ impl Index {
                 bitrate: f.bitrate,
                 freq: f.freq,
             };
-            self.wide.insert(id, wide);
+            g.wide.insert(slot, wide);
         }
-        self.files.push(rec);
+        g.files.push(rec);
         self.total_bytes += f.size;
         self.live += 1;
-        Some(FileId(id))
+        Some(self.id_of(slot))
     }
 
-    /// Removes a file (tombstones it); returns whether it was live.
+    /// Removes a file (tombstones it, in the generation being built too); returns whether it was live.
     pub fn remove(&mut self, id: FileId) -> bool {
-        let Some(r) = self.files.get_mut(id.0 as usize).filter(|r| !r.is_dead()) else {
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
+        let Some(r) = self
+            .cur
+            .files
+            .get_mut(slot as usize)
+            .filter(|r| !r.is_dead())
+        else {
             return false;
         };
         r.flags |= FLAG_DEAD;
         let r = *r;
-        let (size, _, _) = self.numbers(id.0, &r);
+        let (size, _, _) = self.cur.numbers(slot, &r);
         if r.flags & FLAG_WIDE != 0 {
-            self.wide.remove(&id.0);
+            self.cur.wide.remove(&slot);
         }
-        let owner = r.owner;
+        if let Some(b) = self.build.as_mut() {
+            if let Some(&n) = b.remap.get(slot as usize).filter(|n| **n != u32::MAX) {
+                if let Some(nr) = b.next.files.get_mut(n as usize) {
+                    nr.flags |= FLAG_DEAD;
+                }
+                b.next.wide.remove(&n);
+            }
+        }
         self.live -= 1;
         self.total_bytes -= size;
-        self.owners.release(owner);
+        self.owners.release(r.owner);
         true
     }
 
-    /// True when enough records are dead that [`Index::compact`] should run.
+    /// True when enough records are dead that a compaction should run.
     pub fn needs_compaction(&self) -> bool {
-        let dead = self.files.len() - self.live;
+        let dead = self.cur.files.len() - self.live;
         dead >= COMPACT_MIN_DEAD && dead >= self.live
     }
 
-    /// Renumbers the live files densely, in their current order (so postings stay sorted), rewrites the
-    /// text arena and the postings, and returns `remap[old id] = new id` (`u32::MAX` for dead records).
-    pub fn compact(&mut self) -> Vec<u32> {
-        let mut remap = vec![u32::MAX; self.files.len()];
-        let old = std::mem::take(&mut self.files);
-        let old_text = std::mem::take(&mut self.text);
-        self.files = Vec::with_capacity(self.live);
-        let mut wide = HashMap::with_capacity(self.wide.len());
-        for (i, mut r) in old.into_iter().enumerate() {
-            if r.is_dead() {
-                continue;
+    /// True while there is compaction work left for [`Index::compact_step`] (building the next
+    /// generation or giving back the replaced one).
+    pub fn compacting(&self) -> bool {
+        self.build.is_some() || self.garbage.is_some()
+    }
+
+    /// True after a switch until [`Index::end_translation`]: ids of the previous generation are still
+    /// accepted and no new compaction starts.
+    pub fn translating(&self) -> bool {
+        self.retired.is_some()
+    }
+
+    /// The caller holds no id of the previous generation any more (it replaced them all with
+    /// [`Index::current_id`]); they stop being accepted.
+    pub fn end_translation(&mut self) {
+        self.retired = None;
+    }
+
+    /// Begins a compaction (work is then done by [`Index::compact_step`]); false when one is running, the
+    /// previous one's ids are still being translated, or its garbage is not given back yet.
+    pub fn start_compaction(&mut self) -> bool {
+        if self.build.is_some() || self.retired.is_some() || self.garbage.is_some() {
+            return false;
+        }
+        let end = self.cur.files.len() as u32;
+        // The capacities are only reserved (untouched pages cost nothing), so growing never copies.
+        let live_share = self.live as f64 / f64::from(end.max(1));
+        let next = Gen {
+            files: Vec::with_capacity(self.live),
+            text: String::with_capacity((self.cur.text.len() as f64 * live_share) as usize + 64),
+            ..Gen::default()
+        };
+        self.build = Some(Box::new(Build {
+            next,
+            remap: Vec::with_capacity(end as usize),
+            end,
+            phase: Phase::Records,
+        }));
+        true
+    }
+
+    /// Does at most about `budget` units of compaction work (a unit is one record copied, one posting
+    /// entry re-encoded, or a small piece of the replaced generation given back). Returns true when this
+    /// step switched to the new generation: from then on new ids are handed out, and the caller must
+    /// translate the ids it holds with [`Index::current_id`], then call [`Index::end_translation`].
+    pub fn compact_step(&mut self, budget: usize) -> bool {
+        let mut budget = budget.max(1);
+        if let Some(g) = self.garbage.as_mut() {
+            budget = g.free_some(budget);
+            if g.is_empty() {
+                self.garbage = None;
             }
-            remap[i] = self.files.len() as u32;
-            if r.flags & FLAG_WIDE != 0 {
-                if let Some(w) = self.wide.remove(&(i as u32)) {
-                    wide.insert(remap[i], w);
+        }
+        let Some(b) = self.build.as_mut() else {
+            return false;
+        };
+        let cur = &self.cur;
+        while budget > 0 {
+            match &mut b.phase {
+                Phase::Records => {
+                    let from = b.remap.len();
+                    let to = (from + budget).min(b.end as usize);
+                    for (slot, r) in cur.files[from..to].iter().enumerate() {
+                        let slot = (from + slot) as u32;
+                        let n = if r.is_dead() {
+                            u32::MAX
+                        } else {
+                            b.next.copy_from(cur, slot, *r)
+                        };
+                        b.remap.push(n);
+                    }
+                    budget -= to - from;
+                    if to == b.end as usize {
+                        b.phase = Phase::Postings {
+                            next: 0,
+                            lists_end: cur.lists.len(),
+                            at: RebuildPos::default(),
+                            out: Postings::default(),
+                        };
+                    }
+                }
+                Phase::Postings {
+                    next,
+                    lists_end,
+                    at,
+                    out,
+                } => {
+                    if *next >= *lists_end {
+                        b.phase = Phase::Tail;
+                        continue;
+                    }
+                    let (n, done) =
+                        cur.lists[*next].rebuild_chunk(at, &b.remap, b.end, budget, out);
+                    budget -= n.max(1).min(budget);
+                    if done {
+                        let mut list = std::mem::take(out);
+                        if !list.is_empty() {
+                            list.shrink_to_fit();
+                            b.next.add_word(&cur.names[*next], list);
+                        }
+                        *next += 1;
+                        *at = RebuildPos::default();
+                    }
+                }
+                Phase::Tail => {
+                    let from = b.remap.len();
+                    if from == cur.files.len() {
+                        break;
+                    }
+                    let slot = from as u32;
+                    let r = cur.files[from];
+                    let n = if r.is_dead() {
+                        u32::MAX
+                    } else {
+                        let n = b.next.copy_from(cur, slot, r);
+                        for w in path_words(cur.path_of(&r)) {
+                            b.next.list_mut(&w).push(n);
+                            budget = budget.saturating_sub(1);
+                        }
+                        n
+                    };
+                    b.remap.push(n);
+                    budget = budget.saturating_sub(1);
                 }
             }
-            // Offsets only shrink, so they still fit in 32 bits.
-            let (a, b) = r.path_span();
-            r.path_off = self.text.len() as u32;
-            self.text.push_str(old_text.get(a..b).unwrap_or(""));
-            if r.flags & FLAG_MD5_TEXT != 0 {
-                let (m, n) = r.md5_text_span();
-                r.md5[..4].copy_from_slice(&(self.text.len() as u32).to_le_bytes());
-                self.text.push_str(old_text.get(m..n).unwrap_or(""));
-            }
-            self.files.push(r);
         }
-        self.text.shrink_to_fit();
-        self.wide = wide;
-        self.postings = std::mem::take(&mut self.postings)
-            .into_iter()
-            .filter_map(|(w, list)| {
-                let list = list.rebuild(&remap);
-                (!list.is_empty()).then_some((w, list))
-            })
-            .collect();
-        remap
+        if !matches!(b.phase, Phase::Tail) || b.remap.len() < self.cur.files.len() {
+            return false;
+        }
+        let Some(b) = self.build.take() else {
+            return false;
+        };
+        let Build { next, remap, .. } = *b;
+        let old = std::mem::replace(&mut self.cur, next);
+        self.garbage = Some(Box::new(Garbage(old)));
+        self.retired = Some(remap);
+        self.gen ^= GEN_BIT;
+        true
+    }
+
+    /// Runs a whole compaction at once (tests and the benchmark's one-pass figure). The ids the caller
+    /// holds must then be translated with [`Index::current_id`] before [`Index::end_translation`]; false
+    /// when a compaction or a translation was already under way (nothing is done then).
+    pub fn compact_now(&mut self) -> bool {
+        if !self.start_compaction() {
+            return false;
+        }
+        while !self.compact_step(usize::MAX) {}
+        while self.compacting() {
+            self.compact_step(usize::MAX);
+        }
+        true
     }
 
     /// Files matching `q`'s words, kind and numeric filters, for which `accept` (owner-based rules: own
@@ -490,9 +831,10 @@ impl Index {
         q: &Query,
         mut accept: impl FnMut(&FileView<'_>) -> bool,
     ) -> Vec<(FileId, FileView<'_>)> {
+        let g = &self.cur;
         let mut lists: Vec<&Postings> = Vec::with_capacity(q.include.len());
         for w in &q.include {
-            match self.postings.get(w.as_str()) {
+            match g.list(w) {
                 Some(l) => lists.push(l),
                 None => return Vec::new(),
             }
@@ -505,7 +847,7 @@ impl Index {
         let mut excluded: Vec<Cursor<'_>> = q
             .exclude
             .iter()
-            .filter_map(|w| self.postings.get(w.as_str()))
+            .filter_map(|w| g.list(w))
             .map(|l| l.cursor())
             .collect();
         let num_ok = |c: Option<(Cmp, u64)>, v: u64| c.is_none_or(|(c, n)| c.test(v, n));
@@ -527,15 +869,15 @@ impl Index {
                     Some(_) => {}
                 }
             }
-            // Ids stay below u32::MAX (see `insert`).
+            // Slots stay below MAX_SLOTS (see `insert`).
             target = id + 1;
             if excluded.iter_mut().any(|c| c.seek(id) == Some(id)) {
                 continue;
             }
-            let Some(r) = self.files.get(id as usize).filter(|r| !r.is_dead()) else {
+            let Some(r) = g.files.get(id as usize).filter(|r| !r.is_dead()) else {
                 continue;
             };
-            let (size, bitrate, freq) = self.numbers(id, r);
+            let (size, bitrate, freq) = g.numbers(id, r);
             if !(q.kind.accepts(kind_of(r.flags))
                 && num_ok(q.bitrate, bitrate.into())
                 && num_ok(q.freq, freq.into())
@@ -546,25 +888,34 @@ impl Index {
             }
             let f = self.view(id, r);
             if accept(&f) {
-                out.push((FileId(id), f));
+                out.push((self.id_of(id), f));
             }
         }
         out
     }
 
-    /// Bytes the index uses, by part (for the benchmark's memory-per-file figure). The record table and
-    /// the text arena count their used length: their unused capacity is never touched, so not resident.
+    /// Bytes the index uses, by part (for the benchmark's memory-per-file figure), a compaction's second
+    /// generation included. The record table and the text arena count their used length: their unused
+    /// capacity is never touched, so not resident.
     pub fn memory(&self) -> IndexMemory {
-        IndexMemory {
-            records: self.files.len() * size_of::<Rec>(),
-            text: self.text.len(),
-            postings: self
-                .postings
-                .iter()
-                .map(|(k, v)| k.len() + v.heap_bytes() + size_of::<(Box<str>, Postings)>() + 1)
-                .sum(),
-            other: self.owners.conn.capacity() * 24 + self.wide.capacity() * 40,
+        let mut m = self.cur.memory();
+        for g in self
+            .build
+            .as_ref()
+            .map(|b| &b.next)
+            .into_iter()
+            .chain(self.garbage.as_ref().map(|g| &g.0))
+        {
+            let x = g.memory();
+            m.records += x.records;
+            m.text += x.text;
+            m.postings += x.postings;
+            m.other += x.other;
         }
+        m.other += self.owners.conn.capacity() * 24
+            + self.build.as_ref().map_or(0, |b| b.remap.capacity() * 4)
+            + self.retired.as_ref().map_or(0, |r| r.capacity() * 4);
+        m
     }
 }
 
@@ -675,9 +1026,21 @@ mod tests {
         for id in ids.iter().step_by(2) {
             ix.remove(*id);
         }
-        let remap = ix.compact();
-        assert_eq!(remap[1], 0);
-        assert_eq!(remap[0], u32::MAX);
+        assert!(ix.compact_now());
+        assert!(ix.translating());
+        assert!(
+            !ix.compact_now(),
+            "no new compaction before the old ids are translated"
+        );
+        // Old ids still name the same files until the translation ends.
+        assert_eq!(ix.get(ids[3]).unwrap().path, "song 3 common.mp3");
+        assert_eq!(ix.get(ids[2]).map(|f| f.path), None);
+        assert_eq!(ix.current_id(ids[2]), None);
+        let new_id = ix.current_id(ids[3]).unwrap();
+        assert_eq!(new_id.0 & MAX_SLOTS, 1, "renumbered densely in order");
+        assert_ne!(new_id, ids[3]);
+        ix.end_translation();
+        assert_eq!(ix.get(ids[3]).map(|f| f.path), None, "old ids are gone");
         assert_eq!(ix.len(), 5);
         let q = parse(r#"FILENAME CONTAINS "common""#, 100).unwrap();
         let found: Vec<String> = ix
@@ -695,10 +1058,13 @@ mod tests {
                 "song 9 common.mp3"
             ]
         );
-        let new_id = FileId(remap[3]);
         assert_eq!(ix.get(new_id).unwrap().path, "song 3 common.mp3");
         assert!(ix.remove(new_id));
-        assert_eq!(ix.insert(rec(1, "x.mp3", 1)), Some(FileId(5)));
+        assert_eq!(
+            ix.insert(rec(1, "x.mp3", 1)).map(|i| i.0 & MAX_SLOTS),
+            Some(5)
+        );
+        assert!(!ix.compacting());
     }
 
     mod model {
@@ -711,6 +1077,9 @@ mod tests {
             Insert(u64, Vec<u8>, bool),
             Remove(usize),
             Compact,
+            Start,
+            Step(usize),
+            Translate(usize),
             Search(u8, Option<u8>),
         }
 
@@ -722,17 +1091,28 @@ mod tests {
                     .prop_map(|(o, w, t)| Op::Insert(o, w, t)),
                 2 => (0usize..64).prop_map(Op::Remove),
                 1 => Just(Op::Compact),
+                1 => Just(Op::Start),
+                4 => (1usize..12).prop_map(Op::Step),
+                2 => (1usize..8).prop_map(Op::Translate),
                 2 => (0u8..6, proptest::option::of(0u8..6)).prop_map(|(a, b)| Op::Search(a, b)),
             ]
         }
 
         proptest! {
             // The index agrees with a plain list of (owner, path, md5) under any mix of inserts,
-            // removals, compactions and searches (ids are remapped like the server does).
+            // removals, searches and compactions: whole ones, and incremental ones whose small steps
+            // interleave with everything else. Like the server, the model holds ids; after a switch it
+            // translates them a few at a time (old and new ids mixed meanwhile) before ending the
+            // translation.
             #[test]
-            fn index_matches_a_naive_model(ops in proptest::collection::vec(op(), 1..80)) {
+            fn index_matches_a_naive_model(ops in proptest::collection::vec(op(), 1..120)) {
                 let mut ix = Index::default();
                 let mut model: Vec<(FileId, u64, String, String, u64, u32)> = Vec::new();
+                // Model entries not yet translated after the last switch.
+                let mut untranslated: Vec<usize> = Vec::new();
+                let translate = |ix: &Index, model: &mut Vec<(FileId, u64, String, String, u64, u32)>, i: usize| {
+                    model[i].0 = ix.current_id(model[i].0).expect("a live file keeps an id");
+                };
                 for (n, op) in ops.into_iter().enumerate() {
                     match op {
                         Op::Insert(owner, ws, text_md5) => {
@@ -746,15 +1126,47 @@ mod tests {
                         }
                         Op::Remove(i) => {
                             if !model.is_empty() {
-                                let (id, ..) = model.remove(i % model.len());
+                                let i = i % model.len();
+                                let (id, ..) = model.remove(i);
+                                untranslated.retain(|&j| j != i);
+                                for j in untranslated.iter_mut() {
+                                    if *j > i {
+                                        *j -= 1;
+                                    }
+                                }
                                 prop_assert!(ix.remove(id));
                                 prop_assert!(!ix.remove(id));
                             }
                         }
                         Op::Compact => {
-                            let remap = ix.compact();
-                            for m in model.iter_mut() {
-                                m.0 = FileId(remap[m.0.0 as usize]);
+                            if ix.compact_now() {
+                                for i in 0..model.len() {
+                                    translate(&ix, &mut model, i);
+                                }
+                                untranslated.clear();
+                                ix.end_translation();
+                            }
+                        }
+                        Op::Start => {
+                            let busy = ix.compacting() || ix.translating();
+                            prop_assert_eq!(ix.start_compaction(), !busy);
+                        }
+                        Op::Step(budget) => {
+                            if ix.compact_step(budget) {
+                                prop_assert!(untranslated.is_empty());
+                                untranslated = (0..model.len()).collect();
+                            }
+                        }
+                        Op::Translate(k) => {
+                            if ix.translating() {
+                                for _ in 0..k {
+                                    if let Some(i) = untranslated.pop() {
+                                        translate(&ix, &mut model, i);
+                                    }
+                                }
+                                if untranslated.is_empty() {
+                                    ix.end_translation();
+                                }
                             }
                         }
                         Op::Search(a, b) => {
@@ -763,15 +1175,19 @@ mod tests {
                                 q.push_str(&format!(" FILENAME EXCLUDES \"{}\"", WORDS[b as usize]));
                             }
                             let q = parse(&q, 5).unwrap();
-                            let got: Vec<FileId> = ix.search(&q, |_| true).into_iter().map(|(id, _)| id).collect();
-                            let want: Vec<FileId> = model
+                            let got: Vec<FileView<'_>> = ix.search(&q, |_| true).into_iter().map(|(_, f)| f).collect();
+                            let want: Vec<&str> = model
                                 .iter()
                                 .filter(|m| q.include.iter().all(|w| has_word(&m.2, w)))
                                 .filter(|m| !q.exclude.iter().any(|w| has_word(&m.2, w)))
-                                .map(|m| m.0)
+                                .map(|m| m.2.as_str())
                                 .take(5)
                                 .collect();
-                            prop_assert_eq!(got, want);
+                            prop_assert_eq!(got.iter().map(|f| f.path).collect::<Vec<_>>(), want);
+                            // A result's id names the same file.
+                            for (id, f) in ix.search(&q, |_| true) {
+                                prop_assert_eq!(ix.path(id), Some(f.path));
+                            }
                         }
                     }
                     prop_assert_eq!(ix.len(), model.len());
@@ -784,6 +1200,25 @@ mod tests {
                         prop_assert_eq!(f.path, path.as_str());
                         prop_assert_eq!(f.md5.to_string(), md5.clone());
                     }
+                }
+                // Whatever was left running finishes, and everything still agrees afterwards.
+                while ix.compacting() {
+                    if ix.compact_step(7) {
+                        untranslated = (0..model.len()).collect();
+                    }
+                }
+                for i in untranslated {
+                    translate(&ix, &mut model, i);
+                }
+                ix.end_translation();
+                prop_assert!(ix.start_compaction());
+                while !ix.compact_step(3) {}
+                for i in 0..model.len() {
+                    translate(&ix, &mut model, i);
+                }
+                ix.end_translation();
+                for (id, _, path, ..) in &model {
+                    prop_assert_eq!(ix.path(*id), Some(path.as_str()));
                 }
             }
         }

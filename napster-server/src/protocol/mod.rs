@@ -22,6 +22,8 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -114,6 +116,22 @@ struct PendingLogin {
     level: Level,
     email: String,
 }
+
+/// Counts one 202 written to a connection off its pending searches (never below zero).
+pub fn search_delivered(pending: &AtomicU32) {
+    let _ = pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+/// How often the timer does a compaction step while the index compacts.
+pub const COMPACT_TICK: Duration = Duration::from_millis(5);
+
+/// Work units (records copied, posting entries re-encoded, ids translated) per timer step: a fraction of
+/// a millisecond of work, so no client waits long behind one.
+pub const COMPACT_TICK_BUDGET: usize = 8192;
+
+/// Work units done after each share while the index compacts, so the copy of shares made meanwhile
+/// always catches up.
+pub const COMPACT_SHARE_BUDGET: usize = 64;
 
 /// Types a connection may send before logging in (notes §1).
 pub const PRE_LOGIN_TYPES: [u16; 7] = [2, 4, 6, 7, 11, 300, 920];
@@ -227,7 +245,9 @@ struct Conn {
     ip: Ipv4Addr,
     user: Option<User>,
     pending_login: Option<PendingLogin>,
-    pending_searches: u32,
+    /// Searches answered but whose 202 is not yet on the socket; shared with the node's writer, which
+    /// counts deliveries down without taking the server's lock.
+    pending_searches: Arc<AtomicU32>,
     flood_start: Instant,
     flood_count: u32,
     throttle_until: Option<Instant>,
@@ -262,6 +282,10 @@ pub struct Server {
     /// Recent registration times per IP (for `max_registrations_per_ip`).
     registrations: HashMap<Ipv4Addr, VecDeque<Instant>>,
     login_deadlines: VecDeque<(Instant, ConnId)>,
+    /// While the index compacts: when the next timer step is due.
+    compact_tick: Option<Instant>,
+    /// After the index switched generations: users whose file tables still hold ids of the old one.
+    translate_queue: Vec<ConnId>,
     rng: StdRng,
     start: Instant,
     start_unix: u64,
@@ -328,6 +352,8 @@ impl Server {
             clones: HashMap::new(),
             registrations: HashMap::new(),
             login_deadlines: VecDeque::new(),
+            compact_tick: None,
+            translate_queue: Vec::new(),
             rng,
             start: now,
             start_unix: now_unix,
@@ -402,7 +428,11 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.login_deadlines.front().map(|(t, _)| *t)
+        let login = self.login_deadlines.front().map(|(t, _)| *t);
+        match (login, self.compact_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// If flood control wants reading from `conn` paused, until when.
@@ -410,17 +440,24 @@ impl Server {
         self.conns.get(&conn)?.throttle_until.filter(|t| *t > now)
     }
 
-    /// The node wrote a 202 to `conn`'s socket: one pending search less.
+    /// The node wrote a 202 to `conn`'s socket: one pending search less. The node's writer does the same
+    /// through [`Server::search_counter`] without the lock.
     pub fn search_delivered(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.pending_searches = c.pending_searches.saturating_sub(1);
+        if let Some(c) = self.conns.get(&conn) {
+            search_delivered(&c.pending_searches);
         }
+    }
+
+    /// The counter of `conn`'s searches whose 202 is not yet written: the writer calls
+    /// [`search_delivered`] on it for every 202 it writes, so a search costs one lock acquisition.
+    pub fn search_counter(&self, conn: ConnId) -> Option<Arc<AtomicU32>> {
+        self.conns.get(&conn).map(|c| c.pending_searches.clone())
     }
 
     fn send(&mut self, conn: ConnId, t: u16, text: &str) {
         if t == ty::SEARCH_END {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.pending_searches += 1;
+            if let Some(c) = self.conns.get(&conn) {
+                c.pending_searches.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.out
@@ -469,7 +506,7 @@ impl Server {
                 ip,
                 user: None,
                 pending_login: None,
-                pending_searches: 0,
+                pending_searches: Arc::default(),
                 flood_start: now,
                 flood_count: 0,
                 throttle_until: None,
@@ -484,8 +521,12 @@ impl Server {
         self.drop_conn(now, conn);
     }
 
-    /// Expires logins that took too long.
+    /// Expires logins that took too long, and does a step of index compaction when one is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.compact_tick.is_some_and(|t| t <= now) {
+            self.index_step(COMPACT_TICK_BUDGET);
+            self.compact_tick = self.index_busy().then_some(now + COMPACT_TICK);
+        }
         while let Some(&(t, conn)) = self.login_deadlines.front() {
             if t > now {
                 break;
@@ -521,7 +562,7 @@ impl Server {
         for id in u.files.iter() {
             self.index.remove(*id);
         }
-        self.maybe_compact();
+        self.maybe_compact(now);
         for ch in &u.channels {
             self.leave_channel(conn, ch, &u.nick, u.files.len(), u.speed);
         }
@@ -543,20 +584,55 @@ impl Server {
         tracing::debug!(nick = %u.nick, "user left");
     }
 
-    /// Renumbers the index when removals left it sparse, and fixes the owners' tables.
-    fn maybe_compact(&mut self) {
-        if !self.index.needs_compaction() {
-            return;
+    /// Starts an index compaction when removals left it sparse; its work is then done a bounded step at
+    /// a time (timer ticks every [`COMPACT_TICK`], and a small step per share so the copy keeps up with
+    /// shares), never in one pause.
+    fn maybe_compact(&mut self, now: Instant) {
+        if self.index.needs_compaction() && self.index.start_compaction() {
+            tracing::debug!(files = self.index.len(), "file index compaction started");
+            self.compact_tick.get_or_insert(now);
         }
-        let remap = self.index.compact();
-        for c in self.conns.values_mut() {
-            if let Some(u) = c.user.as_mut() {
-                for id in u.files.iter_mut() {
-                    id.0 = remap[id.0 as usize];
+    }
+
+    /// True while the index compacts (or the users' ids are being translated after it switched): the
+    /// timer then wants [`Server::handle_timeout`] every [`COMPACT_TICK`].
+    pub fn index_busy(&self) -> bool {
+        self.index.compacting() || self.index.translating()
+    }
+
+    /// About `budget` units of compaction work: first translating the users' file tables after a switch of
+    /// generations (a user's whole table at a time, at most `max_shared` ids), then the index's own.
+    fn index_step(&mut self, mut budget: usize) {
+        if self.index.translating() {
+            while budget > 0 {
+                let Some(c) = self.translate_queue.pop() else {
+                    self.index.end_translation();
+                    tracing::debug!(files = self.index.len(), "file index compacted");
+                    break;
+                };
+                let index = &self.index;
+                if let Some(u) = self.conns.get_mut(&c).and_then(|c| c.user.as_mut()) {
+                    budget = budget.saturating_sub(u.files.len() + 1);
+                    // The table is keyed by path, so changing an id in place needs no rehash.
+                    u.files.retain(|id| match index.current_id(*id) {
+                        Some(n) => {
+                            *id = n;
+                            true
+                        }
+                        None => false,
+                    });
                 }
             }
         }
-        tracing::debug!(files = self.index.len(), "file index compacted");
+        if self.index.compact_step(budget) {
+            // Users created from now on only get new ids; everyone else is translated in later steps.
+            self.translate_queue = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.user.as_ref().is_some_and(|u| !u.files.is_empty()))
+                .map(|(id, _)| *id)
+                .collect();
+        }
     }
 
     fn user(&self, conn: ConnId) -> Option<&User> {
@@ -682,7 +758,7 @@ impl Server {
                 match found {
                     Some(id) => {
                         self.index.remove(id);
-                        self.maybe_compact();
+                        self.maybe_compact(now);
                     }
                     None => self.notice(conn, "Not sharing that file"),
                 }
@@ -695,7 +771,7 @@ impl Server {
                 for id in &ids {
                     self.index.remove(*id);
                 }
-                self.maybe_compact();
+                self.maybe_compact(now);
                 self.send(conn, ty::UNSHARE_ALL, &ids.len().to_string());
             }
             ClientMsg::Search(q) => self.search(conn, &q),
@@ -1134,6 +1210,9 @@ impl Server {
                 hasher.hash_one(index.path(*id).unwrap_or_default())
             });
         }
+        if self.index_busy() {
+            self.index_step(COMPACT_SHARE_BUDGET);
+        }
     }
 
     fn search(&mut self, conn: ConnId, payload: &str) {
@@ -1141,7 +1220,7 @@ impl Server {
             return;
         };
         let Some(me) = c.user.as_ref() else { return };
-        if c.pending_searches >= self.cfg.max_searches {
+        if c.pending_searches.load(Ordering::Relaxed) >= self.cfg.max_searches {
             self.notice(conn, "search failed: too many pending searches");
             self.send(conn, ty::SEARCH_END, "");
             return;
@@ -1194,8 +1273,8 @@ impl Server {
         }
         drop(hits);
         let _ = batch.push_fmt(ty::SEARCH_END, format_args!(""));
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.pending_searches += 1;
+        if let Some(c) = self.conns.get(&conn) {
+            c.pending_searches.fetch_add(1, Ordering::Relaxed);
         }
         self.out.push_back(Transmit::Batch(conn, batch));
     }
@@ -1207,7 +1286,8 @@ impl Server {
             return;
         };
         let mut ids: Vec<FileId> = u.files.iter().copied().collect();
-        ids.sort_unstable();
+        // Mid-translation a table may mix both generations' ids; order by the current ones.
+        ids.sort_unstable_by_key(|id| self.index.current_id(*id));
         let lines: Vec<String> = ids
             .into_iter()
             .take(self.cfg.max_browse)
@@ -1270,6 +1350,11 @@ impl Server {
 
     fn push_request(&mut self, conn: ConnId, nick: &str, path: &str) {
         let Some(me) = self.user(conn) else { return };
+        // OpenNap's download.c refuses leeches on 500 as on 203: a push is a download too.
+        if me.level == Level::Leech {
+            self.notice(conn, "permission denied: you are a leech");
+            return;
+        }
         let (my_nick, my_port, my_speed) = (me.nick.clone(), me.port, me.speed);
         let Some((up, up_c, up_u)) = self.online(nick) else {
             self.send(conn, ty::DOWNLOAD_ERROR, &format!("{nick} \"{path}\""));

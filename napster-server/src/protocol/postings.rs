@@ -100,17 +100,65 @@ impl Postings {
     /// Re-encodes the list through `remap` (`u32::MAX` drops an entry); `remap` must keep order.
     pub fn rebuild(&self, remap: &[u32]) -> Postings {
         let mut out = Postings::default();
-        for id in self.iter() {
-            if let Some(&n) = remap.get(id as usize) {
-                if n != u32::MAX {
-                    out.push(n);
-                }
-            }
-        }
-        out.bytes.shrink_to_fit();
-        out.skips.shrink_to_fit();
+        let mut at = RebuildPos::default();
+        self.rebuild_chunk(&mut at, remap, u32::MAX, usize::MAX, &mut out);
+        out.shrink_to_fit();
         out
     }
+
+    /// One bounded slice of a rebuild (the index's incremental compaction): re-encodes at most `budget`
+    /// entries below `end`, starting where `at` stopped, through `remap` (`u32::MAX` or an id past its end
+    /// drops an entry) onto `out`, and moves `at` on. Returns the entries read and whether the list is done
+    /// below `end`. Entries appended between calls are all at or above `end` (ids only grow), so the
+    /// position stays valid.
+    pub fn rebuild_chunk(
+        &self,
+        at: &mut RebuildPos,
+        remap: &[u32],
+        end: u32,
+        budget: usize,
+        out: &mut Postings,
+    ) -> (usize, bool) {
+        let mut c = Cursor {
+            list: self,
+            pos: at.pos,
+            prev: at.prev,
+            index: at.index,
+            cur: None,
+        };
+        let mut n = 0;
+        while n < budget {
+            match c.next() {
+                Some(id) if id < end => {
+                    if let Some(&m) = remap.get(id as usize).filter(|m| **m != u32::MAX) {
+                        out.push(m);
+                    }
+                    n += 1;
+                }
+                _ => return (n, true),
+            }
+        }
+        *at = RebuildPos {
+            pos: c.pos,
+            prev: c.prev,
+            index: c.index,
+        };
+        (n, false)
+    }
+
+    /// Drops the growth slack (a list that is complete).
+    pub fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.skips.shrink_to_fit();
+    }
+}
+
+/// Where a [`Postings::rebuild_chunk`] stopped (the start of the list by default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RebuildPos {
+    pos: usize,
+    prev: u32,
+    index: u32,
 }
 
 /// Walks one list forward.
@@ -241,6 +289,40 @@ mod tests {
             }
             let want: Vec<u32> = ids.iter().filter(|&&i| i % keep_mod != 0).map(|&i| remap[i as usize]).collect();
             prop_assert_eq!(p.rebuild(&remap).iter().collect::<Vec<_>>(), want);
+        }
+
+        // A rebuild cut into random slices, with ids at or above `end` appended between slices (as the
+        // index does while it compacts), gives what a one-pass rebuild of the part below `end` gives.
+        #[test]
+        fn chunked_rebuild_equals_one_pass(mut ids in proptest::collection::vec(0u32..3000, 0..400),
+                                           end in 0u32..3000, budgets in proptest::collection::vec(1usize..80, 1..40),
+                                           appended in proptest::collection::vec(0u32..50, 0..20)) {
+            ids.sort_unstable();
+            ids.dedup();
+            let mut p = build(&ids);
+            let remap: Vec<u32> = (0..3000u32).map(|i| if i % 3 == 0 { u32::MAX } else { i / 3 * 2 + i % 3 - 1 }).collect();
+            let below: Vec<u32> = ids.iter().copied().filter(|&i| i < end).collect();
+            let want = build(&below).rebuild(&remap).iter().collect::<Vec<_>>();
+            let mut at = RebuildPos::default();
+            let mut out = Postings::default();
+            let mut extra = appended.into_iter();
+            let mut done = false;
+            let mut read = 0;
+            for b in budgets.iter().cycle().take(10_000) {
+                let (n, d) = p.rebuild_chunk(&mut at, &remap, end, *b, &mut out);
+                prop_assert!(n <= *b);
+                read += n;
+                if d {
+                    done = true;
+                    break;
+                }
+                if let Some(x) = extra.next() {
+                    p.push(p.last.max(end).max(3000) + x + 1);
+                }
+            }
+            prop_assert!(done);
+            prop_assert_eq!(read, below.len());
+            prop_assert_eq!(out.iter().collect::<Vec<_>>(), want);
         }
     }
 }

@@ -677,6 +677,34 @@ fn index_compaction_keeps_other_users_files_reachable() {
     sim.s.on_disconnect(sim.now, a);
     sim.pump();
     assert_eq!(sim.s.files(), 2);
+    // The compaction runs a bounded step per timer tick; searches, shares and browses in between see
+    // every file.
+    assert!(sim.s.index_busy(), "compaction started");
+    let tick = sim.s.poll_timeout().expect("a compaction tick is due");
+    assert!(tick <= sim.now + COMPACT_TICK);
+    let mut steps = 0;
+    while sim.s.index_busy() {
+        sim.now += COMPACT_TICK;
+        sim.s.handle_timeout(sim.now);
+        sim.pump();
+        steps += 1;
+        assert!(steps < 1000, "compaction never finished");
+        assert_eq!(sim.results(c, r#"FILENAME CONTAINS "keep""#).0.len(), 1);
+        if steps == 3 {
+            sim.share(b, "mid compaction.mp3", 128);
+        }
+        assert_eq!(
+            sim.results(c, r#"FILENAME CONTAINS "compaction""#).0.len(),
+            usize::from(steps >= 3)
+        );
+    }
+    assert!(
+        steps > 3,
+        "the work was spread over several steps ({steps})"
+    );
+    assert_eq!(sim.s.files(), 3);
+    assert_eq!(sim.send(c, 211, "bob").len(), 4);
+    assert_eq!(sim.send(b, 102, "mid compaction.mp3"), vec![]);
     assert_eq!(sim.results(c, r#"FILENAME CONTAINS "keep""#).0.len(), 1);
     assert_eq!(sim.send(b, 102, "\"keep me.mp3\""), vec![]);
     assert_eq!(sim.results(c, r#"FILENAME CONTAINS "keep""#).0.len(), 0);
