@@ -246,17 +246,19 @@ fn run_system(d: &mut dyn Driver, ctx: &Ctx, quiet: bool) -> SystemResult {
     r.problems.extend(problems);
     r.rate_caps = d.rate_caps();
     r.stats_files_read = collected.len();
+    // Nodes name themselves by their listening address (or nick): what others dialled or report.
     let mut by_addr = BTreeMap::new();
     for c in &collected {
         by_addr.insert(c.snapshot.node.clone(), c.name.clone());
     }
-    r.edges = d.edges();
+    r.bootstrap = d.edges();
     let churned = r.churn.iter().flat_map(|c| c.downloads.iter());
     for dl in r.flash.iter().chain(churned) {
         if let Some(src) = &dl.source {
             // Sources named by address are mapped to the lab's node names.
             let src = by_addr.get(src).unwrap_or(src).clone();
-            r.edges.push((src, dl.node.clone(), "download".into()));
+            r.transfer_edges
+                .push((src, dl.node.clone(), "download".into()));
         }
     }
     for c in &collected {
@@ -269,6 +271,8 @@ fn run_system(d: &mut dyn Driver, ctx: &Ctx, quiet: bool) -> SystemResult {
             control_in: s.control.in_count,
             control_out: s.control.out_count,
             control_bytes: s.control.in_bytes + s.control.out_bytes,
+            reported_as: s.node.clone(),
+            neighbours: s.neighbours_seen.clone(),
         });
         // BitTorrent peers list whom they exchanged blocks with, keyed by address.
         if let Some(peers) = s.extra.get("peers").and_then(|v| v.as_object()) {
@@ -277,13 +281,17 @@ fn run_system(d: &mut dyn Driver, ctx: &Ctx, quiet: bool) -> SystemResult {
                     v["bytes_down"].as_u64().unwrap_or(0) + v["bytes_up"].as_u64().unwrap_or(0);
                 if let Some(other) = by_addr.get(addr) {
                     if moved > 0 && other != &c.name {
-                        r.edges
+                        r.transfer_edges
                             .push((c.name.clone(), other.clone(), "blocks".into()));
                     }
                 }
             }
         }
     }
+    let g = crate::overlay::build(&r.nodes, &by_addr);
+    r.edges = g.edges;
+    r.overlay_out_links = g.out_links;
+    r.overlay_unmapped = g.unmapped;
     pb.finish_and_clear();
     r
 }

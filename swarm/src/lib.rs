@@ -13,6 +13,7 @@ pub mod corpus;
 pub mod drivers;
 pub mod figures;
 pub mod lab;
+pub mod overlay;
 pub mod report;
 pub mod results;
 pub mod scenario;

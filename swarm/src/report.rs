@@ -153,7 +153,7 @@ pub fn table(res: &Results) -> String {
     out
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -355,51 +355,8 @@ pub fn svg_bars(bars: &[(String, f64)], ylabel: &str) -> String {
     s
 }
 
-/// SVG overlay graph: infrastructure nodes in the middle, peers on a circle, edges as lines.
-pub fn svg_graph(nodes: &[(String, bool)], edges: &[(String, String, String)]) -> String {
-    let (cx, cy, rad) = (W / 2.0, H / 2.0, H / 2.0 - 30.0);
-    let peers: Vec<&String> = nodes.iter().filter(|n| !n.1).map(|n| &n.0).collect();
-    let infra: Vec<&String> = nodes.iter().filter(|n| n.1).map(|n| &n.0).collect();
-    let mut pos: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    for (i, n) in infra.iter().enumerate() {
-        pos.insert(n, (cx + 30.0 * i as f64, cy));
-    }
-    for (i, n) in peers.iter().enumerate() {
-        let a = std::f64::consts::TAU * i as f64 / peers.len().max(1) as f64;
-        pos.insert(n, (cx + rad * a.cos(), cy + rad * a.sin()));
-    }
-    let mut s = format!(
-        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#
-    );
-    for (a, b, kind) in edges {
-        if let (Some(p), Some(q)) = (pos.get(a.as_str()), pos.get(b.as_str())) {
-            let c = match kind.as_str() {
-                "download" => "#d62728",
-                "blocks" => "#2ca02c",
-                _ => "#bbb",
-            };
-            let _ = write!(
-                s,
-                r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{c}" stroke-width="1"/>"#,
-                p.0, p.1, q.0, q.1
-            );
-        }
-    }
-    for (n, (x, y)) in &pos {
-        let is_infra = infra.iter().any(|i| i.as_str() == *n);
-        let _ = write!(
-            s,
-            r##"<circle cx="{x:.1}" cy="{y:.1}" r="{}" fill="{}"><title>{}</title></circle>"##,
-            if is_infra { 9 } else { 5 },
-            if is_infra { "#000" } else { "#1f77b4" },
-            esc(n)
-        );
-    }
-    s.push_str(r##"<text x="8" y="16" font-size="11">grey: login/announce, red: download source, green: blocks exchanged</text></svg>"##);
-    s
-}
-
-fn verdict(text: &mut String, claim: &str, seen: &str) {
+/// The explanation under a chart: the tutorial's claim and what this run measured.
+pub(crate) fn verdict(text: &mut String, claim: &str, seen: &str) {
     let _ = write!(
         text,
         "<p class=\"why\"><b>Tutorial:</b> {}<br><b>This run:</b> {}</p>",
@@ -409,7 +366,7 @@ fn verdict(text: &mut String, claim: &str, seen: &str) {
 }
 
 /// "yes" or "NO", the computed answer every chart's explanation gives.
-fn held(yes: bool) -> &'static str {
+pub(crate) fn held(yes: bool) -> &'static str {
     if yes {
         "yes"
     } else {
@@ -784,32 +741,8 @@ pub fn html(res: &Results) -> String {
         ),
     );
 
-    // Overlay graphs.
-    h.push_str("<h2>Overlay graph per system</h2>");
-    for s in &ran {
-        let mut nodes: Vec<(String, bool)> = s
-            .nodes
-            .iter()
-            .map(|n| (n.node.clone(), n.infrastructure))
-            .collect();
-        for (a, b, _) in &s.edges {
-            for x in [a, b] {
-                if !nodes.iter().any(|n| &n.0 == x) {
-                    nodes.push((x.clone(), false));
-                }
-            }
-        }
-        let _ = write!(h, "<h3>{}</h3>", esc(&s.system));
-        h.push_str(&svg_graph(&nodes, &s.edges));
-    }
-    verdict(
-        &mut h,
-        "Napster is a star around its server (only file transfers go peer to peer); a BitTorrent swarm is a mesh of peers exchanging blocks, with the tracker only introducing them.",
-        &ran.iter()
-            .map(|s| format!("{}: {} nodes, {} edges seen", s.system, s.nodes.len(), s.edges.len()))
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
+    // Overlay graphs, from the links the nodes reported.
+    h.push_str(&crate::overlay::html_section(&ran));
 
     // Churn.
     h.push_str("<h2>Downloads whose source left</h2><ul>");
@@ -1093,7 +1026,7 @@ mod tests {
                 SystemResult {
                     system: "napster".into(),
                     flash: vec![d(1.0), d(2.0)],
-                    edges: vec![("peer000".into(), "n<1>".into(), "download".into())],
+                    transfer_edges: vec![("peer000".into(), "n<1>".into(), "download".into())],
                     ..Default::default()
                 },
                 SystemResult {

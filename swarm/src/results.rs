@@ -83,6 +83,13 @@ pub struct NodeRecord {
     pub control_out: u64,
     /// Control bytes received plus sent.
     pub control_bytes: u64,
+    /// The name it gave itself in its stats file: its listening address for most nodes, the address
+    /// others dial and list as their neighbour.
+    #[serde(default)]
+    pub reported_as: String,
+    /// Every overlay link it held during the run, from its stats file (`neighbours_seen`).
+    #[serde(default)]
+    pub neighbours: Vec<common::stats::Neighbour>,
 }
 
 /// The churn phase: downloads whose sources left.
@@ -226,8 +233,22 @@ pub struct SystemResult {
     pub nodes: Vec<NodeRecord>,
     /// Stats files read.
     pub stats_files_read: usize,
-    /// Overlay edges `(from, to, kind)` seen in the run.
+    /// Overlay edges `(dialler, dialled, the remote's kind)`: the union over the run of the out-links the
+    /// nodes listed in their stats files, one per pair of nodes ([`crate::overlay`]).
     pub edges: Vec<(String, String, String)>,
+    /// Out-links the nodes reported (an edge dialled both ways counts twice).
+    #[serde(default)]
+    pub overlay_out_links: usize,
+    /// Reported out-links to an address of no node of the run, `"node -> addr"` (not drawn).
+    #[serde(default)]
+    pub overlay_unmapped: Vec<String>,
+    /// Transfers, not overlay links: `(source, downloader, "download")` from the clients' output and
+    /// `(peer, peer, "blocks")` from BitTorrent's per-peer byte counts.
+    #[serde(default)]
+    pub transfer_edges: Vec<(String, String, String)>,
+    /// The links the lab configured (`--peer` bootstrap addresses), `(node, target, "bootstrap")`.
+    #[serde(default)]
+    pub bootstrap: Vec<(String, String, String)>,
     /// Problems met while running (the run went on).
     pub problems: Vec<String>,
     /// Rate caps passed to each binary, and options a binary did not have.
@@ -451,6 +472,8 @@ mod tests {
                 control_in: 5,
                 control_out: 6,
                 control_bytes: 70,
+                reported_as: String::new(),
+                neighbours: Vec::new(),
             },
             NodeRecord {
                 node: "a".into(),
@@ -460,6 +483,8 @@ mod tests {
                 control_in: 0,
                 control_out: 0,
                 control_bytes: 0,
+                reported_as: String::new(),
+                neighbours: Vec::new(),
             },
             NodeRecord {
                 node: "b".into(),
@@ -469,6 +494,8 @@ mod tests {
                 control_in: 0,
                 control_out: 0,
                 control_bytes: 0,
+                reported_as: String::new(),
+                neighbours: Vec::new(),
             },
         ];
         r.churn = Some(ChurnRecord {

@@ -1,6 +1,7 @@
 //! End to end: `swarm demo --small` drives the real binaries and its figures are real; Ctrl-C leaves
 //! nothing behind; a bad scenario is refused with the field named.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -226,6 +227,58 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
     }
     assert!(by("bittorrent")["searches"].as_array().unwrap().is_empty());
 
+    // The overlay graph is the one the nodes reported: its edges are exactly the distinct pairs of the
+    // out-links listed in the stats files, and each design's shape shows in them.
+    for name in [
+        "napster",
+        "gnutella",
+        "gnutella classic",
+        "kazaa",
+        "bittorrent",
+    ] {
+        let s = by(name);
+        let adj = reported_overlay(&s);
+        let role = |n: &str| -> String {
+            s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["node"] == n)
+                .map_or("?".into(), |x| x["role"].as_str().unwrap().to_owned())
+        };
+        for (n, ns) in &adj {
+            match (name, role(n).as_str()) {
+                ("napster", "client") => assert!(
+                    ns.len() == 1 && ns.contains("server"),
+                    "{name}: {n} links to {ns:?}"
+                ),
+                ("gnutella", "leaf") | ("kazaa", "ordinary" | "client") => {
+                    let hub = if name == "gnutella" {
+                        "ultrapeer"
+                    } else {
+                        "supernode"
+                    };
+                    assert!(
+                        ns.iter().all(|x| role(x) == hub),
+                        "{name}: {n} links to {ns:?}"
+                    );
+                }
+                ("bittorrent", _) => assert!(role(n) != "server", "the tracker holds no link"),
+                _ => {}
+            }
+        }
+        // Every node holds a link (clients and leaves included). In BitTorrent only the downloaders must
+        // (the tracker holds none; a seeder killed before anyone dialled it may have none).
+        for n in s["nodes"].as_array().unwrap() {
+            let me = n["node"].as_str().unwrap();
+            let exempt = name == "bittorrent" && (n["role"] == "server" || me.starts_with("seed"));
+            assert!(
+                adj.contains_key(me) || exempt,
+                "{name}: {me} reported no overlay link"
+            );
+        }
+    }
+
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     for title in [
         "Flash crowd: completion-time CDF",
@@ -244,7 +297,80 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         "CDF, traffic, 3 upload, 3 graphs"
     );
     assert!(html.contains("<circle"), "overlay nodes drawn");
+    assert!(html.contains("class=\"link\""), "overlay links drawn");
+    assert!(
+        html.contains("class=\"transfer\""),
+        "transfers drawn as their own layer"
+    );
+    // Napster's star is structural (every client logs in to the one server): its verdict must say so.
+    assert!(
+        html.contains("prediction held: yes (a star:"),
+        "napster's overlay verdict"
+    );
     assert!(html.contains("class=\"mark\""), "source departures marked");
+}
+
+/// The overlay of a system as its nodes reported it (out-links mapped through the address each node
+/// reported itself as), checked against the edges the lab drew; returns each node's neighbours.
+fn reported_overlay(s: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let name = s["system"].as_str().unwrap();
+    let nodes = s["nodes"].as_array().unwrap();
+    let by_addr: BTreeMap<&str, &str> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n["reported_as"].as_str().unwrap(),
+                n["node"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut pairs = BTreeSet::new();
+    let mut out_links = 0;
+    for n in nodes {
+        let me = n["node"].as_str().unwrap();
+        for l in n["neighbours"].as_array().unwrap() {
+            if l["dir"] != "out" {
+                continue;
+            }
+            out_links += 1;
+            let addr = l["addr"].as_str().unwrap();
+            let to = by_addr
+                .get(addr)
+                .unwrap_or_else(|| panic!("{name}: {me} lists {addr}, no node of the run"));
+            if *to != me {
+                pairs.insert(if me < *to { (me, *to) } else { (*to, me) });
+            }
+        }
+    }
+    assert!(!pairs.is_empty(), "{name}: no overlay link reported");
+    assert_eq!(s["overlay_out_links"], out_links, "{name}");
+    assert!(
+        s["overlay_unmapped"].as_array().unwrap().is_empty(),
+        "{name}"
+    );
+    let edges = s["edges"].as_array().unwrap();
+    let drawn: BTreeSet<(&str, &str)> = edges
+        .iter()
+        .map(|e| {
+            let (a, b) = (e[0].as_str().unwrap(), e[1].as_str().unwrap());
+            if a < b {
+                (a, b)
+            } else {
+                (b, a)
+            }
+        })
+        .collect();
+    assert_eq!(drawn.len(), edges.len(), "{name}: one edge per pair");
+    assert_eq!(
+        drawn, pairs,
+        "{name}: the drawn edges are the reported ones"
+    );
+    let mut adj: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (a, b) in pairs {
+        adj.entry(a.into()).or_default().insert(b.into());
+        adj.entry(b.into()).or_default().insert(a.into());
+    }
+    adj
 }
 
 /// Runs `swarm run` on a scenario text; returns the results.
@@ -392,7 +518,7 @@ bittorrent_seeders = 4
         sns.iter().all(|n| n["control_in"].as_u64().unwrap() > 0),
         "{sns:?}"
     );
-    let edges = k["edges"].as_array().unwrap();
+    let edges = k["bootstrap"].as_array().unwrap();
     // kazaa_peers = 9 beside peers = 8: KaZaA alone runs nine ordinary nodes.
     assert!(!edges.iter().any(|e| e[0] == "on009"), "{edges:?}");
     for p in 0..9 {
