@@ -722,3 +722,47 @@ fn pending_search_limit_over_sockets() {
     bob.send(200, r#"FILENAME CONTAINS "big" MAX_RESULTS 3"#);
     assert_eq!(bob.until(202).len(), 4);
 }
+
+/// Leech level (an account marked `Leech` in `accounts.json`): whois shows it, searches get only the
+/// 202, and downloads are refused both by 203 and by 500 (a push request), as OpenNap's `download.c`
+/// does; the uploaders never hear of it. An ordinary user sees the same files.
+#[test]
+fn a_leech_gets_empty_searches_and_no_downloads_by_203_or_500() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let d = support::server(dir.path(), &[]);
+        let mut r = Raw::connect(d.addr());
+        r.send(6, "leechy pw 6699 \"x\" 4 l@x");
+        assert_eq!(r.until(214)[0], (3, "l@x".into()));
+    }
+    let store = dir.path().join("accounts.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    v["accounts"][0]["level"] = "Leech".into();
+    std::fs::write(&store, serde_json::to_vec(&v).unwrap()).unwrap();
+
+    let d = support::server(dir.path(), &[]);
+    let mut alice = Raw::login(d.addr(), "alice", 6699);
+    let mut fw = Raw::login(d.addr(), "fw", 0);
+    alice.send(100, r#""C:\mp3\leech song.mp3" 0 1000 128 44100 60"#);
+    fw.send(100, r#""C:\fw\leech song.mp3" 0 1000 128 44100 60"#);
+    assert_eq!(alice.drain(), vec![]);
+    assert_eq!(fw.drain(), vec![]);
+    let mut leech = Raw::connect(d.addr());
+    leech.send(2, "leechy pw 6699 \"x\" 4");
+    assert_eq!(leech.until(214)[0], (3, "l@x".into()));
+    leech.send(603, "leechy");
+    let w = leech.recv().unwrap();
+    assert!(w.0 == 604 && w.1.starts_with(r#"leechy "Leech" "#), "{w:?}");
+    leech.send(200, r#"FILENAME CONTAINS "leech song""#);
+    assert_eq!(leech.until(202), vec![(202, String::new())]);
+    let refusal = (404, "permission denied: you are a leech".to_owned());
+    leech.send(203, r#"alice "C:\mp3\leech song.mp3""#);
+    assert_eq!(leech.recv(), Some(refusal.clone()));
+    leech.send(500, r#"fw "C:\fw\leech song.mp3""#);
+    assert_eq!(leech.recv(), Some(refusal));
+    assert_eq!(alice.drain(), vec![], "no 607 for a leech");
+    assert_eq!(fw.drain(), vec![], "no 607 for a leech's push");
+    let mut bob = Raw::login(d.addr(), "bob", 6699);
+    bob.send(200, r#"FILENAME CONTAINS "leech song""#);
+    assert_eq!(bob.until(202).len(), 3);
+}
