@@ -766,3 +766,66 @@ fn a_leech_gets_empty_searches_and_no_downloads_by_203_or_500() {
     bob.send(200, r#"FILENAME CONTAINS "leech song""#);
     assert_eq!(bob.until(202).len(), 3);
 }
+
+/// Over sockets: `--motd` lines follow the server's own 621 lines in the greeting; `--max-connections`
+/// refuses the next socket with OpenNap's type-0 "server is full" and a close; a socket that never logs
+/// in is closed (no message) after `--login-timeout-secs`, which frees its place.
+#[test]
+fn motd_lines_connection_cap_and_login_timeout_over_sockets() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::server(
+        dir.path(),
+        &[
+            "--max-connections",
+            "2",
+            "--login-timeout-secs",
+            "1",
+            "--motd",
+            "Welcome to the lab",
+            "--motd",
+            "Be nice",
+        ],
+    );
+    let mut a = Raw::connect(d.addr());
+    a.send(2, "alice pw 6699 \"x\" 4");
+    let g = a.until(214);
+    let motd: Vec<&str> = g[1..g.len() - 1]
+        .iter()
+        .map(|(t, text)| {
+            assert_eq!(*t, 621, "{g:?}");
+            text.as_str()
+        })
+        .collect();
+    assert!(motd[0].starts_with("VERSION "), "{motd:?}");
+    assert_eq!(motd[motd.len() - 2..], ["Welcome to the lab", "Be nice"]);
+    // A second socket that only checks a nick (allowed before login) holds the last place.
+    let mut idle = Raw::connect(d.addr());
+    idle.send(7, "someone");
+    assert_eq!(idle.recv(), Some((8, String::new())));
+    let mut third = Raw::connect(d.addr());
+    assert_eq!(
+        third.recv(),
+        Some((0, "This server is full (2 connections)".into()))
+    );
+    assert_eq!(third.recv(), None);
+    // The idle socket is closed by the server (EOF, not our read timeout) with no message.
+    let mut byte = [0u8; 1];
+    assert_eq!(idle.s.read(&mut byte).expect("closed, not timed out"), 0);
+    // Its place is free again once the server has let it go.
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let mut c = Raw::connect(d.addr());
+        c.send(7, "someone");
+        match c.recv() {
+            Some((8, _)) => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "never admitted: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.send(214, "");
+    assert_eq!(a.recv().map(|f| f.0), Some(214), "alice is unaffected");
+}
