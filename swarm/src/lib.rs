@@ -7,6 +7,7 @@
 //! - [`supervisor`]: process groups, readiness lines, cleanup on Ctrl-C.
 //! - [`drivers`]: one [`drivers::Driver`] per system (Napster and BitTorrent wired so far).
 //! - [`lab`]: the phases (start, searches, flash crowd, churn, stats).
+//! - [`overlay`]: the overlay graph of each system, from the links the nodes report, and its verdicts.
 //! - [`results`], [`figures`], [`report`]: raw figures, statistics, table and HTML.
 
 pub mod corpus;

@@ -200,7 +200,7 @@ pub fn verdict(system: &str, nodes: &[NodeRecord], edges: &[Edge]) -> String {
         "kazaa" => tiered(nodes, edges, "supernode", "ordinary nodes and clients"),
         "gnutella classic" => {
             let all = names_where(nodes, |_| true);
-            let degrees: Vec<usize> = all.iter().map(|n| deg(*n)).collect();
+            let degrees: Vec<usize> = all.iter().map(|n| deg(n)).collect();
             let alone = degrees.iter().filter(|&&d| d == 0).count();
             let parts = components(&all, &adj).len();
             let max = degrees.iter().max().copied().unwrap_or(0);
@@ -218,7 +218,7 @@ pub fn verdict(system: &str, nodes: &[NodeRecord], edges: &[Edge]) -> String {
         }
         "bittorrent" => {
             let infra = names_where(nodes, |n| n.infrastructure);
-            let infra_links = infra.iter().map(|n| deg(*n)).sum::<usize>();
+            let infra_links = infra.iter().map(|n| deg(n)).sum::<usize>();
             let mut waves: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
             for n in names_where(nodes, |n| !n.infrastructure && !n.node.starts_with("seed")) {
                 waves.entry(wave(n)).or_default().insert(n);
