@@ -829,3 +829,52 @@ fn motd_lines_connection_cap_and_login_timeout_over_sockets() {
     a.send(214, "");
     assert_eq!(a.recv().map(|f| f.0), Some(214), "alice is unaffected");
 }
+
+/// Over sockets: a duplicate share gets `404 "duplicate file"`; browse stops at OpenNap's 500 entries
+/// (`max_browse_result`) and still ends with `213 <nick> <ip>`; 703 changes the data port, so after
+/// `703 0` a 203 for the user's file is answered at once with the firewalled 204 (port 0), and an
+/// out-of-range port is refused.
+#[test]
+fn duplicate_share_browse_cap_and_data_port_change_over_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::server(dir.path(), &[]);
+    let mut alice = Raw::login(d.addr(), "alice", 6699);
+    let md5 = "0123456789abcdef0123456789abcdef";
+    let wire = support::frames(
+        100,
+        (0..501).map(|i| format!("\"C:\\mp3\\track {i}.mp3\" {md5} 1000 128 44100 60")),
+    );
+    alice.s.write_all(&wire).unwrap();
+    alice.send(
+        100,
+        &format!("\"C:\\mp3\\track 7.mp3\" {md5} 1000 128 44100 60"),
+    );
+    assert_eq!(alice.drain(), vec![(404, "duplicate file".into())]);
+    let mut bob = Raw::login(d.addr(), "bob", 6699);
+    bob.send(211, "alice");
+    let b = bob.until(213);
+    assert_eq!(b.len(), 501, "500 entries and the end");
+    assert!(b[..500].iter().all(|f| f.0 == 212), "{:?}", &b[..3]);
+    assert_eq!(b[500], (213, "alice 16777343".into()));
+    // Still listening: a 203 goes to alice as a 607.
+    bob.send(203, r#"alice "C:\mp3\track 7.mp3""#);
+    assert_eq!(
+        alice.recv(),
+        Some((607, r#"bob "C:\mp3\track 7.mp3" 4"#.into()))
+    );
+    alice.send(703, "70000");
+    alice.send(703, "0");
+    assert_eq!(
+        alice.drain(),
+        vec![(404, "70000: invalid data port".into())]
+    );
+    bob.send(203, r#"alice "C:\mp3\track 7.mp3""#);
+    assert_eq!(
+        bob.recv(),
+        Some((
+            204,
+            format!(r#"alice 16777343 0 "C:\mp3\track 7.mp3" {md5} 4"#)
+        ))
+    );
+    assert_eq!(alice.drain(), vec![], "no 607 before the push request");
+}
