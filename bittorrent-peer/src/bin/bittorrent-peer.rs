@@ -23,8 +23,8 @@ use common::telemetry::{announce_listening, init_tracing};
 /// BitTorrent metainfo tool, seeder and leecher: rarest-first and tit-for-tat (BEP 3, BEP 6 fast
 /// extension, BEP 9/10 magnet metadata, BEP 11 peer exchange, BEP 12 tiers, BEP 15 UDP trackers).
 /// DHT (BEP 5) is NOT implemented: a magnet link needs `x.pe` peers, `--peer` or a tracker to find
-/// its first peer (PEX then finds the others). Not done yet: BEP 6 allowed-fast sets, BEP 7 `ipv6`
-/// announce parameter, encryption (MSE), uTP.
+/// its first peer (PEX then finds the others). Not done yet: sending BEP 6 allowed-fast sets (those
+/// received are used), BEP 7 `ipv6` announce parameter, encryption (MSE), uTP.
 #[derive(Parser, Debug)]
 #[command(name = "bittorrent-peer", version, about, long_about = None)]
 struct Cli {

@@ -33,6 +33,8 @@ pub const PIPELINE: usize = 256;
 pub const MAX_QUEUED_UPLOADS: usize = 2048;
 /// Most simultaneous connections.
 pub const MAX_PEERS: usize = 80;
+/// Most pieces of a peer's BEP 6 allowed-fast set we remember (BEP 6 suggests sets of 10).
+pub const MAX_ALLOWED_FAST: usize = 64;
 
 /// Why a connection is dropped: the peer broke the protocol.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -175,6 +177,9 @@ pub struct PeerEntry {
     outgoing: bool,
     pex: PexPeer,
     has: Bitfield,
+    /// Pieces the peer lets us fetch while it chokes us (BEP 6 allowed fast), at most
+    /// [`MAX_ALLOWED_FAST`].
+    allowed_fast: Vec<u32>,
     /// Pieces the peer has that we do not (interest without rescanning the bitfield).
     wanted: u32,
     am_interested: bool,
@@ -360,6 +365,7 @@ impl Torrent {
                 outgoing,
                 pex: PexPeer::default(),
                 has: Bitfield::new(n),
+                allowed_fast: Vec::new(),
                 wanted: 0,
                 am_interested: false,
                 peer_choking: true,
@@ -554,9 +560,20 @@ impl Torrent {
             }
             // Extensions we did not announce: ignored.
             Msg::Extended { .. } => {}
-            Msg::Suggest(_) | Msg::AllowedFast(_) => {
+            Msg::Suggest(_) => {
                 if !fast {
                     return Err(ProtoError::NotFast);
+                }
+            }
+            Msg::AllowedFast(i) => {
+                if !fast {
+                    return Err(ProtoError::NotFast);
+                }
+                // BEP 6: these pieces may be requested while choked (once the peer has them). An
+                // index out of range is ignored, and the set is bounded.
+                if i < n && !p.allowed_fast.contains(&i) && p.allowed_fast.len() < MAX_ALLOWED_FAST
+                {
+                    p.allowed_fast.push(i);
                 }
             }
             Msg::Choke => {
@@ -620,6 +637,11 @@ impl Torrent {
                 if let Some(pos) = p.outstanding.iter().position(|x| *x == b) {
                     p.outstanding.swap_remove(pos);
                     self.picker.drop_request(key, b);
+                }
+                // A choking peer that rejects an allowed-fast piece does not serve it after all:
+                // asking again would only bring another reject.
+                if p.peer_choking {
+                    p.allowed_fast.retain(|i| *i != b.index);
                 }
             }
             Msg::Piece { index, begin, data } => {
@@ -818,9 +840,17 @@ impl Torrent {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if p.peer_choking || !p.am_interested {
+        if !p.am_interested || (p.peer_choking && p.allowed_fast.is_empty()) {
             return;
         }
+        // Choked: only the pieces of its allowed-fast set that the peer has (BEP 6).
+        let choked_to = p.peer_choking.then(|| {
+            let mut m = Bitfield::new(p.has.len());
+            for &i in p.allowed_fast.iter().filter(|i| p.has.get(**i)) {
+                m.set(i);
+            }
+            m
+        });
         let mut added = 0;
         while p.outstanding.len() < PIPELINE {
             // Under `--download-rate` a block is requested only once paid for: what we receive
@@ -830,7 +860,8 @@ impl Torrent {
                     break;
                 }
             }
-            let Some(b) = self.picker.pick(key, &p.has, &mut self.rng) else {
+            let has = choked_to.as_ref().unwrap_or(&p.has);
+            let Some(b) = self.picker.pick(key, has, &mut self.rng) else {
                 if self.download_limit.is_some() {
                     p.req_credit.0 += u64::from(BLOCK_LEN);
                 }
@@ -1064,6 +1095,48 @@ mod tests {
             begin: b.begin,
             data: &data[at..at + b.len as usize],
         }
+    }
+
+    #[test]
+    fn choked_we_fetch_only_allowed_fast_pieces_until_one_is_rejected() {
+        let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut t, key, data, _done) = leecher(out.path(), src.path());
+        let now = Instant::now();
+        // The peer chokes us and, being a BEP 6 peer, rejects what we had asked.
+        let asked = t.peers[&key].outstanding.clone();
+        t.on_msg(key, Msg::Choke, now).unwrap();
+        for b in &asked {
+            t.on_msg(key, Msg::Reject(*b), now).unwrap();
+        }
+        t.fill_requests(key);
+        assert!(
+            t.peers[&key].outstanding.is_empty(),
+            "choked: nothing asked"
+        );
+        // Piece 1 is allowed fast (an index out of range is ignored): only its blocks are asked.
+        t.on_msg(key, Msg::AllowedFast(99), now).unwrap();
+        t.on_msg(key, Msg::AllowedFast(1), now).unwrap();
+        t.fill_requests(key);
+        let got = t.peers[&key].outstanding.clone();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|b| b.index == 1), "{got:?}");
+        for b in &got {
+            t.on_msg(key, piece_msg(&data, *b), now).unwrap();
+        }
+        assert!(t.picker.have().get(1) && !t.picker.have().get(0));
+        // Piece 0 allowed too, but the peer rejects it: it is not asked again while choked.
+        t.on_msg(key, Msg::AllowedFast(0), now).unwrap();
+        t.fill_requests(key);
+        let got = t.peers[&key].outstanding.clone();
+        assert_eq!(got.len(), 2, "{got:?}");
+        t.on_msg(key, Msg::Reject(got[0]), now).unwrap();
+        t.on_msg(key, Msg::Reject(got[1]), now).unwrap();
+        t.fill_requests(key);
+        assert!(t.peers[&key].outstanding.is_empty());
+        // Unchoked, it is asked for again.
+        t.on_msg(key, Msg::Unchoke, now).unwrap();
+        t.fill_requests(key);
+        assert_eq!(t.peers[&key].outstanding.len(), 2);
     }
 
     #[test]
