@@ -71,6 +71,31 @@ pub struct SearchOutcome {
     pub ttl: Option<u8>,
 }
 
+/// A search client's output line as JSON when it is a `{"event":"hit",...}` line.
+fn hit_json(line: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["event"] == "hit").then_some(v)
+}
+
+/// A search's outcome from its hit lines: the results are the hit lines, the file is found when one
+/// names it, and its time is when that line arrived (stamped by [`run_tool`]), so "time to first
+/// result" means the same for every system.
+pub fn parse_hit_lines(run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
+    let mut o = SearchOutcome::default();
+    for (at, line) in &run.lines {
+        let Some(v) = hit_json(line) else {
+            continue;
+        };
+        o.hits += 1;
+        if v["name"] == file.name.as_str() && !o.found {
+            o.found = true;
+            o.first_hit_s = Some(at.as_secs_f64());
+            o.ttl = v["ttl"].as_u64().and_then(|t| u8::try_from(t).ok());
+        }
+    }
+    o
+}
+
 /// How a pollution download picks what to fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
@@ -105,8 +130,12 @@ pub trait Driver {
     fn search_note(&self) -> Option<String> {
         None
     }
-    /// From a search's output: did it find `file`, how many results, when the first one came.
-    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome;
+    /// From a search's output: did it find `file`, how many results, when the first one came. Every
+    /// search client (`napster-client search`, `gnutella-node search`, `kazaa-supernode search`) prints
+    /// one `{"event":"hit","name":...}` line per result as it arrives, so one parser serves all.
+    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
+        parse_hit_lines(run, file)
+    }
     /// The command that downloads `file` into `out` as node `who`.
     fn download_command(
         &mut self,
@@ -151,14 +180,25 @@ pub trait Driver {
     ) -> Result<Option<Command>> {
         Ok(None)
     }
-    /// A search-and-download of `file` with a fixed TTL or an expanding ring (Gnutella); `None` elsewhere.
+    /// A search for `file` with a fixed TTL or an expanding ring (Gnutella); `None` elsewhere.
     fn ring_command(
         &mut self,
         _ctx: &Ctx,
         _file: &CorpusFile,
         _who: &str,
-        _out: &Path,
         _expanding: bool,
+    ) -> Result<Option<Command>> {
+        Ok(None)
+    }
+    /// The download into `out` of the hit of a ring search (`run`) that named `file`, straight from
+    /// the host that answered (no overlay traffic), or `None` when no hit named it.
+    fn ring_fetch(
+        &mut self,
+        _ctx: &Ctx,
+        _file: &CorpusFile,
+        _who: &str,
+        _out: &Path,
+        _run: &ToolRun,
     ) -> Result<Option<Command>> {
         Ok(None)
     }
@@ -554,25 +594,6 @@ impl Driver for Napster {
         Ok(Some(c))
     }
 
-    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
-        // One JSON array once the server said "end of results": the user sees every result at once.
-        for (at, line) in &run.lines {
-            let Ok(hits) = serde_json::from_str::<Vec<serde_json::Value>>(line.trim()) else {
-                continue;
-            };
-            let found = hits
-                .iter()
-                .any(|h| h["path"].as_str().is_some_and(|p| p.ends_with(&file.name)));
-            return SearchOutcome {
-                found,
-                hits: hits.len(),
-                first_hit_s: found.then_some(at.as_secs_f64()),
-                ttl: None,
-            };
-        }
-        SearchOutcome::default()
-    }
-
     fn download_command(
         &mut self,
         ctx: &Ctx,
@@ -865,6 +886,8 @@ pub struct Gnutella {
     sharers: Vec<usize>,
     /// Every overlay node's name and address, in start order.
     nodes: Vec<(String, std::net::SocketAddr)>,
+    /// Processes started so far, the index of each one's seed.
+    started: std::cell::Cell<usize>,
 }
 
 /// How long the overlay gets to settle (links, QRP tables sent up and merged) before the first search.
@@ -885,13 +908,11 @@ impl Gnutella {
             .arg("--stats-file")
             .arg(&stats)
             .arg("--seed")
-            .arg(
-                node_seed(
-                    ctx.scn.seed,
-                    self.peers.len() + self.clients + self.sharers.len() + 1000,
-                )
-                .to_string(),
-            );
+            .arg(node_seed(ctx.scn.seed, self.started.get() + 1000).to_string());
+        // A seed per process, never reused: the GUIDs of a node's queries come from its seed, and a
+        // searcher repeating an earlier one's GUIDs has its queries dropped as duplicates. (Counting
+        // the live nodes reused seeds once the ring's sharers had stopped.)
+        self.started.set(self.started.get() + 1);
         Ok((c, stats))
     }
 
@@ -921,6 +942,17 @@ impl Gnutella {
         let (mut c, stats) = self.base(ctx, name)?;
         self.clients += 1;
         c.arg("--peer").arg(up.to_string());
+        // One link, as the per-search counts and the flood formula assume: a client that picked up a
+        // second ultrapeer (X-Try-Ultrapeers) or classic neighbour (pongs) while it waits to search would
+        // send its query twice, and how often that happens depends on timing.
+        c.args([
+            "--leaf-links",
+            "1",
+            "--up-links",
+            "1",
+            "--max-ultrapeers",
+            "1",
+        ]);
         if ctx.scn.gnutella_classic {
             c.arg("--classic");
         }
@@ -1065,25 +1097,6 @@ impl Driver for Gnutella {
         Ok(Some(c))
     }
 
-    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
-        let mut o = SearchOutcome::default();
-        for (at, line) in &run.lines {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if v["event"] != "hit" {
-                continue;
-            }
-            o.hits += 1;
-            if v["name"] == file.name.as_str() && !o.found {
-                o.found = true;
-                o.first_hit_s = Some(at.as_secs_f64());
-                o.ttl = v["ttl"].as_u64().and_then(|t| u8::try_from(t).ok());
-            }
-        }
-        o
-    }
-
     fn download_command(
         &mut self,
         ctx: &Ctx,
@@ -1103,8 +1116,7 @@ impl Driver for Gnutella {
         // The hit that named the file says which servent answered; the download may use several.
         stdout
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["event"] == "hit")
+            .find_map(hit_json)
             .and_then(|v| Some(format!("{}:{}", v["ip"].as_str()?, v["port"].as_u64()?)))
     }
 
@@ -1135,23 +1147,52 @@ impl Driver for Gnutella {
         ctx: &Ctx,
         file: &CorpusFile,
         who: &str,
-        out: &Path,
         expanding: bool,
     ) -> Result<Option<Command>> {
-        let mut c = self.client_waiting(
-            ctx,
-            who,
-            &file.query,
-            Some(ctx.scn.downloader_caps()),
-            GNUTELLA_RING_WAIT,
-        )?;
-        c.arg("--ttl")
-            .arg(ctx.scn.gnutella_ttl.to_string())
-            .arg("--download")
-            .arg(out);
+        // The search alone: a `--download` here would add its re-queries for more sources (sent or
+        // not depending on how fast the single source answers) to the search's query messages.
+        let mut c = self.client_waiting(ctx, who, &file.query, None, GNUTELLA_RING_WAIT)?;
+        c.arg("--ttl").arg(ctx.scn.gnutella_ttl.to_string());
         if expanding {
             c.arg("--expanding");
         }
+        Ok(Some(c))
+    }
+
+    fn ring_fetch(
+        &mut self,
+        ctx: &Ctx,
+        file: &CorpusFile,
+        who: &str,
+        out: &Path,
+        run: &ToolRun,
+    ) -> Result<Option<Command>> {
+        let hit = run.stdout.lines().filter_map(hit_json).find(|v| {
+            v["name"] == file.name.as_str() && v["sha1"].is_string() && v["size"].is_u64()
+        });
+        let Some(hit) = hit else {
+            return Ok(None);
+        };
+        let name = format!("{who}-get");
+        let (mut c, stats) = self.base(ctx, &name)?;
+        let bin = ctx.bin("gnutella-node");
+        self.fleet
+            .opts
+            .caps(&mut c, &bin, Some("get"), ctx.scn.downloader_caps());
+        c.args(["--json", "--urn", hit["sha1"].as_str().unwrap_or_default()])
+            .arg("--size")
+            .arg(hit["size"].to_string())
+            .arg("--source")
+            .arg(format!(
+                "{}:{}",
+                hit["ip"].as_str().unwrap_or_default(),
+                hit["port"]
+            ))
+            .arg("--name")
+            .arg(&file.name)
+            .arg("--out")
+            .arg(out);
+        self.fleet.tool_stats.push((name, stats));
         Ok(Some(c))
     }
 
@@ -1264,18 +1305,15 @@ impl Kazaa {
         Ok(c)
     }
 
-    /// Results of a `search --json` output: `(name, hash)` in the order the client listed them.
+    /// Results of a `search --json` output: `(name, hash)` in the order they arrived.
     fn results(stdout: &str) -> Vec<(String, String)> {
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
-        v["waves"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|w| w["results"].as_array().into_iter().flatten())
-            .map(|r| {
+        stdout
+            .lines()
+            .filter_map(hit_json)
+            .map(|v| {
                 (
-                    r["name"].as_str().unwrap_or_default().to_owned(),
-                    r["hash"].as_str().unwrap_or_default().to_owned(),
+                    v["name"].as_str().unwrap_or_default().to_owned(),
+                    v["hash"].as_str().unwrap_or_default().to_owned(),
                 )
             })
             .collect()
@@ -1367,19 +1405,6 @@ impl Driver for Kazaa {
             .map(Some)
     }
 
-    fn parse_search(&self, run: &ToolRun, file: &CorpusFile) -> SearchOutcome {
-        // One JSON object once the result waves ended: the user sees them all at once.
-        let results = Self::results(&run.stdout);
-        let found = results.iter().any(|(n, _)| n == &file.name);
-        let at = run.lines.iter().find(|(_, l)| l.contains("\"waves\""));
-        SearchOutcome {
-            found,
-            hits: results.len(),
-            first_hit_s: at.filter(|_| found).map(|(t, _)| t.as_secs_f64()),
-            ttl: None,
-        }
-    }
-
     fn download_command(
         &mut self,
         ctx: &Ctx,
@@ -1462,6 +1487,83 @@ pub fn driver_for(system: &str) -> std::result::Result<Box<dyn Driver>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hit lines of the three search clients, as they print them: one parser, the time of the line
+    /// that named the file, every hit counted, the summary line ignored.
+    #[test]
+    fn hit_lines_of_every_search_client_parse_alike() {
+        let mut file = Corpus::plan(&Scenario::small()).files[0].clone();
+        file.name = "Beatles - Hey Jude.mp3".into();
+        let run = |lines: &[(u64, &str)]| ToolRun {
+            status: None,
+            stdout: lines.iter().map(|(_, l)| format!("{l}\n")).collect(),
+            lines: lines
+                .iter()
+                .map(|(ms, l)| (Duration::from_millis(*ms), (*l).to_owned()))
+                .collect(),
+            reason: String::new(),
+            started: Duration::ZERO,
+            ended: Duration::from_secs(1),
+        };
+        let napster = run(&[
+            (
+                5,
+                r#"{"event":"hit","name":"Other.mp3","path":"a\\Other.mp3","nick":"a"}"#,
+            ),
+            (
+                9,
+                r#"{"event":"hit","name":"Beatles - Hey Jude.mp3","path":"b\\Beatles - Hey Jude.mp3","nick":"b"}"#,
+            ),
+            (30, r#"{"event":"done","hits":2,"results":2}"#),
+        ]);
+        let gnutella = run(&[
+            (
+                1,
+                r#"{"event":"listening","proto":"tcp","addr":"127.0.0.1:1"}"#,
+            ),
+            (
+                40,
+                r#"{"event":"hit","name":"Beatles - Hey Jude.mp3","ttl":2,"hops":1}"#,
+            ),
+            (50, r#"{"event":"done","hits":1,"results":1}"#),
+        ]);
+        let kazaa = run(&[
+            (
+                7,
+                r#"{"event":"hit","name":"Beatles - Hey Jude.mp3","hash":"ab","sn":"127.0.0.1:2"}"#,
+            ),
+            (
+                8,
+                r#"{"event":"hit","name":"Beatles - Hey Jude.mp3","hash":"cd","sn":"127.0.0.1:3"}"#,
+            ),
+            (
+                20,
+                r#"{"event":"done","hits":2,"results":2,"waves":[],"nodes":[]}"#,
+            ),
+        ]);
+        let at = |o: SearchOutcome| (o.found, o.hits, o.first_hit_s, o.ttl);
+        assert_eq!(
+            at(parse_hit_lines(&napster, &file)),
+            (true, 2, Some(0.009), None)
+        );
+        assert_eq!(
+            at(parse_hit_lines(&gnutella, &file)),
+            (true, 1, Some(0.04), Some(2))
+        );
+        assert_eq!(
+            at(parse_hit_lines(&kazaa, &file)),
+            (true, 2, Some(0.007), None)
+        );
+        assert_eq!(
+            Kazaa::results(&kazaa.stdout),
+            [
+                ("Beatles - Hey Jude.mp3".to_owned(), "ab".to_owned()),
+                ("Beatles - Hey Jude.mp3".to_owned(), "cd".to_owned())
+            ]
+        );
+        file.name = "Missing.mp3".into();
+        assert_eq!(at(parse_hit_lines(&napster, &file)), (false, 2, None, None));
+    }
 
     #[test]
     fn not_implemented_sentence_is_quoted() {

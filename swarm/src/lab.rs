@@ -480,7 +480,7 @@ fn ring(
             let who = format!("ring{mode}{k:03}");
             let out = ctx.dir(&format!("dl-{who}"))?;
             let before = d.snapshots().sent("query");
-            let Some(cmd) = d.ring_command(ctx, flash, &who, &out, expanding)? else {
+            let Some(cmd) = d.ring_command(ctx, flash, &who, expanding)? else {
                 return Ok(());
             };
             let run = run_tool(
@@ -489,8 +489,21 @@ fn ring(
                 timeout,
                 ctx.epoch,
             )?;
+            // The search's messages only; the download below goes straight to the host that answered.
             let after = d.snapshots().sent("query");
             let o = d.parse_search(&run, flash);
+            let mut error = (!run.ok()).then(|| run.reason.clone());
+            if let Some(cmd) = d.ring_fetch(ctx, flash, &who, &out, &run)? {
+                let got = run_tool(
+                    cmd,
+                    &ctx.work.join(format!("{who}-get.log")),
+                    timeout,
+                    ctx.epoch,
+                )?;
+                if !got.ok() {
+                    error.get_or_insert(got.reason);
+                }
+            }
             let verified =
                 find_file(&out, &flash.name).is_some_and(|p| ctx.corpus.verify(flash, &p));
             r.ring.push(RingRecord {
@@ -503,7 +516,7 @@ fn ring(
                 query_msgs: after.saturating_sub(before),
                 first_hit_s: o.first_hit_s,
                 seconds: run.elapsed().as_secs_f64(),
-                error: (!run.ok()).then(|| run.reason.clone()),
+                error,
             });
             if verified {
                 // The searcher stays online and shares what it got, as a servent of the era did.

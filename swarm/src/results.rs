@@ -24,7 +24,7 @@ pub struct SearchRecord {
     /// Wall time of the search client, seconds (includes its login/join).
     pub seconds: f64,
     /// Seconds from the client's start until the output line with the first result naming the file
-    /// arrived (Gnutella prints each hit as it comes; Napster and KaZaA print all results at the end).
+    /// arrived (all three search clients print each hit as it comes).
     #[serde(default)]
     pub first_hit_s: Option<f64>,
     /// Why it failed, when it did.
