@@ -320,19 +320,7 @@ fn clone_and_registration_limits_per_ip() {
     assert_eq!(third.recv(), None);
     // One clone leaving makes room again.
     drop(r1);
-    let deadline = std::time::Instant::now() + support::DEADLINE;
-    loop {
-        let mut c = Raw::connect(d.addr());
-        c.send(2, "guest3 pw 0 \"x\" 2");
-        match c.recv() {
-            Some((3, _)) => break,
-            other => assert!(
-                std::time::Instant::now() < deadline,
-                "never admitted: {other:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::until_admitted(d.addr(), 2, "guest3 pw 0 \"x\" 2", 3);
 }
 
 #[test]
@@ -813,19 +801,7 @@ fn motd_lines_connection_cap_and_login_timeout_over_sockets() {
     let mut byte = [0u8; 1];
     assert_eq!(idle.s.read(&mut byte).expect("closed, not timed out"), 0);
     // Its place is free again once the server has let it go.
-    let deadline = std::time::Instant::now() + support::DEADLINE;
-    loop {
-        let mut c = Raw::connect(d.addr());
-        c.send(7, "someone");
-        match c.recv() {
-            Some((8, _)) => break,
-            other => assert!(
-                std::time::Instant::now() < deadline,
-                "never admitted: {other:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::until_admitted(d.addr(), 7, "someone", 8);
     a.send(214, "");
     assert_eq!(a.recv().map(|f| f.0), Some(214), "alice is unaffected");
 }

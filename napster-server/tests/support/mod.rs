@@ -57,6 +57,24 @@ pub fn frames<S: AsRef<str>>(t: u16, payloads: impl IntoIterator<Item = S>) -> V
     wire
 }
 
+/// Connects again and again (with a deadline) until sending `(t, payload)` on a fresh connection is
+/// answered with a frame of type `want`: for waiting until the server has let a place go.
+pub fn until_admitted(addr: SocketAddr, t: u16, payload: &str, want: u16) -> Raw {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let mut c = Raw::connect(addr);
+        c.send(t, payload);
+        match c.recv() {
+            Some((got, _)) if got == want => return c,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "never admitted: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A raw protocol connection.
 pub struct Raw {
     pub s: TcpStream,
