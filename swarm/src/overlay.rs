@@ -102,7 +102,7 @@ pub fn claim(system: &str) -> &'static str {
     match system {
         "napster" => "Napster is a star: every client holds one link, to the central server; only file transfers go from peer to peer.",
         "gnutella" => "Gnutella 0.6: leaves attach to a few ultrapeers and to nothing else; the ultrapeers form a mesh among themselves that carries the queries.",
-        "gnutella classic" => "Gnutella 0.4: a flat mesh, every servent an equal with a few neighbours, no hubs; one connected overlay.",
+        "gnutella classic" => "Gnutella 0.4: a flat mesh of equal servents (one role for all, no centre every node links to), each with a few neighbours, forming one connected overlay.",
         "kazaa" => "KaZaA (FastTrack): an ordinary node attaches to a supernode and never to another ordinary node; the supernodes link to each other.",
         "bittorrent" => "BitTorrent: the peers downloading a torrent at the same time form a near-complete mesh (each one trades pieces with many others); the tracker only introduces them and holds no link.",
         _ => "no prediction for this system.",
@@ -205,15 +205,18 @@ pub fn verdict(system: &str, nodes: &[NodeRecord], edges: &[Edge]) -> String {
             let parts = components(&all, &adj).len();
             let max = degrees.iter().max().copied().unwrap_or(0);
             let mean = degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
-            // No hub: nobody has more than a quarter of the nodes as neighbours (a star's centre has all).
-            let hubless = (max as f64) <= (all.len() as f64 / 4.0).max(4.0);
-            let ok = alone == 0 && parts == 1 && hubless;
+            // Equals: one role for all, and no centre (a star's centre is linked to every other node).
+            let equal = nodes.iter().all(|n| n.role == "classic");
+            let centre = all.len() > 2 && max + 1 >= all.len();
+            let ok = alone == 0 && parts == 1 && equal && !centre;
             format!(
-                "prediction held: {} ({} servents in {parts} connected part{}, degree {}–{max} (mean {mean:.1}), {alone} without a link)",
+                "prediction held: {} ({} servents{} in {parts} connected part{}, degree {}–{max} (mean {mean:.1}), {alone} without a link, {})",
                 held(ok),
                 all.len(),
+                if equal { ", all classic" } else { ", not all classic" },
                 if parts == 1 { "" } else { "s" },
                 degrees.iter().min().unwrap_or(&0),
+                if centre { "one linked to all the others" } else { "none linked to all the others" },
             )
         }
         "bittorrent" => {
@@ -506,6 +509,12 @@ mod tests {
         let ring = [e("c0", "c1"), e("c1", "c2"), e("c2", "c3"), e("c3", "c0")];
         assert!(verdict("gnutella classic", &cl, &ring).contains("held: yes"));
         assert!(verdict("gnutella classic", &cl, &ring[..2]).contains("held: NO"));
+        let star = [e("c0", "c1"), e("c0", "c2"), e("c0", "c3")];
+        let v = verdict("gnutella classic", &cl, &star);
+        assert!(
+            v.contains("held: NO") && v.contains("one linked to all"),
+            "{v}"
+        );
 
         let mut bt = vec![node("tracker", "server", true, &[])];
         bt.extend((0..5).map(|i| node(&format!("p{i}"), "leecher", false, &[])));
