@@ -1,11 +1,12 @@
-//! Multi-process tests of the `tracker` binary on 127.0.0.1 port 0: HTTP (BEP 3/23/48), UDP (BEP 15),
-//! bad input, the stats page, allow-list mode, expiry, the state file and clean shutdown.
+//! Multi-process tests of the `tracker` binary on 127.0.0.1 port 0 (and `[::1]:0`): HTTP (BEP 3/23/48),
+//! UDP (BEP 15), IPv6 sockets (BEP 7 `peers6`, BEP 15's 18-byte entries), bad input, the stats page, the
+//! cached full scrape, allow-list mode, expiry, the state file and clean shutdown.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use integration::Daemon;
+use integration::{eventually, Daemon};
 use tracker::codec::http::{pct_encode, AnnounceRequest};
 use tracker::codec::udp::{self, Request, Response};
 use tracker::codec::{Event, InfoHash, PeerId};
@@ -20,9 +21,15 @@ struct Tracker {
 impl Tracker {
     /// Starts `tracker --listen 127.0.0.1:0 [--udp 127.0.0.1:0] <extra>` and waits for its readiness lines.
     fn start(udp: bool, extra: &[&str]) -> Tracker {
-        let mut args = vec!["--listen", "127.0.0.1:0"];
+        Tracker::start_on("127.0.0.1", udp, extra)
+    }
+
+    /// The same on another address (`[::1]` for the IPv6 test).
+    fn start_on(ip: &str, udp: bool, extra: &[&str]) -> Tracker {
+        let listen = format!("{ip}:0");
+        let mut args = vec!["--listen", &listen];
         if udp {
-            args.extend(["--udp", "127.0.0.1:0"]);
+            args.extend(["--udp", &listen]);
         }
         args.extend(extra);
         let d = Daemon::builder_path(env!("CARGO_BIN_EXE_tracker"))
@@ -97,18 +104,6 @@ fn udp_roundtrip(s: &UdpSocket, to: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
     s.send_to(pkt, to).unwrap();
     let mut buf = [0u8; 4096];
     s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
-}
-
-/// Polls `f` every 50 ms until it returns true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 /// Decodes a bencoded body with bendy (an independent decoder) into a dictionary.
@@ -558,4 +553,142 @@ fn options_through_the_binary_and_key_check() {
     let v: serde_json::Value = serde_json::from_slice(&t.get("/stats").1).unwrap();
     assert_eq!(v["errors"]["key_mismatch"], 2);
     assert_eq!(v["errors"]["full"], 1);
+}
+
+/// Full scrape through the binary: two in a row are the same bytes; a change shows up within a bounded
+/// time (the encoded reply is cached for `FULL_SCRAPE_TTL`, see `tests/scrape_cache.rs` for the exact
+/// timing with a clock the test controls).
+#[test]
+fn full_scrape_repeats_its_bytes_and_shows_a_change() {
+    use tracker::protocol::service::FULL_SCRAPE_TTL;
+    let t = Tracker::start(false, &[]);
+    t.get(&announce_query(3, 1, 6001, 10, Event::Started));
+    t.get(&announce_query(4, 1, 6001, 10, Event::Started));
+    let first_sent = Instant::now();
+    let (code, a) = t.get("/scrape");
+    assert_eq!(code, 200);
+    assert_eq!(t.get("/scrape").1, a, "two full scrapes in a row");
+    let counts = |body: &[u8], h: u8| {
+        let d = bdecode(body);
+        let bendy::value::Value::Dict(files) = &d[&b"files"[..]] else {
+            panic!("no files: {d:?}")
+        };
+        assert_eq!(files.len(), 2, "every torrent listed");
+        let bendy::value::Value::Dict(f) = &files[&[h; 20][..]] else {
+            panic!("torrent {h} missing")
+        };
+        ["complete", "incomplete", "downloaded"].map(|k| bint(&f[k.as_bytes()]))
+    };
+    assert_eq!(counts(&a, 3), [0, 1, 0]);
+    // Torrent 3's leecher completes.
+    t.get(&announce_query(3, 1, 6001, 0, Event::Completed));
+    let b = t.get("/scrape").1;
+    if first_sent.elapsed() < FULL_SCRAPE_TTL {
+        // Everything since the cached reply was built took less than its lifetime: it must be reused.
+        assert_eq!(b, a, "cached full scrape within {FULL_SCRAPE_TTL:?}");
+    }
+    let mut last = b;
+    let seen = eventually(FULL_SCRAPE_TTL + Duration::from_secs(10), || {
+        last = t.get("/scrape").1;
+        counts(&last, 3) == [1, 0, 1]
+    });
+    assert!(seen, "the completed download never showed: {last:?}");
+    assert_eq!(counts(&last, 4), [0, 1, 0]);
+}
+
+/// `[::1]` on loopback. Some containers start with IPv6 off on `lo` (or `lo` down, as in a fresh network
+/// namespace): then the test turns it on (as root, as the netns interop tests are) rather than skipping.
+fn ensure_ipv6_loopback() {
+    let up = || UdpSocket::bind("[::1]:0").is_ok();
+    if up() {
+        return;
+    }
+    for (prog, args) in [
+        ("ip", &["link", "set", "lo", "up"][..]),
+        ("sysctl", &["-w", "net.ipv6.conf.lo.disable_ipv6=0"][..]),
+        ("ip", &["-6", "addr", "add", "::1/128", "dev", "lo"][..]),
+    ] {
+        let o = std::process::Command::new(prog).args(args).output();
+        eprintln!("{prog} {}: {o:?}", args.join(" "));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), up),
+        "no [::1] on this machine, and enabling IPv6 on lo failed (root needed)"
+    );
+}
+
+/// The tracker bound to `[::1]` (HTTP and UDP): two IPv6 peers find each other, in `peers6` (BEP 7) over
+/// HTTP and as 18-byte entries (BEP 15's IPv6 announce reply) over UDP, and never in the IPv4 `peers`.
+#[test]
+fn ipv6_sockets_give_peers6_and_18_byte_udp_entries() {
+    ensure_ipv6_loopback();
+    let t = Tracker::start_on("[::1]", true, &[]);
+    assert!(t.http.is_ipv6(), "{}", t.http);
+    let to = t.udp.unwrap();
+    assert!(to.is_ipv6(), "{to}");
+    let v6_entry = |port: u16| {
+        let mut e = std::net::Ipv6Addr::LOCALHOST.octets().to_vec();
+        e.extend_from_slice(&port.to_be_bytes());
+        e
+    };
+
+    // HTTP: the second peer gets the first in `peers6`, an empty `peers`; the dictionary form says `::1`.
+    let d = bdecode(&t.get(&announce_query(1, 1, 6001, 10, Event::Started)).1);
+    assert!(!d.contains_key(&b"peers6"[..]), "alone: {d:?}");
+    let d = bdecode(&t.get(&announce_query(1, 2, 6002, 10, Event::Started)).1);
+    assert_eq!(bbytes(&d[&b"peers6"[..]]), v6_entry(6001));
+    assert!(bbytes(&d[&b"peers"[..]]).is_empty(), "no IPv4 peers: {d:?}");
+    assert_eq!(bint(&d[&b"incomplete"[..]]), 2);
+    let q = announce_query(1, 3, 6003, 10, Event::Started).replace("compact=1", "compact=0");
+    let ips: Vec<Vec<u8>> = dict_peers(&bdecode(&t.get(&q).1))
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
+    assert_eq!(ips, [b"::1".to_vec(), b"::1".to_vec()]);
+
+    // UDP: connect, then two announces from [::1]; the reply to the second is 20 bytes + one 18-byte entry.
+    let c = UdpSocket::bind("[::1]:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut p = Vec::new();
+    Request::Connect { transaction_id: 3 }.encode(&mut p);
+    let cid = match Response::decode(&udp_roundtrip(&c, to, &p).expect("connect reply"), true) {
+        Some(Response::Connect {
+            transaction_id: 3,
+            connection_id,
+        }) => connection_id,
+        r => panic!("bad connect reply {r:?}"),
+    };
+    let ann = |peer: u8, port: u16| {
+        let mut p = Vec::new();
+        Request::Announce(udp::AnnounceRequest {
+            connection_id: cid,
+            transaction_id: u32::from(peer),
+            info_hash: InfoHash([2; 20]),
+            peer_id: PeerId([peer; 20]),
+            downloaded: 0,
+            left: 10,
+            uploaded: 0,
+            event: Event::Started,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            key: u32::from(peer),
+            num_want: -1,
+            port,
+        })
+        .encode(&mut p);
+        udp_roundtrip(&c, to, &p).expect("announce reply")
+    };
+    assert_eq!(ann(1, 6881).len(), 20, "alone: no entries");
+    let r = ann(2, 6882);
+    assert_eq!(r.len(), 20 + 18, "one 18-byte IPv6 entry: {r:?}");
+    assert_eq!(&r[20..], &v6_entry(6881)[..]);
+    assert_eq!(
+        Response::decode(&r, true),
+        Some(Response::Announce {
+            transaction_id: 2,
+            interval: 1800,
+            leechers: 2,
+            seeders: 0,
+            peers: vec!["[::1]:6881".parse().unwrap()],
+        })
+    );
 }
