@@ -106,6 +106,42 @@ fn udp_roundtrip(s: &UdpSocket, to: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
     s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
 }
 
+/// A BEP 15 connect from `s`; returns the connection id.
+fn udp_connect(s: &UdpSocket, to: SocketAddr) -> u64 {
+    let mut p = Vec::new();
+    Request::Connect { transaction_id: 77 }.encode(&mut p);
+    let reply = udp_roundtrip(s, to, &p).expect("connect reply");
+    match Response::decode(&reply, to.is_ipv6()) {
+        Some(Response::Connect {
+            transaction_id: 77,
+            connection_id,
+        }) => connection_id,
+        r => panic!("bad connect reply {r:?}"),
+    }
+}
+
+/// A BEP 15 `started` announce of peer id `[peer; 20]` (also its transaction id and key) on torrent
+/// `[hash; 20]`.
+fn udp_announce(cid: u64, hash: u8, peer: u8, port: u16, left: u64) -> Vec<u8> {
+    let mut p = Vec::new();
+    Request::Announce(udp::AnnounceRequest {
+        connection_id: cid,
+        transaction_id: u32::from(peer),
+        info_hash: InfoHash([hash; 20]),
+        peer_id: PeerId([peer; 20]),
+        downloaded: 0,
+        left,
+        uploaded: 0,
+        event: Event::Started,
+        ip: std::net::Ipv4Addr::UNSPECIFIED,
+        key: u32::from(peer),
+        num_want: -1,
+        port,
+    })
+    .encode(&mut p);
+    p
+}
+
 /// Decodes a bencoded body with bendy (an independent decoder) into a dictionary.
 fn bdecode(body: &[u8]) -> std::collections::BTreeMap<Vec<u8>, bendy::value::Value<'static>> {
     use bendy::decoding::FromBencode;
@@ -280,36 +316,8 @@ fn udp_connect_announce_scrape_and_bad_connection_id() {
     let to = t.udp.unwrap();
     let c1 = udp_client();
     let c2 = udp_client();
-    let connect = |s: &UdpSocket| {
-        let mut p = Vec::new();
-        Request::Connect { transaction_id: 77 }.encode(&mut p);
-        match Response::decode(&udp_roundtrip(s, to, &p).expect("connect reply"), false) {
-            Some(Response::Connect {
-                transaction_id: 77,
-                connection_id,
-            }) => connection_id,
-            r => panic!("bad connect reply {r:?}"),
-        }
-    };
-    let ann = |cid, peer: u8, port, left| {
-        let mut p = Vec::new();
-        Request::Announce(udp::AnnounceRequest {
-            connection_id: cid,
-            transaction_id: 5,
-            info_hash: InfoHash([7; 20]),
-            peer_id: PeerId([peer; 20]),
-            downloaded: 0,
-            left,
-            uploaded: 0,
-            event: Event::Started,
-            ip: std::net::Ipv4Addr::UNSPECIFIED,
-            key: 1,
-            num_want: -1,
-            port,
-        })
-        .encode(&mut p);
-        p
-    };
+    let connect = |s: &UdpSocket| udp_connect(s, to);
+    let ann = |cid, peer: u8, port, left| udp_announce(cid, 7, peer, port, left);
     let id1 = connect(&c1);
     let id2 = connect(&c2);
     udp_roundtrip(&c1, to, &ann(id1, 1, 6881, 0)).unwrap();
@@ -320,7 +328,7 @@ fn udp_connect_announce_scrape_and_bad_connection_id() {
     assert_eq!(
         r,
         Some(Response::Announce {
-            transaction_id: 5,
+            transaction_id: 2,
             interval: 1800,
             leechers: 1,
             seeders: 1,
@@ -649,33 +657,9 @@ fn ipv6_sockets_give_peers6_and_18_byte_udp_entries() {
     // UDP: connect, then two announces from [::1]; the reply to the second is 20 bytes + one 18-byte entry.
     let c = UdpSocket::bind("[::1]:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut p = Vec::new();
-    Request::Connect { transaction_id: 3 }.encode(&mut p);
-    let cid = match Response::decode(&udp_roundtrip(&c, to, &p).expect("connect reply"), true) {
-        Some(Response::Connect {
-            transaction_id: 3,
-            connection_id,
-        }) => connection_id,
-        r => panic!("bad connect reply {r:?}"),
-    };
+    let cid = udp_connect(&c, to);
     let ann = |peer: u8, port: u16| {
-        let mut p = Vec::new();
-        Request::Announce(udp::AnnounceRequest {
-            connection_id: cid,
-            transaction_id: u32::from(peer),
-            info_hash: InfoHash([2; 20]),
-            peer_id: PeerId([peer; 20]),
-            downloaded: 0,
-            left: 10,
-            uploaded: 0,
-            event: Event::Started,
-            ip: std::net::Ipv4Addr::UNSPECIFIED,
-            key: u32::from(peer),
-            num_want: -1,
-            port,
-        })
-        .encode(&mut p);
-        udp_roundtrip(&c, to, &p).expect("announce reply")
+        udp_roundtrip(&c, to, &udp_announce(cid, 2, peer, port, 10)).expect("announce reply")
     };
     assert_eq!(ann(1, 6881).len(), 20, "alone: no entries");
     let r = ann(2, 6882);
