@@ -365,3 +365,44 @@ fn stats_list_the_peer_wire_links_held() {
     });
     assert_eq!(stats_of(&origin, &s_stats).neighbours_seen.len(), 1);
 }
+
+/// Two leechers draining one `--upload-rate` seeder share its cap: when the first finishes, the
+/// second has had a real part of the file too. (Private torrent: they cannot meet by PEX and trade.)
+/// Before the rate tick rotated the order in which it wakes writers, the first writer in map order
+/// took every refill while its queue lasted and the other leecher got nothing.
+#[test]
+fn an_upload_cap_is_shared_by_the_leechers() {
+    const LEN: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (t, data) = content(dir.path(), "shared.bin", LEN, true);
+    let src = dir.path().join("src");
+    let origin = seeder(s(&t), s(&src), &["--upload-rate", "512k"]);
+    let s_addr = origin.addr().to_string();
+    let leechers: Vec<(Daemon, PathBuf, PathBuf)> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let (out, st) = (dir.path().join(n), dir.path().join(format!("{n}.json")));
+            let d = leecher(
+                s(&t),
+                s(&out),
+                &s_addr,
+                &["--seed", "--no-trackers", "--stats-file", s(&st)],
+            );
+            (d, out.join("shared.bin"), st)
+        })
+        .collect();
+    let mut first = None;
+    wait_until("a leecher finished", LIMIT, || {
+        first = leechers
+            .iter()
+            .position(|l| std::fs::read(&l.1).ok().as_deref() == Some(&data[..]));
+        first.is_some()
+    });
+    let (other, _, st) = &leechers[1 - first.unwrap()];
+    let got = stats_of(other, st).transfers.download_bytes;
+    eprintln!("when one leecher finished, the other had {got} of {LEN} bytes");
+    assert!(
+        got >= LEN as u64 / 4,
+        "the other leecher had only {got} of {LEN} bytes"
+    );
+}

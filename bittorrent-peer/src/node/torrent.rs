@@ -248,6 +248,8 @@ pub struct Torrent {
     pub upload_limit: Option<RateLimiter>,
     /// Cap on the payload we receive, shared by every connection (`--download-rate`).
     pub download_limit: Option<RateLimiter>,
+    /// Where the next rate tick starts waking writers (see [`Torrent::rate_tick`]).
+    rate_turn: usize,
     pex_sent: u64,
     pex_received: u64,
     pex_ignored: u64,
@@ -301,6 +303,7 @@ impl Torrent {
                 listen_port: None,
                 upload_limit: None,
                 download_limit: None,
+                rate_turn: 0,
                 pex_sent: 0,
                 pex_received: 0,
                 pex_ignored: 0,
@@ -885,7 +888,15 @@ impl Torrent {
     /// With a rate cap, called every few milliseconds: tops up request pipelines as the download cap
     /// allows and wakes writers whose uploads were waiting for the upload cap.
     pub fn rate_tick(&mut self) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let mut keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        // Writers share the upload cap in the order they are woken, the first taking what the refill
+        // allows: start one connection further each tick, or the first in map order takes every
+        // refill while its queue lasts and the others starve (a capped seeder fed one leecher only).
+        keys.sort_unstable();
+        if !keys.is_empty() {
+            self.rate_turn = (self.rate_turn + 1) % keys.len();
+            keys.rotate_left(self.rate_turn);
+        }
         for k in keys {
             if self.download_limit.is_some() {
                 self.fill_requests(k);
