@@ -109,7 +109,8 @@ fn multi_file_torrent_from_our_seeder_to_our_leecher() {
     assert_eq!(only["bytes_down"], 0);
     let choke = &seed_side.extra["choke"];
     assert_eq!(choke["unchokes"], 1, "{choke}");
-    assert_eq!(choke["chokes"], 0, "{choke}");
+    // A round falling between its `not interested` and its exit may choke the finished leecher.
+    assert!(choke["chokes"].as_u64() <= Some(1), "{choke}");
     assert!(choke["rounds"].as_u64() >= Some(1), "{choke}");
 }
 
