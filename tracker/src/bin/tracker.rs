@@ -31,9 +31,8 @@ use tracker::protocol::swarm::Config;
     after_help = "Signals: SIGTERM/Ctrl-C stop cleanly (stats and state files written), SIGUSR1 writes the \
                   stats file, SIGHUP re-reads --allow-list.\n\
                   No file transfers here, so no --upload-rate/--download-rate.\n\
-                  Not done: BEP 41 UDP extensions are ignored; no BEP 31 `retry in`; the goals of 1.5x \
-                  opentracker's announces per CPU-second with a connection per HTTP announce, and of \
-                  memory no higher than opentracker's, are not met (see the README)."
+                  Not done: BEP 41 UDP extensions are ignored; no BEP 31 `retry in`; the goal of peak \
+                  memory no higher than opentracker's is not met (1.4-1.7x, see the README)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -63,7 +62,7 @@ struct Cli {
     #[arg(long, env = "P2PLAB_MAX_TORRENTS", default_value_t = 500_000)]
     max_torrents: usize,
 
-    /// Most peers held over all torrents (about 22-34 bytes each plus indexes); beyond it announces of
+    /// Most peers held over all torrents (about 20-32 bytes each plus indexes); beyond it announces of
     /// peers not held yet are refused with "tracker is full" until peers stop or expire (README).
     #[arg(long, env = "P2PLAB_MAX_PEERS_TOTAL", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_peers_total: u64,

@@ -4,7 +4,8 @@
 //! Why not a general HTTP server: an announce is one small request and one small reply, and with a new
 //! connection per announce (what most clients and opentracker do) the per-connection cost is the whole
 //! cost. So the accept loop accepts in bursts (`accept4` with `SOCK_NONBLOCK`, no extra `fcntl`), reads the
-//! request straight away (it is usually already there), answers in one `write` and closes: four system
+//! request straight away (with `TCP_DEFER_ACCEPT` on the listener it is already there), answers in one
+//! `write` and closes: four system
 //! calls per request, no task, no registration with the reactor. Only a connection whose request has not
 //! arrived yet, is incomplete, wants keep-alive or could not take the whole reply becomes a task (in a
 //! `conn` span) that waits for it with [`HEADER_TIMEOUT`] / [`KEEPALIVE_IDLE`]. A semaphore caps those
@@ -334,9 +335,10 @@ struct Early {
 /// Connections waiting for their request on the accept loop; more go to tasks.
 const EARLY_MAX: usize = 256;
 /// How long a connection may wait on the accept loop before it becomes a task. A client sends its request
-/// right after the handshake, so it is nearly always there by the next wake-up: retrying the read then
-/// costs one `recv`, where a task costs a reactor registration and removal (two `epoll_ctl`), a wake-up
-/// and a task. (What `TCP_DEFER_ACCEPT` does in the kernel; no safe binding exposes that option.)
+/// right after the handshake, and the listener's `TCP_DEFER_ACCEPT` (`super::sockopt`) hands connections
+/// over once it is in, so this only catches a request split over segments or a client silent past the
+/// defer time: retrying the read at the next wake-up costs one `recv`, where a task costs a reactor
+/// registration and removal (two `epoll_ctl`), a wake-up and a task.
 const EARLY_WAIT: Duration = Duration::from_millis(2);
 
 fn spawn_pending(
