@@ -691,13 +691,7 @@ impl TorrentTable {
             hasher,
             ..
         } = self;
-        index.insert_unique(hash, pos as u32, |&i| {
-            let i = i as usize;
-            std::hash::BuildHasher::hash_one(
-                &*hasher,
-                chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK].0,
-            )
-        });
+        index.insert_unique(hash, pos as u32, |&i| rehash(hasher, chunks, i));
         pos
     }
 
@@ -766,15 +760,15 @@ impl TorrentTable {
                 hasher,
                 ..
             } = self;
-            index.shrink_to(len + len / 4, |&i| {
-                let i = i as usize;
-                std::hash::BuildHasher::hash_one(
-                    &*hasher,
-                    chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK].0,
-                )
-            });
+            index.shrink_to(len + len / 4, |&i| rehash(hasher, chunks, i));
         }
     }
+}
+
+/// The hash of the info-hash at position `i`, for the index when it moves its entries.
+fn rehash(hasher: &std::hash::RandomState, chunks: &[Vec<(InfoHash, Torrent)>], i: u32) -> u64 {
+    let i = i as usize;
+    std::hash::BuildHasher::hash_one(hasher, chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK].0)
 }
 
 impl Torrent {
