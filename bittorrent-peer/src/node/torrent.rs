@@ -1199,30 +1199,36 @@ mod tests {
         assert_eq!(std::fs::read(out.path().join("f.bin")).unwrap(), data);
     }
 
-    #[test]
-    fn a_block_hashed_but_not_stored_is_verified_from_disk() {
-        let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (mut t, key, data, _done) = leecher(out.path(), src.path());
+    /// Block 0 of piece 0 is stored; block 1, which completes the piece, reaches the running hash but
+    /// the disk refuses it. Returns the torrent, the peer, the data and the first requests, sorted.
+    fn second_write_refused(
+        out: &std::path::Path,
+        src: &std::path::Path,
+    ) -> (Torrent, PeerKey, Vec<u8>, Vec<BlockRef>) {
+        let (mut t, key, data, _done) = leecher(out, src);
         let mut asked = t.peers[&key].outstanding.clone();
         asked.sort();
         let now = Instant::now();
         t.on_msg(key, piece_msg(&data, asked[0]), now).unwrap();
-        // The good second block reaches the running hash, but the disk refuses it.
         t.storage.fail_next_writes(1);
         t.on_msg(key, piece_msg(&data, asked[1]), now).unwrap();
+        assert!(!t.picker.have().get(0));
         t.fill_requests(key);
+        (t, key, data, asked)
+    }
+
+    #[test]
+    fn a_block_hashed_but_not_stored_is_verified_from_disk() {
+        let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut t, key, _data, asked) = second_write_refused(out.path(), src.path());
         // The copy sent again is corrupt: what is on disk must be what gets checked.
         let bad = vec![0xeeu8; asked[1].len as usize];
-        t.on_msg(
-            key,
-            Msg::Piece {
-                index: asked[1].index,
-                begin: asked[1].begin,
-                data: &bad,
-            },
-            now,
-        )
-        .unwrap();
+        let m = Msg::Piece {
+            index: asked[1].index,
+            begin: asked[1].begin,
+            data: &bad,
+        };
+        t.on_msg(key, m, Instant::now()).unwrap();
         assert!(
             !t.picker.have().get(0),
             "corrupt bytes on disk are not verified"
@@ -1233,16 +1239,7 @@ mod tests {
     #[test]
     fn a_failed_write_of_one_block_leaves_the_pieces_written_before() {
         let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (mut t, key, data, _done) = leecher(out.path(), src.path());
-        let mut asked = t.peers[&key].outstanding.clone();
-        asked.sort();
-        let now = Instant::now();
-        // The first block of piece 0 is stored; the second (completing the piece) is not.
-        t.on_msg(key, piece_msg(&data, asked[0]), now).unwrap();
-        t.storage.fail_next_writes(1);
-        t.on_msg(key, piece_msg(&data, asked[1]), now).unwrap();
-        assert!(!t.picker.have().get(0));
-        t.fill_requests(key);
+        let (mut t, key, data, asked) = second_write_refused(out.path(), src.path());
         let mut out = t.peers[&key].outstanding.clone();
         out.sort();
         assert_eq!(
@@ -1250,7 +1247,8 @@ mod tests {
             vec![asked[1], asked[2], asked[3]],
             "only the lost block again"
         );
-        t.on_msg(key, piece_msg(&data, asked[1]), now).unwrap();
+        t.on_msg(key, piece_msg(&data, asked[1]), Instant::now())
+            .unwrap();
         assert!(t.picker.have().get(0));
         assert_eq!(t.stats.snapshot().errors.get("hash_mismatch"), None);
     }
