@@ -165,13 +165,14 @@ fn in_process(users: usize, files: usize, searches: usize) {
             ix.remove(id);
         }
     }
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), thread_cpu());
     let needed = ix.needs_compaction();
     ix.compact_now();
     ix.end_translation();
     println!(
-        "  compaction:     {:?} for a whole compaction in one go after half the users left ({} files stay; needed: {needed}); the server does it in bounded steps, see churn",
+        "  compaction:     {:?} ({:?} CPU) for a whole compaction in one go after half the users left ({} files stay; needed: {needed}); the server does it in bounded steps, see churn",
         t.elapsed(),
+        thread_cpu().saturating_sub(cpu),
         ix.len()
     );
 }
@@ -230,22 +231,31 @@ fn server_churn(users: usize, files: usize, searches: usize) {
         }
     }
     let shared = s.files();
+    // (wall, CPU) of one call.
     let timed = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         f();
-        t.elapsed()
+        (t.elapsed(), thread_cpu().saturating_sub(c))
     };
-    let mut leave_max = Duration::ZERO;
+    let max2 = |a: (Duration, Duration), b: (Duration, Duration)| (a.0.max(b.0), a.1.max(b.1));
+    let mut leave_max = (Duration::ZERO, Duration::ZERO);
+    let mut leave_at = 0;
     for u in (0..users).step_by(2) {
-        leave_max = leave_max.max(timed(&mut || {
+        let d = timed(&mut || {
             s.on_disconnect(now, conn(u));
             drain(&mut s);
-        }));
+        });
+        if d.1 > leave_max.1 {
+            leave_at = u / 2 + 1;
+        }
+        leave_max = max2(leave_max, d);
     }
     let started = s.index_busy();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let (mut ticks, mut tick_max, mut tick_sum) = (0u32, Duration::ZERO, Duration::ZERO);
+    let (mut ticks, mut tick_max, mut tick_sum) =
+        (0u32, (Duration::ZERO, Duration::ZERO), Duration::ZERO);
     let mut search_lat = Vec::new();
+    let mut longest_at = 0;
     let t = Instant::now();
     while s.index_busy() && ticks < 1_000_000 {
         now += COMPACT_TICK;
@@ -254,15 +264,21 @@ fn server_churn(users: usize, files: usize, searches: usize) {
             drain(&mut s);
         });
         ticks += 1;
-        tick_max = tick_max.max(d);
-        tick_sum += d;
+        if d.1 > tick_max.1 {
+            longest_at = ticks;
+        }
+        tick_max = max2(tick_max, d);
+        tick_sum += d.1;
         if search_lat.len() < searches {
             let q = query(&mut rng);
-            search_lat.push(timed(&mut || {
-                s.handle_frame(now, conn(users), Frame::text(200, &q));
-                drain(&mut s);
-                s.search_delivered(conn(users));
-            }));
+            search_lat.push(
+                timed(&mut || {
+                    s.handle_frame(now, conn(users), Frame::text(200, &q));
+                    drain(&mut s);
+                    s.search_delivered(conn(users));
+                })
+                .1,
+            );
         }
     }
     let wall = t.elapsed();
@@ -274,15 +290,33 @@ fn server_churn(users: usize, files: usize, searches: usize) {
             .unwrap_or_default()
     };
     println!(
-        "  churn (sans-I/O server, each figure one lock hold): {shared} files shared, half the users leave (longest leave {leave_max:?}); compaction started: {started}, done in {ticks} timer steps of {} work units ({:?} of work, {wall:?} wall incl. searches): longest step {tick_max:?}; {} searches between steps: p50 {:?} p99 {:?} max {:?}; {} files stay",
+        "  churn (sans-I/O server, each figure one lock hold): {shared} files shared, half the users leave (longest leave {:?} wall, {:?} CPU, leave {leave_at} of {}); compaction started: {started}, done in {ticks} timer steps of {} work units ({:?} CPU in all, {wall:?} wall incl. searches): longest step {:?} wall, {:?} CPU (step {longest_at}); {} searches between steps (CPU): p50 {:?} p99 {:?} max {:?}; {} files stay",
+        leave_max.0,
+        leave_max.1,
+        users.div_ceil(2),
         napster_server::protocol::COMPACT_TICK_BUDGET,
         tick_sum,
+        tick_max.0,
+        tick_max.1,
         search_lat.len(),
         pct(0.5),
         pct(0.99),
         search_lat.last().copied().unwrap_or_default(),
         s.files()
     );
+}
+
+/// CPU time of the calling thread: with other builds on the machine, a wall-clock interval may include
+/// being preempted, which is not work done under the lock.
+#[allow(unsafe_code)]
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes one timespec through the valid pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn rss_kb(pid: u32) -> u64 {

@@ -425,9 +425,9 @@ struct Build {
     phase: Phase,
 }
 
-/// A replaced generation, given back a slice per step.
+/// A replaced generation (and a finished translation's remap), given back a slice per step.
 #[derive(Debug, Default)]
-struct Garbage(Gen);
+struct Garbage(Gen, Vec<u32>);
 
 impl Garbage {
     /// Frees about `budget` units of it; returns the unused budget.
@@ -447,6 +447,13 @@ impl Garbage {
                 budget -= g.files.len() - keep;
                 g.files.truncate(keep);
                 g.files.shrink_to_fit();
+                continue;
+            }
+            if !self.1.is_empty() {
+                let keep = self.1.len().saturating_sub(budget.saturating_mul(16));
+                budget -= (self.1.len() - keep).div_ceil(16).min(budget);
+                self.1.truncate(keep);
+                self.1.shrink_to_fit();
                 continue;
             }
             if !g.text.is_empty() {
@@ -473,7 +480,8 @@ impl Garbage {
     }
 
     fn is_empty(&self) -> bool {
-        self.0.lists.is_empty()
+        self.1.is_empty()
+            && self.0.lists.is_empty()
             && self.0.names.is_empty()
             && self.0.files.is_empty()
             && self.0.text.is_empty()
@@ -685,7 +693,10 @@ impl Index {
     /// The caller holds no id of the previous generation any more (it replaced them all with
     /// [`Index::current_id`]); they stop being accepted.
     pub fn end_translation(&mut self) {
-        self.retired = None;
+        // Megabytes at 1M files: given back in slices by later steps, not unmapped whole here.
+        if let Some(r) = self.retired.take().filter(|r| !r.is_empty()) {
+            self.garbage.get_or_insert_with(Box::default).1 = r;
+        }
     }
 
     /// Begins a compaction (work is then done by [`Index::compact_step`]); false when one is running, the
@@ -695,16 +706,22 @@ impl Index {
             return false;
         }
         let end = self.cur.files.len() as u32;
-        // The capacities are only reserved (untouched pages cost nothing), so growing never copies.
-        let live_share = self.live as f64 / f64::from(end.max(1));
+        // Capacities are upper bounds for what is copied below `end` plus an eighth for shares made
+        // meanwhile: a reallocation of these tens of megabytes would be one long step (they are only
+        // reserved, and pages never touched are never resident).
+        let slack = |n: usize| n + n / 8 + 1024;
+        let words = self.cur.names.len();
         let next = Gen {
-            files: Vec::with_capacity(self.live),
-            text: String::with_capacity((self.cur.text.len() as f64 * live_share) as usize + 64),
+            files: Vec::with_capacity(slack(self.live)),
+            text: String::with_capacity(slack(self.cur.text.len())),
+            words: HashTable::with_capacity(slack(words)),
+            names: Vec::with_capacity(slack(words)),
+            lists: Vec::with_capacity(slack(words)),
             ..Gen::default()
         };
         self.build = Some(Box::new(Build {
             next,
-            remap: Vec::with_capacity(end as usize),
+            remap: Vec::with_capacity(slack(end as usize)),
             end,
             phase: Phase::Records,
         }));
@@ -804,7 +821,7 @@ impl Index {
         };
         let Build { next, remap, .. } = *b;
         let old = std::mem::replace(&mut self.cur, next);
-        self.garbage = Some(Box::new(Garbage(old)));
+        self.garbage = Some(Box::new(Garbage(old, Vec::new())));
         self.retired = Some(remap);
         self.gen ^= GEN_BIT;
         true
@@ -1064,6 +1081,8 @@ mod tests {
             ix.insert(rec(1, "x.mp3", 1)).map(|i| i.0 & MAX_SLOTS),
             Some(5)
         );
+        assert!(ix.compacting(), "the remap is given back by a later step");
+        ix.compact_step(usize::MAX);
         assert!(!ix.compacting());
     }
 
@@ -1211,6 +1230,9 @@ mod tests {
                     translate(&ix, &mut model, i);
                 }
                 ix.end_translation();
+                while ix.compacting() {
+                    ix.compact_step(5);
+                }
                 prop_assert!(ix.start_compaction());
                 while !ix.compact_step(3) {}
                 for i in 0..model.len() {

@@ -127,7 +127,7 @@ pub const COMPACT_TICK: Duration = Duration::from_millis(5);
 
 /// Work units (records copied, posting entries re-encoded, ids translated) per timer step: a fraction of
 /// a millisecond of work, so no client waits long behind one.
-pub const COMPACT_TICK_BUDGET: usize = 8192;
+pub const COMPACT_TICK_BUDGET: usize = 4096;
 
 /// Work units done after each share while the index compacts, so the copy of shares made meanwhile
 /// always catches up.
@@ -612,7 +612,8 @@ impl Server {
                 };
                 let index = &self.index;
                 if let Some(u) = self.conns.get_mut(&c).and_then(|c| c.user.as_mut()) {
-                    budget = budget.saturating_sub(u.files.len() + 1);
+                    // Two units per id: a translation is two lookups at random places.
+                    budget = budget.saturating_sub(2 * u.files.len() + 1);
                     // The table is keyed by path, so changing an id in place needs no rehash.
                     u.files.retain(|id| match index.current_id(*id) {
                         Some(n) => {
