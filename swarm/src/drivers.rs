@@ -1250,7 +1250,9 @@ impl Driver for Gnutella {
 }
 
 /// KaZaA (FastTrack): supernodes (`kazaa_supernodes`, by default one per five peers, at least two, linked
-/// to each other) and ordinary nodes registering their shares with `kazaa_links_per_node` of them; `search` and `get` (by ContentHash) clients.
+/// to each other, each forwarding a query to `kazaa_supernode_fanout` of its links) and ordinary nodes
+/// given `kazaa_links_per_node` supernode addresses (registering with the best one); `search` and `get`
+/// (by ContentHash) clients.
 #[derive(Default)]
 pub struct Kazaa {
     fleet: Fleet,
@@ -1320,6 +1322,22 @@ impl Kazaa {
     }
 }
 
+/// Role arguments of a KaZaA supernode: the scenario's fan-out (`--fanout`, the linked supernodes a query
+/// is forwarded to) and a `--peer` link to every supernode started before it (a full mesh).
+fn supernode_args(fanout: usize, earlier: &[std::net::SocketAddr]) -> Vec<String> {
+    let mut a = vec![
+        "--role".to_owned(),
+        "supernode".to_owned(),
+        "--fanout".to_owned(),
+        fanout.to_string(),
+    ];
+    for sn in earlier {
+        a.push("--peer".to_owned());
+        a.push(sn.to_string());
+    }
+    a
+}
+
 impl Driver for Kazaa {
     fn fleet(&self) -> &Fleet {
         &self.fleet
@@ -1341,9 +1359,11 @@ impl Driver for Kazaa {
         for i in 0..ctx.scn.kazaa_supernode_count() {
             let name = format!("sn{i:03}");
             let (mut c, stats) = self.base(ctx, &name)?;
-            c.args(["--role", "supernode"]);
-            for (k, a) in self.supernodes.iter().enumerate() {
-                c.arg("--peer").arg(a.to_string());
+            c.args(supernode_args(
+                ctx.scn.kazaa_supernode_fanout,
+                &self.supernodes,
+            ));
+            for k in 0..self.supernodes.len() {
                 self.links
                     .push((name.clone(), format!("sn{k:03}"), "bootstrap".into()));
             }
@@ -1563,6 +1583,26 @@ mod tests {
         );
         file.name = "Missing.mp3".into();
         assert_eq!(at(parse_hit_lines(&napster, &file)), (false, 2, None, None));
+    }
+
+    #[test]
+    fn supernode_fanout_reaches_every_supernode_command_line() {
+        let sns: Vec<std::net::SocketAddr> = vec![
+            "127.0.0.1:4001".parse().unwrap(),
+            "127.0.0.1:4002".parse().unwrap(),
+        ];
+        for (fanout, earlier) in [(6, &sns[..0]), (1, &sns[..1]), (3, &sns[..])] {
+            let a = supernode_args(fanout, earlier);
+            let at = a
+                .iter()
+                .position(|x| x == "--fanout")
+                .expect("--fanout passed");
+            assert_eq!(a[at + 1], fanout.to_string(), "{a:?}");
+            assert_eq!(a.iter().filter(|x| *x == "--peer").count(), earlier.len());
+        }
+        let scn = Scenario::from_toml("kazaa_supernode_fanout = 2\n", "s").unwrap();
+        let a = supernode_args(scn.kazaa_supernode_fanout, &sns);
+        assert_eq!(&a[..4], ["--role", "supernode", "--fanout", "2"]);
     }
 
     #[test]

@@ -112,8 +112,12 @@ pub struct Scenario {
     /// KaZaA supernodes, started beside the ordinary nodes and linked to each other (0: one per five
     /// peers, at least two).
     pub kazaa_supernodes: usize,
-    /// Supernodes each KaZaA ordinary node registers its shares with (1..=supernodes).
+    /// Supernode addresses each KaZaA ordinary node is given (`--peer`, 1..=supernodes). The node
+    /// registers its shares with the best one of them only; the others are spares. This is not the fan-out.
     pub kazaa_links_per_node: usize,
+    /// KaZaA supernode fan-out: linked supernodes each supernode forwards a query to
+    /// (`kazaa-supernode --fanout`, 1..=MAX_PEERS; the binary's default is 6).
+    pub kazaa_supernode_fanout: usize,
     /// Sharing peers of Napster only (0: `peers`).
     pub napster_peers: usize,
     /// Sharing peers of Gnutella only (0: `peers`).
@@ -200,6 +204,7 @@ impl Default for Scenario {
             gnutella_leaf_links: 2,
             kazaa_supernodes: 0,
             kazaa_links_per_node: 2,
+            kazaa_supernode_fanout: 6,
             napster_peers: 0,
             gnutella_peers: 0,
             kazaa_peers: 0,
@@ -500,6 +505,12 @@ impl Scenario {
                 format!("must be 0..={MAX_PEERS} (0: one per five peers)"),
             ));
         }
+        if !(1..=MAX_PEERS).contains(&self.kazaa_supernode_fanout) {
+            return Err(invalid(
+                "kazaa_supernode_fanout",
+                format!("must be 1..={MAX_PEERS} (linked supernodes a query is forwarded to)"),
+            ));
+        }
         for (field, links, hubs, what) in [
             (
                 "gnutella_leaf_links",
@@ -658,12 +669,15 @@ pollution_downloads = 0
 op_timeout_secs = 40
 # Roles per system. Gnutella: ultrapeers taken from the sharing peers (0: one per five peers, at least
 # two; peer 0 stays a leaf) and the ultrapeers each leaf connects to. KaZaA: supernodes started beside the
-# ordinary nodes, linked to each other (0: one per five peers, at least two), and the supernodes each
-# ordinary node registers its shares with (its fan-out). Links must not exceed the hubs there are.
+# ordinary nodes, linked to each other (0: one per five peers, at least two), and the supernode addresses
+# each ordinary node is given (it registers its shares with the best one only; the rest are spares).
+# Links must not exceed the hubs there are. kazaa_supernode_fanout: the supernode fan-out, the linked
+# supernodes each supernode forwards a query to (`kazaa-supernode --fanout`, 1..=200, its default 6).
 gnutella_ultrapeers = 0
 gnutella_leaf_links = 2
 kazaa_supernodes = 0
 kazaa_links_per_node = 2
+kazaa_supernode_fanout = 6
 # Sharing peers of one system only (0: `peers`); the corpus is placed on that many peers for it.
 napster_peers = 0
 gnutella_peers = 0
@@ -761,6 +775,12 @@ mod tests {
             m.contains("`kazaa_links_per_node`") && m.contains("1..=3"),
             "{m}"
         );
+        let m = err("kazaa_supernode_fanout = 0\n");
+        assert!(m.contains("`kazaa_supernode_fanout`"), "{m}");
+        let m = err("kazaa_supernode_fanout = 201\n");
+        assert!(m.contains("`kazaa_supernode_fanout`"), "{m}");
+        let s = Scenario::from_toml("kazaa_supernode_fanout = 1\n", "s").unwrap();
+        assert_eq!(s.kazaa_supernode_fanout, 1);
         let m = err("kazaa_links_per_node = 0\n");
         assert!(m.contains("`kazaa_links_per_node`"), "{m}");
         let m = err("peers = 6\ngnutella_ultrapeers = 6\n");
