@@ -117,34 +117,40 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 /// Installs the signal handlers of a daemon (must be called inside a tokio runtime).
 ///
 /// Returns a token cancelled on SIGTERM or SIGINT. SIGUSR1 writes `stats` to `stats_file` when one is set.
+/// The handlers are registered with the OS before this returns, not later in the tasks that serve them:
+/// a daemon prints its readiness line right after, and a supervisor may signal it at once (the lab's
+/// SIGUSR1 stats snapshot). A signal arriving before registration gets the default action, which for
+/// SIGUSR1 and SIGTERM is to terminate the process without writing stats.
 pub fn install_signals(stats: Stats, stats_file: Option<PathBuf>) -> CancellationToken {
     use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
     let t = token.clone();
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install SIGTERM/SIGINT handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                }
+                t.cancel();
+            });
         }
-        t.cancel();
-    });
+        _ => tracing::error!("cannot install SIGTERM/SIGINT handlers"),
+    }
     if let Some(path) = stats_file {
-        tokio::spawn(async move {
-            let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-                tracing::error!("cannot install SIGUSR1 handler");
-                return;
-            };
-            while usr1.recv().await.is_some() {
-                write_stats(&stats, &path);
+        match signal(SignalKind::user_defined1()) {
+            Ok(mut usr1) => {
+                tokio::spawn(async move {
+                    while usr1.recv().await.is_some() {
+                        write_stats(&stats, &path);
+                    }
+                });
             }
-        });
+            Err(_) => tracing::error!("cannot install SIGUSR1 handler"),
+        }
     }
     token
 }
