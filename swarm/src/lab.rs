@@ -273,6 +273,7 @@ fn run_system(d: &mut dyn Driver, ctx: &Ctx, quiet: bool) -> SystemResult {
             control_bytes: s.control.in_bytes + s.control.out_bytes,
             reported_as: s.node.clone(),
             neighbours: s.neighbours_seen.clone(),
+            messages: s.messages.clone(),
         });
         // BitTorrent peers list whom they exchanged blocks with, keyed by address.
         if let Some(peers) = s.extra.get("peers").and_then(|v| v.as_object()) {

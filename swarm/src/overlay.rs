@@ -411,6 +411,7 @@ mod tests {
                     kind: "leaf".into(),
                 }))
                 .collect(),
+            messages: Default::default(),
         }
     }
 

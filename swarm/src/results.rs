@@ -90,6 +90,10 @@ pub struct NodeRecord {
     /// Every overlay link it held during the run, from its stats file (`neighbours_seen`).
     #[serde(default)]
     pub neighbours: Vec<common::stats::Neighbour>,
+    /// Its message counters by type, as its stats file has them (so sent and received can be
+    /// reconciled across the two ends of a link).
+    #[serde(default)]
+    pub messages: std::collections::BTreeMap<String, common::stats::MessageCounters>,
 }
 
 /// The churn phase: downloads whose sources left.
@@ -474,6 +478,7 @@ mod tests {
                 control_bytes: 70,
                 reported_as: String::new(),
                 neighbours: Vec::new(),
+                messages: Default::default(),
             },
             NodeRecord {
                 node: "a".into(),
@@ -485,6 +490,7 @@ mod tests {
                 control_bytes: 0,
                 reported_as: String::new(),
                 neighbours: Vec::new(),
+                messages: Default::default(),
             },
             NodeRecord {
                 node: "b".into(),
@@ -496,6 +502,7 @@ mod tests {
                 control_bytes: 0,
                 reported_as: String::new(),
                 neighbours: Vec::new(),
+                messages: Default::default(),
             },
         ];
         r.churn = Some(ChurnRecord {

@@ -98,6 +98,14 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         })
         .collect();
     assert_eq!(row, summed, "{stdout}");
+    // The table says every system honoured the caps.
+    let caps_row: Vec<&str> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rate caps applied"))
+        .expect("rate caps row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(caps_row, vec!["yes"; systems.len()], "{stdout}");
     // Every chart's explanation carries a computed verdict.
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     for v in [
@@ -182,9 +190,19 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
     }
     for name in ["napster", "gnutella", "kazaa", "bittorrent"] {
         let s = by(name);
-        // Every rate cap the small scenario asks for was passed, or the binary's lack of it is said.
+        // Every rate cap the small scenario asks for was passed: no binary lacked the option.
         let caps = s["rate_caps"].as_array().unwrap();
-        assert!(!caps.is_empty(), "{name}: rate caps recorded");
+        for flag in ["--upload-rate", "--download-rate"] {
+            assert!(
+                caps.iter()
+                    .any(|c| c.as_str().unwrap().contains(&format!(": {flag} "))),
+                "{name}: {flag} passed: {caps:?}"
+            );
+        }
+        assert!(
+            caps.iter().all(|c| !c.as_str().unwrap().contains("has no")),
+            "{name}: {caps:?}"
+        );
         // Churn: the file has two sources, one leaves mid-download; progress was sampled where the
         // bytes on disk show it (bittorrent-peer reserves the whole file at once).
         let churn = &s["churn"];
@@ -227,6 +245,88 @@ fn small_demo_measures_real_downloads_and_cleans_up() {
         );
     }
     assert!(by("bittorrent")["searches"].as_array().unwrap().is_empty());
+
+    // Every counted message was sent by one end and received by the other: the two ends' own stats
+    // files (copied per type into results.json) reconcile for the types only search/download clients
+    // and the infrastructure exchange (a churn source killed mid-run never sees them).
+    let count = |s: &Value, infra: Option<bool>, ty: &str, dir: &str| -> u64 {
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| infra.is_none_or(|i| n["infrastructure"] == i))
+            .map(|n| n["messages"][ty][dir].as_u64().unwrap_or(0))
+            .sum()
+    };
+    // Napster: searches (200) and download requests (203) from the clients to the server; results
+    // (201), end of results (202) and download acks (204) back.
+    let napster = by("napster");
+    for (ty, from_clients) in [
+        ("200", true),
+        ("203", true),
+        ("201", false),
+        ("202", false),
+        ("204", false),
+    ] {
+        let clients = count(
+            &napster,
+            Some(false),
+            ty,
+            if from_clients {
+                "out_count"
+            } else {
+                "in_count"
+            },
+        );
+        let server = count(
+            &napster,
+            Some(true),
+            ty,
+            if from_clients {
+                "in_count"
+            } else {
+                "out_count"
+            },
+        );
+        assert_eq!(
+            clients, server,
+            "napster {ty}: clients against server; {:?}",
+            napster["problems"]
+        );
+        assert!(clients > 0, "napster {ty} exchanged");
+    }
+    // Gnutella (ultrapeer mode): every query descriptor a node sent (search clients to their
+    // ultrapeer, ultrapeer to ultrapeer and to leaves by QRP) some node received.
+    let gnutella = by("gnutella");
+    let sent = count(&gnutella, None, "query", "out_count");
+    assert_eq!(
+        sent,
+        count(&gnutella, None, "query", "in_count"),
+        "{:?}",
+        gnutella["problems"]
+    );
+    assert!(
+        count(&gnutella, Some(false), "query", "out_count") >= 4,
+        "the search clients sent their queries"
+    );
+    // KaZaA: the clients' queries reach the supernodes, and every supernode-to-supernode forward arrives.
+    let kazaa = by("kazaa");
+    let asked = count(&kazaa, Some(false), "query", "out_count");
+    assert!(asked >= 4, "kazaa clients queried");
+    assert_eq!(
+        asked,
+        count(&kazaa, Some(true), "query", "in_count"),
+        "{:?}",
+        kazaa["problems"]
+    );
+    assert_eq!(
+        count(&kazaa, Some(true), "forward_query", "out_count"),
+        count(&kazaa, Some(true), "forward_query", "in_count")
+    );
+    assert!(
+        count(&kazaa, Some(true), "forward_query", "in_count") > 0,
+        "supernodes forwarded"
+    );
 
     // The overlay graph is the one the nodes reported: its edges are exactly the distinct pairs of the
     // out-links listed in the stats files, and each design's shape shows in them.
