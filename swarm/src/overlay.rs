@@ -169,6 +169,38 @@ fn wave(name: &str) -> &str {
     name.trim_end_matches(|c: char| c.is_ascii_digit())
 }
 
+/// Gnutella 0.4's flat mesh, checked over the servents (role `classic`): one connected overlay, nobody
+/// alone, no centre linked to all the others. Search and download clients (one link each, role `leaf`)
+/// hang off the mesh; they only must not link to each other.
+fn flat(nodes: &[NodeRecord], edges: &[Edge]) -> String {
+    let servents = names_where(nodes, |n| n.role == "classic");
+    let clients = names_where(nodes, |n| n.role != "classic");
+    let mesh: Vec<Edge> = edges
+        .iter()
+        .filter(|(a, b, _)| servents.contains(a.as_str()) && servents.contains(b.as_str()))
+        .cloned()
+        .collect();
+    let adj = adjacency(&mesh);
+    let deg = |n: &str| adj.get(n).map_or(0, BTreeSet::len);
+    let degrees: Vec<usize> = servents.iter().map(|n| deg(n)).collect();
+    let alone = degrees.iter().filter(|&&d| d == 0).count();
+    let parts = components(&servents, &adj).len();
+    let max = degrees.iter().max().copied().unwrap_or(0);
+    let mean = degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
+    let centre = servents.len() > 2 && max + 1 >= servents.len();
+    let client_links = links_between(edges, &clients, &clients);
+    let ok = !servents.is_empty() && alone == 0 && parts == 1 && !centre && client_links == 0;
+    format!(
+        "prediction held: {} ({} servents in {parts} connected part{}, degree {}–{max} (mean {mean:.1}), {alone} without a link, {}; {} clients, {client_links} links between clients)",
+        held(ok),
+        servents.len(),
+        if parts == 1 { "" } else { "s" },
+        degrees.iter().min().unwrap_or(&0),
+        if centre { "one linked to all the others" } else { "none linked to all the others" },
+        clients.len(),
+    )
+}
+
 /// "prediction held: yes/NO (figures)" for the overlay of `system`, computed from the edges and the
 /// roles the nodes wrote in their stats files.
 pub fn verdict(system: &str, nodes: &[NodeRecord], edges: &[Edge]) -> String {
@@ -196,29 +228,14 @@ pub fn verdict(system: &str, nodes: &[NodeRecord], edges: &[Edge]) -> String {
                 clients.len()
             )
         }
-        "gnutella" => tiered(nodes, edges, "ultrapeer", "leaves"),
-        "kazaa" => tiered(nodes, edges, "supernode", "ordinary nodes and clients"),
-        "gnutella classic" => {
-            let all = names_where(nodes, |_| true);
-            let degrees: Vec<usize> = all.iter().map(|n| deg(n)).collect();
-            let alone = degrees.iter().filter(|&&d| d == 0).count();
-            let parts = components(&all, &adj).len();
-            let max = degrees.iter().max().copied().unwrap_or(0);
-            let mean = degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
-            // Equals: one role for all, and no centre (a star's centre is linked to every other node).
-            let equal = nodes.iter().all(|n| n.role == "classic");
-            let centre = all.len() > 2 && max + 1 >= all.len();
-            let ok = alone == 0 && parts == 1 && equal && !centre;
-            format!(
-                "prediction held: {} ({} servents{} in {parts} connected part{}, degree {}–{max} (mean {mean:.1}), {alone} without a link, {})",
-                held(ok),
-                all.len(),
-                if equal { ", all classic" } else { ", not all classic" },
-                if parts == 1 { "" } else { "s" },
-                degrees.iter().min().unwrap_or(&0),
-                if centre { "one linked to all the others" } else { "none linked to all the others" },
-            )
+        // A scenario may run Gnutella as the classic 0.4 flood (`gnutella_classic = true`) under the plain
+        // "gnutella" label: with no ultrapeer in the run, the flat-mesh prediction is the one to check.
+        "gnutella" if nodes.iter().any(|n| n.role == "ultrapeer") => {
+            tiered(nodes, edges, "ultrapeer", "leaves")
         }
+        "gnutella" => flat(nodes, edges),
+        "kazaa" => tiered(nodes, edges, "supernode", "ordinary nodes and clients"),
+        "gnutella classic" => flat(nodes, edges),
         "bittorrent" => {
             let infra = names_where(nodes, |n| n.infrastructure);
             let infra_links = infra.iter().map(|n| deg(n)).sum::<usize>();
@@ -516,6 +533,17 @@ mod tests {
             v.contains("held: NO") && v.contains("one linked to all"),
             "{v}"
         );
+        // A scenario with `gnutella_classic = true` reports plain "gnutella": no ultrapeer, so the flat
+        // mesh is checked; its search/get clients (leaves, one link each) hang off it.
+        let mut scn = cl.clone();
+        scn.push(node("search0", "leaf", false, &[]));
+        scn.push(node("get0", "leaf", false, &[]));
+        let mut hung = ring.to_vec();
+        hung.extend([e("search0", "c1"), e("get0", "c2")]);
+        let v = verdict("gnutella", &scn, &hung);
+        assert!(v.contains("held: yes") && v.contains("2 clients"), "{v}");
+        hung.push(e("search0", "get0"));
+        assert!(verdict("gnutella", &scn, &hung).contains("held: NO"));
 
         let mut bt = vec![node("tracker", "server", true, &[])];
         bt.extend((0..5).map(|i| node(&format!("p{i}"), "leecher", false, &[])));
