@@ -286,6 +286,12 @@ impl Client {
         // The greeting ends with the 214 stats line.
         while c.next_event().await?.0 != ty::STATS {}
         c.shared_files = c.share_all().await?;
+        if c.shared_files > 0 {
+            // The shares only go into the control channel; a 214 round trip (answered in order) makes
+            // "connected" mean "the server has indexed them", so a caller that announces readiness next
+            // cannot be searched for before its files are there.
+            c.settle().await?;
+        }
         Ok(c)
     }
 
