@@ -260,13 +260,7 @@ async fn run_node(
 
 /// Failures end with one line on stderr (the error and its causes, `: `-separated) and exit code 1.
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bittorrent-peer: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::daemon::exit_status("bittorrent-peer", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

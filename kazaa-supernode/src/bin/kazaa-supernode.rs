@@ -581,6 +581,14 @@ async fn give(
 }
 
 async fn supernode(cli: Cli) -> anyhow::Result<()> {
+    if let Some(dir) = &cli.share {
+        // Our supernodes index their children's files and share none of their own: refuse rather than
+        // start with a folder that would silently be ignored.
+        bail!(
+            "--share {}: a supernode shares no files of its own (use --role ordinary or --role auto)",
+            dir.display()
+        );
+    }
     let listen = cli.daemon.listen_or(1214);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -810,9 +818,13 @@ async fn fetch(
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     common::telemetry::init_tracing(cli.daemon.log_json);
+    common::daemon::exit_status("kazaa-supernode", run(cli).await)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Get(g)) => {
             let stats_file = cli.daemon.stats_file.clone();

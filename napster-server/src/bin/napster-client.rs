@@ -119,20 +119,13 @@ enum Cmd {
     },
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(false);
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("napster-client: cannot start the runtime: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("napster-client: {e:#}");
-        std::process::exit(1);
-    }
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    common::daemon::exit_status("napster-client", result)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -98,10 +98,14 @@ struct Cli {
     seed: Option<u64>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // RUST_LOG as target=level directives: EnvFilter's regex engine was a sixth of the resident code.
     init_tracing_lean(cli.daemon.log_json);
+    common::daemon::exit_status("tracker", start(cli))
+}
+
+fn start(cli: Cli) -> anyhow::Result<()> {
     let rt = if cli.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
