@@ -112,7 +112,11 @@ impl Raw {
         self.s.write_all(&b).unwrap();
     }
 
-    /// Next frame, or None at EOF / reset.
+    /// Next frame, or None when the server closed the connection (EOF / reset).
+    ///
+    /// Panics when neither a frame nor a close arrives within the read deadline: `None` must mean the
+    /// server really closed, so `assert_eq!(r.recv(), None)` cannot pass for a server that keeps a
+    /// socket it should have dropped.
     pub fn recv(&mut self) -> Option<(u16, String)> {
         loop {
             if let Some((f, n)) = Frame::decode_with_limit(&self.buf, MAX_PAYLOAD).unwrap() {
@@ -121,7 +125,16 @@ impl Raw {
             }
             let mut chunk = [0u8; 4096];
             match self.s.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
+                Ok(0) => return None,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("no frame and no close within {DEADLINE:?}")
+                }
+                Err(_) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
