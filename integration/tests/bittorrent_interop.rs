@@ -330,6 +330,26 @@ fn transmission_show_reads_ours_and_we_read_mktorrent() {
     )
     .unwrap();
     assert_eq!(again.info.pieces, theirs.info.pieces);
+    // transmission-show reads our multi-file torrent too: same info_hash, both files under the folder.
+    let ours_mf = make_torrent(
+        &folder,
+        &dir.path().join("ours-mf.torrent"),
+        &["http://a/announce"],
+        256 << 10,
+    );
+    let mf = Metainfo::load(&ours_mf).unwrap();
+    assert_eq!(mf.info.files.len(), 2);
+    let o = Command::new("transmission-show")
+        .arg(&ours_mf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains(&mf.info_hash.to_hex()), "{text}");
+    assert!(
+        text.contains("folder/one.bin") && text.contains("folder/sub/two.bin"),
+        "{text}"
+    );
     // Our seeder can serve it: the storage opens mktorrent's layout.
     let st = bittorrent_peer::storage::Storage::open(
         &theirs.info,
