@@ -197,8 +197,9 @@ fn download_rate_caps_the_leecher() {
 
 #[test]
 fn seed_time_keeps_a_finished_leecher_serving_then_exits() {
+    // Private torrent: no PEX, so the second leecher, told only the first, can learn of no other source.
     let dir = tempfile::tempdir().unwrap();
-    let (t, data) = content(dir.path(), "st.bin", 300_000, false);
+    let (t, data) = content(dir.path(), "st.bin", 300_000, true);
     let src = dir.path().join("src");
     let mut origin = seeder(s(&t), s(&src), &[]);
     let out1 = dir.path().join("out1");
@@ -207,23 +208,24 @@ fn seed_time_keeps_a_finished_leecher_serving_then_exits() {
         s(&t),
         s(&out1),
         &origin.addr().to_string(),
-        &["--seed-time", "4"],
+        &["--seed-time", "8"],
     );
     wait_until("first leecher complete", LIMIT, || {
         std::fs::read(out1.join("st.bin")).ok().as_deref() == Some(&data[..])
     });
     let completed = Instant::now();
-    // The origin leaves: the second leecher can only get the file from the first, now seeding.
-    origin.terminate(Duration::from_secs(5)).unwrap();
+    // The second leecher starts at once (the seed time is the window it has to reach the first), and
+    // can only get the file from the first, now seeding.
     let out2 = dir.path().join("out2");
     let mut second = leecher(s(&t), s(&out2), &first.addr().to_string(), &[]);
+    origin.terminate(Duration::from_secs(5)).unwrap();
     assert!(second.wait_exit(LIMIT).unwrap().success());
     assert_eq!(std::fs::read(out2.join("st.bin")).unwrap(), data);
     let st = first.wait_exit(LIMIT).unwrap();
     assert!(st.success(), "--seed-time ends with exit 0, got {st}");
     // It stayed at least the seed time after completing (completion was seen after it happened).
     assert!(
-        completed.elapsed() + Duration::from_millis(300) >= Duration::from_secs(4),
+        completed.elapsed() + Duration::from_millis(300) >= Duration::from_secs(8),
         "exited {:?} after completion (started {:?} ago)",
         completed.elapsed(),
         started.elapsed()
