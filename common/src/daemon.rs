@@ -116,7 +116,8 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 
 /// Installs the signal handlers of a daemon (must be called inside a tokio runtime).
 ///
-/// Returns a token cancelled on SIGTERM or SIGINT. SIGUSR1 writes `stats` to `stats_file` when one is set.
+/// Returns a token cancelled on SIGTERM or SIGINT. SIGUSR1 writes `stats` to `stats_file` when one is set
+/// (and is only logged otherwise).
 /// The handlers are registered with the OS before this returns, not later in the tasks that serve them:
 /// a daemon prints its readiness line right after, and a supervisor may signal it at once (the lab's
 /// SIGUSR1 stats snapshot). A signal arriving before registration gets the default action, which for
@@ -140,17 +141,20 @@ pub fn install_signals(stats: Stats, stats_file: Option<PathBuf>) -> Cancellatio
         }
         _ => tracing::error!("cannot install SIGTERM/SIGINT handlers"),
     }
-    if let Some(path) = stats_file {
-        match signal(SignalKind::user_defined1()) {
-            Ok(mut usr1) => {
-                tokio::spawn(async move {
-                    while usr1.recv().await.is_some() {
-                        write_stats(&stats, &path);
+    // SIGUSR1 is taken even without a stats file: a supervisor asking for stats must not kill the node
+    // (SIGUSR1's default action is to terminate).
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut usr1) => {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    match &stats_file {
+                        Some(path) => write_stats(&stats, path),
+                        None => tracing::info!("SIGUSR1: no --stats-file to write"),
                     }
-                });
-            }
-            Err(_) => tracing::error!("cannot install SIGUSR1 handler"),
+                }
+            });
         }
+        Err(_) => tracing::error!("cannot install SIGUSR1 handler"),
     }
     token
 }
