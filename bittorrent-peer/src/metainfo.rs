@@ -233,10 +233,8 @@ pub fn parse_info(raw: &[u8]) -> Result<Info, MetainfoError> {
     })
 }
 
-/// SHA-1 of a byte string as our digest type.
-pub fn sha1(data: &[u8]) -> Sha1Digest {
-    Sha1Digest(Sha1::digest(data).into())
-}
+/// SHA-1 of a byte string, from `common` (the one SHA-1 of the workspace).
+pub use common::hash::sha1;
 
 impl Metainfo {
     /// Parses a .torrent file's bytes.
