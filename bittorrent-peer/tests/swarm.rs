@@ -257,17 +257,7 @@ fn dial_counter(ip: [u8; 4]) -> (SocketAddr, Arc<AtomicUsize>) {
 /// Connects to `to` from the loopback address `from`, sends a handshake for `meta` with a peer id
 /// nobody used yet, and returns what comes back before the node closes (at most its handshake).
 fn handshake_from(from: [u8; 4], to: SocketAddr, meta: &Metainfo, id: &[u8; 20]) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let s = rt.block_on(async {
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.bind(SocketAddr::from((from, 0))).unwrap();
-        sock.connect(to).await.expect("connect")
-    });
-    let mut s: TcpStream = s.into_std().unwrap();
-    s.set_nonblocking(false).unwrap();
+    let mut s: TcpStream = integration::connect_from(to, from.into()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // The node may close before reading: a failed write is an answer too.
     let _ = s.write_all(&Handshake::new(meta.info_hash, PeerId(*id)).to_bytes());

@@ -429,6 +429,26 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0")
 }
 
+/// A blocking TCP connection to `to` from the loopback address `from` (`127.0.0.2`, ...), for tests of
+/// per-IP rules (bans, clone limits): the socket is bound to `from` before it connects, which std's
+/// `TcpStream` cannot do, so tokio's `TcpSocket` does it on a throwaway current-thread runtime.
+pub fn connect_from(
+    to: SocketAddr,
+    from: std::net::Ipv4Addr,
+) -> std::io::Result<std::net::TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::from((from, 0)))?;
+        sock.connect(to).await
+    })?;
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
 /// Runs a workspace binary to completion with a timeout (killing it after), capturing its output.
 pub fn run_tool(bin: &str, args: &[&str], timeout: Duration) -> Result<Output> {
     run_program(&bin_path(bin), args, timeout)

@@ -91,17 +91,7 @@ impl Raw {
 
     /// Connects from another loopback address (`127.0.0.2` and so on), bound before connecting.
     pub fn connect_from(addr: SocketAddr, from: std::net::Ipv4Addr) -> Raw {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let s = rt.block_on(async {
-            let sock = tokio::net::TcpSocket::new_v4().unwrap();
-            sock.bind(SocketAddr::from((from, 0))).unwrap();
-            sock.connect(addr).await.expect("connect")
-        });
-        let s = s.into_std().unwrap();
-        s.set_nonblocking(false).unwrap();
+        let s = integration::connect_from(addr, from).expect("connect");
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         s.set_nodelay(true).unwrap();
         Raw { s, buf: Vec::new() }
