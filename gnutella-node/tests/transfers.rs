@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gnutella_node::codec::message::sha1_urn;
-use integration::Daemon;
+use integration::{payload, Daemon};
 
 const BIN: &str = "gnutella-node";
 /// Longest any client process in these tests may run.
@@ -32,19 +32,6 @@ fn node(share: Option<&Path>, extra: &[&str]) -> Daemon {
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("gnutella-node starts")
-}
-
-/// A deterministic, incompressible-looking body.
-fn body(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 fn share(root: &Path, dir: &str, name: &str, data: &[u8]) -> PathBuf {
@@ -134,7 +121,7 @@ fn wait_searchable(up: &str, words: &str) {
 #[test]
 fn a_download_finishes_with_sources_learned_only_from_x_alt() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = body(512 * 1024, 7);
+    let data = payload(512 * 1024, 7);
     let urn = urn_of(&data);
     // A is slow (alone it would need about 4 s); B and C are fast. Nobody is linked to anybody.
     let a = node(
@@ -190,7 +177,7 @@ fn a_download_finishes_with_sources_learned_only_from_x_alt() {
 #[test]
 fn get_without_a_source_finds_them_by_urn_requery() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = body(200 * 1024, 5);
+    let data = payload(200 * 1024, 5);
     let urn = urn_of(&data);
     let up = node(None, &[]);
     let up_addr = up.addr().to_string();
@@ -215,7 +202,7 @@ fn get_without_a_source_finds_them_by_urn_requery() {
 #[test]
 fn upload_and_download_rate_caps_hold() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = body(256 * 1024, 11);
+    let data = payload(256 * 1024, 11);
     let urn = urn_of(&data);
     let rate = 128 * 1024;
     // 256 KiB at 128 KiB/s with a burst of a tenth of a second: at least about 1.9 s.
@@ -256,7 +243,7 @@ fn upload_and_download_rate_caps_hold() {
 #[test]
 fn a_flash_crowd_of_twelve_leaves_all_finish_from_one_source() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = body(512 * 1024, 23);
+    let data = payload(512 * 1024, 23);
     let urn = urn_of(&data);
     let up = node(None, &[]);
     let up_addr = up.addr().to_string();
