@@ -35,6 +35,11 @@ install_packages() {
 
 install_packages
 
+# A one-shot build gains nothing from incremental state (2.8 GB of it on a fresh clone).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Show how much disk the build may use: a full disk kills the linker with SIGBUS, not a clear error.
+df -h "$PWD" | tail -n 1 | awk '{print "==> free disk for target/: " $4}'
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -52,3 +57,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+du -sh target 2>/dev/null | awk '{print "==> target/ size: " $1}' || true
