@@ -7,21 +7,13 @@
 //! before any task could have registered anything: without the synchronous registration this test
 //! process is killed by SIGUSR1.
 
+mod signal_support;
+
 use std::time::Duration;
 
 use common::daemon::install_signals;
 use common::stats::Stats;
-
-/// Sends `sig` to this process with kill(1) and waits for kill to exit: a blocking call, so the runtime
-/// gets no chance to run a spawned task meanwhile, and the signal is pending when it returns.
-fn signal_self(sig: &str) {
-    let st = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(std::process::id().to_string())
-        .status()
-        .expect("running kill");
-    assert!(st.success(), "kill -{sig}: {st}");
-}
+use signal_support::signal_self;
 
 #[tokio::test(flavor = "current_thread")]
 async fn signals_right_after_install_are_handled_not_fatal() {

@@ -3,19 +3,13 @@
 //! `--stats-file` used to die when a supervisor asked it for stats. Its own test binary (one process):
 //! the signals below go to the whole process.
 
+mod signal_support;
+
 use std::time::Duration;
 
 use common::daemon::install_signals;
 use common::stats::Stats;
-
-fn signal_self(sig: &str) {
-    let st = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(std::process::id().to_string())
-        .status()
-        .expect("running kill");
-    assert!(st.success(), "kill -{sig}: {st}");
-}
+use signal_support::signal_self;
 
 #[tokio::test(flavor = "current_thread")]
 async fn sigusr1_without_a_stats_file_is_not_fatal() {
