@@ -47,6 +47,32 @@ fn serve_with(
     support::client(&args)
 }
 
+/// A sharing client whose stats go to `<dir>/<nick>-stats.json` on exit; its data folder is
+/// `<dir>/<nick>`.
+fn serve_stats(
+    server: &Daemon,
+    nick: &str,
+    share: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> (Daemon, std::path::PathBuf) {
+    let stats = dir.join(format!("{nick}-stats.json"));
+    let mut args = vec!["--stats-file", stats.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let d = serve_with(server, nick, share, &dir.join(nick), false, &args);
+    (d, stats)
+}
+
+/// `<dir>/share` holding `files` (name, content).
+fn share_folder(dir: &Path, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let share = dir.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    for (name, data) in files {
+        std::fs::write(share.join(name), data).unwrap();
+    }
+    share
+}
+
 fn get(
     server: &Daemon,
     nick: &str,
@@ -99,6 +125,32 @@ fn wait_with_deadline(mut child: std::process::Child) -> std::process::Output {
     }
 }
 
+/// `nick` gets `query` into a fresh folder that already holds the first `at` bytes of `data` as
+/// `<name>.part` (left by an earlier attempt); the transfer must start there, by `method`, and end with
+/// the whole file.
+#[allow(clippy::too_many_arguments)]
+fn resume(
+    server: &Daemon,
+    dir: &Path,
+    nick: &str,
+    query: &str,
+    name: &str,
+    data: &[u8],
+    at: usize,
+    method: &str,
+) {
+    let out = dir.join(format!("{nick}-out"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(format!("{name}.part")), &data[..at]).unwrap();
+    let (ok, v, err) = get(server, nick, query, &out, &dir.join(nick), &[]);
+    assert!(ok, "{err}");
+    assert_eq!(v["method"], method, "{v}");
+    assert_eq!(v["offset"], at, "{v}");
+    assert_eq!(v["fetched"], data.len() - at, "{v}");
+    assert_eq!(std::fs::read(out.join(name)).unwrap(), data);
+    assert!(!out.join(format!("{name}.part")).exists());
+}
+
 #[test]
 fn s8_8_download_with_get_and_resume() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,23 +179,16 @@ fn s8_8_download_with_get_and_resume() {
     );
 
     // Resume: a partial file from an earlier attempt is continued at its length.
-    let out = dir.path().join("carol-out");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("Beatles - Hey Jude.mp3.part"), &data[..100_000]).unwrap();
-    let (ok, v, err) = get(
+    let name = "Beatles - Hey Jude.mp3";
+    resume(
         &server,
+        dir.path(),
         "carol",
         "jude",
-        &out,
-        &dir.path().join("carol"),
-        &[],
-    );
-    assert!(ok, "{err}");
-    assert_eq!(v["offset"], 100_000);
-    assert_eq!(v["fetched"], data.len() as u64 - 100_000);
-    assert_eq!(
-        std::fs::read(out.join("Beatles - Hey Jude.mp3")).unwrap(),
-        data
+        name,
+        &data,
+        100_000,
+        "get",
     );
 
     // Counters back down once alice's 221s arrive (waited for: they race the watcher's whois). That they
@@ -173,7 +218,21 @@ fn s8_9_firewalled_uploader_pushes() {
     );
     assert!(ok, "{err}");
     assert_eq!(v["method"], "push");
+    assert_eq!(v["offset"], 0);
     assert_eq!(std::fs::read(out.join("Yesterday.mp3")).unwrap(), data);
+
+    // Resume by push: the offset answering the SEND comes from the partial file.
+    let name = "Yesterday.mp3";
+    resume(
+        &server,
+        dir.path(),
+        "carol",
+        "yesterday",
+        name,
+        &data,
+        60_000,
+        "push",
+    );
 
     // A firewalled downloader does not even see the firewalled uploader's file ...
     let (ok, _, err) = get(
@@ -192,6 +251,89 @@ fn s8_9_firewalled_uploader_pushes() {
     assert!(r.last().unwrap().1.contains(" firewallerror "), "{r:?}");
 }
 
+/// Connects to a client's data port, checks its `1`, sends `req` (GET and its request line in one
+/// segment, as TekNap sends them) and returns everything the uploader sent until it closed.
+fn peer_ask(data_port: std::net::SocketAddr, req: &[u8]) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(data_port).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"1");
+    s.write_all(req).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    reply
+}
+
+/// [`peer_ask`] for a reply that is text (a refusal).
+fn peer_text(data_port: std::net::SocketAddr, req: &[u8]) -> String {
+    String::from_utf8(peer_ask(data_port, req)).unwrap()
+}
+
+/// The fields of the 204 that ends `frames` (a `Raw::until(204)`).
+fn download_ack(frames: &[(u16, String)]) -> Vec<String> {
+    let (t, text) = frames.last().unwrap();
+    assert_eq!(*t, 204, "{frames:?}");
+    napster_server::codec::fields::split(text)
+        .unwrap()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Like TekNap, the uploader serves a GET only after the server's 607 for that nick and that file, and
+/// once per 607 (notes §3): a raw downloader `bob` asks for one song with 203; alice's client answers the
+/// 607 with 608 and the server's 204 gives bob her data port. A GET for that song from another nick, and
+/// bob's GET for another song she shares, get `INVALID REQUEST` and nothing else; bob's own GET gets the
+/// size and the bytes; a second GET reusing the same 607 is refused again. Her stats agree: one 607
+/// answered, three refusals, one upload.
+#[test]
+fn uploads_need_the_607_for_that_nick_and_that_file_and_serve_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(3000);
+    let share = share_folder(
+        dir.path(),
+        &[("One Song.mp3", &data), ("Other Song.mp3", &content(500))],
+    );
+    let server = support::server(&dir.path().join("srv"), &[]);
+    let (mut alice, stats) = serve_stats(&server, "alice", &share, dir.path(), &[]);
+    let mut bob = Raw::login(server.addr(), "bob", 6699);
+    bob.send(203, "alice \"One Song.mp3\"");
+    // The 204 comes after alice's 608, which she sends once the grant is recorded.
+    let ack = download_ack(&bob.until(204));
+    assert_eq!(ack[0], "alice");
+    assert_eq!(ack[2], alice.addr().port().to_string());
+    assert_eq!(ack[3], "One Song.mp3");
+    let at = alice.addr();
+    assert_eq!(
+        peer_text(at, b"GETmallory \"One Song.mp3\" 0"),
+        "INVALID REQUEST",
+        "the 607 was for bob"
+    );
+    assert_eq!(
+        peer_text(at, b"GETbob \"Other Song.mp3\" 0"),
+        "INVALID REQUEST",
+        "the 607 was for the other file"
+    );
+    let mut want = data.len().to_string().into_bytes();
+    want.extend_from_slice(&data);
+    assert_eq!(peer_ask(at, b"GETbob \"One Song.mp3\" 0"), want);
+    assert_eq!(
+        peer_text(at, b"GETbob \"One Song.mp3\" 0"),
+        "INVALID REQUEST",
+        "one GET per 607"
+    );
+    alice.terminate(DEADLINE).unwrap();
+    let st = stats_of(&stats);
+    assert_eq!(msgs(&st, "607", "in_count"), 1, "{st}");
+    assert_eq!(msgs(&st, "608", "out_count"), 1, "{st}");
+    let t = &st["transfers"];
+    assert_eq!(t["uploads_refused"], 3, "{t}");
+    assert_eq!(t["uploads_started"], 1, "{t}");
+    assert_eq!(t["uploads_completed"], 1, "{t}");
+    assert_eq!(t["upload_bytes"], data.len() as u64, "{t}");
+}
+
 #[test]
 fn s8_10_peer_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,18 +342,7 @@ fn s8_10_peer_errors() {
     std::fs::write(share.join("song.mp3"), content(1000)).unwrap();
     let server = support::server(&dir.path().join("srv"), &[]);
     let alice = serve(&server, "alice", &share, &dir.path().join("alice"), false);
-    let ask = |req: &[u8]| -> String {
-        let mut s = std::net::TcpStream::connect(alice.addr()).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        let mut one = [0u8; 1];
-        s.read_exact(&mut one).unwrap();
-        assert_eq!(&one, b"1");
-        // GET and its request line in one segment, as TekNap sends them.
-        s.write_all(req).unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        reply
-    };
+    let ask = |req: &[u8]| peer_text(alice.addr(), req);
     assert_eq!(ask(b"GETbob \"nothere.mp3\" 0"), "FILE NOT SHARED");
     assert_eq!(
         ask(b"GETbob \"song.mp3\" 0"),
@@ -333,7 +464,9 @@ fn interactive_shell_searches_browses_and_gets() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"search jude\nbrowse alice\nbogus\nget nothing here\nget hey jude\nquit\n")
+        .write_all(
+            b"search jude\nbrowse nobody\nbrowse alice\nbogus\nget nothing here\nget hey jude\nquit\n",
+        )
         .unwrap();
     let done = wait_with_deadline(child);
     assert!(
@@ -347,10 +480,13 @@ fn interactive_shell_searches_browses_and_gets() {
     assert!(lines[0].contains("\"listening\""), "{stdout}");
     let hits: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
     assert_eq!(hits[0]["nick"], "alice", "{stdout}");
-    let files: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    // An unknown nick's browse (210, then 213) fails without ending the next browse early.
+    assert_eq!(lines[2], "error: nobody is not online", "{stdout}");
+    let files: serde_json::Value = serde_json::from_str(lines[3]).unwrap();
     assert_eq!(files[0]["path"], "Hey Jude.mp3", "{stdout}");
-    assert!(lines[3].starts_with("error: no results"), "{stdout}");
-    let got: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+    assert_eq!(files[0]["size"], data.len(), "{stdout}");
+    assert!(lines[4].starts_with("error: no results"), "{stdout}");
+    let got: serde_json::Value = serde_json::from_str(lines[5]).unwrap();
     assert_eq!(got["from"], "alice");
     assert_eq!(std::fs::read(out.join("Hey Jude.mp3")).unwrap(), data);
 }
@@ -434,45 +570,152 @@ fn wait_counts(w: &mut Raw, nick: &str, want: (&str, &str)) {
     }
 }
 
+/// Shares `path` of `size` bytes on a raw connection (type 100) and waits until the server has it.
+fn raw_share(r: &mut Raw, path: &str, size: usize) {
+    r.send(
+        100,
+        &format!("\"{path}\" 00000000000000000000000000000000 {size} 128 44100 1"),
+    );
+    assert_eq!(r.drain(), vec![]);
+}
+
+/// Accepts one connection on `l` within the deadline.
+fn accept_within(l: &std::net::TcpListener) -> std::net::TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(DEADLINE)).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(start.elapsed() < DEADLINE, "nobody connected");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// Reads a peer request (GET or SEND and its line) from `s` until it is complete.
+fn read_peer_request(s: &mut std::net::TcpStream) -> napster_server::codec::peer::PeerRequest {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(req) = napster_server::codec::peer::parse_request(&buf).unwrap() {
+            return req;
+        }
+        let mut chunk = [0u8; 512];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed mid-request: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// 218–221 as whois shows them, with no race against the transfer: the other end of each transfer is
+/// the test, which holds it open until the counter has been seen.
+///
+/// Downloader: `bob` runs `get`, the uploader `tape` is a raw connection whose data port is the test's
+/// listener. The test answers the 607 with 608, serves half the file, waits until whois shows bob
+/// downloading (218), then sends the rest; bob's stats show his 218 and 219.
+///
+/// Uploader: alice's client serves a raw downloader capped at 8 KiB/s for a 512 KiB file (a minute
+/// of sending); the test reads the size, waits until whois shows alice uploading (220), then hangs up,
+/// and alice's 221 brings her back to 0 with the upload counted as failed.
 #[test]
 fn the_clients_report_218_to_221_while_a_transfer_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    let data = content(64 * 1024);
-    std::fs::write(share.join("slow song.mp3"), &data).unwrap();
     let server = support::server(&dir.path().join("srv"), &[]);
-    // A capped upload keeps the transfer running for about two seconds.
-    let _alice = serve_with(
-        &server,
-        "alice",
-        &share,
-        &dir.path().join("alice"),
-        false,
-        &["--upload-rate", "32k"],
-    );
     let mut w = Raw::login(server.addr(), "watcher", 6699);
+
+    let data = content(40_000);
+    let tape_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut tape = Raw::login(
+        server.addr(),
+        "tape",
+        tape_port.local_addr().unwrap().port(),
+    );
+    let wire_path = r"C:\tape\Slow Song.mp3";
+    raw_share(&mut tape, wire_path, data.len());
     let out = dir.path().join("bob-out");
-    std::thread::scope(|s| {
-        let getter = s.spawn(|| {
+    let bob_stats = dir.path().join("bob-stats.json");
+    std::thread::scope(|scope| {
+        let getter = scope.spawn(|| {
+            let stats = [
+                "--ping-window-ms",
+                "0",
+                "--stats-file",
+                bob_stats.to_str().unwrap(),
+            ];
             get(
                 &server,
                 "bob",
                 "slow song",
                 &out,
                 &dir.path().join("bob"),
-                &[],
+                &stats,
             )
         });
-        // 218 from the downloader and 220 from the uploader while the bytes flow.
+        let r = tape.until(607);
+        // 607 <downloader> "<path>" <downloader's link speed> (7, the client's default).
+        assert_eq!(
+            r.last().unwrap().1,
+            format!("bob \"{wire_path}\" 7"),
+            "{r:?}"
+        );
+        tape.send(608, &format!("bob \"{wire_path}\""));
+        let mut s = accept_within(&tape_port);
+        s.write_all(b"1").unwrap();
+        let req = read_peer_request(&mut s);
+        assert_eq!(
+            (req.nick.as_str(), req.path.as_str(), req.number),
+            ("bob", wire_path, 0)
+        );
+        s.write_all(data.len().to_string().as_bytes()).unwrap();
+        s.write_all(&data[..20_000]).unwrap();
         wait_counts(&mut w, "bob", ("1", "0"));
-        wait_counts(&mut w, "alice", ("0", "1"));
-        let (ok, _, err) = getter.join().unwrap();
+        s.write_all(&data[20_000..]).unwrap();
+        drop(s);
+        let (ok, v, err) = getter.join().unwrap();
         assert!(ok, "{err}");
+        assert_eq!(v["from"], "tape", "{v}");
     });
-    assert_eq!(std::fs::read(out.join("slow song.mp3")).unwrap(), data);
-    // 221 brings alice back to zero (bob has logged off, so only alice can be asked).
+    assert_eq!(std::fs::read(out.join("Slow Song.mp3")).unwrap(), data);
+    // Bob has logged off, so his 219 is read from his own stats.
+    let st = stats_of(&bob_stats);
+    assert_eq!(msgs(&st, "218", "out_count"), 1, "{st}");
+    assert_eq!(msgs(&st, "219", "out_count"), 1, "{st}");
+
+    let big = content(512 * 1024);
+    let share = share_folder(dir.path(), &[("Long Song.mp3", &big)]);
+    let (mut alice, stats) = serve_stats(
+        &server,
+        "alice",
+        &share,
+        dir.path(),
+        &["--upload-rate", "8k"],
+    );
+    let mut carol = Raw::login(server.addr(), "carol", 6699);
+    carol.send(203, "alice \"Long Song.mp3\"");
+    download_ack(&carol.until(204));
+    let mut s = std::net::TcpStream::connect(alice.addr()).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).unwrap();
+    s.write_all(b"GETcarol \"Long Song.mp3\" 0").unwrap();
+    let size = big.len().to_string();
+    let mut head = vec![0u8; size.len() + 1];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head[..size.len()], size.as_bytes());
+    wait_counts(&mut w, "alice", ("0", "1"));
+    drop(s);
     wait_counts(&mut w, "alice", ("0", "0"));
+    alice.terminate(DEADLINE).unwrap();
+    let t = &stats_of(&stats)["transfers"];
+    assert_eq!(t["uploads_started"], 1, "{t}");
+    assert_eq!(t["uploads_failed"], 1, "{t}");
+    assert_eq!(t["uploads_completed"], 0, "{t}");
 }
 
 /// Runs a one-shot `napster-client` command as `nick` (`args` go between the global options and the
@@ -511,20 +754,15 @@ fn msgs(stats: &serde_json::Value, t: &str, dir: &str) -> u64 {
 #[test]
 fn a_shared_file_removed_from_disk_gets_file_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::write(share.join("Doomed Song.mp3"), content(10_000)).unwrap();
-    std::fs::write(share.join("Kept Song.mp3"), content(500)).unwrap();
-    let server = support::server(&dir.path().join("srv"), &[]);
-    let stats = dir.path().join("alice-stats.json");
-    let mut alice = serve_with(
-        &server,
-        "alice",
-        &share,
-        &dir.path().join("alice"),
-        false,
-        &["--stats-file", stats.to_str().unwrap()],
+    let share = share_folder(
+        dir.path(),
+        &[
+            ("Doomed Song.mp3", &content(10_000)),
+            ("Kept Song.mp3", &content(500)),
+        ],
     );
+    let server = support::server(&dir.path().join("srv"), &[]);
+    let (mut alice, stats) = serve_stats(&server, "alice", &share, dir.path(), &[]);
     std::fs::remove_file(share.join("Doomed Song.mp3")).unwrap();
     let out = dir.path().join("out");
     let (ok, _, err) = get(
@@ -555,65 +793,73 @@ fn a_shared_file_removed_from_disk_gets_file_not_found() {
     assert_eq!(t["uploads_completed"], 1, "{t}");
 }
 
-/// "Pings the hosts that have the file and picks the best": four users share the same file. `mute`
-/// (a raw connection announcing T3+) heads the search results but answers no ping; `slow` is capped and
-/// announces a modem; `gone` announces T3+ but its data port is unreachable (it listens on 127.0.0.2
-/// while the server hands out 127.0.0.1); `fast` announces DSL. The getter must ping all four, try
-/// `gone` first (answered, fastest line), fail over to `fast`, and never ask `slow` or `mute`. The
+/// Starts a sharing client for each `(nick, extra args)`, every one sharing `name` with `data`, each
+/// writing its stats to `<nick>-stats.json` on exit.
+fn sharers_of(
+    server: &Daemon,
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    who: &[(&str, &[&str])],
+) -> Vec<(Daemon, std::path::PathBuf)> {
+    who.iter()
+        .map(|(nick, extra)| {
+            let share = share_folder(&dir.join(format!("{nick}-files")), &[(name, data)]);
+            serve_stats(server, nick, &share, dir, extra)
+        })
+        .collect()
+}
+
+/// Stops each sharer and returns the stats it wrote.
+fn stop_all(sharers: &mut [(Daemon, std::path::PathBuf)]) -> Vec<serde_json::Value> {
+    sharers
+        .iter_mut()
+        .map(|(d, path)| {
+            d.terminate(DEADLINE).unwrap();
+            stats_of(path)
+        })
+        .collect()
+}
+
+/// "Pings the hosts that have the file and picks the best", with the clock taken out: three users share
+/// the same file. `slow` is capped and announces a modem; `gone` announces T3+ but its data port is
+/// unreachable (it listens on 127.0.0.2 while the server hands out 127.0.0.1); `fast` announces DSL. The
+/// getter's ping window and tie band are as long as the test's deadline, so every pong ties with the
+/// fastest whatever the machine's load (all three answer, so the wait ends with the last pong) and the
+/// announced link speed alone decides: the getter pings all three, tries `gone` first, fails over to
+/// `fast`, and never asks `slow`. How pong times split into bands is `rank_by_pong`'s unit test. The
 /// uploaders' own stats say who was asked and who served.
 #[test]
-fn get_pings_ranks_and_fails_over_to_the_best_reachable_source() {
+fn get_pings_every_source_ranks_by_link_speed_and_fails_over() {
     const NAME: &str = "Common Song.mp3";
     let dir = tempfile::tempdir().unwrap();
     let data = content(20_000);
     let server = support::server(&dir.path().join("srv"), &[]);
-    let mut mute = Raw::login_as(server.addr(), "mute", 6699, 10);
-    mute.send(
-        100,
-        &format!(
-            "\"C:\\share\\{NAME}\" 00000000000000000000000000000000 {} 128 44100 1",
-            data.len()
-        ),
+    let mut sharers = sharers_of(
+        &server,
+        dir.path(),
+        NAME,
+        &data,
+        &[
+            ("slow", &["--speed", "3", "--upload-rate", "16k"]),
+            ("gone", &["--speed", "10", "--data-listen", "127.0.0.2:0"]),
+            ("fast", &["--speed", "8"]),
+        ],
     );
-    assert_eq!(mute.drain(), vec![]);
-    let sharer = |nick: &str, extra: &[&str]| {
-        let share = dir.path().join(format!("{nick}-share"));
-        std::fs::create_dir_all(&share).unwrap();
-        std::fs::write(share.join(NAME), &data).unwrap();
-        let stats = dir.path().join(format!("{nick}-stats.json"));
-        let mut args = vec!["--stats-file", stats.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let d = serve_with(&server, nick, &share, &dir.path().join(nick), false, &args);
-        (d, stats)
-    };
-    let mut sharers = [
-        sharer("slow", &["--speed", "3", "--upload-rate", "16k"]),
-        sharer("gone", &["--speed", "10", "--data-listen", "127.0.0.2:0"]),
-        sharer("fast", &["--speed", "8"]),
-    ];
     let out = dir.path().join("out");
+    let wide = DEADLINE.as_millis().to_string();
     let (ok, v, err) = get(
         &server,
         "getter",
         "common song",
         &out,
         &dir.path().join("getter"),
-        &[],
+        &["--ping-window-ms", &wide, "--ping-tie-ms", &wide],
     );
     assert!(ok, "{err}");
     assert_eq!(v["from"], "fast", "{err}");
     assert_eq!(std::fs::read(out.join(NAME)).unwrap(), data);
-    // mute was pinged but never asked for the file.
-    let seen = mute.drain();
-    assert!(seen.contains(&(751, "getter".into())), "{seen:?}");
-    assert!(!seen.iter().any(|f| f.0 == 607), "{seen:?}");
-    let stats: Vec<serde_json::Value> = sharers
-        .iter_mut()
-        .map(|(d, path)| {
-            d.terminate(DEADLINE).unwrap();
-            stats_of(path)
-        })
-        .collect();
+    let stats = stop_all(&mut sharers);
     let [slow, gone, fast] = &stats[..] else {
         unreachable!()
     };
@@ -628,6 +874,46 @@ fn get_pings_ranks_and_fails_over_to_the_best_reachable_source() {
     assert_eq!(fast["transfers"]["upload_bytes"], data.len() as u64);
     assert_eq!(msgs(slow, "607", "in_count"), 0, "slow was never asked");
     assert_eq!(slow["transfers"]["uploads_started"], 0);
+}
+
+/// A source that never answers its ping goes after one that did, however fast a line it announces:
+/// `mute` (a raw connection announcing T3+) shares the file and answers no ping, `modem` (speed 1)
+/// answers. The getter pings both, waits out its window for `mute`, and downloads from `modem`; `mute`
+/// never gets a 607. The window is 5 s (the default is 2 s): only a pong relayed through the server
+/// taking longer than that could change the order.
+#[test]
+fn a_source_that_never_answers_the_ping_is_tried_last() {
+    const NAME: &str = "Quiet Song.mp3";
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(5_000);
+    let server = support::server(&dir.path().join("srv"), &[]);
+    let mut mute = Raw::login_as(server.addr(), "mute", 6699, 10);
+    raw_share(&mut mute, &format!(r"C:\share\{NAME}"), data.len());
+    let mut sharers = sharers_of(
+        &server,
+        dir.path(),
+        NAME,
+        &data,
+        &[("modem", &["--speed", "1"])],
+    );
+    let out = dir.path().join("out");
+    let (ok, v, err) = get(
+        &server,
+        "getter",
+        "quiet song",
+        &out,
+        &dir.path().join("getter"),
+        &["--ping-window-ms", "5000"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v["from"], "modem", "{err}");
+    assert_eq!(std::fs::read(out.join(NAME)).unwrap(), data);
+    let seen = mute.drain();
+    assert!(seen.contains(&(751, "getter".into())), "{seen:?}");
+    assert!(!seen.iter().any(|f| f.0 == 607), "{seen:?}");
+    let modem = &stop_all(&mut sharers)[0];
+    assert_eq!(msgs(modem, "752", "out_count"), 1, "{modem}");
+    assert_eq!(modem["transfers"]["uploads_completed"], 1, "{modem}");
 }
 
 /// The client's register path on a `--registered-only` server, and the search table: sharer and
@@ -677,6 +963,21 @@ fn client_registers_on_a_registered_only_server_and_prints_a_search_table() {
         "{stdout}"
     );
     assert!(err.contains("2 result(s)"), "{err}");
+    // The browse table: size and path of each file, and a one-line failure for a nick not online.
+    let (ok, stdout, err) = run_client(&server, "bob", &bob_data, &["browse", "alice"]);
+    assert!(ok, "{err}");
+    let mut rows: Vec<&str> = stdout.lines().collect();
+    rows.sort_unstable();
+    assert_eq!(
+        rows,
+        [
+            r"      5009  Beatles\Hey Jude.mp3",
+            r"    123465  Hey Jude (live).mp3"
+        ],
+        "{stdout}"
+    );
+    let (ok, _, err) = run_client(&server, "bob", &bob_data, &["browse", "nobody"]);
+    refused(ok, &err, "nobody is not online");
     // Registered now: a plain login with the password works, a wrong one is refused.
     let (ok, stdout, err) = run_client(&server, "bob", &bob_data, &["search", "live"]);
     assert!(ok, "{err}");

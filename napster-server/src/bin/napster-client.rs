@@ -9,8 +9,11 @@
 //! ```
 //! `serve` prints a readiness line once logged in and sharing (`"name":"data"` with the data port, or
 //! `"name":"control"` with the control connection's local address when firewalled) and stays online until
-//! SIGTERM/Ctrl-C. `get` searches, pings the sources, picks the fastest, downloads (GET with resume, or a
-//! push from a firewalled uploader) and exits 0 on success. `search` prints each result as its 201
+//! SIGTERM/Ctrl-C. `get` searches, pings the sources (waiting up to `--ping-window-ms`), ranks them
+//! (pongs within `--ping-tie-ms` of the fastest tie and the announced link speed decides, silent ones
+//! last), tries the best three in turn (GET with resume from a `.part` file, or a push from a firewalled
+//! uploader) and exits 0 on success. Uploads are served only for a 607 we answered, once, within two
+//! minutes. `search` prints each result as its 201
 //! arrives (`--json`: one `{"event":"hit",...}` line per result, then `{"event":"done",...}`).
 //! `--upload-rate`/`--download-rate` cap the client's uploads and downloads (one limiter each, shared by
 //! all its transfers). `interactive` (alias `shell`) stays online sharing and reads `search WORDS`,
@@ -19,6 +22,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -26,7 +30,7 @@ use clap::{Parser, Subcommand};
 use common::daemon::{install_signals, write_stats, RateArgs};
 use common::stats::Stats;
 use common::telemetry::{announce_listening, init_tracing};
-use napster_server::node::client::{Client, ClientConfig, SearchHit};
+use napster_server::node::client::{Client, ClientConfig, SearchHit, PING_TIE, PING_WINDOW};
 
 /// A Napster (OpenNap protocol) client.
 #[derive(Parser, Debug)]
@@ -38,6 +42,11 @@ use napster_server::node::client::{Client, ClientConfig, SearchHit};
     after_help = "Shares of .mp3 files announce the bitrate, sample rate and duration read from their \
                   frame headers (Xing/Info for VBR); other files announce 128 kbit/s, 44.1 kHz. \
                   --upload-rate caps all uploads together, --download-rate all downloads.\n\
+                  `get` pings every source, ranks them by pong time (in --ping-tie-ms bands) and then \
+                  announced link speed (silent ones last) and tries the best three; a .part file \
+                  left by an earlier run is resumed. Uploads are served only for a 607 the client \
+                  answered: once, for that nick and file, within 2 minutes (INVALID REQUEST \
+                  otherwise).\n\
                   `interactive` reads search/browse/get commands from stdin while sharing.\n\
                   Not implemented yet: direct browse (640-642), queue-full handling (619/620)."
 )]
@@ -69,6 +78,14 @@ struct Cli {
     /// Address of the data port (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     data_listen: SocketAddr,
+    /// `get`: how long to wait for the sources' pongs before ranking them; sources that have not
+    /// answered by then rank last (0: no wait, the announced link speed alone decides).
+    #[arg(long, value_name = "MS", default_value_t = PING_WINDOW.as_millis() as u64)]
+    ping_window_ms: u64,
+    /// `get`: pongs within this much of the fastest count as equally near (the higher announced link
+    /// speed goes first among them).
+    #[arg(long, value_name = "MS", default_value_t = PING_TIE.as_millis() as u64)]
+    ping_tie_ms: u64,
     /// Machine-readable output on stdout.
     #[arg(long)]
     json: bool,
@@ -140,6 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
         firewalled: cli.firewalled,
         data_listen: cli.data_listen,
+        ping_window: Duration::from_millis(cli.ping_window_ms),
+        ping_tie: Duration::from_millis(cli.ping_tie_ms),
         upload_limit: cli.rates.upload_limiter(),
         download_limit: cli.rates.download_limiter(),
     };

@@ -2,10 +2,10 @@
 //! the peer transfers of notes §3 (GET with resume, firewalled SEND push after a 501).
 //!
 //! Like TekNap, an upload is served only after the server's 607 for that nick and file was answered with
-//! our 608; anything else gets `INVALID REQUEST`. Shares come from `common::library`, with the Napster MD5
-//! of `common::hash`.
+//! our 608, once per 607 and within [`GRANT_TTL`]; anything else gets `INVALID REQUEST` (notes §3). Shares
+//! come from `common::library`, with the Napster MD5 of `common::hash`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,16 @@ pub const PING_WINDOW: Duration = Duration::from_secs(2);
 /// they announced decides among them.
 pub const PING_TIE: Duration = Duration::from_millis(500);
 
+/// How long an answered 607 waits for the downloader's `GET` (or the server's 501) before it lapses. A
+/// downloader connects as soon as its 204 arrives (and gives up after its own step timeout), so an older
+/// grant belongs to a download that is not coming.
+pub const GRANT_TTL: Duration = Duration::from_secs(120);
+
+/// Most answered 607s waiting for their `GET` at once. The server sends a 607 for every 203 anyone
+/// makes, so without a cap a downloader that never connects would grow the set for as long as we are
+/// online; past it the oldest grant lapses.
+pub const MAX_GRANTS: usize = 256;
+
 /// Bytes read from a shared file and written to a downloader at a time.
 const UPLOAD_CHUNK: usize = 64 * 1024;
 
@@ -79,6 +89,10 @@ pub struct ClientConfig {
     pub firewalled: bool,
     /// Where the data port listens when not firewalled.
     pub data_listen: SocketAddr,
+    /// How long `get` waits for pongs before ranking (default [`PING_WINDOW`]).
+    pub ping_window: Duration,
+    /// Pong times this close to the fastest tie (default [`PING_TIE`]).
+    pub ping_tie: Duration,
     /// Cap shared by all uploads (GET answers and pushes) of this client.
     pub upload_limit: Option<RateLimiter>,
     /// Cap shared by all downloads of this client.
@@ -155,8 +169,8 @@ struct Shared {
     library: Option<Library>,
     /// Wire path → library relative path.
     paths: HashMap<String, String>,
-    /// (downloader nick lower-case, path) we answered a 607 for.
-    allowed: Mutex<HashSet<(String, String)>>,
+    /// Uploads we answered a 607 for, waiting for their GET or 501.
+    allowed: Mutex<Grants>,
     /// Pushes we asked for with 500: (uploader nick lower-case, path) → the connection when it arrives.
     pushes: Mutex<HashMap<(String, String), PushWaiter>>,
     upload_limit: Option<RateLimiter>,
@@ -167,6 +181,8 @@ struct Shared {
 pub struct Client {
     shared: Arc<Shared>,
     events: mpsc::Receiver<(u16, String)>,
+    ping_window: Duration,
+    ping_tie: Duration,
     /// The data port listener's address (None when firewalled).
     pub data_addr: Option<SocketAddr>,
     /// Local address of the control connection.
@@ -231,7 +247,7 @@ impl Client {
             ctl,
             library,
             paths,
-            allowed: Mutex::new(HashSet::new()),
+            allowed: Mutex::new(Grants::default()),
             pushes: Mutex::new(HashMap::new()),
             upload_limit: cfg.upload_limit.clone(),
             download_limit: cfg.download_limit.clone(),
@@ -257,6 +273,8 @@ impl Client {
         let mut c = Client {
             shared,
             events,
+            ping_window: cfg.ping_window,
+            ping_tie: cfg.ping_tie,
             data_addr,
             control_addr,
             shared_files: 0,
@@ -420,6 +438,8 @@ impl Client {
 
     /// Lists a user's files (211 → 212… → 213).
     pub async fn browse(&mut self, nick: &str) -> anyhow::Result<Vec<ShareInfo>> {
+        // An unknown nick gets 210 and then 213; the 213 of an earlier such browse must not end this one.
+        self.settle().await?;
         self.send(ClientMsg::Browse(nick.to_owned())).await?;
         let mut out = Vec::new();
         loop {
@@ -445,9 +465,10 @@ impl Client {
     }
 
     /// Pings every distinct uploader in `hits` and returns them best first, as the tutorial's client does
-    /// before picking a source: those that answered, in [`PING_TIE`]-wide bands of pong time after the
-    /// fastest, highest announced link speed first within a band; those that never answered last, by link
-    /// speed. (A cap an uploader does not announce through its link speed cannot be seen before the transfer.)
+    /// before picking a source: those that answered within the ping window ([`PING_WINDOW`] unless
+    /// configured), in tie-wide bands ([`PING_TIE`]) of pong time after the fastest, highest announced
+    /// link speed first within a band; those that never answered last, by link speed. (A cap an uploader
+    /// does not announce through its link speed cannot be seen before the transfer.)
     pub async fn rank_sources(&mut self, hits: &[SearchHit]) -> anyhow::Result<Vec<SearchHit>> {
         let mut nicks: Vec<String> = hits.iter().map(|h| h.nick.clone()).collect();
         nicks.sort();
@@ -457,7 +478,7 @@ impl Client {
             self.send(ClientMsg::Ping(n.clone())).await?;
         }
         let mut rtt: HashMap<String, Duration> = HashMap::new();
-        let deadline = start + PING_WINDOW;
+        let deadline = start + self.ping_window;
         while rtt.len() < nicks.len() {
             let Ok(ev) = tokio::time::timeout_at(deadline, self.events.recv()).await else {
                 break;
@@ -470,7 +491,7 @@ impl Client {
                     .or_insert_with(|| start.elapsed());
             }
         }
-        Ok(rank_by_pong(hits, &rtt))
+        Ok(rank_by_pong(hits, &rtt, self.ping_tie))
     }
 
     /// Downloads `hit` into `out_dir` (resuming a `.part` file left by an earlier attempt).
@@ -626,8 +647,14 @@ impl Client {
             .insert((hit.nick.to_ascii_lowercase(), hit.path.clone()), tx);
         self.send(ClientMsg::PushRequest(hit.nick.clone(), hit.path.clone()))
             .await?;
-        let (mut s, req) = timeout(STEP_TIMEOUT, rx)
-            .await
+        let pushed = timeout(STEP_TIMEOUT, rx).await;
+        // A push that never came must not leave its waiter behind (a late SEND gets FILE NOT REQUESTED).
+        self.shared
+            .pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(hit.nick.to_ascii_lowercase(), hit.path.clone()));
+        let (mut s, req) = pushed
             .map_err(|_| anyhow!("{} never pushed the file", hit.nick))?
             .map_err(|_| anyhow!("push listener gone"))?;
         if req.number != hit.size {
@@ -657,15 +684,19 @@ impl Client {
     }
 }
 
-/// Orders `hits` by the pong times in `rtt` (lower-case nick → time; absent = never answered), as
-/// [`Client::rank_sources`] describes. The sort is stable: equal sources keep the server's order.
-fn rank_by_pong(hits: &[SearchHit], rtt: &HashMap<String, Duration>) -> Vec<SearchHit> {
+/// Orders `hits` by the pong times in `rtt` (lower-case nick → time; absent = never answered) in
+/// `tie`-wide bands, as [`Client::rank_sources`] describes. The sort is stable: equal sources keep the
+/// server's order.
+fn rank_by_pong(
+    hits: &[SearchHit],
+    rtt: &HashMap<String, Duration>,
+    tie: Duration,
+) -> Vec<SearchHit> {
     let best = rtt.values().min().copied().unwrap_or_default();
+    let tie = tie.as_millis().max(1);
     let band = |h: &SearchHit| {
         rtt.get(&h.nick.to_ascii_lowercase())
-            .map_or(u128::MAX, |t| {
-                t.saturating_sub(best).as_millis() / PING_TIE.as_millis()
-            })
+            .map_or(u128::MAX, |t| t.saturating_sub(best).as_millis() / tie)
     };
     let mut ranked = hits.to_vec();
     ranked.sort_by_key(|h| {
@@ -676,6 +707,56 @@ fn rank_by_pong(hits: &[SearchHit], rtt: &HashMap<String, Duration>) -> Vec<Sear
         )
     });
     ranked
+}
+
+/// The uploads we agreed to with a 608, waiting for their `GET` (or the 501 that starts a push): one per
+/// (downloader nick, path), used once, lapsing after [`GRANT_TTL`] or when [`MAX_GRANTS`] newer ones
+/// came. Time is passed in.
+#[derive(Debug, Default)]
+struct Grants {
+    /// (downloader nick lower-case, wire path) → when the 607 was answered.
+    pending: HashMap<(String, String), std::time::Instant>,
+}
+
+impl Grants {
+    /// Records a 607 we answered at `now` (a repeated one restarts its time). Returns the grant that had
+    /// to lapse to stay within [`MAX_GRANTS`], if any.
+    fn grant(
+        &mut self,
+        nick: &str,
+        path: &str,
+        now: std::time::Instant,
+    ) -> Option<(String, String)> {
+        self.pending
+            .retain(|_, at| now.saturating_duration_since(*at) < GRANT_TTL);
+        let key = (nick.to_ascii_lowercase(), path.to_owned());
+        let mut lapsed = None;
+        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_GRANTS {
+            let oldest = self
+                .pending
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.pending.remove(&k);
+                lapsed = Some(k);
+            }
+        }
+        self.pending.insert(key, now);
+        lapsed
+    }
+
+    /// Uses up the grant for `nick` and `path`: true when one was made less than [`GRANT_TTL`] before `now`.
+    fn take(&mut self, nick: &str, path: &str, now: std::time::Instant) -> bool {
+        self.pending
+            .remove(&(nick.to_ascii_lowercase(), path.to_owned()))
+            .is_some_and(|at| now.saturating_duration_since(at) < GRANT_TTL)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 /// The 404s a 203 can earn: `permission denied…` (leech) or one that names the uploader or the file. Anything
@@ -815,11 +896,15 @@ async fn accept_upload(shared: &Shared, text: &str) {
         debug!(%nick, %path, "607 for a file we do not share; not accepting");
         return;
     }
-    shared
+    let lapsed = shared
         .allowed
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert((nick.to_ascii_lowercase(), path.to_owned()));
+        .grant(nick, path, std::time::Instant::now());
+    if let Some((who, what)) = lapsed {
+        shared.stats.error("upload_grant_dropped");
+        warn!(nick = %who, path = %what, "too many answered 607s waiting; the oldest lapses");
+    }
     if let Ok(m) = ClientMsg::UploadAccept(nick.to_owned(), path.to_owned()).to_frame() {
         let _ = shared.ctl.send(m).await;
     }
@@ -857,7 +942,7 @@ async fn read_request(s: &mut TcpStream) -> anyhow::Result<Option<PeerRequest>> 
         match parse_request(&buf) {
             Ok(Some(_)) => {
                 // The number has no terminator: give trailing digits a moment to arrive.
-                if let Ok(Ok(n)) = timeout(Duration::from_millis(100), s.read(&mut chunk)).await {
+                if let Ok(Ok(n)) = timeout(DIGITS_GRACE, s.read(&mut chunk)).await {
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 return Ok(parse_request(&buf).ok().flatten());
@@ -885,7 +970,7 @@ async fn incoming(mut s: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
                 .allowed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&(req.nick.to_ascii_lowercase(), req.path.clone()));
+                .take(&req.nick, &req.path, std::time::Instant::now());
             if !ok {
                 shared.stats.transfers(|t| t.uploads_refused += 1);
                 s.write_all(INVALID_REQUEST.as_bytes()).await?;
@@ -1016,6 +1101,28 @@ async fn send_file(
     Ok(sent)
 }
 
+/// How long a number with no terminator (the GET line's offset, the offset answering a SEND) may take to
+/// finish arriving once its first digits are in.
+const DIGITS_GRACE: Duration = Duration::from_millis(100);
+
+/// Reads the downloader's answer to our `SEND`: the start offset as digits with no terminator, or an
+/// error text. The digits may come in more than one segment, so while all that came is digits (and fewer
+/// than a u64 can have), more get [`DIGITS_GRACE`] to arrive; the downloader sends nothing else before
+/// the data.
+async fn read_offset(s: &mut TcpStream) -> anyhow::Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64];
+    let n = timeout(STEP_TIMEOUT, s.read(&mut chunk)).await??;
+    buf.extend_from_slice(&chunk[..n]);
+    while n > 0 && buf.len() < 20 && buf.iter().all(u8::is_ascii_digit) {
+        match timeout(DIGITS_GRACE, s.read(&mut chunk)).await {
+            Ok(Ok(m)) if m > 0 => buf.extend_from_slice(&chunk[..m]),
+            _ => break,
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// A 501 arrived: connect to the downloader and push (`SEND`).
 async fn push_upload(shared: Arc<Shared>, text: String) {
     let r: anyhow::Result<()> = async {
@@ -1028,7 +1135,7 @@ async fn push_upload(shared: Arc<Shared>, text: String) {
             .allowed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(nick.to_ascii_lowercase(), path.clone()));
+            .take(&nick, &path, std::time::Instant::now());
         if !ok {
             bail!("501 without our 608 for {nick} {path}");
         }
@@ -1049,9 +1156,7 @@ async fn push_upload(shared: Arc<Shared>, text: String) {
             number: size,
         };
         s.write_all(&encode_request(&req)).await?;
-        let mut reply = [0u8; 64];
-        let n = timeout(STEP_TIMEOUT, s.read(&mut reply)).await??;
-        let text = String::from_utf8_lossy(&reply[..n]).into_owned();
+        let text = read_offset(&mut s).await?;
         let offset: u64 = text
             .trim()
             .parse()
@@ -1087,7 +1192,7 @@ mod tests {
             .iter()
             .map(|(n, ms)| (n.to_string(), Duration::from_millis(*ms)))
             .collect();
-        rank_by_pong(hits, &rtt)
+        rank_by_pong(hits, &rtt, PING_TIE)
             .into_iter()
             .map(|h| h.nick)
             .collect()
@@ -1112,5 +1217,58 @@ mod tests {
         );
         // Nobody answered: link speed, then the server's order.
         assert_eq!(order(&hits, &[]), ["mute", "gone", "fast", "slow"]);
+        // A tie as wide as the ping window: every answer is as good as the fastest, link speed decides.
+        let rtt = [("slow", 1), ("gone", 1900), ("fast", 900)]
+            .iter()
+            .map(|(n, ms)| (n.to_string(), Duration::from_millis(*ms)))
+            .collect();
+        let wide: Vec<_> = rank_by_pong(&hits, &rtt, PING_WINDOW)
+            .into_iter()
+            .map(|h| h.nick)
+            .collect();
+        assert_eq!(wide, ["gone", "fast", "slow", "mute"]);
+    }
+
+    #[test]
+    fn an_answered_607_allows_one_get_for_that_nick_and_file_until_it_lapses() {
+        let t0 = std::time::Instant::now();
+        let mut g = Grants::default();
+        assert_eq!(g.grant("Bob", "a.mp3", t0), None);
+        assert!(!g.take("carol", "a.mp3", t0), "another nick");
+        assert!(!g.take("bob", "b.mp3", t0), "another file");
+        assert!(g.take("BOB", "a.mp3", t0), "nicks compare without case");
+        assert!(!g.take("bob", "a.mp3", t0), "used once");
+        // Lapses after GRANT_TTL, whether asked for or swept by a later grant.
+        g.grant("bob", "a.mp3", t0);
+        assert!(!g.take("bob", "a.mp3", t0 + GRANT_TTL));
+        g.grant("bob", "a.mp3", t0);
+        g.grant("bob", "b.mp3", t0 + GRANT_TTL / 2);
+        assert!(g.take("bob", "a.mp3", t0 + GRANT_TTL / 2), "still fresh");
+        g.grant("bob", "a.mp3", t0);
+        g.grant("dave", "c.mp3", t0 + GRANT_TTL);
+        assert_eq!(g.len(), 2, "a.mp3 swept, b.mp3 and c.mp3 remain");
+        // A repeated 607 restarts the time of its grant.
+        g.grant("bob", "b.mp3", t0 + GRANT_TTL * 2);
+        assert!(g.take("bob", "b.mp3", t0 + GRANT_TTL * 2 + GRANT_TTL / 2));
+    }
+
+    #[test]
+    fn grants_are_capped_and_the_oldest_lapses_first() {
+        let t0 = std::time::Instant::now();
+        let mut g = Grants::default();
+        let at = |i: usize| t0 + Duration::from_millis(i as u64);
+        for i in 0..MAX_GRANTS {
+            assert_eq!(g.grant("bob", &format!("{i}.mp3"), at(i)), None);
+        }
+        // Granting an already waiting pair again takes no new place.
+        assert_eq!(g.grant("bob", "7.mp3", at(MAX_GRANTS)), None);
+        assert_eq!(
+            g.grant("eve", "x.mp3", at(MAX_GRANTS + 1)),
+            Some(("bob".into(), "0.mp3".into()))
+        );
+        assert_eq!(g.len(), MAX_GRANTS);
+        assert!(!g.take("bob", "0.mp3", at(MAX_GRANTS + 2)));
+        assert!(g.take("bob", "1.mp3", at(MAX_GRANTS + 2)));
+        assert!(g.take("eve", "x.mp3", at(MAX_GRANTS + 2)));
     }
 }
