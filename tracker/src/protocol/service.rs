@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::conn_id::{reply_budget, ConnectionIds};
-use super::swarm::{key_bits, Announce, Config, Refusal, Tracker};
+use super::swarm::{Announce, Config, Refusal, Tracker};
 use crate::codec::http::{self, AnnounceReply, PeerEntry, PeerForm, ScrapeRequest};
 use crate::codec::udp::{self, DecodeError, Request};
 use crate::codec::InfoHash;
@@ -85,7 +85,6 @@ fn refusal_kind(r: Refusal) -> &'static str {
     match r {
         Refusal::NotAllowed => "not_allowed",
         Refusal::Full => "full",
-        Refusal::KeyMismatch => "key_mismatch",
     }
 }
 
@@ -155,7 +154,6 @@ impl Service {
             numwant: req.numwant,
             want_ipv6: None,
             want_peer_ids: !req.compact && !req.no_peer_id,
-            key: req.key.as_ref().map_or(0, |k| key_bits(k.as_bytes())),
         };
         match self
             .tracker
@@ -302,7 +300,6 @@ impl Service {
                     numwant: u32::try_from(a.num_want).ok(),
                     want_ipv6: Some(src_ip.is_ipv6()),
                     want_peer_ids: false,
-                    key: a.key,
                 };
                 match self
                     .tracker
@@ -362,7 +359,6 @@ fn refusal_str(r: Refusal) -> &'static str {
     match r {
         Refusal::NotAllowed => "torrent not allowed on this tracker",
         Refusal::Full => "tracker is full, try again later",
-        Refusal::KeyMismatch => "peer id in use from another address with a different key",
     }
 }
 
@@ -437,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn bep3_key_refuses_a_known_peer_id_from_another_ip() {
+    fn a_known_peer_id_from_another_ip_neither_moves_nor_evicts_its_peer() {
         let mut s = svc();
         let now = Instant::now();
         let mut out = Vec::new();
@@ -448,27 +444,39 @@ mod tests {
             s.http_announce(now, owner, q.as_bytes(), &mut out),
             Outcome::ok("announce")
         );
+        // Peers are their addresses (swarm module doc): the same peer id from elsewhere, whatever its
+        // key, is another peer, and its `stopped` removes nothing of the owner's.
         let thief: SocketAddr = "127.0.0.9:40000".parse().unwrap();
         for q in [
             format!("{base}&key=0BADF00D"),
             format!("{base}&event=stopped"),
         ] {
-            let o = s.http_announce(now, thief, q.as_bytes(), &mut out);
-            assert_eq!(o.error, Some("key_mismatch"), "{q}");
             assert_eq!(
-                out,
-                b"d14:failure reason56:peer id in use from another address with a different keye"
+                s.http_announce(now, thief, q.as_bytes(), &mut out),
+                Outcome::ok("announce"),
+                "{q}"
             );
         }
         assert_eq!(s.tracker().peer_count(), 1);
-        // The right key from the new address moves the peer (an IP change), and BEP 15 carries the same
-        // number: the hex key of HTTP and the u32 key of UDP match.
-        let q = format!("{base}&key=a1b2c3d4");
+        let q = "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=cccccccccccccccccccc&port=6882&left=5&compact=1";
+        s.http_announce(now, thief, q.as_bytes(), &mut out);
+        let mut e = bendy::encoding::Encoder::new();
+        e.emit_dict(|mut e| {
+            e.emit_pair(b"complete", 0)?;
+            e.emit_pair(b"incomplete", 2)?;
+            e.emit_pair(b"interval", 1800)?;
+            e.emit_pair(b"min interval", 900)?;
+            e.emit_pair(
+                b"peers",
+                bendy::encoding::AsString(&[127, 0, 0, 5, 0x1a, 0xe1][..]),
+            )
+        })
+        .unwrap();
         assert_eq!(
-            s.http_announce(now, thief, q.as_bytes(), &mut out),
-            Outcome::ok("announce")
+            out,
+            e.get_output().unwrap(),
+            "the owner is still listed at its address"
         );
-        assert_eq!(key_bits(b"A1B2C3D4"), 0xA1B2_C3D4);
     }
 
     #[test]

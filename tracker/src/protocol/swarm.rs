@@ -2,9 +2,11 @@
 //! scrape reports. Time (`now`) and randomness (`rng`) are passed in, so every rule is unit-testable.
 //!
 //! Rules (BEP 3 "Trackers", and what real trackers do):
+//! - A peer is its address: IP and announced port, as in opentracker. Its peer id is not part of its
+//!   identity (see "Identity" below).
 //! - A reply lists up to `numwant` peers (capped by [`Config::max_peers`]) chosen at random, never the
-//!   requester itself (same peer id or same address), and no seeders to a peer known to be a seeder
-//!   (`left == 0`): they have nothing to give each other.
+//!   requester itself (its address, or the BEP 7 address it names), and no seeders to a peer known to be a
+//!   seeder (`left == 0`): they have nothing to give each other.
 //! - `stopped` removes the peer at once; peers that stop announcing expire after [`Config::peer_timeout`]
 //!   (two intervals by default) in [`Tracker::expire`].
 //! - `complete`/`incomplete` are the current seeders/leechers; `downloaded` counts `completed` events of
@@ -17,42 +19,52 @@
 //!   more than [`KEEP_EMPTY_FRACTION`] full, and then the least recently active empty ones go first. A flood
 //!   therefore fills the table for at most one peer timeout after it stops.
 //! - Peers are bounded overall too: at most [`Config::max_peers_total`] over all torrents. When that many are
-//!   held, an announce of a peer id the torrent does not hold yet is refused ([`Refusal::Full`], the client
+//!   held, an announce of a peer the torrent does not hold yet is refused ([`Refusal::Full`], the client
 //!   retries after its interval) instead of evicting anyone: peers already listed keep re-announcing and
 //!   stopping, and the room comes back as peers stop or expire. A BEP 7 second address is not stored then.
-//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart (packed 20- and 32-byte entries; the IPv6
-//!   list is only allocated when needed). A dual-stack peer that names its other address (`ipv4=` /
-//!   `ipv6=`, [`Announce::alt_addr`]) is listed under both families but counted once; a peer that
-//!   announces separately over each family (as BEP 7 now recommends) has an entry, and a count, per family.
-//! - Peer identity is a 48-bit keyed hash of the peer id (SipHash-1-3 cut to 48 bits, key drawn from the
-//!   first `rng`), not the 20-byte id: under a third of the entry's size; without the key nobody can make
-//!   two ids collide on purpose, and by chance two peers of one swarm collide with odds of about n²/2⁴⁹
-//!   (one in 50 000 for a swarm at the 100 000-peer cap). Full ids are only needed for the BEP 3 dictionary form with `peer id`, so a torrent keeps them
-//!   in a side table from the first announce that asks for that form ([`Announce::want_peer_ids`]) on; peers
-//!   that have not announced since then are listed without `peer id` (as with `no_peer_id=1`) until their
-//!   next announce.
-//! - BEP 3 `key`: each entry keeps the 32-bit [`Announce::key`] its peer last announced with from its
-//!   address. An announce (or `stopped`) for a known peer id from a *different* IP is refused
-//!   ([`Refusal::KeyMismatch`]) unless it carries the same key, so knowing a peer id (dictionary replies hand
-//!   them out) is not enough to move or evict another peer. From the same IP anything goes (and the key is
-//!   updated: a restarted client draws a new one). A peer that announced without a key (0) has no such
-//!   protection, as in opentracker.
+//! - BEP 7: each torrent keeps its IPv4 and IPv6 peers apart. A dual-stack peer that names its other address
+//!   (`ipv4=` / `ipv6=`, [`Announce::alt_addr`]) is listed under both families but counted once (the second
+//!   entry is marked "alt"); a peer that announces separately over each family (as BEP 7 now recommends)
+//!   has an entry, and a count, per family. An alt address never overrides a peer that announced from that
+//!   address itself (its entry is left alone), and `stopped` removes an alt entry only, so naming somebody
+//!   else's address can neither evict nor recount that peer.
+//!
+//! Identity: entries are keyed by (IP, port), like opentracker, so nobody can move or evict a peer without
+//! sending from its address (the BEP 15 connection id and TCP make the source address hard to forge; with
+//! `--trust-ip`, the `ip` parameter can name any address, which is why that option is off by default). The
+//! BEP 3 `key` is therefore not needed to protect an entry and is not kept. A client that changes its port
+//! (or IP) appears as a new peer, and its old entry is listed until it expires (one peer timeout), as in
+//! opentracker; a client that restarts with a new peer id on the same address keeps its one entry (its new
+//! id replaces the old one in the id table below).
+//!
+//! Storage (the per-peer and per-torrent bytes are most of a tracker's memory, see `docs/BENCHMARKS.md`):
+//! - An IPv4 peer is 8 bytes (4 IP, 2 port, 2 for the seeder and alt flags and a 14-bit last-seen time),
+//!   an IPv6 peer 20; each family's list is sorted by address (binary search, no index), grows by an eighth
+//!   rounded up to the allocator's own 16-byte granularity, and shrinks once a quarter is unused.
+//! - Last-seen times are in units of [`Config::peer_timeout`] / 4096 (at least one second: one second up to
+//!   a 68-minute timeout) kept modulo 2^14, so a peer's age is exact as long as the store is swept at least
+//!   once every 2^14 - 4096 units (three timeouts); [`Tracker::expire`] is that sweep, and if it was not
+//!   called for that long, the next call catches up from the latest time it saw (no peer outlives its
+//!   timeout because of the wrap).
+//! - Full 20-byte peer ids are only needed for the BEP 3 dictionary form with `peer id`, so a torrent keeps
+//!   them, in arrays parallel to its peer lists, from the first announce that asks for that form
+//!   ([`Announce::want_peer_ids`]) on; peers that have not announced since then are listed without
+//!   `peer id` (as with `no_peer_id=1`) until their next announce, at most one interval. Compact-only swarms
+//!   keep no ids. The table goes when the swarm is empty.
+//! - A torrent entry is 64 bytes (info-hash, counters, the IPv4 list's pointer and length, one optional box
+//!   for the rarer parts: IPv6 list, alt counts, id table). Entries sit in 1024-entry chunks found through a
+//!   hash table of 4-byte positions.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use siphasher::sip::SipHasher13;
 
 use crate::codec::http::{PeerEntry, ScrapeCounts};
 use crate::codec::{Event, InfoHash, PeerId};
 
 /// Above this fraction of [`Config::max_torrents`], empty torrents kept only for their counters are evicted.
 pub const KEEP_EMPTY_FRACTION: f64 = 0.9;
-/// Swarms up to this size find peers by a linear scan; bigger ones get a peer-id index (saves memory for the
-/// many tiny swarms a tracker mostly holds).
-const LINEAR_SCAN_MAX: usize = 24;
 
 /// Tracker policy.
 #[derive(Clone, Debug)]
@@ -69,7 +81,7 @@ pub struct Config {
     pub default_numwant: u32,
     /// Cap on torrents held.
     pub max_torrents: usize,
-    /// Cap on peers per torrent; peers beyond it still get peer lists but are not stored.
+    /// Cap on peers per torrent (per address family); peers beyond it still get peer lists but are not stored.
     pub max_peers_per_torrent: usize,
     /// Cap on peers over all torrents: beyond it an announce of a peer not held yet is refused
     /// ([`Refusal::Full`]); held peers still re-announce and stop (module doc).
@@ -106,9 +118,6 @@ pub enum Refusal {
     /// The torrent table is full (see the eviction policy in the module doc).
     #[error("tracker is full, try again later")]
     Full,
-    /// The peer id is held by another address and the announce's `key` does not match (module doc).
-    #[error("peer id in use from another address with a different key")]
-    KeyMismatch,
 }
 
 /// An announce as the state machine needs it, whatever the transport.
@@ -116,9 +125,9 @@ pub enum Refusal {
 pub struct Announce {
     /// Torrent.
     pub info_hash: InfoHash,
-    /// Peer id.
+    /// Peer id (kept only for swarms that ask for the dictionary form, module doc).
     pub peer_id: PeerId,
-    /// Where other peers reach it (source IP, announced port).
+    /// Where other peers reach it (source IP, announced port): its identity.
     pub addr: SocketAddr,
     /// BEP 7: the peer's address of the other family, listed too (ignored if of the same family).
     pub alt_addr: Option<SocketAddr>,
@@ -134,31 +143,7 @@ pub struct Announce {
     /// The reply lists peers with their `peer id` (BEP 3 dictionary form): the torrent starts keeping full
     /// peer ids (module doc).
     pub want_peer_ids: bool,
-    /// BEP 3 `key` as 32 bits (0: none sent), see the module doc and [`key_bits`].
-    pub key: u32,
 }
-
-/// The 32 bits kept for a BEP 3 HTTP `key`: its value when it is 1-8 hex digits (what clients send, and
-/// the same number a BEP 15 announce of that client carries), otherwise a FNV-1a hash of its bytes.
-pub fn key_bits(key: &[u8]) -> u32 {
-    if (1..=8).contains(&key.len()) && key.iter().all(u8::is_ascii_hexdigit) {
-        if let Ok(v) = u32::from_str_radix(std::str::from_utf8(key).unwrap_or("0"), 16) {
-            return v;
-        }
-    }
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in key {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// A peer id as stored: its keyed hash, 48 bits in a u64 (module doc).
-type IdHash = u64;
-/// Bytes of an [`IdHash`] kept in a peer entry.
-const ID_BYTES: usize = 6;
-/// The bits of a SipHash output kept as [`IdHash`].
-const ID_MASK: u64 = (1 << (8 * ID_BYTES)) - 1;
 
 /// Counters returned with every announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -169,71 +154,83 @@ pub struct SwarmCounts {
     pub incomplete: u32,
 }
 
-/// An IP address as stored in a peer entry: 4 or 16 bytes, no padding.
-trait PackedIp: Copy + std::fmt::Debug {
-    fn pack(ip: IpAddr) -> Option<Self>;
-    fn unpack(self) -> IpAddr;
+/// An address as stored in a peer entry: IP then port, both big-endian, so that byte order is (IP, port)
+/// order and a list sorted by these bytes is searched with a plain binary search.
+trait PackedAddr: Copy + Ord + Default + std::fmt::Debug {
+    /// `None` for an address of the other family.
+    fn pack(a: SocketAddr) -> Option<Self>;
+    fn unpack(self) -> SocketAddr;
 }
 
-impl PackedIp for [u8; 4] {
-    fn pack(ip: IpAddr) -> Option<Self> {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Some(v4.octets()),
+/// An IPv4 address and port.
+type V4 = [u8; 6];
+/// An IPv6 address and port.
+type V6 = [u8; 18];
+
+impl PackedAddr for V4 {
+    fn pack(a: SocketAddr) -> Option<Self> {
+        match a.ip().to_canonical() {
+            IpAddr::V4(ip) => {
+                let mut b = [0u8; 6];
+                b[..4].copy_from_slice(&ip.octets());
+                b[4..].copy_from_slice(&a.port().to_be_bytes());
+                Some(b)
+            }
             IpAddr::V6(_) => None,
         }
     }
-    fn unpack(self) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::from(self))
+    fn unpack(self) -> SocketAddr {
+        let [a, b, c, d, p0, p1] = self;
+        SocketAddr::new(
+            Ipv4Addr::new(a, b, c, d).into(),
+            u16::from_be_bytes([p0, p1]),
+        )
     }
 }
 
-impl PackedIp for [u8; 16] {
-    fn pack(ip: IpAddr) -> Option<Self> {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => Some(v6.octets()),
+impl PackedAddr for V6 {
+    fn pack(a: SocketAddr) -> Option<Self> {
+        match a.ip().to_canonical() {
+            IpAddr::V6(ip) => {
+                let mut b = [0u8; 18];
+                b[..16].copy_from_slice(&ip.octets());
+                b[16..].copy_from_slice(&a.port().to_be_bytes());
+                Some(b)
+            }
             IpAddr::V4(_) => None,
         }
     }
-    fn unpack(self) -> IpAddr {
-        IpAddr::V6(Ipv6Addr::from(self))
+    fn unpack(self) -> SocketAddr {
+        let mut ip = [0u8; 16];
+        ip.copy_from_slice(&self[..16]);
+        SocketAddr::new(
+            Ipv6Addr::from(ip).into(),
+            u16::from_be_bytes([self[16], self[17]]),
+        )
     }
 }
 
-/// Bit of [`Peer::stamp`] set for a seeder.
-const SEEDER: u32 = 1 << 31;
-/// Bit of [`Peer::stamp`] set for a BEP 7 second address (listed, not counted).
-const ALT: u32 = 1 << 30;
-/// The rest of [`Peer::stamp`]: last announce, seconds since the tracker's epoch (34 years).
-const TIME_MASK: u32 = ALT - 1;
+/// Bit of a peer's stamp set for a seeder.
+const SEEDER: u16 = 1 << 15;
+/// Bit of a peer's stamp set for a BEP 7 second address (listed, not counted).
+const ALT: u16 = 1 << 14;
+/// The rest of a stamp: last announce, in clock units modulo 2^14 (module doc, "Storage").
+const TIME_MASK: u16 = ALT - 1;
+/// Clock units a peer timeout spans at most: a quarter of the stamp's range, so that ages stay exact for
+/// three timeouts between sweeps.
+const TIMEOUT_UNITS_MAX: u64 = (TIME_MASK as u64 + 1) / 4;
 
-/// One peer, packed with byte alignment: 20 bytes for IPv4 and 32 for IPv6, where the 20-byte id,
-/// `SocketAddr` and `Instant` would take 72 (peers are most of a tracker's memory).
-#[derive(Clone, Copy, Debug)]
+/// One peer: its address and its stamp (little-endian `last_seen | SEEDER | ALT`), byte-aligned, so 8 bytes
+/// for IPv4 and 20 for IPv6.
+#[derive(Clone, Copy, Debug, Default)]
 struct Peer<A> {
-    /// Little-endian [`IdHash`] (its [`ID_BYTES`] low bytes).
-    id: [u8; ID_BYTES],
-    ip: A,
-    port: [u8; 2],
-    /// Little-endian `last_seen | SEEDER | ALT`.
-    stamp: [u8; 4],
-    /// Little-endian BEP 3 `key` (0: none).
-    key: [u8; 4],
+    addr: A,
+    stamp: [u8; 2],
 }
 
-impl<A: PackedIp> Peer<A> {
-    fn id(&self) -> IdHash {
-        let mut b = [0u8; 8];
-        b[..ID_BYTES].copy_from_slice(&self.id);
-        u64::from_le_bytes(b)
-    }
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip.unpack(), u16::from_be_bytes(self.port))
-    }
-    fn bits(&self) -> u32 {
-        u32::from_le_bytes(self.stamp)
-    }
-    fn set_bits(&mut self, v: u32) {
-        self.stamp = v.to_le_bytes();
+impl<A: PackedAddr> Peer<A> {
+    fn bits(&self) -> u16 {
+        u16::from_le_bytes(self.stamp)
     }
     fn seeder(&self) -> bool {
         self.bits() & SEEDER != 0
@@ -241,185 +238,169 @@ impl<A: PackedIp> Peer<A> {
     fn alt(&self) -> bool {
         self.bits() & ALT != 0
     }
-    fn last_seen(&self) -> u32 {
+    fn time(&self) -> u16 {
         self.bits() & TIME_MASK
     }
-    /// An announce from `ip` with `key` may not touch this entry.
-    fn conflicts(&self, ip: IpAddr, key: u32) -> bool {
-        let held = u32::from_le_bytes(self.key);
-        held != 0 && held != key && self.ip.unpack() != ip
-    }
 }
 
-fn pack_id(id: IdHash) -> [u8; ID_BYTES] {
-    let mut b = [0u8; ID_BYTES];
-    b.copy_from_slice(&id.to_le_bytes()[..ID_BYTES]);
-    b
+fn stamp(units: u32, seeder: bool, alt: bool) -> u16 {
+    (units as u16 & TIME_MASK) | if seeder { SEEDER } else { 0 } | if alt { ALT } else { 0 }
 }
 
-fn stamp(now: u32, seeder: bool, alt: bool) -> u32 {
-    (now & TIME_MASK) | if seeder { SEEDER } else { 0 } | if alt { ALT } else { 0 }
+/// Age in clock units of a stamp's `time` at `now` (exact while the sweep rule of the module doc holds).
+fn age(now: u32, time: u16) -> u32 {
+    now.wrapping_sub(u32::from(time)) & u32::from(TIME_MASK)
 }
 
-/// The peers of one family in one torrent.
+/// Whether a stamp is a counted seeder.
+fn counted_seeder(bits: u16) -> bool {
+    bits & SEEDER != 0 && bits & ALT == 0
+}
+
+/// Full peer ids of one family, parallel to its list (`None`: not announced since the table started).
+type Ids = Vec<Option<PeerId>>;
+
+/// The peers of one family in one torrent, sorted by address.
 #[derive(Debug)]
 struct PeerList<A> {
-    peers: Vec<Peer<A>>,
-    /// Peer id -> position in `peers`, only for swarms above [`LINEAR_SCAN_MAX`].
-    /// Boxed: most swarms are small and never need one, so the empty case costs one word.
-    #[allow(clippy::box_collection)] // the point is the 8-byte `None`, not the heap placement
-    index: Option<Box<HashMap<IdHash, u32>>>,
+    /// `peers[..len]` are held; the rest is room to grow (a boxed slice and a u32 length: 8 bytes less
+    /// than a `Vec` in every torrent entry).
+    peers: Box<[Peer<A>]>,
+    len: u32,
     /// Counted (non-[`ALT`]) seeders.
     seeders: u32,
-    /// [`ALT`] entries (listed, not counted).
-    alts: u32,
 }
 
-impl<A: PackedIp> PeerList<A> {
+/// Capacity of a list that needs room for `n` entries of `size` bytes: what glibc's malloc gives anyway
+/// (chunks of 16-byte multiples with 8 bytes of header, 24 usable at least), so no request leaves bytes of
+/// its chunk unused.
+fn rounded_capacity(n: usize, size: usize) -> usize {
+    let usable = ((n * size + 8).div_ceil(16) * 16 - 8).max(24);
+    usable / size
+}
+
+impl<A: PackedAddr> PeerList<A> {
     fn new() -> Self {
         PeerList {
-            peers: Vec::new(),
-            index: None,
+            peers: Box::new([]),
+            len: 0,
             seeders: 0,
-            alts: 0,
         }
+    }
+
+    fn held(&self) -> &[Peer<A>] {
+        &self.peers[..self.len as usize]
     }
 
     fn len(&self) -> usize {
-        self.peers.len()
+        self.len as usize
     }
 
-    /// Counted peers and counted seeders.
-    fn counted(&self) -> (u32, u32) {
-        (self.peers.len() as u32 - self.alts, self.seeders)
+    fn find(&self, a: &A) -> Result<usize, usize> {
+        self.held().binary_search_by(|p| p.addr.cmp(a))
     }
 
-    fn account(&mut self, bits: u32, add: bool) {
-        let (s, a) = (
-            u32::from(bits & SEEDER != 0 && bits & ALT == 0),
-            u32::from(bits & ALT != 0),
-        );
-        if add {
-            self.seeders += s;
-            self.alts += a;
-        } else {
-            self.seeders -= s;
-            self.alts -= a;
-        }
+    fn get(&self, a: SocketAddr) -> Option<u16> {
+        let a = A::pack(a)?;
+        self.find(&a).ok().map(|i| self.peers[i].bits())
     }
 
-    fn find(&self, id: IdHash) -> Option<usize> {
-        match &self.index {
-            Some(ix) => ix.get(&id).map(|&i| i as usize),
-            None => self.peers.iter().position(|p| p.id() == id),
-        }
-    }
-
-    fn push(&mut self, p: Peer<A>) {
-        self.account(p.bits(), true);
-        if self.peers.len() == self.peers.capacity() {
-            // Grow by a quarter rather than double, from one: most torrents hold a handful of peers,
-            // doubling wastes a third of the list on average and growing by half a fifth; the extra
-            // copies are of a few hundred bytes.
-            let extra = (self.peers.len() / 4).max(1);
-            self.peers.reserve_exact(extra);
-        }
-        self.peers.push(p);
-        let i = self.peers.len() - 1;
-        match &mut self.index {
-            Some(ix) => {
-                ix.insert(p.id(), i as u32);
-            }
-            None if self.peers.len() > LINEAR_SCAN_MAX => {
-                self.index = Some(Box::new(
-                    self.peers
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| (p.id(), i as u32))
-                        .collect(),
-                ));
-            }
-            None => {}
-        }
-    }
-
-    fn remove_at(&mut self, i: usize) {
-        let p = self.peers.swap_remove(i);
-        self.account(p.bits(), false);
-        if let Some(ix) = &mut self.index {
-            ix.remove(&p.id());
-            if let Some(moved) = self.peers.get(i) {
-                ix.insert(moved.id(), i as u32);
-            }
-            if self.peers.len() <= LINEAR_SCAN_MAX / 2 {
-                self.index = None;
-            }
-        }
-        if self.peers.capacity() > 2 * self.peers.len() + 4 {
-            self.peers
-                .shrink_to(self.peers.len() + self.peers.len() / 2);
-        }
-    }
-
-    /// Inserts or updates the entry of `id`; returns 1 if a new entry was stored, else 0.
-    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32, key: u32) -> usize {
-        let Some(ip) = A::pack(addr.ip()) else {
-            return 0;
-        };
-        let port = addr.port().to_be_bytes();
-        match self.find(id) {
-            Some(i) => {
-                let old = self.peers[i].bits();
-                self.account(old, false);
-                self.account(bits, true);
-                let p = &mut self.peers[i];
-                p.ip = ip;
-                p.port = port;
-                p.set_bits(bits);
-                p.key = key.to_le_bytes();
-                0
-            }
-            None if self.peers.len() < cap => {
-                self.push(Peer {
-                    id: pack_id(id),
-                    ip,
-                    port,
-                    stamp: bits.to_le_bytes(),
-                    key: key.to_le_bytes(),
-                });
-                1
-            }
-            None => 0,
-        }
-    }
-
-    /// Removes the entry of `id`; returns 1 if there was one.
-    fn remove(&mut self, id: IdHash) -> usize {
-        match self.find(id) {
-            Some(i) => {
-                self.remove_at(i);
-                1
-            }
-            None => 0,
-        }
-    }
-
-    /// Removes entries last seen more than `timeout` seconds before `now`; returns how many.
-    fn expire(&mut self, now: u32, timeout: u32) -> usize {
-        let before = self.peers.len();
-        let mut i = 0;
-        while i < self.peers.len() {
-            if now.saturating_sub(self.peers[i].last_seen()) > timeout {
-                self.remove_at(i);
+    fn account(&mut self, bits: u16, add: bool) {
+        if counted_seeder(bits) {
+            if add {
+                self.seeders += 1;
             } else {
-                i += 1;
+                self.seeders -= 1;
             }
         }
-        before - self.peers.len()
     }
 
-    /// Appends up to `n` random peers for the requester `me` to `out`, skipping itself and, for a seeder,
-    /// other seeders.
+    /// Moves the held entries into a slice of `cap` entries.
+    fn resize(&mut self, cap: usize) {
+        let mut v = Vec::with_capacity(cap);
+        v.extend_from_slice(self.held());
+        v.resize(cap, Peer::default());
+        self.peers = v.into_boxed_slice();
+    }
+
+    fn insert_at(&mut self, i: usize, p: Peer<A>, ids: Option<&mut Ids>, id: PeerId) {
+        let len = self.len();
+        if len == self.peers.len() {
+            // Grow by an eighth: most torrents hold a handful of peers, doubling would leave a third of
+            // every list unused on average; the copies are of a few hundred bytes.
+            let want = len + (len / 8).max(1);
+            self.resize(rounded_capacity(want, size_of::<Peer<A>>()));
+        }
+        self.peers.copy_within(i..len, i + 1);
+        self.peers[i] = p;
+        self.len += 1;
+        self.account(p.bits(), true);
+        if let Some(ids) = ids {
+            ids.insert(i, Some(id));
+        }
+    }
+
+    fn set_bits(&mut self, i: usize, bits: u16) {
+        let old = self.peers[i].bits();
+        self.account(old, false);
+        self.account(bits, true);
+        self.peers[i].stamp = bits.to_le_bytes();
+    }
+
+    fn remove_at(&mut self, i: usize, ids: Option<&mut Ids>) -> Peer<A> {
+        let len = self.len();
+        let p = self.peers[i];
+        self.peers.copy_within(i + 1..len, i);
+        self.len -= 1;
+        self.account(p.bits(), false);
+        if let Some(ids) = ids {
+            ids.remove(i);
+        }
+        self.shrink();
+        p
+    }
+
+    /// Gives room back once more than a quarter (and 8 entries) of the list is unused.
+    fn shrink(&mut self) {
+        let len = self.len();
+        if self.peers.len() > len + len / 4 + 8 {
+            self.resize(rounded_capacity(len + len / 8, size_of::<Peer<A>>()));
+        }
+    }
+
+    /// Removes entries older than `timeout` units at `now` (all of them for `None`), keeping the order;
+    /// returns the entries and the alt entries removed.
+    fn expire(
+        &mut self,
+        now: u32,
+        timeout: Option<u32>,
+        mut ids: Option<&mut Ids>,
+    ) -> (usize, u32) {
+        let len = self.len();
+        let (mut w, mut alts) = (0, 0);
+        for r in 0..len {
+            let p = self.peers[r];
+            if timeout.is_some_and(|t| age(now, p.time()) <= t) {
+                self.peers[w] = p;
+                if let Some(ids) = ids.as_deref_mut() {
+                    ids[w] = ids[r];
+                }
+                w += 1;
+            } else {
+                self.account(p.bits(), false);
+                alts += u32::from(p.alt());
+            }
+        }
+        self.len = w as u32;
+        if let Some(ids) = ids {
+            ids.truncate(w);
+        }
+        self.shrink();
+        (len - w, alts)
+    }
+
+    /// Appends up to `n` random peers for a requester at `skip` to `out`, skipping those addresses and,
+    /// for a seeder, other seeders.
     ///
     /// Selection starts at a random position and walks the list circularly: O(n) rather than
     /// O(swarm), and every peer is equally likely to be included.
@@ -427,30 +408,26 @@ impl<A: PackedIp> PeerList<A> {
         &self,
         rng: &mut impl Rng,
         n: usize,
-        me: (IdHash, &Announce),
+        skip: [Option<A>; 2],
         seeder: bool,
-        ids: Option<&HashMap<IdHash, PeerId>>,
+        ids: Option<&Ids>,
         out: &mut Vec<PeerEntry>,
     ) {
-        let (me_id, me) = me;
-        let len = self.peers.len();
+        let len = self.len();
         if len == 0 || n == 0 {
             return;
         }
         let start = rng.gen_range(0..len);
         let mut taken = 0;
         for k in 0..len {
-            let p = &self.peers[(start + k) % len];
-            if p.id() == me_id || (seeder && p.seeder()) {
-                continue;
-            }
-            let addr = p.addr();
-            if addr == me.addr {
+            let i = (start + k) % len;
+            let p = &self.peers[i];
+            if (seeder && p.seeder()) || skip.contains(&Some(p.addr)) {
                 continue;
             }
             out.push(PeerEntry {
-                addr,
-                peer_id: ids.and_then(|m| m.get(&p.id()).copied()),
+                addr: p.addr.unpack(),
+                peer_id: ids.and_then(|ids| ids[i]),
             });
             taken += 1;
             if taken == n {
@@ -460,33 +437,69 @@ impl<A: PackedIp> PeerList<A> {
     }
 }
 
+/// The rarer parts of a torrent, boxed so that a compact-only, IPv4-only swarm pays one word for them.
+#[derive(Debug)]
+struct Extra {
+    v6: PeerList<V6>,
+    /// [`ALT`] entries (listed, not counted) of the IPv4 and the IPv6 list.
+    alts: [u32; 2],
+    /// Full peer ids of the IPv4 and IPv6 lists, kept once a client of this swarm asked for them.
+    ids: Option<[Ids; 2]>,
+}
+
+/// One torrent: its info-hash, counters and peers, 64 bytes.
 #[derive(Debug)]
 struct Torrent {
-    v4: PeerList<[u8; 4]>,
-    /// Boxed and optional: most torrents have no IPv6 peer.
-    v6: Option<Box<PeerList<[u8; 16]>>>,
-    /// Full peer ids by hash, kept once a client of this swarm asked for them (module doc).
-    #[allow(clippy::box_collection)] // as `PeerList::index`: the empty case costs one word
-    ids: Option<Box<HashMap<IdHash, PeerId>>>,
+    hash: InfoHash,
     /// Seconds since the tracker's epoch.
     last_activity: u32,
     /// `completed` events (saturating: u32 keeps the entry at 64 bytes).
     downloaded: u32,
+    v4: PeerList<V4>,
+    extra: Option<Box<Extra>>,
+}
+
+/// The parts of a torrent one family's operation needs: its list, its alt count, its id array.
+macro_rules! family {
+    ($t:expr, v4) => {{
+        let Torrent { v4, extra, .. } = $t;
+        match extra.as_deref_mut() {
+            Some(Extra { alts, ids, .. }) => {
+                (v4, Some(&mut alts[0]), ids.as_mut().map(|i| &mut i[0]))
+            }
+            None => (v4, None, None),
+        }
+    }};
+    ($t:expr, v6) => {{
+        let e = $t.extra_mut();
+        let Extra { v6, alts, ids } = e;
+        (v6, Some(&mut alts[1]), ids.as_mut().map(|i| &mut i[1]))
+    }};
 }
 
 impl Torrent {
-    fn new(now: u32) -> Torrent {
+    fn new(hash: InfoHash, now: u32) -> Torrent {
         Torrent {
-            v4: PeerList::new(),
-            v6: None,
-            ids: None,
-            downloaded: 0,
+            hash,
             last_activity: now,
+            downloaded: 0,
+            v4: PeerList::new(),
+            extra: None,
         }
     }
 
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(Extra {
+                v6: PeerList::new(),
+                alts: [0, 0],
+                ids: None,
+            })
+        })
+    }
+
     fn len(&self) -> usize {
-        self.v4.len() + self.v6.as_ref().map_or(0, |l| l.len())
+        self.v4.len() + self.extra.as_ref().map_or(0, |e| e.v6.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -494,114 +507,182 @@ impl Torrent {
     }
 
     fn counts(&self) -> SwarmCounts {
-        let (n4, s4) = self.v4.counted();
-        let (n6, s6) = self.v6.as_ref().map_or((0, 0), |l| l.counted());
+        let (len6, s6, alts) = self.extra.as_ref().map_or((0, 0, 0), |e| {
+            (e.v6.len, e.v6.seeders, e.alts[0] + e.alts[1])
+        });
+        let complete = self.v4.seeders + s6;
         SwarmCounts {
-            complete: s4 + s6,
-            incomplete: n4 + n6 - s4 - s6,
+            complete,
+            incomplete: self.v4.len + len6 - alts - complete,
         }
     }
 
-    /// Whether `id` is known as a counted seeder in either family.
-    fn known_seeder(&self, id: IdHash) -> bool {
-        let in4 = self
-            .v4
-            .find(id)
-            .is_some_and(|i| self.v4.peers[i].seeder() && !self.v4.peers[i].alt());
-        in4 || self.v6.as_ref().is_some_and(|l| {
-            l.find(id)
-                .is_some_and(|i| l.peers[i].seeder() && !l.peers[i].alt())
-        })
+    /// The stamp of the entry at `a`, if any.
+    fn get(&self, a: SocketAddr) -> Option<u16> {
+        self.v4
+            .get(a)
+            .or_else(|| self.extra.as_ref().and_then(|e| e.v6.get(a)))
     }
 
-    fn v6_mut(&mut self) -> &mut PeerList<[u8; 16]> {
-        self.v6.get_or_insert_with(|| Box::new(PeerList::new()))
+    /// Whether an entry is held at `a` (counted or alt).
+    fn holds(&self, a: SocketAddr) -> bool {
+        self.get(a).is_some()
     }
 
-    /// Stores `addr` for `id` (as a counted entry, or an [`ALT`] one); returns new entries stored.
-    fn upsert(&mut self, cap: usize, id: IdHash, addr: SocketAddr, bits: u32, key: u32) -> usize {
-        if addr.ip().to_canonical().is_ipv6() {
-            self.v6_mut().upsert(cap, id, addr, bits, key)
-        } else {
-            self.v4.upsert(cap, id, addr, bits, key)
-        }
-    }
-
-    /// Whether an entry of `id` belongs to another address with another key (module doc, `key`).
-    fn key_conflict(&self, id: IdHash, ip: IpAddr, key: u32) -> bool {
-        let ip = ip.to_canonical();
-        let in4 = self
-            .v4
-            .find(id)
-            .is_some_and(|i| self.v4.peers[i].conflicts(ip, key));
-        in4 || self
-            .v6
-            .as_ref()
-            .is_some_and(|l| l.find(id).is_some_and(|i| l.peers[i].conflicts(ip, key)))
-    }
-
-    fn remove(&mut self, id: IdHash) -> usize {
-        let mut n = self.v4.remove(id);
-        if let Some(l) = &mut self.v6 {
-            n += l.remove(id);
-            if l.len() == 0 {
-                self.v6 = None;
+    /// Stores `bits` at `a` (a counted entry, or an [`ALT`] one, which never replaces a counted entry);
+    /// returns new entries stored (0 or 1). With an id table, the entry's id becomes `id`.
+    fn upsert(&mut self, cap: usize, a: SocketAddr, bits: u16, id: PeerId) -> usize {
+        fn go<A: PackedAddr>(
+            (list, alts, ids): (&mut PeerList<A>, Option<&mut u32>, Option<&mut Ids>),
+            cap: usize,
+            a: A,
+            bits: u16,
+            id: PeerId,
+        ) -> usize {
+            let alt = bits & ALT != 0;
+            match list.find(&a) {
+                Ok(i) => {
+                    let was_alt = list.peers[i].alt();
+                    if alt && !was_alt {
+                        // Someone announced from this address itself: a BEP 7 claim leaves it alone.
+                        return 0;
+                    }
+                    list.set_bits(i, bits);
+                    if was_alt && !alt {
+                        if let Some(alts) = alts {
+                            *alts -= 1;
+                        }
+                    }
+                    if let Some(ids) = ids {
+                        ids[i] = Some(id);
+                    }
+                    0
+                }
+                Err(i) if list.len() < cap => {
+                    list.insert_at(
+                        i,
+                        Peer {
+                            addr: a,
+                            stamp: bits.to_le_bytes(),
+                        },
+                        ids,
+                        id,
+                    );
+                    if alt {
+                        if let Some(alts) = alts {
+                            *alts += 1;
+                        }
+                    }
+                    1
+                }
+                Err(_) => 0,
             }
         }
-        if let Some(ids) = &mut self.ids {
-            ids.remove(&id);
+        if let Some(p) = V4::pack(a) {
+            if bits & ALT != 0 {
+                // The alt count lives in the box.
+                self.extra_mut();
+            }
+            go(family!(self, v4), cap, p, bits, id)
+        } else if let Some(p) = V6::pack(a) {
+            go(family!(self, v6), cap, p, bits, id)
+        } else {
+            0
         }
-        self.trim_ids();
+    }
+
+    /// Removes the entry at `a` (only if it is an alt entry when `only_alt`); returns entries removed.
+    fn remove(&mut self, a: SocketAddr, only_alt: bool) -> usize {
+        fn go<A: PackedAddr>(
+            (list, alts, ids): (&mut PeerList<A>, Option<&mut u32>, Option<&mut Ids>),
+            a: A,
+            only_alt: bool,
+        ) -> usize {
+            match list.find(&a) {
+                Ok(i) if !only_alt || list.peers[i].alt() => {
+                    if list.remove_at(i, ids).alt() {
+                        if let Some(alts) = alts {
+                            *alts -= 1;
+                        }
+                    }
+                    1
+                }
+                _ => 0,
+            }
+        }
+        let n = if let Some(p) = V4::pack(a) {
+            go(family!(self, v4), p, only_alt)
+        } else if let (Some(p), true) = (V6::pack(a), self.extra.is_some()) {
+            go(family!(self, v6), p, only_alt)
+        } else {
+            0
+        };
+        self.trim();
         n
     }
 
-    /// Keeps the side table of full ids in step with the peers held, and no bigger than it needs to be.
-    fn trim_ids(&mut self) {
-        if self.is_empty() {
-            self.ids = None;
-        } else if let Some(ids) = &mut self.ids {
-            if ids.capacity() > 2 * ids.len() + 8 {
-                ids.shrink_to_fit();
+    /// Starts the table of full peer ids (module doc).
+    fn start_ids(&mut self) {
+        let len4 = self.v4.len();
+        let e = self.extra_mut();
+        if e.ids.is_none() {
+            e.ids = Some([vec![None; len4], vec![None; e.v6.len()]]);
+        }
+    }
+
+    /// Drops the id table of an empty swarm and the box when nothing in it is in use; trims id arrays.
+    fn trim(&mut self) {
+        let empty = self.is_empty();
+        if let Some(e) = &mut self.extra {
+            if empty {
+                e.ids = None;
+            }
+            if let Some(ids) = &mut e.ids {
+                for v in ids {
+                    if v.capacity() > 2 * v.len() + 8 {
+                        v.shrink_to_fit();
+                    }
+                }
+            }
+            if e.v6.len == 0 && e.alts == [0, 0] && e.ids.is_none() {
+                self.extra = None;
             }
         }
     }
 
-    /// Whether `id` has an entry of either family.
-    fn holds(&self, id: IdHash) -> bool {
-        self.v4.find(id).is_some() || self.v6.as_ref().is_some_and(|l| l.find(id).is_some())
-    }
-
-    fn expire(&mut self, now: u32, timeout: u32) -> usize {
-        let mut n = self.v4.expire(now, timeout);
-        if let Some(l) = &mut self.v6 {
-            n += l.expire(now, timeout);
-            if l.len() == 0 {
-                self.v6 = None;
+    /// Removes entries older than `timeout` units at `now` (all for `None`); returns how many.
+    fn expire(&mut self, now: u32, timeout: Option<u32>) -> usize {
+        let (l4, a4, i4) = family!(self, v4);
+        let (mut n, a) = l4.expire(now, timeout, i4);
+        if let Some(a4) = a4 {
+            *a4 -= a;
+        }
+        if self.extra.is_some() {
+            let (l6, a6, i6) = family!(self, v6);
+            let (n6, a) = l6.expire(now, timeout, i6);
+            if let Some(a6) = a6 {
+                *a6 -= a;
             }
+            n += n6;
         }
         if n > 0 {
-            if let Some(mut ids) = self.ids.take() {
-                ids.retain(|&h, _| self.holds(h));
-                self.ids = Some(ids);
-            }
-            self.trim_ids();
+            self.trim();
         }
         n
     }
 
-    /// Up to `n` peers for `me`: of its family only when it asks (BEP 15), else from both lists in
-    /// proportion to their sizes.
+    /// Up to `n` peers for the requester `me`: of its family only when it asks (BEP 15), else from both
+    /// lists in proportion to their sizes.
     fn select(
         &self,
         rng: &mut impl Rng,
         n: usize,
-        me: (IdHash, &Announce),
+        me: &Announce,
         seeder: bool,
         out: &mut Vec<PeerEntry>,
     ) {
-        let ids = self.ids.as_deref();
-        let len6 = self.v6.as_ref().map_or(0, |l| l.len());
-        let (n4, n6) = match me.1.want_ipv6 {
+        let len6 = self.extra.as_ref().map_or(0, |e| e.v6.len());
+        let (n4, n6) = match me.want_ipv6 {
             Some(true) => (0, n),
             Some(false) => (n, 0),
             None if len6 == 0 => (n, 0),
@@ -610,23 +691,36 @@ impl Torrent {
                 (n - n6, n6)
             }
         };
-        self.v4.select(rng, n4, me, seeder, ids, out);
-        if let Some(l) = &self.v6 {
-            l.select(rng, n6, me, seeder, ids, out);
+        let ids = self.extra.as_ref().and_then(|e| e.ids.as_ref());
+        let skip4 = [V4::pack(me.addr), me.alt_addr.and_then(V4::pack)];
+        self.v4
+            .select(rng, n4, skip4, seeder, ids.map(|i| &i[0]), out);
+        if let Some(e) = &self.extra {
+            let skip6 = [V6::pack(me.addr), me.alt_addr.and_then(V6::pack)];
+            e.v6.select(rng, n6, skip6, seeder, ids.map(|i| &i[1]), out);
+        }
+    }
+
+    fn scrape(&self) -> ScrapeCounts {
+        let c = self.counts();
+        ScrapeCounts {
+            complete: c.complete,
+            downloaded: u64::from(self.downloaded),
+            incomplete: c.incomplete,
         }
     }
 }
 
-/// Entries per chunk of a [`TorrentTable`]: about 90 KB, the most a growing table holds unused.
+/// Entries per chunk of a [`TorrentTable`]: 64 KB, the most a growing table holds unused.
 const TORRENT_CHUNK: usize = 1024;
 
-/// The torrents, by info-hash. Entries (info-hash and [`Torrent`], 88 bytes) sit in fixed-size chunks and
-/// a hash table maps info-hashes to 4-byte positions, where a `HashMap<InfoHash, Torrent>` keeps 88-byte
-/// buckets a third empty on average and, while it doubles, the old and the new table (the largest part
-/// of a tracker's memory besides the peers). Removal moves the last entry into the hole.
+/// The torrents, by info-hash. Entries (64 bytes, info-hash included) sit in fixed-size chunks and a hash
+/// table maps info-hashes to 4-byte positions, where a `HashMap<InfoHash, Torrent>` keeps buckets a third
+/// empty on average and, while it doubles, the old and the new table (the largest part of a tracker's
+/// memory besides the peers). Removal moves the last entry into the hole.
 #[derive(Debug)]
 struct TorrentTable {
-    chunks: Vec<Vec<(InfoHash, Torrent)>>,
+    chunks: Vec<Vec<Torrent>>,
     len: usize,
     index: hashbrown::HashTable<u32>,
     hasher: std::hash::RandomState,
@@ -650,41 +744,41 @@ impl TorrentTable {
         std::hash::BuildHasher::hash_one(&self.hasher, h)
     }
 
-    fn at(&self, i: usize) -> &(InfoHash, Torrent) {
+    fn at(&self, i: usize) -> &Torrent {
         &self.chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK]
     }
 
-    fn at_mut(&mut self, i: usize) -> &mut (InfoHash, Torrent) {
+    fn at_mut(&mut self, i: usize) -> &mut Torrent {
         &mut self.chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK]
     }
 
     fn position(&self, h: &InfoHash) -> Option<usize> {
         self.index
-            .find(self.hash(h), |&i| self.at(i as usize).0 == *h)
+            .find(self.hash(h), |&i| self.at(i as usize).hash == *h)
             .map(|&i| i as usize)
     }
 
     fn get(&self, h: &InfoHash) -> Option<&Torrent> {
-        self.position(h).map(|i| &self.at(i).1)
+        self.position(h).map(|i| self.at(i))
     }
 
     fn get_mut(&mut self, h: &InfoHash) -> Option<&mut Torrent> {
-        self.position(h).map(|i| &mut self.at_mut(i).1)
+        self.position(h).map(|i| self.at_mut(i))
     }
 
     /// Adds a torrent the table does not hold (the caller checked); returns its position.
-    fn insert_new(&mut self, h: InfoHash, t: Torrent) -> usize {
+    fn insert_new(&mut self, t: Torrent) -> usize {
         let pos = self.len;
+        let hash = self.hash(&t.hash);
         match self.chunks.last_mut() {
-            Some(c) if c.len() < TORRENT_CHUNK => c.push((h, t)),
+            Some(c) if c.len() < TORRENT_CHUNK => c.push(t),
             _ => {
                 let mut c = Vec::with_capacity(TORRENT_CHUNK);
-                c.push((h, t));
+                c.push(t);
                 self.chunks.push(c);
             }
         }
         self.len += 1;
-        let hash = self.hash(&h);
         let TorrentTable {
             chunks,
             index,
@@ -701,7 +795,7 @@ impl TorrentTable {
             return None;
         }
         let last = self.len - 1;
-        let hash = self.hash(&self.at(i).0);
+        let hash = self.hash(&self.at(i).hash);
         if let Ok(e) = self.index.find_entry(hash, |&j| j as usize == i) {
             e.remove();
         }
@@ -711,13 +805,13 @@ impl TorrentTable {
         }
         self.len -= 1;
         if i == last {
-            return Some(moved.1);
+            return Some(moved);
         }
-        let moved_hash = self.hash(&moved.0);
+        let moved_hash = self.hash(&moved.hash);
         if let Some(slot) = self.index.find_mut(moved_hash, |&j| j as usize == last) {
             *slot = i as u32;
         }
-        Some(std::mem::replace(self.at_mut(i), moved).1)
+        Some(std::mem::replace(self.at_mut(i), moved))
     }
 
     fn remove(&mut self, h: &InfoHash) -> Option<Torrent> {
@@ -725,22 +819,21 @@ impl TorrentTable {
     }
 
     /// Keeps the entries for which `keep` is true.
-    fn retain(&mut self, mut keep: impl FnMut(&InfoHash, &mut Torrent) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(&mut Torrent) -> bool) {
         // Downwards: the entry moved into a hole comes from above, so it was already looked at.
         for i in (0..self.len).rev() {
-            let (h, t) = self.at_mut(i);
-            if !keep(&*h, t) {
+            if !keep(self.at_mut(i)) {
                 self.remove_at(i);
             }
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &(InfoHash, Torrent)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = &Torrent> + '_ {
         self.chunks.iter().flatten()
     }
 
     fn values_mut(&mut self) -> impl Iterator<Item = &mut Torrent> + '_ {
-        self.chunks.iter_mut().flatten().map(|(_, t)| t)
+        self.chunks.iter_mut().flatten()
     }
 
     /// Positions the index has room for.
@@ -766,20 +859,9 @@ impl TorrentTable {
 }
 
 /// The hash of the info-hash at position `i`, for the index when it moves its entries.
-fn rehash(hasher: &std::hash::RandomState, chunks: &[Vec<(InfoHash, Torrent)>], i: u32) -> u64 {
+fn rehash(hasher: &std::hash::RandomState, chunks: &[Vec<Torrent>], i: u32) -> u64 {
     let i = i as usize;
-    std::hash::BuildHasher::hash_one(hasher, chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK].0)
-}
-
-impl Torrent {
-    fn scrape(&self) -> ScrapeCounts {
-        let c = self.counts();
-        ScrapeCounts {
-            complete: c.complete,
-            downloaded: u64::from(self.downloaded),
-            incomplete: c.incomplete,
-        }
-    }
+    std::hash::BuildHasher::hash_one(hasher, chunks[i / TORRENT_CHUNK][i % TORRENT_CHUNK].hash)
 }
 
 /// All torrents and their swarms.
@@ -788,27 +870,58 @@ pub struct Tracker {
     cfg: Config,
     torrents: TorrentTable,
     peers_total: usize,
-    /// The first `now` seen; peer times are seconds since it.
+    /// The first `now` seen; times are seconds since it.
     epoch: Option<Instant>,
-    /// SipHash key of the peer-id hashes, drawn from the first announce's `rng`.
-    id_key: Option<(u64, u64)>,
+    /// Seconds per clock unit of the peer stamps, and the peer timeout in units (module doc, "Storage").
+    unit: u32,
+    timeout_units: u32,
+    /// Units at the last sweep, and the latest units seen (the catch-up after a missed sweep).
+    swept: u32,
+    latest: u32,
 }
 
 impl Tracker {
     /// An empty tracker.
     pub fn new(cfg: Config) -> Tracker {
+        let secs = cfg.peer_timeout.as_secs();
+        let unit = secs.div_ceil(TIMEOUT_UNITS_MAX).max(1);
         Tracker {
+            unit: u32::try_from(unit).unwrap_or(u32::MAX),
+            timeout_units: (secs / unit) as u32,
             cfg,
             torrents: TorrentTable::new(),
             peers_total: 0,
             epoch: None,
-            id_key: None,
+            swept: 0,
+            latest: 0,
         }
     }
 
-    fn secs(&mut self, now: Instant) -> u32 {
+    /// Seconds since the epoch and clock units at `now`. Sweeps first, from the latest time seen, when the
+    /// last sweep is so long ago that stamps could wrap (module doc).
+    fn clock(&mut self, now: Instant) -> (u32, u32) {
         let epoch = *self.epoch.get_or_insert(now);
-        u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX)
+        let secs =
+            u32::try_from(now.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX);
+        let units = (secs / self.unit).max(self.latest);
+        let limit = u32::from(TIME_MASK) - self.timeout_units;
+        if units - self.swept >= limit {
+            let late = units - self.latest;
+            self.sweep(self.latest, self.timeout_units.checked_sub(late));
+            self.swept = units;
+        }
+        self.latest = units;
+        (secs, units)
+    }
+
+    /// Removes, in every torrent, peers older than `timeout` units at `now` (all for `None`).
+    fn sweep(&mut self, now: u32, timeout: Option<u32>) -> usize {
+        let mut removed = 0;
+        for t in self.torrents.values_mut() {
+            removed += t.expire(now, timeout);
+        }
+        self.peers_total -= removed;
+        removed
     }
 
     /// The policy in force.
@@ -830,14 +943,12 @@ impl Tracker {
                 return Err(Refusal::NotAllowed);
             }
         }
-        let now_secs = self.secs(now);
-        let (k0, k1) = *self.id_key.get_or_insert_with(|| (rng.gen(), rng.gen()));
-        let id = {
-            use std::hash::Hasher;
-            let mut h = SipHasher13::new_with_keys(k0, k1);
-            h.write(&a.peer_id.0);
-            h.finish() & ID_MASK
-        };
+        let (secs, units) = self.clock(now);
+        let addr = SocketAddr::new(a.addr.ip().to_canonical(), a.addr.port());
+        let alt = a
+            .alt_addr
+            .map(|x| SocketAddr::new(x.ip().to_canonical(), x.port()))
+            .filter(|x| x.is_ipv6() != addr.is_ipv6());
         let pos = self.torrents.position(&a.info_hash);
         if pos.is_none() {
             if a.event == Event::Stopped {
@@ -850,53 +961,47 @@ impl Tracker {
         }
         if self.peers_total >= self.cfg.max_peers_total
             && a.event != Event::Stopped
-            && !pos.is_some_and(|i| self.torrents.at(i).1.holds(id))
+            && !pos.is_some_and(|i| self.torrents.at(i).holds(addr))
         {
             return Err(Refusal::Full);
         }
         let cap = self.cfg.max_peers_per_torrent;
-        let total_cap = self.cfg.max_peers_total;
-        let held = self.peers_total;
+        let room = self.cfg.max_peers_total.saturating_sub(self.peers_total);
         let pos = match pos {
             Some(i) => i,
-            None => self
-                .torrents
-                .insert_new(a.info_hash, Torrent::new(now_secs)),
+            None => self.torrents.insert_new(Torrent::new(a.info_hash, secs)),
         };
-        let t = &mut self.torrents.at_mut(pos).1;
-        if t.key_conflict(id, a.addr.ip(), a.key) {
-            return Err(Refusal::KeyMismatch);
-        }
-        t.last_activity = now_secs;
+        let t = self.torrents.at_mut(pos);
+        t.last_activity = secs;
         if a.event == Event::Stopped {
-            self.peers_total -= t.remove(id);
+            let mut n = t.remove(addr, false);
+            if let Some(alt) = alt {
+                n += t.remove(alt, true);
+            }
+            self.peers_total -= n;
             return Ok(t.counts());
         }
         let seeder = a.left == 0 || a.event == Event::Completed;
-        if a.event == Event::Completed && !t.known_seeder(id) {
+        if a.event == Event::Completed && !t.get(addr).is_some_and(counted_seeder) {
             t.downloaded = t.downloaded.saturating_add(1);
         }
-        let mut added = t.upsert(cap, id, a.addr, stamp(now_secs, seeder, false), a.key);
-        if let Some(alt) = a.alt_addr.filter(|_| held + added < total_cap) {
-            if alt.ip().to_canonical().is_ipv6() != a.addr.ip().to_canonical().is_ipv6() {
-                added += t.upsert(cap, id, alt, stamp(now_secs, seeder, true), a.key);
-            }
+        if a.want_peer_ids {
+            t.start_ids();
+        }
+        let mut added = t.upsert(cap, addr, stamp(units, seeder, false), a.peer_id);
+        if let Some(alt) = alt.filter(|_| added < room) {
+            added += t.upsert(cap, alt, stamp(units, seeder, true), a.peer_id);
         }
         self.peers_total += added;
-        if a.want_peer_ids && t.ids.is_none() {
-            t.ids = Some(Box::default());
-        }
-        // A peer refused for the per-torrent cap has no entry, so no id either.
-        if t.ids.is_some() && t.holds(id) {
-            if let Some(ids) = &mut t.ids {
-                ids.insert(id, a.peer_id);
-            }
+        if added == 0 && t.is_empty() {
+            // Refused for the per-torrent cap: no ids (or box) kept for nobody.
+            t.trim();
         }
         let n = a
             .numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_peers) as usize;
-        t.select(rng, n, (id, a), seeder, out);
+        t.select(rng, n, a, seeder, out);
         Ok(t.counts())
     }
 
@@ -905,8 +1010,8 @@ impl Tracker {
     pub fn set_allow_list(&mut self, allow: Option<std::collections::HashSet<InfoHash>>) {
         if let Some(list) = &allow {
             let mut dropped = 0;
-            self.torrents.retain(|h, t| {
-                let keep = list.contains(h);
+            self.torrents.retain(|t| {
+                let keep = list.contains(&t.hash);
                 if !keep {
                     dropped += t.len();
                 }
@@ -927,7 +1032,7 @@ impl Tracker {
 
     /// Every torrent's counters (for a full scrape and the stats page), in no particular order.
     pub fn all(&self) -> impl Iterator<Item = (InfoHash, ScrapeCounts)> + '_ {
-        self.torrents.iter().map(|(h, t)| (*h, t.scrape()))
+        self.torrents.iter().map(|t| (t.hash, t.scrape()))
     }
 
     /// Number of torrents held.
@@ -935,7 +1040,7 @@ impl Tracker {
         self.torrents.len()
     }
 
-    /// Number of peers held over all torrents.
+    /// Number of peers held over all torrents (a dual-stack peer's BEP 7 second address counts too).
     pub fn peer_count(&self) -> usize {
         self.peers_total
     }
@@ -947,34 +1052,31 @@ impl Tracker {
                 return;
             }
         }
+        let d = downloaded.min(u64::from(u32::MAX)) as u32;
         if let Some(t) = self.torrents.get_mut(&h) {
-            t.downloaded = t.downloaded.max(downloaded.min(u64::from(u32::MAX)) as u32);
+            t.downloaded = t.downloaded.max(d);
         } else if self.torrents.len() < self.cfg.max_torrents && downloaded > 0 {
-            let mut t = Torrent::new(self.secs(now));
-            t.downloaded = downloaded.min(u64::from(u32::MAX)) as u32;
-            self.torrents.insert_new(h, t);
+            let mut t = Torrent::new(h, self.clock(now).0);
+            t.downloaded = d;
+            self.torrents.insert_new(t);
         }
     }
 
     /// Removes peers not heard from within the peer timeout and applies the torrent eviction policy (module
-    /// doc). Call it periodically; returns the number of peers removed.
+    /// doc). Call it periodically (at least once every three peer timeouts: module doc); returns the number
+    /// of peers removed.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let timeout = u32::try_from(self.cfg.peer_timeout.as_secs()).unwrap_or(u32::MAX);
-        let now_secs = self.secs(now);
-        let mut removed = 0;
-        for t in self.torrents.values_mut() {
-            removed += t.expire(now_secs, timeout);
-        }
-        self.peers_total -= removed;
-        self.torrents
-            .retain(|_, t| !t.is_empty() || t.downloaded > 0);
+        let (_, units) = self.clock(now);
+        let removed = self.sweep(units, Some(self.timeout_units));
+        self.swept = units;
+        self.torrents.retain(|t| !t.is_empty() || t.downloaded > 0);
         let keep = (self.cfg.max_torrents as f64 * KEEP_EMPTY_FRACTION) as usize;
         if self.torrents.len() > keep {
             let mut empty: Vec<(u32, InfoHash)> = self
                 .torrents
                 .iter()
-                .filter(|(_, t)| t.is_empty())
-                .map(|(h, t)| (t.last_activity, *h))
+                .filter(|t| t.is_empty())
+                .map(|t| (t.last_activity, t.hash))
                 .collect();
             empty.sort_unstable();
             let excess = self.torrents.len() - keep;
@@ -991,9 +1093,11 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{any, prop_oneof, proptest, Just, ProptestConfig, Strategy};
+    use proptest::{prop_assert, prop_assert_eq};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
-    use std::collections::HashSet;
+    use std::collections::{BTreeMap, HashMap, HashSet};
 
     fn ann(h: u8, p: u8, left: u64, event: Event) -> Announce {
         Announce {
@@ -1006,7 +1110,6 @@ mod tests {
             numwant: None,
             want_ipv6: None,
             want_peer_ids: true,
-            key: 0,
         }
     }
 
@@ -1017,46 +1120,6 @@ mod tests {
             Instant::now(),
             Vec::new(),
         )
-    }
-
-    #[test]
-    fn peers_are_packed() {
-        assert_eq!(size_of::<Peer<[u8; 4]>>(), 20);
-        assert_eq!(size_of::<Peer<[u8; 16]>>(), 32);
-        assert!(size_of::<Torrent>() <= 64, "{}", size_of::<Torrent>());
-        // All 48 bits of an id hash survive the packing.
-        let mut l = PeerList::<[u8; 4]>::new();
-        let addr: SocketAddr = "10.0.0.9:1".parse().unwrap();
-        assert_eq!(l.upsert(10, ID_MASK, addr, 0, 0), 1);
-        assert_eq!(l.upsert(10, ID_MASK - 1, addr, 0, 0), 1);
-        assert_eq!((l.find(ID_MASK), l.find(ID_MASK - 1)), (Some(0), Some(1)));
-        let mut l4 = PeerList::<[u8; 4]>::new();
-        let mut l6 = PeerList::<[u8; 16]>::new();
-        for (i, a) in ["10.1.2.3:80", "[2001:db8::1]:6881", "[::ffff:1.2.3.4]:1"]
-            .iter()
-            .enumerate()
-        {
-            let a: SocketAddr = a.parse().unwrap();
-            let id = i as IdHash;
-            let bits = stamp(TIME_MASK, true, false);
-            assert_eq!(
-                l4.upsert(10, id, a, bits, 0) + l6.upsert(10, id, a, bits, 0),
-                1
-            );
-            let got = l4
-                .peers
-                .iter()
-                .map(|p| p.addr())
-                .chain(l6.peers.iter().map(|p| p.addr()));
-            assert!(got
-                .clone()
-                .any(|g| g == SocketAddr::new(a.ip().to_canonical(), a.port())));
-        }
-        assert_eq!((l4.len(), l6.len()), (2, 1));
-        assert!(l4
-            .peers
-            .iter()
-            .all(|p| p.seeder() && !p.alt() && p.last_seen() == TIME_MASK));
     }
 
     #[test]
@@ -1115,87 +1178,6 @@ mod tests {
         assert_eq!(t.peer_count(), 2);
         let s = t.scrape(&InfoHash([1; 20]));
         assert_eq!((s.complete, s.incomplete), (1, 1));
-    }
-
-    #[test]
-    fn bep3_key_guards_a_peer_id_against_other_addresses() {
-        let (mut t, mut rng, now, mut out) = setup();
-        let owner = Announce {
-            key: 0xDEAD_BEEF,
-            ..ann(1, 1, 10, Event::Started)
-        };
-        t.announce(now, &mut rng, &owner, &mut out).unwrap();
-        let thief = Announce {
-            addr: "10.6.6.6:1".parse().unwrap(),
-            key: 0x1234,
-            ..owner
-        };
-        // Another address without the key can neither move nor evict the peer.
-        assert_eq!(
-            t.announce(now, &mut rng, &thief, &mut out),
-            Err(Refusal::KeyMismatch)
-        );
-        let no_key = Announce { key: 0, ..thief };
-        assert_eq!(
-            t.announce(
-                now,
-                &mut rng,
-                &Announce {
-                    event: Event::Stopped,
-                    ..no_key
-                },
-                &mut out
-            ),
-            Err(Refusal::KeyMismatch)
-        );
-        assert_eq!(t.peer_count(), 1);
-        let other = ann(1, 2, 10, Event::Started);
-        t.announce(now, &mut rng, &other, &mut out).unwrap();
-        assert_eq!(
-            out[0].addr, owner.addr,
-            "the owner's address is still listed"
-        );
-        // The same IP (another port, a new key after a restart) proceeds and updates the key ...
-        let restarted = Announce {
-            addr: SocketAddr::new(owner.addr.ip(), 7000),
-            key: 0x5555,
-            ..owner
-        };
-        t.announce(now, &mut rng, &restarted, &mut out).unwrap();
-        // ... so the old key no longer works from elsewhere, the new one does (the peer moved).
-        let moved = Announce {
-            key: 0xDEAD_BEEF,
-            ..thief
-        };
-        assert_eq!(
-            t.announce(now, &mut rng, &moved, &mut out),
-            Err(Refusal::KeyMismatch)
-        );
-        let moved = Announce {
-            key: 0x5555,
-            ..thief
-        };
-        t.announce(now, &mut rng, &moved, &mut out).unwrap();
-        t.announce(now, &mut rng, &other, &mut out).unwrap();
-        assert_eq!(out[0].addr, thief.addr);
-        assert_eq!(t.peer_count(), 2);
-        // A peer that never sent a key has no protection (as in opentracker).
-        let open = ann(1, 3, 10, Event::Started);
-        t.announce(now, &mut rng, &open, &mut out).unwrap();
-        let takeover = Announce {
-            addr: "10.7.7.7:1".parse().unwrap(),
-            key: 9,
-            ..open
-        };
-        t.announce(now, &mut rng, &takeover, &mut out).unwrap();
-    }
-
-    #[test]
-    fn key_bits_reads_hex_and_hashes_the_rest() {
-        assert_eq!(key_bits(b"DEADBEEF"), 0xDEAD_BEEF);
-        assert_eq!(key_bits(b"1a"), 0x1a);
-        assert_ne!(key_bits(b"not hex"), key_bits(b"not hex!"));
-        assert_ne!(key_bits(b"123456789"), 0x2345_6789);
     }
 
     #[test]
@@ -1294,59 +1276,6 @@ mod tests {
     }
 
     #[test]
-    fn full_peer_ids_only_for_swarms_that_ask() {
-        let (mut t, mut rng, now, mut out) = setup();
-        let compact = |p| Announce {
-            want_peer_ids: false,
-            key: 0,
-            ..ann(1, p, 5, Event::Started)
-        };
-        t.announce(now, &mut rng, &compact(1), &mut out).unwrap();
-        t.announce(now, &mut rng, &compact(2), &mut out).unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].peer_id, None, "compact-only swarm keeps no ids");
-        assert!(t.torrents.get(&InfoHash([1; 20])).unwrap().ids.is_none());
-        // The first dictionary request starts the side table; peer 1 is known from its next announce on.
-        t.announce(now, &mut rng, &ann(1, 3, 5, Event::Started), &mut out)
-            .unwrap();
-        assert_eq!(out.len(), 2);
-        assert!(out.iter().all(|p| p.peer_id.is_none()));
-        t.announce(now, &mut rng, &compact(1), &mut out).unwrap();
-        let ids: HashSet<_> = out.iter().map(|p| p.peer_id).collect();
-        assert_eq!(ids, HashSet::from([None, Some(PeerId([3; 20]))]));
-        t.announce(now, &mut rng, &ann(1, 3, 5, Event::None), &mut out)
-            .unwrap();
-        let ids: HashSet<_> = out.iter().map(|p| p.peer_id).collect();
-        assert_eq!(ids, HashSet::from([None, Some(PeerId([1; 20]))]));
-        // Stopped and expiry drop the full ids with the peers; once the table exists every announce fills it.
-        t.announce(now, &mut rng, &ann(1, 1, 5, Event::Stopped), &mut out)
-            .unwrap();
-        assert_eq!(
-            t.torrents
-                .get(&InfoHash([1; 20]))
-                .unwrap()
-                .ids
-                .as_ref()
-                .unwrap()
-                .len(),
-            1
-        );
-        let later = now + t.config().peer_timeout + Duration::from_secs(1);
-        t.announce(later, &mut rng, &compact(2), &mut out).unwrap();
-        t.expire(later);
-        let tor = &t.torrents.get(&InfoHash([1; 20])).unwrap();
-        assert_eq!(
-            (tor.len(), tor.ids.as_ref().unwrap().len()),
-            (1, 1),
-            "peer 3 expired"
-        );
-        t.announce(later, &mut rng, &ann(1, 4, 5, Event::Started), &mut out)
-            .unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].peer_id, Some(PeerId([2; 20])));
-    }
-
-    #[test]
     fn torrent_table_shrinks_after_expiry() {
         let (mut t, mut rng, now, mut out) = setup();
         for h in 0..2000u32 {
@@ -1366,48 +1295,6 @@ mod tests {
             "{}",
             t.torrents.capacity()
         );
-    }
-
-    #[test]
-    fn torrent_table_matches_a_map_under_inserts_and_removals() {
-        let mut rng = StdRng::seed_from_u64(11);
-        let mut table = TorrentTable::new();
-        let mut model: HashMap<InfoHash, u32> = HashMap::new();
-        let key = |k: u32| {
-            let mut h = [0u8; 20];
-            h[..4].copy_from_slice(&k.to_le_bytes());
-            InfoHash(h)
-        };
-        // Keys from a small range so removals and re-inserts hit; sizes cross several chunks.
-        for step in 0..20_000u32 {
-            let k = key(rng.gen_range(0..3000));
-            match rng.gen_range(0..3) {
-                0 | 1 if table.get(&k).is_none() => {
-                    let mut t = Torrent::new(0);
-                    t.downloaded = step;
-                    table.insert_new(k, t);
-                    model.insert(k, step);
-                }
-                _ => {
-                    assert_eq!(table.remove(&k).map(|t| t.downloaded), model.remove(&k));
-                }
-            }
-            if step % 4999 == 0 {
-                table.retain(|h, _| h.0[0] % 7 != 0);
-                model.retain(|h, _| h.0[0] % 7 != 0);
-            }
-        }
-        assert_eq!(table.len(), model.len());
-        assert_eq!(table.iter().count(), model.len());
-        for (k, d) in &model {
-            assert_eq!(table.get(k).map(|t| t.downloaded), Some(*d));
-        }
-        for (k, t) in table.iter() {
-            assert_eq!(model.get(k), Some(&t.downloaded));
-        }
-        let chunks = table.len().div_ceil(TORRENT_CHUNK);
-        assert_eq!(table.chunks.len(), chunks, "no empty chunk kept");
-        assert!(table.remove_at(table.len()).is_none());
     }
 
     #[test]
@@ -1476,7 +1363,7 @@ mod tests {
             "random selection reaches most peers: {}",
             seen.len()
         );
-        // Removal from an indexed swarm keeps the index right.
+        // Removal from a big sorted list keeps it right.
         for p in 0..100u8 {
             t.announce(now, &mut rng, &ann(1, p, 1, Event::Stopped), &mut out)
                 .unwrap();
@@ -1594,5 +1481,633 @@ mod tests {
             "oldest went first"
         );
         assert_eq!(t.scrape(&InfoHash([9; 20])).downloaded, 5);
+    }
+    /// The id table's length per family of torrent `h` (`None`: no table).
+    fn ids_len(t: &Tracker, h: u8) -> Option<usize> {
+        let tor = t.torrents.get(&InfoHash([h; 20])).unwrap();
+        let ids = tor.extra.as_ref()?.ids.as_ref()?;
+        Some(ids[0].len() + ids[1].len())
+    }
+
+    #[test]
+    fn peers_and_torrents_are_packed() {
+        assert_eq!(size_of::<Peer<V4>>(), 8);
+        assert_eq!(size_of::<Peer<V6>>(), 20);
+        assert_eq!(size_of::<Torrent>(), 64);
+        // Addresses round-trip (mapped IPv4 as IPv4) and sort as (IP, port).
+        for a in [
+            "10.1.2.3:80",
+            "[2001:db8::1]:6881",
+            "[::ffff:1.2.3.4]:1",
+            "0.0.0.0:65535",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let canon = SocketAddr::new(a.ip().to_canonical(), a.port());
+            let back = V4::pack(a)
+                .map(V4::unpack)
+                .or_else(|| V6::pack(a).map(V6::unpack));
+            assert_eq!(back, Some(canon));
+        }
+        let a = |s: &str| V4::pack(s.parse().unwrap()).unwrap();
+        assert!(a("1.2.3.4:65535") < a("1.2.3.5:0"));
+        assert!(a("1.2.3.4:255") < a("1.2.3.4:256"));
+        let mut l = PeerList::<V4>::new();
+        for (i, s) in ["9.9.9.9:1", "1.1.1.1:2", "5.5.5.5:3", "1.1.1.1:1"]
+            .iter()
+            .enumerate()
+        {
+            let p = a(s);
+            let at = l.find(&p).unwrap_err();
+            l.insert_at(
+                at,
+                Peer {
+                    addr: p,
+                    stamp: stamp(TIME_MASK.into(), i % 2 == 0, false).to_le_bytes(),
+                },
+                None,
+                PeerId([0; 20]),
+            );
+        }
+        assert!(l.held().windows(2).all(|w| w[0].addr < w[1].addr));
+        assert_eq!(l.seeders, 2);
+        assert!(l.held().iter().all(|p| p.time() == TIME_MASK && !p.alt()));
+    }
+
+    #[test]
+    fn lists_take_what_malloc_gives_and_shrink() {
+        // glibc chunks: 24, 40, 56, ... usable bytes.
+        assert_eq!(rounded_capacity(1, 8), 3);
+        assert_eq!(rounded_capacity(4, 8), 5);
+        assert_eq!(rounded_capacity(20, 8), 21);
+        assert_eq!(rounded_capacity(1, 20), 1);
+        assert_eq!(rounded_capacity(2, 20), 2);
+        let mut l = PeerList::<V4>::new();
+        for i in 0..1000u32 {
+            let mut addr = [0u8; 6];
+            addr[..4].copy_from_slice(&i.to_be_bytes());
+            let at = l.find(&addr).unwrap_err();
+            l.insert_at(
+                at,
+                Peer {
+                    addr,
+                    stamp: [0, 0],
+                },
+                None,
+                PeerId([0; 20]),
+            );
+            assert!(
+                l.peers.len() <= l.len() + l.len() / 8 + 3,
+                "{}",
+                l.peers.len()
+            );
+        }
+        while l.len() > 10 {
+            l.remove_at(l.len() / 2, None);
+            assert!(l.peers.len() <= l.len() + l.len() / 4 + 8);
+        }
+        assert!(l.held().windows(2).all(|w| w[0].addr < w[1].addr));
+    }
+
+    #[test]
+    fn a_peer_is_its_address() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let owner = ann(1, 1, 10, Event::Started);
+        t.announce(now, &mut rng, &owner, &mut out).unwrap();
+        // Its peer id from another address is another peer: it neither moves nor evicts the owner.
+        let other_addr = Announce {
+            addr: "10.6.6.6:1".parse().unwrap(),
+            ..owner
+        };
+        t.announce(now, &mut rng, &other_addr, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].addr, owner.addr);
+        t.announce(
+            now,
+            &mut rng,
+            &Announce {
+                event: Event::Stopped,
+                ..other_addr
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(t.peer_count(), 1);
+        let watcher = ann(1, 2, 10, Event::Started);
+        t.announce(now, &mut rng, &watcher, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].addr, out[0].peer_id),
+            (owner.addr, Some(owner.peer_id))
+        );
+        // A new peer id on the same address is the same peer, and the dictionary form shows the new id.
+        let renamed = Announce {
+            peer_id: PeerId([7; 20]),
+            ..owner
+        };
+        t.announce(now, &mut rng, &renamed, &mut out).unwrap();
+        t.announce(now, &mut rng, &watcher, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].peer_id, Some(PeerId([7; 20])));
+        // Another port is another peer; the old entry stays listed until it expires.
+        let moved = Announce {
+            addr: SocketAddr::new(owner.addr.ip(), 7000),
+            ..renamed
+        };
+        let later = now + Duration::from_secs(60);
+        t.announce(later, &mut rng, &moved, &mut out).unwrap();
+        assert_eq!(out.len(), 2, "the old port is listed to the peer too");
+        assert_eq!(t.peer_count(), 3);
+        let expired = now + t.config().peer_timeout + Duration::from_secs(1);
+        t.announce(expired, &mut rng, &watcher, &mut out).unwrap();
+        t.announce(expired, &mut rng, &moved, &mut out).unwrap();
+        assert_eq!(t.expire(expired), 1);
+        t.announce(expired, &mut rng, &watcher, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|p| p.addr).collect::<Vec<_>>(),
+            vec![moved.addr]
+        );
+    }
+
+    #[test]
+    fn a_bep7_claim_never_touches_a_peer_at_that_address() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let v6: SocketAddr = "[2001:db8::7]:6881".parse().unwrap();
+        let real = Announce {
+            addr: v6,
+            ..ann(1, 7, 10, Event::Started)
+        };
+        t.announce(now, &mut rng, &real, &mut out).unwrap();
+        // Someone names the real peer's address as its own IPv6 one, as a seeder, then stops.
+        let claim = Announce {
+            alt_addr: Some(v6),
+            ..ann(1, 1, 0, Event::Started)
+        };
+        t.announce(now, &mut rng, &claim, &mut out).unwrap();
+        let s = t.scrape(&InfoHash([1; 20]));
+        assert_eq!(
+            (s.complete, s.incomplete),
+            (1, 1),
+            "the real peer still counts as a leecher"
+        );
+        t.announce(
+            now,
+            &mut rng,
+            &Announce {
+                event: Event::Stopped,
+                ..claim
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(t.peer_count(), 1, "the real peer stays");
+        let s = t.scrape(&InfoHash([1; 20]));
+        assert_eq!((s.complete, s.incomplete), (0, 1));
+    }
+
+    #[test]
+    fn full_peer_ids_only_for_swarms_that_ask() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let compact = |p| Announce {
+            want_peer_ids: false,
+            ..ann(1, p, 5, Event::Started)
+        };
+        t.announce(now, &mut rng, &compact(1), &mut out).unwrap();
+        t.announce(now, &mut rng, &compact(2), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].peer_id, None, "compact-only swarm keeps no ids");
+        assert!(
+            t.torrents.get(&InfoHash([1; 20])).unwrap().extra.is_none(),
+            "nor a box"
+        );
+        // The first dictionary request starts the side table; peer 1 is known from its next announce on.
+        t.announce(now, &mut rng, &ann(1, 3, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|p| p.peer_id.is_none()));
+        t.announce(now, &mut rng, &compact(1), &mut out).unwrap();
+        let ids: HashSet<_> = out.iter().map(|p| p.peer_id).collect();
+        assert_eq!(ids, HashSet::from([None, Some(PeerId([3; 20]))]));
+        t.announce(now, &mut rng, &ann(1, 3, 5, Event::None), &mut out)
+            .unwrap();
+        let ids: HashSet<_> = out.iter().map(|p| p.peer_id).collect();
+        assert_eq!(ids, HashSet::from([None, Some(PeerId([1; 20]))]));
+        // Stopped and expiry drop the full ids with the peers; once the table exists every announce fills it.
+        t.announce(now, &mut rng, &ann(1, 1, 5, Event::Stopped), &mut out)
+            .unwrap();
+        assert_eq!(ids_len(&t, 1), Some(2));
+        let later = now + t.config().peer_timeout + Duration::from_secs(1);
+        t.announce(later, &mut rng, &compact(2), &mut out).unwrap();
+        t.expire(later);
+        assert_eq!(ids_len(&t, 1), Some(1), "peer 3 expired");
+        t.announce(later, &mut rng, &ann(1, 4, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].peer_id, Some(PeerId([2; 20])));
+        // An empty swarm drops its table and box.
+        for p in [2, 4] {
+            t.announce(later, &mut rng, &ann(1, p, 5, Event::Stopped), &mut out)
+                .unwrap();
+        }
+        assert!(t.torrents.get(&InfoHash([1; 20])).unwrap().extra.is_none());
+    }
+
+    #[test]
+    fn torrent_table_matches_a_map_under_inserts_and_removals() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut table = TorrentTable::new();
+        let mut model: HashMap<InfoHash, u32> = HashMap::new();
+        let key = |k: u32| {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&k.to_le_bytes());
+            InfoHash(h)
+        };
+        // Keys from a small range so removals and re-inserts hit; sizes cross several chunks.
+        for step in 0..20_000u32 {
+            let k = key(rng.gen_range(0..3000));
+            match rng.gen_range(0..3) {
+                0 | 1 if table.get(&k).is_none() => {
+                    let mut t = Torrent::new(k, 0);
+                    t.downloaded = step;
+                    table.insert_new(t);
+                    model.insert(k, step);
+                }
+                _ => {
+                    assert_eq!(table.remove(&k).map(|t| t.downloaded), model.remove(&k));
+                }
+            }
+            if step % 4999 == 0 {
+                table.retain(|t| t.hash.0[0] % 7 != 0);
+                model.retain(|h, _| h.0[0] % 7 != 0);
+            }
+        }
+        assert_eq!(table.len(), model.len());
+        assert_eq!(table.iter().count(), model.len());
+        for (k, d) in &model {
+            assert_eq!(table.get(k).map(|t| t.downloaded), Some(*d));
+        }
+        for t in table.iter() {
+            assert_eq!(model.get(&t.hash), Some(&t.downloaded));
+        }
+        let chunks = table.len().div_ceil(TORRENT_CHUNK);
+        assert_eq!(table.chunks.len(), chunks, "no empty chunk kept");
+        assert!(table.remove_at(table.len()).is_none());
+    }
+
+    #[test]
+    fn no_peer_outlives_its_timeout_when_sweeps_are_missed() {
+        let cfg = Config {
+            peer_timeout: Duration::from_secs(100),
+            ..Config::default()
+        };
+        let mut t = Tracker::new(cfg);
+        let (_, mut rng, now, mut out) = setup();
+        t.announce(now, &mut rng, &ann(1, 1, 5, Event::Started), &mut out)
+            .unwrap();
+        // 2^14 s later (the 14-bit stamp has wrapped to the same value) and no sweep in between.
+        let wrapped = now + Duration::from_secs(1 << 14);
+        t.announce(wrapped, &mut rng, &ann(1, 2, 5, Event::Started), &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "peer 1 is long gone: {out:?}");
+        assert_eq!(t.peer_count(), 1);
+        // A peer seen just before a long gap is judged by its real age.
+        let a = wrapped + Duration::from_secs(1 << 14) - Duration::from_secs(50);
+        t.announce(a, &mut rng, &ann(1, 3, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(t.peer_count(), 1, "peer 2 expired by the catch-up");
+        let b = a + Duration::from_secs(90);
+        t.announce(b, &mut rng, &ann(1, 4, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1, "peer 3 is 90 s old");
+        assert_eq!(t.expire(b + Duration::from_secs(11)), 1);
+        assert_eq!(t.peer_count(), 1);
+    }
+
+    #[test]
+    fn long_timeouts_use_coarser_units() {
+        let cfg = Config {
+            peer_timeout: Duration::from_secs(100_000),
+            ..Config::default()
+        };
+        let mut t = Tracker::new(cfg);
+        assert_eq!((t.unit, t.timeout_units), (25, 4000));
+        let (_, mut rng, now, mut out) = setup();
+        t.announce(now, &mut rng, &ann(1, 1, 5, Event::Started), &mut out)
+            .unwrap();
+        t.expire(now);
+        assert_eq!(t.expire(now + Duration::from_secs(99_990)), 0);
+        assert_eq!(t.expire(now + Duration::from_secs(100_050)), 1);
+    }
+
+    /// The naive model of the store: one map of peers per torrent with exact times.
+    #[derive(Clone, Debug)]
+    struct MPeer {
+        seeder: bool,
+        alt: bool,
+        seen: u64,
+        id: Option<PeerId>,
+    }
+
+    #[derive(Debug, Default)]
+    struct MTorrent {
+        peers: BTreeMap<SocketAddr, MPeer>,
+        ids_on: bool,
+        downloaded: u32,
+        last: u64,
+    }
+
+    impl MTorrent {
+        fn counts(&self) -> SwarmCounts {
+            let counted = self.peers.values().filter(|p| !p.alt);
+            let complete = counted.clone().filter(|p| p.seeder).count() as u32;
+            SwarmCounts {
+                complete,
+                incomplete: counted.count() as u32 - complete,
+            }
+        }
+        fn family_len(&self, v6: bool) -> usize {
+            self.peers.keys().filter(|a| a.is_ipv6() == v6).count()
+        }
+    }
+
+    struct Model {
+        cfg: Config,
+        t: BTreeMap<InfoHash, MTorrent>,
+        swept: u64,
+    }
+
+    impl Model {
+        fn total(&self) -> usize {
+            self.t.values().map(|t| t.peers.len()).sum()
+        }
+
+        fn sweep(&mut self, now: u64) {
+            let timeout = self.cfg.peer_timeout.as_secs();
+            for t in self.t.values_mut() {
+                t.peers.retain(|_, p| now - p.seen <= timeout);
+                t.ids_on &= !t.peers.is_empty();
+            }
+        }
+
+        fn clock(&mut self, now: u64) {
+            let limit = u64::from(TIME_MASK) - self.cfg.peer_timeout.as_secs();
+            if now - self.swept >= limit {
+                self.sweep(now);
+                self.swept = now;
+            }
+        }
+
+        fn expire(&mut self, now: u64) {
+            self.clock(now);
+            self.sweep(now);
+            self.swept = now;
+            self.t
+                .retain(|_, t| !t.peers.is_empty() || t.downloaded > 0);
+            let keep = (self.cfg.max_torrents as f64 * KEEP_EMPTY_FRACTION) as usize;
+            if self.t.len() > keep {
+                let mut empty: Vec<(u64, InfoHash)> = self
+                    .t
+                    .iter()
+                    .filter(|(_, t)| t.peers.is_empty())
+                    .map(|(h, t)| (t.last, *h))
+                    .collect();
+                empty.sort_unstable();
+                let excess = self.t.len() - keep;
+                for (_, h) in empty.into_iter().take(excess) {
+                    self.t.remove(&h);
+                }
+            }
+        }
+
+        fn announce(&mut self, now: u64, a: &Announce) -> Result<SwarmCounts, Refusal> {
+            self.clock(now);
+            let addr = SocketAddr::new(a.addr.ip().to_canonical(), a.addr.port());
+            let alt = a
+                .alt_addr
+                .map(|x| SocketAddr::new(x.ip().to_canonical(), x.port()))
+                .filter(|x| x.is_ipv6() != addr.is_ipv6());
+            let exists = self.t.contains_key(&a.info_hash);
+            if !exists {
+                if a.event == Event::Stopped {
+                    return Ok(SwarmCounts::default());
+                }
+                if self.t.len() >= self.cfg.max_torrents {
+                    return Err(Refusal::Full);
+                }
+            }
+            let total = self.total();
+            if total >= self.cfg.max_peers_total
+                && a.event != Event::Stopped
+                && !self
+                    .t
+                    .get(&a.info_hash)
+                    .is_some_and(|t| t.peers.contains_key(&addr))
+            {
+                return Err(Refusal::Full);
+            }
+            let room = self.cfg.max_peers_total.saturating_sub(total);
+            let cap = self.cfg.max_peers_per_torrent;
+            let t = self.t.entry(a.info_hash).or_default();
+            t.last = now;
+            if a.event == Event::Stopped {
+                t.peers.remove(&addr);
+                if let Some(alt) = alt {
+                    if t.peers.get(&alt).is_some_and(|p| p.alt) {
+                        t.peers.remove(&alt);
+                    }
+                }
+                t.ids_on &= !t.peers.is_empty();
+                return Ok(t.counts());
+            }
+            let seeder = a.left == 0 || a.event == Event::Completed;
+            if a.event == Event::Completed
+                && !t.peers.get(&addr).is_some_and(|p| p.seeder && !p.alt)
+            {
+                t.downloaded = t.downloaded.saturating_add(1);
+            }
+            t.ids_on |= a.want_peer_ids;
+            let id = t.ids_on.then_some(a.peer_id);
+            let mut added = 0;
+            let entry = |alt| MPeer {
+                seeder,
+                alt,
+                seen: now,
+                id,
+            };
+            if t.peers.contains_key(&addr) || t.family_len(addr.is_ipv6()) < cap {
+                added += usize::from(t.peers.insert(addr, entry(false)).is_none());
+            }
+            if let Some(alt) = alt.filter(|_| added < room) {
+                match t.peers.get(&alt) {
+                    Some(p) if !p.alt => {}
+                    Some(_) => {
+                        t.peers.insert(alt, entry(true));
+                    }
+                    None if t.family_len(alt.is_ipv6()) < cap => {
+                        t.peers.insert(alt, entry(true));
+                    }
+                    None => {}
+                }
+            }
+            t.ids_on &= !t.peers.is_empty();
+            Ok(t.counts())
+        }
+    }
+
+    /// Everything the store holds of a torrent, as the model has it (times aside).
+    fn entries(t: &Torrent) -> BTreeMap<SocketAddr, (bool, bool, Option<PeerId>)> {
+        let mut m = BTreeMap::new();
+        let ids = t.extra.as_ref().and_then(|e| e.ids.as_ref());
+        assert!(t.v4.held().windows(2).all(|w| w[0].addr < w[1].addr));
+        for (i, p) in t.v4.held().iter().enumerate() {
+            m.insert(
+                p.addr.unpack(),
+                (p.seeder(), p.alt(), ids.and_then(|x| x[0][i])),
+            );
+        }
+        if let Some(e) = &t.extra {
+            assert!(e.v6.held().windows(2).all(|w| w[0].addr < w[1].addr));
+            for (i, p) in e.v6.held().iter().enumerate() {
+                m.insert(
+                    p.addr.unpack(),
+                    (p.seeder(), p.alt(), ids.and_then(|x| x[1][i])),
+                );
+            }
+        }
+        m
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Announce {
+            h: u8,
+            p: u8,
+            alt: Option<u8>,
+            seeder: bool,
+            event: u8,
+            numwant: Option<u32>,
+            want_ipv6: Option<bool>,
+            want_peer_ids: bool,
+            id: u8,
+        },
+        Wait(u64),
+        Expire,
+    }
+
+    /// Peer addresses of the model run: a few IPv4 and IPv6 hosts, two ports each.
+    fn model_addr(p: u8) -> SocketAddr {
+        let port = 6881 + u16::from(p % 2);
+        match p / 2 % 5 {
+            h @ 0..=2 => SocketAddr::new(Ipv4Addr::new(10, 0, 0, h).into(), port),
+            3 => SocketAddr::new("2001:db8::3".parse().unwrap(), port),
+            _ => SocketAddr::new("::ffff:10.0.0.4".parse().unwrap(), port),
+        }
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..4u8, 0..10u8, proptest::option::of(0..10u8), any::<bool>(), 0..5u8,
+                  proptest::option::of(0..6u32), proptest::option::of(any::<bool>()), any::<bool>(), 0..3u8)
+                .prop_map(|(h, p, alt, seeder, event, numwant, want_ipv6, want_peer_ids, id)| Op::Announce {
+                    h, p, alt, seeder, event, numwant, want_ipv6, want_peer_ids, id,
+                }),
+            2 => prop_oneof![0..20u64, 25..40u64, 16_000..40_000u64].prop_map(Op::Wait),
+            1 => Just(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// The packed store against the naive model: same entries (address, seeder, alt, known id), counts,
+        /// totals and torrents after every step, and every reply obeys the selection rules.
+        #[test]
+        fn store_matches_a_naive_model(ops in proptest::collection::vec(op(), 1..80)) {
+            let cfg = Config {
+                peer_timeout: Duration::from_secs(30),
+                max_peers: 4,
+                default_numwant: 3,
+                max_torrents: 3,
+                max_peers_per_torrent: 4,
+                max_peers_total: 9,
+                ..Config::default()
+            };
+            let mut t = Tracker::new(cfg.clone());
+            let mut m = Model { cfg, t: BTreeMap::new(), swept: 0 };
+            let mut rng = StdRng::seed_from_u64(3);
+            let start = Instant::now();
+            let mut now = 0u64;
+            let mut out = Vec::new();
+            for op in ops {
+                let at = start + Duration::from_secs(now);
+                match op {
+                    Op::Wait(s) => now += s,
+                    Op::Expire => {
+                        t.expire(at);
+                        m.expire(now);
+                    }
+                    Op::Announce { h, p, alt, seeder, event, numwant, want_ipv6, want_peer_ids, id } => {
+                        let event = [Event::None, Event::Started, Event::Completed, Event::Stopped, Event::None][usize::from(event)];
+                        let a = Announce {
+                            info_hash: InfoHash([h; 20]),
+                            peer_id: PeerId([id; 20]),
+                            addr: model_addr(p),
+                            alt_addr: alt.map(model_addr),
+                            left: if seeder { 0 } else { 9 },
+                            event,
+                            numwant,
+                            want_ipv6,
+                            want_peer_ids,
+                        };
+                        let got = t.announce(at, &mut rng, &a, &mut out);
+                        let want = m.announce(now, &a);
+                        prop_assert_eq!(got, want, "{:?}", a);
+                        if got.is_err() || event == Event::Stopped {
+                            prop_assert!(out.is_empty());
+                        } else {
+                            // The reply: distinct eligible peers, as many per family as asked and available.
+                            let mt = &m.t[&a.info_hash];
+                            let me = [Some(SocketAddr::new(a.addr.ip().to_canonical(), a.addr.port())),
+                                      a.alt_addr.map(|x| SocketAddr::new(x.ip().to_canonical(), x.port()))];
+                            let seeder = a.left == 0 || event == Event::Completed;
+                            let eligible: BTreeMap<_, _> = mt.peers.iter()
+                                .filter(|(k, p)| !me.contains(&Some(**k)) && (!seeder || !p.seeder))
+                                .collect();
+                            let n = numwant.unwrap_or(3).min(4) as usize;
+                            let (len, len6) = (mt.peers.len(), mt.family_len(true));
+                            let (n4, n6) = match want_ipv6 {
+                                Some(true) => (0, n),
+                                Some(false) => (n, 0),
+                                None if len6 == 0 => (n, 0),
+                                None => { let n6 = (n * len6).div_ceil(len); (n - n6, n6) }
+                            };
+                            let avail = |v6: bool| eligible.keys().filter(|k| k.is_ipv6() == v6).count();
+                            let got6 = out.iter().filter(|e| e.addr.is_ipv6()).count();
+                            prop_assert_eq!(got6, n6.min(avail(true)));
+                            prop_assert_eq!(out.len() - got6, n4.min(avail(false)));
+                            let distinct: HashSet<_> = out.iter().map(|e| e.addr).collect();
+                            prop_assert_eq!(distinct.len(), out.len());
+                            for e in &out {
+                                let p = eligible.get(&e.addr);
+                                prop_assert!(p.is_some(), "{:?} not eligible", e.addr);
+                                prop_assert_eq!(e.peer_id, p.unwrap().id);
+                            }
+                        }
+                    }
+                }
+                prop_assert_eq!(t.peer_count(), m.total());
+                prop_assert_eq!(t.torrent_count(), m.t.len());
+                for (h, mt) in &m.t {
+                    let tor = t.torrents.get(h);
+                    prop_assert!(tor.is_some());
+                    let tor = tor.unwrap();
+                    let want: BTreeMap<_, _> = mt.peers.iter()
+                        .map(|(k, p)| (*k, (p.seeder, p.alt, p.id)))
+                        .collect();
+                    prop_assert_eq!(entries(tor), want);
+                    prop_assert_eq!(tor.counts(), mt.counts());
+                    prop_assert_eq!(tor.downloaded, mt.downloaded);
+                    prop_assert_eq!(tor.extra.as_ref().is_some_and(|e| e.ids.is_some()), mt.ids_on);
+                }
+            }
+        }
     }
 }
