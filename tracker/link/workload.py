@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import urllib.parse
 
 
@@ -39,6 +40,17 @@ def http_once(a, target, keep=False):
     return data
 
 
+def read_reply(c):
+    """Reads one HTTP reply with a Content-Length body from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += c.recv(65536)
+
+
 def http_raw(a, payload):
     s = socket.create_connection(a, timeout=30)
     s.sendall(payload)
@@ -57,6 +69,23 @@ def main():
     reqs = b"".join(
         f"GET {announce_target(i % 50, i + 1000)} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for i in range(100))
     s.sendall(reqs + f"GET {announce_target(1, 1)} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+    while s.recv(65536):
+        pass
+    s.close()
+    # Keep-alive the way load generators do it: many connections open, one request at a time on each.
+    conns = [socket.create_connection(h, timeout=30) for _ in range(16)]
+    for r in range(20):
+        for k, c in enumerate(conns):
+            c.sendall(f"GET {announce_target(k, 2000 + r)} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        for c in conns:
+            read_reply(c)
+    for c in conns:
+        c.close()
+    # A request head in two segments, the second after a pause.
+    s = socket.create_connection(h, timeout=30)
+    s.sendall(b"GET " + announce_target(4, 4).encode())
+    time.sleep(0.05)
+    s.sendall(b" HTTP/1.1\r\nConnection: close\r\n\r\n")
     while s.recv(65536):
         pass
     s.close()
@@ -87,6 +116,13 @@ def main():
         pkt = struct.pack(">QII20s20sQQQIIIiH", conn, 1, i, ih, pid, 0, 1000 if i % 4 else 0, 0,
                           2 if i % 7 == 0 else 0, 0, 0, -1, 20000 + i)
         s.sendto(pkt, u)
+        s.recv(2048)
+    # A window of announces in flight, as the benchmark's load generator keeps (batched receives).
+    for i in range(128):
+        ih = (i % 50).to_bytes(4, "big") * 5
+        s.sendto(struct.pack(">QII20s20sQQQIIIiH", conn, 1, i, ih, b"-PW0001-" + i.to_bytes(12, "big"),
+                             0, 1000, 0, 0, 0, 0, -1, 30000 + i), u)
+    for i in range(128):
         s.recv(2048)
     s.sendto(struct.pack(">QII", conn, 2, 7) + b"".join(i.to_bytes(4, "big") * 5 for i in range(3)), u)
     s.recv(2048)
