@@ -9,6 +9,10 @@
 //! `scripts/test.sh` runs `cargo build --workspace --bins` before the tests so they exist and are fresh; when a binary
 //! is missing, [`bin_path`] builds it once with `cargo build --bin` (works under nextest and when run by hand).
 //!
+//! [`Daemon::stats_now`] asks a daemon for a fresh stats snapshot (SIGUSR1, then its `--stats-file`).
+//! [`ports::PortBlock`] hands out fixed ports to third-party programs that cannot listen on port 0, and
+//! [`netns::Netns`] gives a test its own network namespace joined to the host by a veth pair.
+//!
 //! [`capture::Capture`] records loopback traffic with `dumpcap` and decodes it with `tshark` for the "Wireshark
 //! decodes our traffic" tests.
 
@@ -25,10 +29,17 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod capture;
+pub mod netns;
+pub mod ports;
+pub use common::stats::StatsSnapshot;
 pub use common::telemetry::Listening;
 
 /// Default time a daemon gets to print its readiness line(s).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A generous time for [`Daemon::stats_now`]: a daemon answers SIGUSR1 in milliseconds, but a test machine
+/// compiling in parallel can stall any process for seconds.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The workspace root (the parent of this crate's folder).
 pub fn workspace_root() -> PathBuf {
@@ -179,9 +190,14 @@ impl DaemonBuilder {
                 }
             });
         }
+        let stats_file = stats_file_of(&self.args, &self.envs).map(|p| match &self.dir {
+            Some(d) if p.is_relative() => d.join(p),
+            _ => p,
+        });
         let mut daemon = Daemon {
             child,
             label: self.label,
+            stats_file,
             listening: Vec::new(),
             stdout: lines,
             log_path,
@@ -230,6 +246,7 @@ impl DaemonBuilder {
 pub struct Daemon {
     child: Child,
     label: String,
+    stats_file: Option<PathBuf>,
     /// The readiness lines seen so far, in order.
     pub listening: Vec<Listening>,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -360,6 +377,96 @@ impl Daemon {
         }
     }
 
+    /// The stats file the daemon was started with: the value of its `--stats-file` argument (as
+    /// [`common::daemon::DaemonArgs`] takes it, `--stats-file PATH` or `--stats-file=PATH`), else of
+    /// `P2PLAB_STATS_FILE` set with [`DaemonBuilder::env`]; relative to [`DaemonBuilder::current_dir`].
+    pub fn stats_file(&self) -> Option<&Path> {
+        self.stats_file.as_deref()
+    }
+
+    /// A stats snapshot taken now: removes the daemon's [stats file](Self::stats_file), sends SIGUSR1
+    /// ([`common::daemon::install_signals`] writes the file on it) and waits up to `timeout` for the file
+    /// to come back. The file is written atomically (temporary file + rename), so one that is there parses
+    /// whole; it must also say it was taken after the signal (its `started_unix_ms + uptime_ms`), so an
+    /// earlier snapshot never passes for a fresh one.
+    ///
+    /// Fails when the daemon has no stats file, has exited, or writes none in time (with its last log
+    /// lines).
+    pub fn stats_now(&self, timeout: Duration) -> Result<StatsSnapshot> {
+        let path = self.stats_file.as_deref().ok_or_else(|| {
+            anyhow!(
+                "{} was started without --stats-file: it has no stats to ask for",
+                self.label
+            )
+        })?;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => {}
+        }
+        // Both clocks are read to whole milliseconds on each side (the daemon's start and uptime, our
+        // signal time): a snapshot taken just after the signal can read up to 2 ms before it.
+        let asked_ms = unix_ms().saturating_sub(2);
+        self.signal(libc::SIGUSR1)?;
+        let deadline = Instant::now() + timeout;
+        let mut stale = None;
+        loop {
+            match StatsSnapshot::read_json(path) {
+                Ok(snap) if snap.started_unix_ms + snap.uptime_ms >= asked_ms => return Ok(snap),
+                // A write begun before the signal (someone else's SIGUSR1) landed after the removal:
+                // ours follows it.
+                Ok(snap) => stale = Some(asked_ms - (snap.started_unix_ms + snap.uptime_ms)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Written with a rename, a file that is there is whole: this is not a race.
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("{}: reading its stats file {}", self.label, path.display())
+                    })
+                }
+            }
+            if self.has_exited() {
+                bail!(
+                    "{} exited before writing {}; stderr:\n{}",
+                    self.label,
+                    path.display(),
+                    self.log_tail(40)
+                );
+            }
+            if Instant::now() >= deadline {
+                let found = match stale {
+                    Some(ms) => format!(" (only a snapshot taken {ms} ms before the signal)"),
+                    None => String::new(),
+                };
+                bail!(
+                    "{} wrote no {} within {timeout:?} of SIGUSR1{found}; stderr:\n{}",
+                    self.label,
+                    path.display(),
+                    self.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Self::stats_now`] with [`STATS_TIMEOUT`], panicking with the reason: what a test wants.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats_now(STATS_TIMEOUT)
+            .unwrap_or_else(|e| panic!("asking for stats: {e:#}"))
+    }
+
+    /// Whether the process has ended (a zombie not yet reaped), seen through `/proc` so that `&self`
+    /// suffices: reaping it needs `&mut` ([`Child::try_wait`]).
+    fn has_exited(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) {
+            // `pid (comm) STATE ...`: comm may hold spaces and parentheses, the state follows the last ')'.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+            Err(_) => true,
+        }
+    }
+
     fn kill_group(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
             sys::kill(-pid, libc::SIGKILL);
@@ -380,6 +487,38 @@ impl Drop for Daemon {
         self.kill_group();
         let _ = self.child.wait();
     }
+}
+
+/// The stats file a daemon's command line names: the last `--stats-file PATH` / `--stats-file=PATH` in
+/// `args`, else `P2PLAB_STATS_FILE` in `envs` (clap's precedence: the command line wins).
+fn stats_file_of(args: &[String], envs: &[(String, String)]) -> Option<PathBuf> {
+    const FLAG: &str = "--stats-file";
+    let mut found = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == FLAG {
+            found = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix(FLAG).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v.to_owned());
+        }
+    }
+    found
+        .or_else(|| {
+            envs.iter()
+                .rev()
+                .find(|(k, _)| k == "P2PLAB_STATS_FILE")
+                .map(|(_, v)| v.clone())
+        })
+        .map(PathBuf::from)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The one system call the harness needs that std does not offer: signalling a process group.
@@ -420,13 +559,12 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, for third-party programs that cannot listen on port 0 and
-/// report the port they got (ours always can: prefer `--listen 127.0.0.1:0` and [`Daemon::addr`]).
+/// A port free for TCP and UDP, for third-party programs that cannot listen on port 0 and report the port
+/// they got (ours always can: prefer `--listen 127.0.0.1:0` and [`Daemon::addr`]). It comes from this
+/// process's [`ports::PortBlock`], below the ephemeral range, so no port-0 bind of a parallel test takes it
+/// before the program binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    ports::PortBlock::of_process().port()
 }
 
 /// A blocking TCP connection to `to` from the loopback address `from` (`127.0.0.2`, ...), for tests of
@@ -516,6 +654,100 @@ mod tests {
             .spawn()
             .unwrap_err();
         assert!(format!("{err:#}").contains("readiness"), "{err:#}");
+    }
+
+    /// A shell standing in for a daemon with `--stats-file`: on SIGUSR1 it writes (temporary file and
+    /// rename, as `Stats::write_json` does) a snapshot whose time is its clock now minus `age_ms`.
+    fn stats_daemon(dir: &Path, age_ms: u64) -> Daemon {
+        let mut snap =
+            serde_json::to_value(common::stats::Stats::new("test", "node", "sh").snapshot())
+                .unwrap();
+        snap["started_unix_ms"] = 0.into();
+        snap["uptime_ms"] = 0.into();
+        let json = snap.to_string();
+        let (pre, post) = json.split_once(r#""uptime_ms":0"#).expect("the field");
+        let script = r#"
+            trap 'printf "%s\"uptime_ms\":%s%s" "$PRE" $(( $(date +%s%3N) - AGE )) "$POST" > "$2.tmp" && mv "$2.tmp" "$2"' USR1
+            echo '{"event":"listening","proto":"tcp","addr":"127.0.0.1:9"}'
+            while :; do sleep 1 & wait $!; done"#
+            .replace("AGE", &age_ms.to_string());
+        let file = dir.join("stats.json");
+        Daemon::builder_path("/bin/sh")
+            .args(["-c", &script, "sh", "--stats-file", file.to_str().unwrap()])
+            .env("PRE", pre)
+            .env("POST", post)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn stats_now_reads_a_snapshot_written_after_the_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = stats_daemon(dir.path(), 0);
+        assert_eq!(
+            d.stats_file(),
+            Some(dir.path().join("stats.json").as_path())
+        );
+        let first = d.stats_now(STATS_TIMEOUT).unwrap();
+        assert_eq!((first.proto.as_str(), first.node.as_str()), ("test", "sh"));
+        let second = d.stats_now(STATS_TIMEOUT).unwrap();
+        assert!(second.uptime_ms >= first.uptime_ms);
+    }
+
+    #[test]
+    fn stats_now_refuses_a_snapshot_older_than_the_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = stats_daemon(dir.path(), 60_000);
+        let err = d.stats_now(Duration::from_millis(500)).unwrap_err();
+        assert!(format!("{err:#}").contains("before the signal"), "{err:#}");
+    }
+
+    #[test]
+    fn stats_now_fails_without_a_stats_file_or_once_the_daemon_is_gone() {
+        let d = Daemon::builder_path("/bin/sh")
+            .args([
+                "-c",
+                r#"echo '{"event":"listening","proto":"tcp","addr":"127.0.0.1:9"}'; exec sleep 60"#,
+            ])
+            .spawn()
+            .unwrap();
+        let err = d.stats_now(STATS_TIMEOUT).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("without --stats-file"),
+            "{err:#}"
+        );
+        // SIGUSR1's default action ends this one: reported as an exit, not after the whole timeout.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.json");
+        let d = Daemon::builder_path("/bin/sh")
+            .args([
+                "-c",
+                r#"echo '{"event":"listening","proto":"tcp","addr":"127.0.0.1:9"}'; exec sleep 60"#,
+            ])
+            .args(["sh", "--stats-file", file.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        let err = d.stats_now(Duration::from_secs(600)).unwrap_err();
+        assert!(format!("{err:#}").contains("exited"), "{err:#}");
+    }
+
+    #[test]
+    fn the_stats_file_comes_from_the_arguments_then_the_environment() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let env = vec![("P2PLAB_STATS_FILE".to_owned(), "env.json".to_owned())];
+        let of = |a: &[&str], e: &[(String, String)]| stats_file_of(&args(a), e);
+        assert_eq!(
+            of(&["seed", "--stats-file", "a.json"], &[]),
+            Some("a.json".into())
+        );
+        assert_eq!(
+            of(&["--stats-file=b.json", "-q"], &env),
+            Some("b.json".into())
+        );
+        assert_eq!(of(&["--listen", "x"], &env), Some("env.json".into()));
+        assert_eq!(of(&["--", "--stats-file", "c.json"], &[]), None);
+        assert_eq!(of(&["--stats-file"], &[]), None);
+        assert_eq!(of(&["--stats-filex", "d"], &[]), None);
     }
 
     #[test]
