@@ -182,7 +182,7 @@ fn in_process(users: usize, files: usize, searches: usize) {
 /// compaction), then timer ticks run the compaction's steps while a searcher keeps searching between
 /// ticks. Prints the longest single hold of each kind during that churn.
 fn server_churn(users: usize, files: usize, searches: usize) {
-    use napster_server::protocol::accounts::FileStore;
+    use napster_server::protocol::accounts::Accounts;
     use napster_server::protocol::{Config, ConnId, Server, COMPACT_TICK};
     use std::net::Ipv4Addr;
     use std::time::Duration;
@@ -195,7 +195,7 @@ fn server_churn(users: usize, files: usize, searches: usize) {
             flood_commands: u32::MAX,
             ..Config::default()
         },
-        FileStore::in_memory(),
+        Accounts::default(),
         rand::rngs::StdRng::seed_from_u64(3),
         now,
         0,

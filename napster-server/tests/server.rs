@@ -722,6 +722,9 @@ fn a_leech_gets_empty_searches_and_no_downloads_by_203_or_500() {
         let mut r = Raw::connect(d.addr());
         r.send(6, "leechy pw 6699 \"x\" 4 l@x");
         assert_eq!(r.until(214)[0], (3, "l@x".into()));
+        // A clean stop folds the account log into accounts.json, the file an operator edits.
+        let mut d = d;
+        assert!(d.terminate(support::DEADLINE).unwrap().success());
     }
     let store = dir.path().join("accounts.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
@@ -853,4 +856,58 @@ fn duplicate_share_browse_cap_and_data_port_change_over_sockets() {
         ))
     );
     assert_eq!(alice.drain(), vec![], "no 607 before the push request");
+}
+
+#[test]
+fn a_client_registering_in_a_loop_does_not_hold_up_a_searcher_and_its_accounts_survive_a_kill() {
+    const REGISTRATIONS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let acked = {
+        let d = support::server(dir.path(), &[]);
+        let addr = d.addr();
+        let mut sharer = Raw::login(addr, "sharer", 6699);
+        sharer.send(
+            100,
+            "\"music\\hey jude.mp3\" 0123456789abcdef0123456789abcdef 5000 128 44100 180",
+        );
+        assert!(sharer.drain().is_empty());
+        let mut seeker = Raw::login(addr, "seeker", 6699);
+        // One client registers nick after nick, each on a fresh connection, as fast as it is answered.
+        let registrar = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for i in 0..REGISTRATIONS {
+                let nick = format!("loop{i}");
+                let mut r = Raw::connect(addr);
+                r.send(6, &format!("{nick} pw{i} 0 \"raw\" 2 {nick}@x"));
+                let first = r.recv();
+                assert_eq!(first, Some((3, format!("{nick}@x"))), "registration {i}");
+                acked.push(nick);
+            }
+            acked
+        });
+        // Meanwhile every search gets its result and its 202 (bounded: the registrations end the loop).
+        let mut searches = 0;
+        while !registrar.is_finished() && searches < 2000 {
+            seeker.send(200, "FILENAME CONTAINS \"jude\" MAX_RESULTS 10");
+            let reply = seeker.until(202);
+            assert_eq!(reply.len(), 2, "{reply:?}");
+            assert!(
+                reply[0].0 == 201 && reply[0].1.contains("hey jude.mp3"),
+                "{reply:?}"
+            );
+            searches += 1;
+        }
+        assert!(searches > 0);
+        registrar.join().unwrap()
+        // The server is killed (SIGKILL, no clean shutdown) here.
+    };
+    assert_eq!(acked.len(), REGISTRATIONS);
+    let d = support::server(dir.path(), &[]);
+    let mut r = Raw::connect(d.addr());
+    for nick in &acked {
+        r.send(7, nick);
+        assert_eq!(r.recv(), Some((9, String::new())), "{nick} survived");
+    }
+    r.send(2, &format!("{} pw{} 0 \"raw\" 2", acked[5], 5));
+    assert_eq!(r.until(214)[0], (3, format!("{}@x", acked[5])));
 }

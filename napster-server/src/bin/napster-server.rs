@@ -21,7 +21,7 @@ use common::daemon::{install_signals, write_stats, DaemonArgs};
 use common::stats::Stats;
 use common::telemetry::{announce_listening, init_tracing};
 use napster_server::node::{self, Hub};
-use napster_server::protocol::accounts::FileStore;
+use napster_server::protocol::accounts::AccountLog;
 use napster_server::protocol::{Config, Server};
 
 /// OpenNap's default port.
@@ -148,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .data_dir_or("napster-server")
         .context("cannot create the data directory")?;
     // One line: the store error already names the file and what to do.
-    let accounts = FileStore::open(&data_dir, cli.new_account_store)
+    let (account_log, accounts) = AccountLog::open(&data_dir, cli.new_account_store)
         .map_err(|e| anyhow::anyhow!("cannot open the account store: {e}"))?;
     let mut cfg = Config {
         server_name: cli.server_name,
@@ -202,7 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    let hub = Hub::new(server, stats.clone());
+    let hub = Hub::with_account_log(server, account_log, stats.clone());
     node::run(listener, hub, max_connections, shutdown).await?;
     if let Some(path) = &cli.daemon.stats_file {
         write_stats(&stats, path);

@@ -5,7 +5,8 @@
 //! frames as a stream (split or packed frames both work; an oversized header closes only that connection),
 //! hands each to the server, then routes every queued [`Transmit`] to the connections' output queues. A
 //! queue that is full means its client stopped reading: that client is dropped as dead (OpenNap's
-//! `client_queue_length`), and nobody else waits for it.
+//! `client_queue_length`), and nobody else waits for it. Slow work never runs under the mutex: Argon2 jobs
+//! and account-store writes (append + fsync, one batch at a time) run on the blocking pool and report back.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -28,7 +29,10 @@ use common::stats::{LinkDir, Stats};
 
 use crate::codec::msg::ty;
 use crate::codec::{Frame, FrameBatch, HEADER_LEN, MAX_CLIENT_PAYLOAD};
-use crate::protocol::{search_delivered, ConnId, PasswordJob, PasswordOutcome, Server, Transmit};
+use crate::protocol::accounts::AccountLog;
+use crate::protocol::{
+    search_delivered, ConnId, PasswordJob, PasswordOutcome, PersistJob, Server, Transmit,
+};
 
 pub mod client;
 
@@ -81,18 +85,33 @@ struct Shared {
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Mutex<Shared>>,
+    /// The account store's disk side: only the one persist job out at a time uses it.
+    log: Arc<Mutex<AccountLog>>,
     stats: Stats,
 }
 
+/// Work to start once the server's lock is released.
+#[derive(Default)]
+struct Jobs {
+    passwords: Vec<PasswordJob>,
+    persist: Option<PersistJob>,
+}
+
 impl Hub {
-    /// Wraps a protocol server.
+    /// Wraps a protocol server whose accounts live in memory only.
     pub fn new(server: Server, stats: Stats) -> Self {
+        Hub::with_account_log(server, AccountLog::in_memory(), stats)
+    }
+
+    /// Wraps a protocol server; account records go to `log`.
+    pub fn with_account_log(server: Server, log: AccountLog, stats: Stats) -> Self {
         Hub {
             inner: Arc::new(Mutex::new(Shared {
                 server,
                 conns: HashMap::new(),
                 next_id: 1,
             })),
+            log: Arc::new(Mutex::new(log)),
             stats,
         }
     }
@@ -115,8 +134,33 @@ impl Hub {
         r
     }
 
-    fn spawn_jobs(&self, jobs: Vec<PasswordJob>) {
-        for job in jobs {
+    fn spawn_jobs(&self, jobs: Jobs) {
+        if let Some(job) = jobs.persist {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let log = hub.log.clone();
+                let job = Arc::new(job);
+                let records = job.clone();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    log.write(&records.records).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("account writer failed: {e}")));
+                if outcome.is_err() {
+                    hub.stats.error("account_store");
+                }
+                let job = Arc::try_unwrap(job).unwrap_or_else(|j| (*j).clone());
+                let now = Instant::now().into_std();
+                let jobs = {
+                    let mut g = hub.lock();
+                    g.server.persist_done(now, job, outcome);
+                    finish(&mut g, &hub.stats, now)
+                };
+                hub.spawn_jobs(jobs);
+            });
+        }
+        for job in jobs.passwords {
             let hub = self.clone();
             tokio::spawn(async move {
                 let conn = job.conn();
@@ -148,21 +192,37 @@ impl Hub {
             .set_gauge("connections", g.server.connections() as i64);
     }
 
-    /// Writes the account store (last-seen times) to disk.
-    pub fn flush_accounts(&self) {
-        if let Err(e) = self.lock().server.accounts().flush() {
-            tracing::error!(cause = %e, "cannot flush account store");
+    /// Waits (up to `limit`) until every account record queued so far is on disk: the last logout times
+    /// at shutdown.
+    pub async fn settle_accounts(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let jobs = {
+                let now = Instant::now().into_std();
+                let mut g = self.lock();
+                if g.server.persist_idle() {
+                    return;
+                }
+                finish(&mut g, &self.stats, now)
+            };
+            self.spawn_jobs(jobs);
+            if Instant::now() >= deadline {
+                warn!("account store not settled at shutdown");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
 
-/// Routes queued output and collects queued password jobs (to start once the lock is released).
-fn finish(g: &mut Shared, stats: &Stats, now: std::time::Instant) -> Vec<PasswordJob> {
+/// Routes queued output and collects queued password and persist jobs (to start once the lock is released).
+fn finish(g: &mut Shared, stats: &Stats, now: std::time::Instant) -> Jobs {
     route(g, stats, now);
-    let mut jobs = Vec::new();
+    let mut jobs = Jobs::default();
     while let Some(j) = g.server.poll_password_job() {
-        jobs.push(j);
+        jobs.passwords.push(j);
     }
+    jobs.persist = g.server.poll_persist();
     jobs
 }
 
@@ -251,7 +311,14 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
-    hub.flush_accounts();
+    hub.settle_accounts(WRITER_GRACE).await;
+    let log = hub.log.clone();
+    let folded =
+        tokio::task::spawn_blocking(move || log.lock().unwrap_or_else(|e| e.into_inner()).fold())
+            .await;
+    if let Ok(Err(e)) = folded {
+        warn!(cause = %e, "account log not folded into the snapshot at shutdown");
+    }
     hub.update_gauges();
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! Registered accounts (notes §2 types 2/6 and §7 "Nick squatting"): nick, Argon2id password hash, email,
 //! level and last-seen time.
 //!
-//! [`FileStore`] keeps them in `accounts.json` under the data directory, rewritten atomically (temporary
-//! file, fsync, rename, directory fsync) at every registration, so a crash never leaves half a file. A store
-//! that exists but cannot be parsed is an error naming the file: the server refuses to start rather than
-//! silently forget registrations. Passwords never touch the disk in clear.
+//! The protocol reads [`Accounts`] (memory only) and asks for changes as [`Record`]s; the node hands them in
+//! batches to the [`AccountLog`], which appends them to `accounts.log` with one fsync per batch, off the
+//! server's lock, and folds the log into the `accounts.json` snapshot (written atomically: temporary file,
+//! fsync, rename, directory fsync) at start and whenever the log grows long. A store that exists but cannot
+//! be parsed is an error naming the file: the server refuses to start rather than silently forget
+//! registrations. Passwords never touch the disk in clear.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -139,79 +141,44 @@ struct Disk {
     accounts: Vec<Account>,
 }
 
-/// The accounts, in memory and (optionally) persisted to a file.
-#[derive(Debug, Default)]
-pub struct FileStore {
-    path: Option<PathBuf>,
+/// File name of the append-only log of changes since the snapshot [`STORE_FILE`] was written.
+pub const LOG_FILE: &str = "accounts.log";
+
+/// The log is folded into a new snapshot (off the server's lock, by the writer) once it holds this many
+/// records, or as many as there are accounts if that is more: a snapshot rewrite then costs no more than
+/// the appends it replaces.
+pub const LOG_COMPACT_RECORDS: usize = 4096;
+
+/// One change to the account store, as the protocol asks for it and as one line of [`LOG_FILE`] holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    /// A new registration (the whole account).
+    Register(Account),
+    /// A logout time (whowas 605); only ever moves `last_seen` forward.
+    Seen {
+        /// The nick (any case).
+        nick: String,
+        /// Unix seconds.
+        at: u64,
+    },
+}
+
+/// The registered accounts the protocol reads: memory only. Changes reach it through [`Accounts::apply`]
+/// once the [`AccountLog`] has made them durable.
+#[derive(Debug, Default, Clone)]
+pub struct Accounts {
     by_nick: HashMap<String, Account>,
 }
 
-impl FileStore {
-    /// A store that lives only in memory (tests, `--data-dir` not wanted).
-    pub fn in_memory() -> Self {
-        FileStore::default()
-    }
-
-    /// Opens `dir/accounts.json`. A missing store is created empty only on a first start (no
-    /// [`STORE_MARKER`] in `dir`) or when `allow_new` says an empty store is wanted; otherwise it is
-    /// [`StoreError::Missing`]. The marker is (re)written whenever a store exists, so stores from before the
-    /// marker get one on their next start.
-    pub fn open(dir: &Path, allow_new: bool) -> Result<Self, StoreError> {
-        let path = dir.join(STORE_FILE);
-        let marker = dir.join(STORE_MARKER);
-        let io = |source| StoreError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut store = FileStore {
-            path: Some(path.clone()),
-            by_nick: HashMap::new(),
-        };
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let disk: Disk =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if disk.version != STORE_VERSION {
-                    return Err(StoreError::Corrupt {
-                        path,
-                        reason: format!("unknown version {}", disk.version),
-                    });
-                }
-                for a in disk.accounts {
-                    if PasswordHash::new(&a.password_hash).is_err() {
-                        return Err(StoreError::Corrupt {
-                            path,
-                            reason: format!("bad password hash for {}", a.nick),
-                        });
-                    }
-                    store.by_nick.insert(a.nick.to_ascii_lowercase(), a);
-                }
-                tracing::info!(path = %path.display(), accounts = store.by_nick.len(), "account store loaded");
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !allow_new && marker.exists() {
-                    return Err(StoreError::Missing { path, marker });
-                }
-                std::fs::create_dir_all(dir).map_err(io)?;
-                store.save()?;
-                tracing::warn!(path = %path.display(), "new empty account store created");
-            }
-            Err(e) => return Err(io(e)),
+impl Accounts {
+    /// Accounts from a list (as loaded by [`AccountLog::open`]).
+    pub fn from_accounts(list: impl IntoIterator<Item = Account>) -> Self {
+        let mut a = Accounts::default();
+        for acc in list {
+            a.apply(Record::Register(acc));
         }
-        if !marker.exists() {
-            std::fs::write(
-                &marker,
-                b"the account store accounts.json was created here\n",
-            )
-            .map_err(|source| StoreError::Io {
-                path: marker.clone(),
-                source,
-            })?;
-        }
-        Ok(store)
+        a
     }
 
     /// The account of `nick` (case-insensitive).
@@ -229,61 +196,282 @@ impl FileStore {
         self.by_nick.is_empty()
     }
 
-    /// Adds an account and persists at once.
-    pub fn insert(&mut self, a: Account) -> Result<(), StoreError> {
-        let key = a.nick.to_ascii_lowercase();
-        let old = self.by_nick.insert(key.clone(), a);
-        if let Err(e) = self.save() {
-            // Keep memory and disk in agreement: an account that did not reach the disk does not exist.
-            match old {
-                Some(o) => self.by_nick.insert(key, o),
-                None => self.by_nick.remove(&key),
-            };
-            return Err(e);
+    /// Applies one change. A replayed [`Record::Seen`] never moves a time backwards, so replaying a log
+    /// over a snapshot that already holds it changes nothing.
+    pub fn apply(&mut self, r: Record) {
+        match r {
+            Record::Register(a) => {
+                // A nick is registered once. Replayed over a snapshot that already has it (a crash between
+                // writing the snapshot and emptying the log, or an operator's edit of the level), the
+                // snapshot's account is the newer one.
+                self.by_nick.entry(a.nick.to_ascii_lowercase()).or_insert(a);
+            }
+            Record::Seen { nick, at } => {
+                if let Some(a) = self.by_nick.get_mut(&nick.to_ascii_lowercase()) {
+                    a.last_seen = a.last_seen.max(at);
+                }
+            }
         }
-        Ok(())
     }
 
-    /// Records a logout time in memory (persisted with the next save or [`FileStore::flush`]).
+    /// Records a logout time in memory (the protocol also queues a [`Record::Seen`] for the disk).
     pub fn touch(&mut self, nick: &str, unix: u64) {
-        if let Some(a) = self.by_nick.get_mut(&nick.to_ascii_lowercase()) {
-            a.last_seen = unix;
-        }
+        self.apply(Record::Seen {
+            nick: nick.to_string(),
+            at: unix,
+        });
     }
 
-    /// Writes the store (at shutdown, for last-seen times).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.save()
+    fn sorted(&self) -> Vec<Account> {
+        let mut v: Vec<Account> = self.by_nick.values().cloned().collect();
+        v.sort_by(|a, b| a.nick.cmp(&b.nick));
+        v
+    }
+}
+
+/// The disk side of the account store, owned by the node's writer (never by the protocol): a snapshot
+/// [`STORE_FILE`] plus an append-only [`LOG_FILE`] of [`Record`]s, one JSON object a line.
+///
+/// A batch of records is appended and `fsync`ed as one write, so registrations that arrive while a write is
+/// under way cost one more fsync between them, not one each. A write that fails is cut back off the log, so
+/// a record is either durable whole or absent. At open the log is replayed over the snapshot (a torn last
+/// line, from a crash in the middle of an append that was never acknowledged, is dropped) and folded into a
+/// fresh snapshot; the writer folds it again whenever it grows past [`LOG_COMPACT_RECORDS`].
+#[derive(Debug, Default)]
+pub struct AccountLog {
+    /// `None`: memory only (tests, benchmarks); every write succeeds at once.
+    dir: Option<PathBuf>,
+    /// What the disk holds, so a snapshot can be written without asking the protocol.
+    mirror: Accounts,
+    log: Option<std::fs::File>,
+    log_len: u64,
+    log_records: usize,
+}
+
+impl AccountLog {
+    /// A store that lives only in memory.
+    pub fn in_memory() -> Self {
+        AccountLog::default()
     }
 
-    fn save(&self) -> Result<(), StoreError> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
+    /// Opens the store in `dir`: loads [`STORE_FILE`], replays [`LOG_FILE`], writes the result as the new
+    /// snapshot and starts an empty log. A missing store is created empty only on a first start (no
+    /// [`STORE_MARKER`] in `dir`) or when `allow_new` says an empty store is wanted; otherwise it is
+    /// [`StoreError::Missing`]. The marker is (re)written whenever a store exists, so stores from before the
+    /// marker get one on their next start. Returns the writer and the accounts for the protocol.
+    pub fn open(dir: &Path, allow_new: bool) -> Result<(Self, Accounts), StoreError> {
+        let path = dir.join(STORE_FILE);
+        let marker = dir.join(STORE_MARKER);
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,
         };
-        let mut accounts: Vec<Account> = self.by_nick.values().cloned().collect();
-        accounts.sort_by(|a, b| a.nick.cmp(&b.nick));
+        let mut store = AccountLog {
+            dir: Some(dir.to_path_buf()),
+            ..AccountLog::default()
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let disk: Disk =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if disk.version != STORE_VERSION {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        reason: format!("unknown version {}", disk.version),
+                    });
+                }
+                for a in disk.accounts {
+                    check_hash(&path, &a)?;
+                    store.mirror.apply(Record::Register(a));
+                }
+                let replayed = store.replay_log()?;
+                tracing::info!(path = %path.display(), accounts = store.mirror.len(), replayed, "account store loaded");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !allow_new && marker.exists() {
+                    return Err(StoreError::Missing { path, marker });
+                }
+                std::fs::create_dir_all(dir).map_err(io)?;
+                tracing::warn!(path = %path.display(), "new empty account store created");
+            }
+            Err(e) => return Err(io(e)),
+        }
+        // Fold the log into a fresh snapshot now, so the log starts empty.
+        store.snapshot()?;
+        if !marker.exists() {
+            std::fs::write(
+                &marker,
+                b"the account store accounts.json was created here\n",
+            )
+            .map_err(|source| StoreError::Io {
+                path: marker.clone(),
+                source,
+            })?;
+        }
+        let accounts = store.mirror.clone();
+        Ok((store, accounts))
+    }
+
+    /// Number of accounts on disk.
+    pub fn len(&self) -> usize {
+        self.mirror.len()
+    }
+
+    /// True when no account is on disk.
+    pub fn is_empty(&self) -> bool {
+        self.mirror.is_empty()
+    }
+
+    /// Appends `records` and makes them durable (one write, one `fsync`). On failure nothing of the batch
+    /// stays in the log (it is cut back to its length before the write) and the error is returned.
+    pub fn write(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let Some(dir) = &self.dir else {
+            for r in records {
+                self.mirror.apply(r.clone());
+            }
+            return Ok(());
+        };
+        let path = dir.join(LOG_FILE);
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut buf = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(|e| io(std::io::Error::other(e)))?;
+            buf.push(b'\n');
+        }
+        let log = match &mut self.log {
+            Some(f) => f,
+            None => return Err(io(std::io::Error::other("log not open"))),
+        };
+        let written = log.write_all(&buf).and_then(|()| log.sync_data());
+        if let Err(e) = written {
+            // Cut the batch back off, so a record that was refused cannot come back at the next start.
+            if log
+                .set_len(self.log_len)
+                .and_then(|()| log.sync_data())
+                .is_err()
+            {
+                // The log can no longer be trusted to end where we think: stop using it.
+                self.log = None;
+            }
+            return Err(io(e));
+        }
+        self.log_len += buf.len() as u64;
+        self.log_records += records.len();
+        for r in records {
+            self.mirror.apply(r.clone());
+        }
+        if self.log_records >= LOG_COMPACT_RECORDS.max(self.mirror.len()) {
+            // The records are durable in the log already; a failed fold only leaves the log longer.
+            if let Err(e) = self.snapshot() {
+                tracing::warn!(cause = %e, "account log not folded into the snapshot");
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds the log into the snapshot now (at a clean shutdown: the store is then one file again, the
+    /// one an operator edits while the server is stopped).
+    pub fn fold(&mut self) -> Result<(), StoreError> {
+        if self.log_records == 0 {
+            return Ok(());
+        }
+        self.snapshot()
+    }
+
+    /// Replays the log over the snapshot just loaded; returns how many records it held.
+    fn replay_log(&mut self) -> Result<usize, StoreError> {
+        let Some(dir) = &self.dir else { return Ok(0) };
+        let path = dir.join(LOG_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let mut n = 0;
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            if !line.ends_with(b"\n") {
+                // Only the last line can lack its newline: an append cut short by a crash. It was never
+                // acknowledged, so dropping it loses nothing anyone was told about.
+                tracing::warn!(path = %path.display(), "torn last record of the account log dropped");
+                break;
+            }
+            let r: Record = serde_json::from_slice(line).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: format!("{LOG_FILE} record {}: {e}", n + 1),
+            })?;
+            if let Record::Register(a) = &r {
+                check_hash(&path, a)?;
+            }
+            self.mirror.apply(r);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes the whole store as a new snapshot (temporary file, fsync, rename, directory fsync), then
+    /// starts an empty log.
+    fn snapshot(&mut self) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let path = dir.join(STORE_FILE);
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
         let json = serde_json::to_vec_pretty(&Disk {
             version: STORE_VERSION,
-            accounts,
+            accounts: self.mirror.sorted(),
         })
         .map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(&json).map_err(io)?;
         f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            // Make the rename itself durable; a failure here is not worth refusing the registration for.
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        // Only once the snapshot holds everything may the log be emptied (a crash in between replays
+        // records the snapshot already has, which changes nothing).
+        let log_path = dir.join(LOG_FILE);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| StoreError::Io {
+                path: log_path.clone(),
+                source,
+            })?;
+        log.set_len(0)
+            .and_then(|()| log.sync_all())
+            .map_err(|source| StoreError::Io {
+                path: log_path,
+                source,
+            })?;
+        // Make the rename and the log's creation durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
         }
+        self.log = Some(log);
+        self.log_len = 0;
+        self.log_records = 0;
         Ok(())
     }
+}
+
+fn check_hash(path: &Path, a: &Account) -> Result<(), StoreError> {
+    if PasswordHash::new(&a.password_hash).is_err() {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("bad password hash for {}", a.nick),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -302,27 +490,108 @@ mod tests {
         assert!(!verify_password("s3cret", "garbage"));
     }
 
+    fn account(nick: &str, pw: &str, rng: &mut impl RngCore) -> Account {
+        Account {
+            nick: nick.into(),
+            password_hash: hash_password(pw, rng).unwrap(),
+            email: format!("{nick}@x"),
+            level: Level::User,
+            last_seen: 0,
+        }
+    }
+
     #[test]
     fn survives_reopen_and_corrupt_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let mut s = FileStore::open(dir.path(), false).unwrap();
-        s.insert(Account {
-            nick: "Alice".into(),
-            password_hash: hash_password("pw", &mut rng).unwrap(),
-            email: "a@x".into(),
-            level: Level::User,
-            last_seen: 0,
-        })
-        .unwrap();
-        let s2 = FileStore::open(dir.path(), false).unwrap();
+        let (mut log, accounts) = AccountLog::open(dir.path(), false).unwrap();
+        assert!(accounts.is_empty());
+        log.write(&[Record::Register(account("Alice", "pw", &mut rng))])
+            .unwrap();
+        // Appended to the log, not yet in the snapshot: a restart replays it.
+        assert!(std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len() > 0);
+        drop(log);
+        let (_, s2) = AccountLog::open(dir.path(), false).unwrap();
         assert!(verify_password(
             "pw",
             &s2.get("alice").unwrap().password_hash
         ));
+        // The start folded the log into the snapshot.
+        assert_eq!(
+            std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(),
+            0
+        );
         std::fs::write(dir.path().join(STORE_FILE), b"{not json").unwrap();
-        let err = FileStore::open(dir.path(), false).unwrap_err();
+        let err = AccountLog::open(dir.path(), false).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("accounts.json"));
+    }
+
+    #[test]
+    fn log_replay_keeps_every_record_drops_a_torn_tail_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (mut log, _) = AccountLog::open(dir.path(), false).unwrap();
+        log.write(&[
+            Record::Register(account("a", "1", &mut rng)),
+            Record::Register(account("b", "2", &mut rng)),
+        ])
+        .unwrap();
+        log.write(&[Record::Seen {
+            nick: "A".into(),
+            at: 77,
+        }])
+        .unwrap();
+        drop(log);
+        // A crash in the middle of the next append leaves a line without its newline.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG_FILE))
+            .unwrap();
+        f.write_all(br#"{"register":{"nick":"c","passw"#).unwrap();
+        drop(f);
+        let (mut log, acc) = AccountLog::open(dir.path(), false).unwrap();
+        assert_eq!(acc.len(), 2);
+        assert_eq!(acc.get("a").unwrap().last_seen, 77);
+        assert!(acc.get("c").is_none());
+        // An older logout time replayed later never moves last_seen back.
+        log.write(&[Record::Seen {
+            nick: "a".into(),
+            at: 5,
+        }])
+        .unwrap();
+        drop(log);
+        let (_, acc) = AccountLog::open(dir.path(), false).unwrap();
+        assert_eq!(acc.get("a").unwrap().last_seen, 77);
+        // A complete line that is not a record is corruption, not a torn write.
+        std::fs::write(dir.path().join(LOG_FILE), b"{\"nope\":1}\n").unwrap();
+        let err = AccountLog::open(dir.path(), false).unwrap_err();
+        assert!(err.to_string().contains(LOG_FILE), "{err}");
+    }
+
+    #[test]
+    fn a_long_log_is_folded_into_the_snapshot_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (mut log, _) = AccountLog::open(dir.path(), false).unwrap();
+        let hash = hash_password("pw", &mut rng).unwrap();
+        let batch: Vec<Record> = (0..LOG_COMPACT_RECORDS)
+            .map(|i| {
+                Record::Register(Account {
+                    nick: format!("n{i}"),
+                    password_hash: hash.clone(),
+                    email: String::new(),
+                    level: Level::User,
+                    last_seen: 0,
+                })
+            })
+            .collect();
+        log.write(&batch).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(),
+            0
+        );
+        let (_, acc) = AccountLog::open(dir.path(), false).unwrap();
+        assert_eq!(acc.len(), LOG_COMPACT_RECORDS);
     }
 }

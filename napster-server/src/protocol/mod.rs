@@ -7,6 +7,10 @@
 //! - Output: after every input call drain [`Server::poll_transmit`] (frames to send, a search's reply as
 //!   one pre-encoded batch, connections to close after their queued frames are written); ask [`Server::poll_timeout`] when to call `handle_timeout`
 //!   next, and [`Server::read_pause`] whether flood control wants reading from a connection paused.
+//! - Slow work leaves as jobs the node runs off its lock: [`Server::poll_password_job`] (Argon2, reported
+//!   with [`Server::password_done`]) and [`Server::poll_persist`] (account records to make durable, reported
+//!   with [`Server::persist_done`]). A registration's login ack 3 is sent only after its record is durable,
+//!   so a crash never acknowledges an account it then forgets.
 //!
 //! A connection is `AwaitLogin` until a 2/6 succeeds (only types 2, 4, 6, 7, 11, 300, 920 are accepted;
 //! anything else gets `0 "invalid command"` and a close), then logged in (unknown types get
@@ -31,7 +35,7 @@ use rand::rngs::StdRng;
 use crate::codec::fields::FieldError;
 use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
 use crate::codec::{ip, Frame, FrameBatch};
-use accounts::{hash_password_with_salt, verify_password, Account, FileStore, Level};
+use accounts::{hash_password_with_salt, verify_password, Account, Accounts, Level, Record};
 use hashbrown::HashTable;
 use index::{FileId, FileView, Index, NewFile};
 use rand::RngCore;
@@ -121,6 +125,22 @@ struct PendingLogin {
 pub fn search_delivered(pending: &AtomicU32) {
     let _ = pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
 }
+
+/// Account records for the node to make durable (append to the account log and fsync), off the server's
+/// lock; report the outcome with [`Server::persist_done`], handing the job back. At most one is out at a
+/// time: records queued meanwhile go out together in the next one, so registrations that come faster than
+/// fsyncs share them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistJob {
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// Registrations in `records` whose login waits for this job: (connection, lower-case nick).
+    waiting: Vec<(ConnId, String)>,
+}
+
+/// Logout times ([`Record::Seen`]) that may wait for the disk at once; past this (a disk stalled for a long
+/// time while users come and go) new ones are kept in memory only, and the log says so.
+pub const MAX_QUEUED_SEEN: usize = 65_536;
 
 /// How often the timer does a compaction step while the index compacts.
 pub const COMPACT_TICK: Duration = Duration::from_millis(5);
@@ -265,7 +285,17 @@ pub struct Server {
     cfg: Config,
     conns: HashMap<ConnId, Conn>,
     nicks: HashMap<String, ConnId>,
-    accounts: FileStore,
+    accounts: Accounts,
+    /// Nicks (lower case) whose registration is hashed and waiting to be durable: taken, but not yet
+    /// accounts. Value: the registering connection.
+    registering: HashMap<String, ConnId>,
+    /// Records not yet handed to the node, and the registrations among them.
+    persist_queue: Vec<Record>,
+    persist_waiting: Vec<(ConnId, String)>,
+    /// Logout records in `persist_queue`.
+    persist_seen: usize,
+    /// A [`PersistJob`] is out with the node.
+    persisting: bool,
     index: Index,
     /// Keyed per server, so peers cannot aim path collisions at the per-user file tables.
     hasher: RandomState,
@@ -328,7 +358,7 @@ impl Server {
     /// `now_unix` anchor the clock (Unix time is derived from `now` afterwards, for whowas).
     pub fn new(
         mut cfg: Config,
-        accounts: FileStore,
+        accounts: Accounts,
         rng: StdRng,
         now: Instant,
         now_unix: u64,
@@ -341,6 +371,11 @@ impl Server {
             conns: HashMap::new(),
             nicks: HashMap::new(),
             accounts,
+            registering: HashMap::new(),
+            persist_queue: Vec::new(),
+            persist_waiting: Vec::new(),
+            persist_seen: 0,
+            persisting: false,
             index: Index::default(),
             hasher: RandomState::new(),
             channels: BTreeMap::new(),
@@ -387,7 +422,7 @@ impl Server {
     }
 
     /// The account store (to flush it at shutdown).
-    pub fn accounts(&self) -> &FileStore {
+    pub fn accounts(&self) -> &Accounts {
         &self.accounts
     }
 
@@ -579,8 +614,19 @@ impl Server {
                 self.send(w, ty::HOTLIST_OFF, &u.nick);
             }
         }
-        let unix = self.unix(now);
-        self.accounts.touch(&u.nick, unix);
+        if self.accounts.get(&u.nick).is_some() {
+            let unix = self.unix(now);
+            self.accounts.touch(&u.nick, unix);
+            if self.persist_seen < MAX_QUEUED_SEEN {
+                self.persist_seen += 1;
+                self.persist_queue.push(Record::Seen {
+                    nick: u.nick.clone(),
+                    at: unix,
+                });
+            } else {
+                tracing::warn!(nick = %u.nick, "account store behind: logout time kept in memory only");
+            }
+        }
         tracing::debug!(nick = %u.nick, "user left");
     }
 
@@ -675,7 +721,8 @@ impl Server {
         let msg = match ClientMsg::decode(&frame) {
             Ok(m) => m,
             Err(e) => {
-                if matches!(frame.ty, ty::LOGIN | ty::REGISTER) {
+                // A logged-in user's malformed 2/6 is just a bad command (below), not a reason to drop it.
+                if !logged_in && matches!(frame.ty, ty::LOGIN | ty::REGISTER) {
                     if let FieldError::Missing(_) = e {
                         self.notice(conn, "Too few parameters for login.");
                     } else {
@@ -703,7 +750,7 @@ impl Server {
             ClientMsg::NickCheck(n) => {
                 let t = if !valid_nick(&n, &self.cfg.server_name) {
                     ty::NICK_INVALID
-                } else if self.accounts.get(&n).is_some() || self.online(&n).is_some() {
+                } else if self.nick_registered(&n) || self.online(&n).is_some() {
                     ty::NICK_TAKEN
                 } else {
                     ty::NICK_FREE
@@ -936,6 +983,11 @@ impl Server {
             return;
         }
         let account = self.accounts.get(&l.nick).cloned();
+        if account.is_none() && self.registering.contains_key(&l.nick.to_ascii_lowercase()) {
+            // Someone's registration of this nick is on its way to the disk.
+            self.error_close(now, conn, "Nick registered to another user");
+            return;
+        }
         let job = match (&register, account) {
             (Some(_), Some(_)) => {
                 self.error_close(now, conn, "Nick registered to another user");
@@ -1032,30 +1084,147 @@ impl Server {
             PasswordOutcome::Verified(false) => self.error_close(now, conn, "Invalid Password"),
             PasswordOutcome::Hashed(Ok(hash)) => {
                 // Another connection may have registered the nick while we hashed.
-                if self.accounts.get(&p.login.nick).is_some() {
+                let lower = p.login.nick.to_ascii_lowercase();
+                if self.nick_registered(&lower) {
                     self.error_close(now, conn, "Nick registered to another user");
                     return;
                 }
-                let stored = self.accounts.insert(Account {
+                // The login finishes when the record is durable ([`Server::persist_done`]).
+                self.registering.insert(lower.clone(), conn);
+                self.persist_queue.push(Record::Register(Account {
                     nick: p.login.nick.clone(),
                     password_hash: hash,
                     email: p.register.clone().unwrap_or_default(),
                     level: Level::User,
                     last_seen: 0,
-                });
-                if let Err(e) = stored {
-                    tracing::error!(cause = %e, nick = %p.login.nick, "registration not stored");
-                    self.error_close(now, conn, "registration failed: account store unavailable");
-                    return;
+                }));
+                self.persist_waiting.push((conn, lower));
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.pending_login = Some(p);
                 }
-                tracing::info!(nick = %p.login.nick, "nick registered");
-                self.finish_login(now, conn, p.login, p.port, p.speed, p.level, p.email, true);
             }
             PasswordOutcome::Hashed(Err(e)) => {
                 tracing::error!(cause = %e, "password hashing failed");
                 self.error_close(now, conn, "registration failed: account store unavailable");
             }
         }
+    }
+
+    /// The next batch of account records to make durable, if any are queued and none is out (then report it
+    /// with [`Server::persist_done`]).
+    pub fn poll_persist(&mut self) -> Option<PersistJob> {
+        if self.persisting || self.persist_queue.is_empty() {
+            return None;
+        }
+        self.persisting = true;
+        self.persist_seen = 0;
+        Some(PersistJob {
+            records: std::mem::take(&mut self.persist_queue),
+            waiting: std::mem::take(&mut self.persist_waiting),
+        })
+    }
+
+    /// True when no account record waits for the disk or is being written (for a clean shutdown).
+    pub fn persist_idle(&self) -> bool {
+        !self.persisting && self.persist_queue.is_empty()
+    }
+
+    /// The node wrote `job` (`Ok`) or could not (`Err`, with why). Durable registrations become accounts
+    /// and their logins finish with the ack 3; refused ones close their connections with an error, and the
+    /// nick is free again: nothing is half-registered.
+    pub fn persist_done(&mut self, now: Instant, job: PersistJob, outcome: Result<(), String>) {
+        self.persisting = false;
+        let PersistJob { records, waiting } = job;
+        if let Err(e) = &outcome {
+            tracing::error!(cause = %e, records = records.len(), "account records not stored");
+        }
+        for r in records {
+            match (&outcome, r) {
+                (Ok(()), Record::Register(a)) => {
+                    tracing::info!(nick = %a.nick, "nick registered");
+                    self.registering.remove(&a.nick.to_ascii_lowercase());
+                    self.accounts.apply(Record::Register(a));
+                }
+                (Err(_), Record::Register(a)) => {
+                    self.registering.remove(&a.nick.to_ascii_lowercase());
+                }
+                // Already applied in memory when queued.
+                (_, Record::Seen { .. }) => {}
+            }
+        }
+        for (conn, lower) in waiting {
+            let p = self.conns.get_mut(&conn).and_then(|c| {
+                c.pending_login
+                    .take_if(|p| p.login.nick.eq_ignore_ascii_case(&lower))
+            });
+            let Some(p) = p else { continue };
+            match outcome {
+                Ok(()) => {
+                    self.finish_login(now, conn, p.login, p.port, p.speed, p.level, p.email, true)
+                }
+                Err(_) => {
+                    self.error_close(now, conn, "registration failed: account store unavailable")
+                }
+            }
+        }
+    }
+
+    /// Checks the server's bookkeeping against itself (tests and the fuzz property); panics naming what
+    /// is inconsistent.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        let mut files = 0;
+        let mut per_ip: HashMap<Ipv4Addr, usize> = HashMap::new();
+        for (id, c) in &self.conns {
+            let Some(u) = &c.user else { continue };
+            *per_ip.entry(c.ip).or_default() += 1;
+            assert_eq!(
+                self.nicks.get(&u.nick.to_ascii_lowercase()),
+                Some(id),
+                "{} is in the nick table under its connection",
+                u.nick
+            );
+            assert!(c.pending_login.is_none(), "{} logged in twice", u.nick);
+            for fid in u.files.iter() {
+                let f = self
+                    .index
+                    .get(*fid)
+                    .expect("every file of a user is in the index");
+                assert_eq!(f.owner, *id, "{} owned by its user", f.path);
+            }
+            files += u.files.len();
+        }
+        assert_eq!(
+            per_ip.values().sum::<usize>(),
+            self.nicks.len(),
+            "nick table = users"
+        );
+        assert_eq!(per_ip, self.clones, "clone counts = users per IP");
+        assert_eq!(
+            files,
+            self.index.len(),
+            "index holds exactly the users' files"
+        );
+        for k in self.registering.keys() {
+            assert!(
+                self.accounts.get(k).is_none(),
+                "{k} both registering and registered"
+            );
+        }
+        assert!(self.jobs_running <= self.cfg.max_password_jobs);
+        for (name, ch) in &self.channels {
+            assert!(!ch.members.is_empty(), "empty channel {name} kept");
+            for m in &ch.members {
+                let u = self.user(*m).expect("a channel member is logged in");
+                assert!(u.channels.contains(name), "{} on {name} both ways", u.nick);
+            }
+        }
+    }
+
+    /// `nick` is an account, or its registration is on the way to the disk.
+    fn nick_registered(&self, nick: &str) -> bool {
+        self.accounts.get(nick).is_some()
+            || self.registering.contains_key(&nick.to_ascii_lowercase())
     }
 
     #[allow(clippy::too_many_arguments)]

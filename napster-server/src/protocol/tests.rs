@@ -1,10 +1,15 @@
 //! Protocol stories on the sans-I/O server (notes §8), with a virtual clock.
 
 use super::*;
+use accounts::AccountLog;
 use rand::SeedableRng;
 
 struct Sim {
     s: Server,
+    /// The account store's disk side, written inline by [`Sim::pump`].
+    log: AccountLog,
+    /// Makes every account write fail (a full or broken disk).
+    fail_writes: bool,
     now: Instant,
     next: u64,
     closed: Vec<ConnId>,
@@ -13,15 +18,15 @@ struct Sim {
 
 impl Sim {
     fn new(cfg: Config) -> Sim {
+        Sim::with_store(cfg, AccountLog::in_memory(), Accounts::default())
+    }
+
+    fn with_store(cfg: Config, log: AccountLog, accounts: Accounts) -> Sim {
         let now = Instant::now();
         Sim {
-            s: Server::new(
-                cfg,
-                FileStore::in_memory(),
-                StdRng::seed_from_u64(7),
-                now,
-                1_000_000,
-            ),
+            s: Server::new(cfg, accounts, StdRng::seed_from_u64(7), now, 1_000_000),
+            log,
+            fail_writes: false,
             now,
             next: 1,
             closed: Vec::new(),
@@ -30,10 +35,21 @@ impl Sim {
     }
 
     fn pump(&mut self) {
-        // Password jobs run inline here; the node runs them on a blocking thread.
-        while let Some(job) = self.s.poll_password_job() {
-            let outcome = job.run();
-            self.s.password_done(self.now, job.conn(), outcome);
+        // Password and persist jobs run inline here; the node runs them on blocking threads.
+        loop {
+            let mut busy = false;
+            while let Some(job) = self.s.poll_password_job() {
+                let outcome = job.run();
+                self.s.password_done(self.now, job.conn(), outcome);
+                busy = true;
+            }
+            if let Some(job) = self.s.poll_persist() {
+                self.write(job);
+                busy = true;
+            }
+            if !busy {
+                break;
+            }
         }
         while let Some(t) = self.s.poll_transmit() {
             match t {
@@ -46,6 +62,15 @@ impl Sim {
                 Transmit::Close(c) => self.closed.push(c),
             }
         }
+    }
+
+    fn write(&mut self, job: PersistJob) {
+        let outcome = if self.fail_writes {
+            Err("disk full".to_string())
+        } else {
+            self.log.write(&job.records).map_err(|e| e.to_string())
+        };
+        self.s.persist_done(self.now, job, outcome);
     }
 
     fn deliver(&mut self, c: ConnId, f: Frame) {
@@ -837,4 +862,254 @@ fn clones_and_registrations_are_limited_per_ip() {
     assert_eq!(register(&mut sim, other, "r3")[0].0, ty::LOGIN_ACK);
     sim.now += Duration::from_secs(61);
     assert_eq!(register(&mut sim, ip3, "r2")[0].0, ty::LOGIN_ACK);
+}
+
+#[test]
+fn a_registration_is_acknowledged_only_once_durable_and_writes_coalesce() {
+    let mut sim = Sim::new(Config {
+        max_password_jobs: 8,
+        ..Config::default()
+    });
+    let regs: Vec<ConnId> = (0..3).map(|_| sim.connect()).collect();
+    for (i, c) in regs.iter().enumerate() {
+        sim.s.handle_frame(
+            sim.now,
+            *c,
+            Frame::text(6, &format!("reg{i} pw 0 \"x\" 2 r{i}@x")),
+        );
+    }
+    for job in held_jobs(&mut sim) {
+        sim.s.password_done(sim.now, job.conn(), job.run());
+    }
+    // Hashed, but not durable: no ack yet, and the nicks are taken.
+    let job = sim.s.poll_persist().expect("records to persist");
+    assert_eq!(
+        job.records.len(),
+        3,
+        "the three registrations share one write"
+    );
+    assert!(sim.s.poll_persist().is_none(), "one write out at a time");
+    while let Some(t) = sim.s.poll_transmit() {
+        assert!(
+            !matches!(t, Transmit::Frame(_, ref f) if f.ty == ty::LOGIN_ACK),
+            "{t:?}"
+        );
+    }
+    let other = sim.connect();
+    assert_eq!(sim.send(other, 7, "reg0"), vec![(9, String::new())]);
+    assert_eq!(
+        sim.send(other, 6, "REG1 pw2 0 \"x\" 2 y@x"),
+        vec![(0, "Nick registered to another user".into())]
+    );
+    let guest = sim.connect();
+    assert_eq!(
+        sim.send(guest, 2, "reg2 pw 0 \"x\" 2"),
+        vec![(0, "Nick registered to another user".into())]
+    );
+    // A fourth registration while the write is out waits for the next one.
+    let late = sim.connect();
+    sim.s
+        .handle_frame(sim.now, late, Frame::text(6, "reg3 pw 0 \"x\" 2 r3@x"));
+    for job in held_jobs(&mut sim) {
+        sim.s.password_done(sim.now, job.conn(), job.run());
+    }
+    assert!(sim.s.poll_persist().is_none());
+    sim.write(job);
+    sim.pump();
+    for (i, c) in regs.iter().enumerate() {
+        assert_eq!(sim.take(*c)[0], (ty::LOGIN_ACK, format!("r{i}@x")));
+    }
+    assert_eq!(sim.take(late)[0], (ty::LOGIN_ACK, "r3@x".into()));
+    assert_eq!(sim.s.accounts().len(), 4);
+    assert!(sim.s.persist_idle());
+}
+
+#[test]
+fn a_failed_write_refuses_the_registration_and_frees_the_nick() {
+    let mut sim = Sim::new(Config::default());
+    sim.fail_writes = true;
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 6, "bob pw 0 \"x\" 2 b@x"),
+        vec![(0, "registration failed: account store unavailable".into())]
+    );
+    assert!(sim.closed.contains(&c));
+    assert!(sim.s.accounts().get("bob").is_none());
+    let c = sim.connect();
+    assert_eq!(
+        sim.send(c, 7, "bob"),
+        vec![(8, String::new())],
+        "the nick is free again"
+    );
+    sim.fail_writes = false;
+    assert_eq!(sim.send(c, 6, "bob pw 0 \"x\" 2 b@x")[0], (3, "b@x".into()));
+    // A registration whose client left before the write still becomes an account (it is durable).
+    let gone = sim.connect();
+    sim.s
+        .handle_frame(sim.now, gone, Frame::text(6, "ann pw 0 \"x\" 2 a@x"));
+    for job in held_jobs(&mut sim) {
+        sim.s.password_done(sim.now, job.conn(), job.run());
+    }
+    sim.s.on_disconnect(sim.now, gone);
+    sim.pump();
+    assert!(sim.take(gone).is_empty());
+    assert!(sim.s.accounts().get("ann").is_some());
+}
+
+#[test]
+fn restart_keeps_every_acknowledged_account_and_logout_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, acc) = AccountLog::open(dir.path(), false).unwrap();
+    let mut sim = Sim::with_store(Config::default(), log, acc);
+    let mut acked = Vec::new();
+    for i in 0..4 {
+        let c = sim.connect();
+        let r = sim.send(c, 6, &format!("n{i} pw{i} 0 \"x\" 2 n{i}@x"));
+        assert_eq!(r[0].0, ty::LOGIN_ACK);
+        acked.push(format!("n{i}"));
+        if i == 0 {
+            sim.now += Duration::from_secs(42);
+            sim.s.on_disconnect(sim.now, c);
+            sim.pump();
+        }
+    }
+    // A registration hashed but not yet written when the "crash" happens was never acknowledged.
+    let c = sim.connect();
+    sim.s
+        .handle_frame(sim.now, c, Frame::text(6, "lost pw 0 \"x\" 2 l@x"));
+    for job in held_jobs(&mut sim) {
+        sim.s.password_done(sim.now, job.conn(), job.run());
+    }
+    drop(sim);
+    let (log, acc) = AccountLog::open(dir.path(), false).unwrap();
+    let mut sim = Sim::with_store(Config::default(), log, acc);
+    for (i, nick) in acked.iter().enumerate() {
+        let c = sim.connect();
+        let r = sim.send(c, 2, &format!("{nick} pw{i} 0 \"x\" 2"));
+        assert_eq!(r[0], (ty::LOGIN_ACK, format!("{nick}@x")));
+    }
+    let c = sim.connect();
+    assert_eq!(sim.send(c, 7, "lost"), vec![(8, String::new())]);
+    assert_eq!(sim.s.accounts().get("n0").unwrap().last_seen, 1_000_042);
+}
+
+/// Fuzzing `handle_frame`: arbitrary frame types and payloads (arbitrary bytes, and well-formed commands
+/// over a few nicks, words and channels so that logins, shares, searches and chat really happen), on several
+/// connections in any login state, with disconnects, time passing and failing account writes between them.
+/// Nothing may panic, every search by a logged-in user is closed by exactly one 202, and the server's
+/// bookkeeping stays consistent ([`Server::check_invariants`]) after every step.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TYPES: [u16; 44] = [
+        0, 2, 4, 5, 6, 7, 11, 100, 102, 110, 200, 203, 205, 207, 208, 211, 214, 218, 219, 220, 221,
+        300, 303, 400, 401, 402, 403, 500, 600, 603, 608, 617, 700, 703, 750, 751, 752, 870, 900,
+        901, 920, 10300, 9999, 65535,
+    ];
+
+    fn command() -> impl Strategy<Value = String> {
+        let nick = prop::sample::select(vec!["al", "bo", "Al", "cy", "operserv", "x y"]);
+        let word = prop::sample::select(vec!["jude", "hey", "rock", "-jude", "a\"b", ""]);
+        prop_oneof![
+            (nick.clone(), 0u32..12, prop::sample::select(vec![0u32, 6699]))
+                .prop_map(|(n, s, p)| format!("{n} pw {p} \"c 1\" {s} {n}@x")),
+            (word.clone(), word.clone(), 0u32..400).prop_map(|(a, b, r)| format!(
+                "\"d\\\\{a} {b}.mp3\" 0123456789abcdef0123456789abcdef 5000 {r} 44100 60"
+            )),
+            (word.clone(), word.clone(), 0u32..9).prop_map(|(a, b, m)| format!(
+                "FILENAME CONTAINS \"{a}\" FILENAME EXCLUDES \"{b}\" MAX_RESULTS {m} BITRATE \"AT LEAST\" \"128\""
+            )),
+            (nick.clone(), word.clone()).prop_map(|(n, w)| format!("{n} \"d\\\\{w} {w}.mp3\"")),
+            (nick, word).prop_map(|(n, w)| format!("#{w} {n}")),
+            "[ -~]{0,40}",
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Connect(u8),
+        Frame(usize, u16, Vec<u8>),
+        Disconnect(usize),
+        Wait(u16),
+        FailWrites(bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let payload = prop_oneof![
+            3 => command().prop_map(String::into_bytes),
+            1 => prop::collection::vec(any::<u8>(), 0..64),
+        ];
+        let common = vec![
+            2u16, 6, 7, 100, 102, 200, 200, 203, 211, 400, 402, 500, 603, 608,
+        ];
+        let ty = prop_oneof![
+            4 => prop::sample::select(common),
+            3 => prop::sample::select(TYPES.to_vec()),
+            1 => any::<u16>(),
+        ];
+        prop_oneof![
+            2 => (0u8..3).prop_map(Op::Connect),
+            40 => (0usize..6, ty, payload).prop_map(|(c, t, p)| Op::Frame(c, t, p)),
+            1 => (0usize..6).prop_map(Op::Disconnect),
+            1 => any::<u16>().prop_map(Op::Wait),
+            1 => any::<bool>().prop_map(Op::FailWrites),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn handle_frame_never_panics_and_keeps_the_server_consistent(
+            ops in prop::collection::vec(op(), 1..150)
+        ) {
+            let mut sim = Sim::new(Config {
+                flood_commands: 20,
+                max_shared: 4,
+                max_clones: 3,
+                ..Config::default()
+            });
+            // Two users online and sharing from the start, so searches, browses and downloads find
+            // something whatever the random steps do.
+            let mut conns = vec![sim.login("seed1", 6699), sim.login("seed2", 0)];
+            sim.share(conns[0], "d\\hey jude.mp3", 128);
+            sim.share(conns[1], "d\\rock jude.mp3", 320);
+            let mut searched = 0;
+            for op in ops {
+                match op {
+                    Op::Connect(ip) => conns.push(sim.connect_from(Ipv4Addr::new(10, 0, 0, ip))),
+                    Op::Frame(i, t, payload) => {
+                        let Some(&c) = conns.get(i % conns.len().max(1)) else { continue };
+                        let searching = t == ty::SEARCH && sim.s.user(c).is_some();
+                        sim.take(c);
+                        sim.s.handle_frame(sim.now, c, Frame { ty: t, payload });
+                        sim.pump();
+                        let ends = sim.take(c).iter().filter(|f| f.0 == ty::SEARCH_END).count();
+                        prop_assert_eq!(ends, usize::from(searching), "one 202 per search");
+                        searched += usize::from(searching);
+                    }
+                    Op::Disconnect(i) => {
+                        if let Some(&c) = conns.get(i % conns.len().max(1)) {
+                            sim.s.on_disconnect(sim.now, c);
+                            sim.pump();
+                        }
+                    }
+                    Op::Wait(ms) => {
+                        sim.now += Duration::from_millis(u64::from(ms) * 4);
+                        sim.s.handle_timeout(sim.now);
+                        sim.pump();
+                    }
+                    Op::FailWrites(f) => sim.fail_writes = f,
+                }
+                for c in std::mem::take(&mut sim.closed) {
+                    sim.s.on_disconnect(sim.now, c);
+                }
+                sim.pump();
+                sim.s.check_invariants();
+            }
+            if std::env::var_os("NAPSTER_FUZZ_DEBUG").is_some() {
+                eprintln!("searches {searched}, users {}, files {}", sim.s.users(), sim.s.files());
+            }
+        }
+    }
 }
