@@ -251,6 +251,84 @@ fn s8_9_firewalled_uploader_pushes() {
     assert!(r.last().unwrap().1.contains(" firewallerror "), "{r:?}");
 }
 
+/// The 500/501 push at the byte level in both directions, with the test as the other peer (notes §3).
+/// Our firewalled uploader `fw` and a raw downloader `dl`: 203 gets the port-0 204, 500 makes the server
+/// send fw a 607 and then a 501, fw connects to dl's port, waits for `1`, sends `SENDfw "<path>" <size>`,
+/// takes the offset dl answers (100) and sends exactly the bytes from there. Our downloader `bob` and a
+/// raw firewalled uploader `fwraw`: bob's `get` sends the 500; the test answers the 607 with 608, reads
+/// bob's address from the 501, connects, gets `1`, sends `SEND`, reads bob's offset `0` and sends the
+/// file, which bob stores whole.
+#[test]
+fn firewalled_push_with_a_raw_peer_on_either_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(30_000);
+    let share = share_folder(dir.path(), &[("Pushed.mp3", &data)]);
+    let server = support::server(&dir.path().join("srv"), &[]);
+    let _fw = serve(&server, "fw", &share, &dir.path().join("fw"), true);
+    let dl_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut dl = Raw::login(server.addr(), "dl", dl_port.local_addr().unwrap().port());
+    dl.send(203, "fw \"Pushed.mp3\"");
+    assert_eq!(download_ack(&dl.until(204))[2], "0", "fw is firewalled");
+    dl.send(500, "fw \"Pushed.mp3\"");
+    let mut s = accept_within(&dl_port);
+    s.write_all(b"1").unwrap();
+    let req = read_peer_request(&mut s);
+    assert_eq!(req.command, napster_server::codec::peer::PeerCommand::Send);
+    assert_eq!(
+        (req.nick.as_str(), req.path.as_str(), req.number),
+        ("fw", "Pushed.mp3", data.len() as u64)
+    );
+    s.write_all(b"100").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, &data[100..]);
+
+    let data = content(25_000);
+    let mut fwraw = Raw::login(server.addr(), "fwraw", 0);
+    let wire_path = r"C:\fw\Raw Push.mp3";
+    raw_share(&mut fwraw, wire_path, data.len());
+    let out = dir.path().join("bob-out");
+    std::thread::scope(|scope| {
+        let getter = scope.spawn(|| {
+            let extra = ["--ping-window-ms", "0"];
+            get(
+                &server,
+                "bob",
+                "raw push",
+                &out,
+                &dir.path().join("bob"),
+                &extra,
+            )
+        });
+        fwraw.until(607);
+        fwraw.send(608, &format!("bob \"{wire_path}\""));
+        let r = fwraw.until(501);
+        // 501 <downloader> <ip> <port> "<path>" <md5> <speed>
+        let f = napster_server::codec::fields::split(&r.last().unwrap().1).unwrap();
+        assert_eq!((f[0], f[3]), ("bob", wire_path), "{r:?}");
+        let ip = napster_server::codec::ip::from_wire(f[1].parse().unwrap());
+        let mut s = std::net::TcpStream::connect((ip, f[2].parse::<u16>().unwrap())).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"1");
+        s.write_all(format!("SENDfwraw \"{wire_path}\" {}", data.len()).as_bytes())
+            .unwrap();
+        s.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"0", "bob starts at 0");
+        s.write_all(&data).unwrap();
+        drop(s);
+        let (ok, v, err) = getter.join().unwrap();
+        assert!(ok, "{err}");
+        assert_eq!(
+            (v["from"].as_str(), v["method"].as_str()),
+            (Some("fwraw"), Some("push")),
+            "{v}"
+        );
+    });
+    assert_eq!(std::fs::read(out.join("Raw Push.mp3")).unwrap(), data);
+}
+
 /// Connects to a client's data port, checks its `1`, sends `req` (GET and its request line in one
 /// segment, as TekNap sends them) and returns everything the uploader sent until it closed.
 fn peer_ask(data_port: std::net::SocketAddr, req: &[u8]) -> Vec<u8> {
@@ -267,7 +345,7 @@ fn peer_ask(data_port: std::net::SocketAddr, req: &[u8]) -> Vec<u8> {
 
 /// [`peer_ask`] for a reply that is text (a refusal).
 fn peer_text(data_port: std::net::SocketAddr, req: &[u8]) -> String {
-    String::from_utf8(peer_ask(data_port, req)).unwrap()
+    String::from_utf8_lossy(&peer_ask(data_port, req)).into_owned()
 }
 
 /// The fields of the 204 that ends `frames` (a `Raw::until(204)`).
