@@ -17,14 +17,15 @@
 //! knows no DHT node and can only learn peers from the tracker.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use integration::{eventually, payload, Daemon};
+use integration::netns::Netns;
+use integration::ports::PortBlock;
+use integration::{eventually, free_port, payload, Daemon};
 
 /// Our tracker, HTTP and UDP on `ip` port 0.
 struct Tracker {
@@ -126,40 +127,6 @@ impl Proc {
     }
 }
 
-/// Ports for clients that cannot listen on port 0 (aria2c, transmission-cli on loopback). Each test
-/// process owns a block of 100 ports below the kernel's ephemeral range (32768 and up), so no port-0 bind
-/// anywhere is handed one; the block is claimed by listening on its first port for the life of the
-/// process (another process trying the same block fails that bind and takes the next). Ports inside the
-/// block are handed out in turn and checked free (TCP and UDP) before use; aria2c is given a range and
-/// itself binds the first free port of it.
-fn ports(n: u16) -> (u16, u16) {
-    const FIRST_BLOCK: u16 = 20_000;
-    const BLOCKS: u16 = 120;
-    static BLOCK: OnceLock<(TcpListener, u16)> = OnceLock::new();
-    static NEXT: AtomicU16 = AtomicU16::new(1);
-    let (_, base) = BLOCK.get_or_init(|| {
-        let start = (std::process::id() % u32::from(BLOCKS)) as u16;
-        (0..BLOCKS)
-            .map(|i| FIRST_BLOCK + (start + i) % BLOCKS * 100)
-            .find_map(|b| TcpListener::bind(("0.0.0.0", b)).ok().map(|l| (l, b)))
-            .expect("a free block of 100 ports between 20000 and 31999")
-    });
-    let free = |p: u16| {
-        TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p)).is_ok()
-    };
-    for _ in 0..100 {
-        let off = NEXT.fetch_add(n, Ordering::Relaxed) % (100 - n) + 1;
-        let (lo, hi) = (base + off, base + off + n - 1);
-        if (lo..=hi).all(free) {
-            return (lo, hi);
-        }
-    }
-    panic!(
-        "no {n} free ports left in this process's block {base}..{}",
-        base + 99
-    );
-}
-
 fn spawn(prog: &str, args: &[&str], log: &Path, name: &'static str) -> Proc {
     let f = std::fs::File::create(log).unwrap();
     let child = Command::new(prog)
@@ -170,81 +137,6 @@ fn spawn(prog: &str, args: &[&str], log: &Path, name: &'static str) -> Proc {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {prog} (apt-get install it): {e}"));
     Proc(child, name)
-}
-
-fn ip(args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip (iproute2)")
-}
-
-/// A network namespace joined to the host by a veth pair (10.232.N.1 on the host, 10.232.N.2 inside), for
-/// Transmission as a leecher: it does not dial peers on loopback. The namespace's name is the lock on N:
-/// `ip netns add` fails when another test (of any process) holds it, and the next N is tried.
-struct NetNs {
-    name: String,
-    host_ip: String,
-    host_if: String,
-}
-
-impl NetNs {
-    fn create() -> NetNs {
-        // Namespaces are torn down asynchronously: a process's next namespace takes another number.
-        static CREATED: AtomicU16 = AtomicU16::new(0);
-        let start =
-            std::process::id() as usize + 7 * usize::from(CREATED.fetch_add(1, Ordering::Relaxed));
-        for i in 0..200 {
-            let n = (start + i) % 200 + 20;
-            let name = format!("p2plab-trk-{n}");
-            let o = ip(&["netns", "add", &name]);
-            if !o.status.success() {
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(err.contains("exists"), "ip netns add {name}: {err}");
-                continue;
-            }
-            let ns = NetNs {
-                name,
-                host_ip: format!("10.232.{n}.1"),
-                host_if: format!("p2ptrk{n}h"),
-            };
-            let (host_if, ns_if) = (ns.host_if.as_str(), format!("p2ptrk{n}n"));
-            // A pair left by a test that was killed before its clean-up.
-            let _ = ip(&["link", "delete", host_if]);
-            let ns_cidr = format!("10.232.{n}.2/24");
-            let host_cidr = format!("{}/24", ns.host_ip);
-            let ex = ["netns", "exec", ns.name.as_str(), "ip"];
-            for args in [
-                vec![
-                    "link", "add", host_if, "type", "veth", "peer", "name", &ns_if,
-                ],
-                vec!["link", "set", &ns_if, "netns", &ns.name],
-                vec!["addr", "add", &host_cidr, "dev", host_if],
-                vec!["link", "set", host_if, "up"],
-                [&ex[..], &["addr", "add", &ns_cidr, "dev", &ns_if]].concat(),
-                [&ex[..], &["link", "set", &ns_if, "up"]].concat(),
-                [&ex[..], &["link", "set", "lo", "up"]].concat(),
-            ] {
-                let o = ip(&args);
-                assert!(
-                    o.status.success(),
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-            }
-            return ns;
-        }
-        panic!("no free namespace number (p2plab-trk-20..219 all taken)");
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // Deleting the host end deletes the pair at once (the namespace itself goes asynchronously).
-        let _ = ip(&["link", "delete", &self.host_if]);
-        let _ = ip(&["netns", "delete", &self.name]);
-    }
 }
 
 /// A temporary world: a seed folder with a random 1 MiB file and a .torrent for `announce`.
@@ -319,12 +211,13 @@ impl World {
     }
 
     fn aria2(&self, dir: &Path, seed: bool, udp: bool, log: &str) -> Proc {
-        let (lo, hi) = ports(4);
+        // aria2c takes a range and binds the first free port of it.
+        let ports = PortBlock::of_process().take(4);
         let dht_file = self.path(&format!("{log}.dht"));
         let mut args: Vec<String> = vec![
             "-d".into(),
             dir.to_str().unwrap().into(),
-            format!("--listen-port={lo}-{hi}"),
+            format!("--listen-port={}-{}", ports.start(), ports.end()),
             "--enable-peer-exchange=false".into(),
             "--bt-enable-lpd=false".into(),
             "--enable-dht6=false".into(),
@@ -333,9 +226,9 @@ impl World {
             "--file-allocation=none".into(),
         ];
         if udp {
-            let (dlo, dhi) = ports(4);
+            let dht = PortBlock::of_process().take(4);
             args.push("--enable-dht=true".into());
-            args.push(format!("--dht-listen-port={dlo}-{dhi}"));
+            args.push(format!("--dht-listen-port={}-{}", dht.start(), dht.end()));
             args.push(format!("--dht-file-path={}", dht_file.display()));
         } else {
             args.push("--enable-dht=false".into());
@@ -372,8 +265,9 @@ impl World {
     }
 
     /// transmission-cli on the torrent with `dir` as its download folder: on loopback (a seeder, on a
-    /// port from [`ports`]) or inside `ns` (where its fixed port cannot collide with anything).
-    fn transmission(&self, dir: &Path, ns: Option<&NetNs>, log: &str) -> Proc {
+    /// port of this process's [`PortBlock`]) or inside `ns` (where its fixed port cannot collide with
+    /// anything).
+    fn transmission(&self, dir: &Path, ns: Option<&Netns>, log: &str) -> Proc {
         let cfg = self.path("trcfg");
         std::fs::create_dir_all(&cfg).unwrap();
         std::fs::write(
@@ -384,14 +278,10 @@ impl World {
         .unwrap();
         let port = match ns {
             Some(_) => 51413,
-            None => ports(1).0,
+            None => free_port(),
         }
         .to_string();
-        let mut args = vec![];
-        if let Some(ns) = ns {
-            args.extend(["netns", "exec", &ns.name, "transmission-cli"]);
-        }
-        args.extend([
+        let args = [
             "-g",
             cfg.to_str().unwrap(),
             "-w",
@@ -399,13 +289,16 @@ impl World {
             "-p",
             &port,
             self.torrent.to_str().unwrap(),
-        ]);
-        let prog = if ns.is_some() {
-            "ip"
-        } else {
-            "transmission-cli"
-        };
-        spawn(prog, &args, &self.path(log), "transmission-cli")
+        ];
+        let log = self.path(log);
+        match ns {
+            Some(ns) => {
+                let args = ns.exec_args("transmission-cli", &args);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                spawn("ip", &args, &log, "transmission-cli")
+            }
+            None => spawn("transmission-cli", &args, &log, "transmission-cli"),
+        }
     }
 
     /// Waits until a leecher's copy in `dir` equals the original (Transmission and aria2c keep running
@@ -529,12 +422,13 @@ fn udp_transmission_seeds_libtorrent_leeches() {
 /// of only from our tracker (also on the host end); it keeps running, so its entry must turn into a
 /// seeder's too.
 fn transmission_leeches_in_a_netns(udp: bool) {
-    let ns = NetNs::create();
-    let t = Tracker::start(&ns.host_ip);
+    let ns = Netns::create().expect("a network namespace (needs root)");
+    let host_ip = ns.host_ip().to_string();
+    let t = Tracker::start(&host_ip);
     let w = World::new(&t.announce_url(udp), "mktorrent");
     // aria2c takes `udp://` trackers only with DHT on (module doc): libtorrent seeds for UDP.
     let _seed = if udp {
-        w.libtorrent(&w.seed_dir(), true, &ns.host_ip, "seed.log")
+        w.libtorrent(&w.seed_dir(), true, &host_ip, "seed.log")
     } else {
         w.aria2(&w.seed_dir(), true, false, "seed.log")
     };
