@@ -1109,7 +1109,7 @@ const DIGITS_GRACE: Duration = Duration::from_millis(100);
 /// error text. The digits may come in more than one segment, so while all that came is digits (and fewer
 /// than a u64 can have), more get [`DIGITS_GRACE`] to arrive; the downloader sends nothing else before
 /// the data.
-async fn read_offset(s: &mut TcpStream) -> anyhow::Result<String> {
+async fn read_offset<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> anyhow::Result<String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64];
     let n = timeout(STEP_TIMEOUT, s.read(&mut chunk)).await??;
@@ -1250,6 +1250,22 @@ mod tests {
         // A repeated 607 restarts the time of its grant.
         g.grant("bob", "b.mp3", t0 + GRANT_TTL * 2);
         assert!(g.take("bob", "b.mp3", t0 + GRANT_TTL * 2 + GRANT_TTL / 2));
+    }
+
+    /// The downloader's offset split over two writes: the reader has taken the first digit and is
+    /// waiting for more when the rest comes (the writer yields to the reader in between; a read that is
+    /// ready wins over the grace timeout, so this does not depend on the clock).
+    #[tokio::test]
+    async fn the_offset_answering_a_send_may_come_in_pieces() {
+        let (mut down, mut up) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move { read_offset(&mut up).await.unwrap() });
+        down.write_all(b"1").await.unwrap();
+        tokio::task::yield_now().await;
+        down.write_all(b"00").await.unwrap();
+        assert_eq!(reader.await.unwrap(), "100");
+        let (mut down, mut up) = tokio::io::duplex(64);
+        down.write_all(b"FILE NOT REQUESTED").await.unwrap();
+        assert_eq!(read_offset(&mut up).await.unwrap(), "FILE NOT REQUESTED");
     }
 
     #[test]
