@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bittorrent_peer::metainfo::Metainfo;
 use integration::capture::Capture;
+use integration::netns::Netns;
 use integration::{free_port, payload, run_tool, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -643,77 +644,14 @@ fn tshark_decodes_our_traffic_as_bittorrent_without_malformed_packets() {
     );
 }
 
-/// A network namespace with a veth pair to the host, removed (with its veth) on drop. Transmission
-/// never dials loopback peers, so as a leecher it runs inside one, reaching our tracker and seeder on
-/// the host end of the pair (private 10.x addresses that exist only while the test runs).
-struct NetNs {
-    name: String,
-    host_ip: String,
-    ns_ip: String,
-}
-
-fn ip(args: &[&str]) {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("ip (iproute2)");
-    assert!(
-        o.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-}
-
-impl NetNs {
-    fn create() -> NetNs {
-        let id = std::process::id() % 200 + 20;
-        let name = format!("p2plab-bt-{}", std::process::id());
-        let (host_if, ns_if) = (format!("p2pbt{id}h"), format!("p2pbt{id}n"));
-        let ns = NetNs {
-            name,
-            host_ip: format!("10.231.{id}.1"),
-            ns_ip: format!("10.231.{id}.2"),
-        };
-        ip(&["netns", "add", &ns.name]);
-        ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-        ]);
-        ip(&["link", "set", &ns_if, "netns", &ns.name]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", ns.host_ip),
-            "dev",
-            &host_if,
-        ]);
-        ip(&["link", "set", &host_if, "up"]);
-        let inside = |args: &[&str]| {
-            let mut a = vec!["netns", "exec", &ns.name, "ip"];
-            a.extend_from_slice(args);
-            ip(&a);
-        };
-        inside(&["addr", "add", &format!("{}/24", ns.ns_ip), "dev", &ns_if]);
-        inside(&["link", "set", &ns_if, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes the veth end inside it, and with it the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
 #[test]
 fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
     let dir = tempfile::tempdir().unwrap();
-    let ns = NetNs::create();
-    let (_tracker, http, _) = our_tracker(&ns.host_ip);
+    // Transmission never dials loopback peers: as a leecher it runs in a namespace of its own, reaching
+    // our tracker and seeder on the host end of the veth pair.
+    let ns = Netns::create().expect("a network namespace (needs root)");
+    let host_ip = ns.host_ip().to_string();
+    let (_tracker, http, _) = our_tracker(&host_ip);
     let (src, data, t) = torrent_fixture(
         dir.path(),
         "ns.bin",
@@ -721,17 +659,13 @@ fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
         &[&format!("http://{http}/announce")],
         64 << 10,
     );
-    let _seed = our_seeder(&t, &src, &format!("{}:0", ns.host_ip), &[]);
+    let _seed = our_seeder(&t, &src, &format!("{host_ip}:0"), &[]);
     let cfg = transmission_config(dir.path());
     let out = dir.path().join("tr-out");
     std::fs::create_dir_all(&out).unwrap();
-    let _tr = program(
-        "ip",
+    let args = ns.exec_args(
+        "transmission-cli",
         &[
-            "netns",
-            "exec",
-            &ns.name,
-            "transmission-cli",
             "-g",
             s(&cfg),
             "-w",
@@ -743,7 +677,8 @@ fn transmission_leeches_from_our_seeder_in_a_network_namespace() {
             s(&t),
         ],
     );
-    let what = format!("transmission at {} in namespace {}", ns.ns_ip, ns.name);
+    let _tr = program("ip", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let what = format!("transmission at {} in namespace {}", ns.ns_ip(), ns.name());
     wait_for_file(&out.join("ns.bin"), &data, LIMIT, &what);
 }
 
@@ -777,20 +712,8 @@ fn pex_joins_a_foreign_leecher(
             s(&t_stats),
         ],
     );
-    let stats_of_t = || {
-        let _ = std::fs::remove_file(&t_stats);
-        t_seed.signal(libc::SIGUSR1).unwrap();
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(st) = common::stats::StatsSnapshot::read_json(&t_stats) {
-                return st;
-            }
-            assert!(Instant::now() < end, "T wrote no stats");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     let end = Instant::now() + LIMIT;
-    while stats_of_t().gauges.get("peers").copied().unwrap_or(0) < 1 {
+    while t_seed.stats().gauges.get("peers").copied().unwrap_or(0) < 1 {
         assert!(Instant::now() < end, "T never connected to S");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -801,7 +724,7 @@ fn pex_joins_a_foreign_leecher(
     // T and S are seeds: whatever T uploaded went to the foreign leecher, and only S's PEX could have
     // joined the two (a finished client drops its seed connections at once: count bytes, not
     // connections).
-    let st = stats_of_t();
+    let st = t_seed.stats();
     assert!(
         st.transfers.upload_bytes > 0,
         "T uploaded nothing: PEX never joined {what} and T ({:?})",
