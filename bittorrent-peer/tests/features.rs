@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::stats::StatsSnapshot;
 use integration::Daemon;
-use support::{leecher, make_torrent, payload, seeder, start_peer, stats_of, BIN};
+use support::{leecher, make_torrent, payload, seeder, start_peer, BIN};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -58,7 +58,7 @@ fn pex_swarm(private: bool) -> (StatsSnapshot, StatsSnapshot) {
     let third = seeder(s(&t), s(&src), &["--peer", &s_addr]);
     let t_addr = third.addr().to_string();
     wait_until("T connected to S", LIMIT, || {
-        stats_of(&origin, &s_stats).gauges.get("peers").copied() == Some(1)
+        origin.stats().gauges.get("peers").copied() == Some(1)
     });
     let out = dir.path().join("out");
     let l_stats = dir.path().join("l.json");
@@ -89,14 +89,14 @@ fn pex_swarm(private: bool) -> (StatsSnapshot, StatsSnapshot) {
                 last.map(|l| l.extra)
             );
             std::thread::sleep(Duration::from_millis(100));
-            last = Some(stats_of(&leecher, &l_stats));
+            last = Some(leecher.stats());
         }
     } else {
         // S's PEX tick runs every second; give it several chances to (wrongly) tell L about T.
         std::thread::sleep(Duration::from_secs(3));
     }
-    let l = stats_of(&leecher, &l_stats);
-    let st = stats_of(&origin, &s_stats);
+    let l = leecher.stats();
+    let st = origin.stats();
     assert_eq!(knows_t(&l), !private, "L connected to T: {:?}", l.extra);
     (l, st)
 }
@@ -354,18 +354,18 @@ fn stats_list_the_peer_wire_links_held() {
         &["--download-rate", "16k", "--stats-file", s(&l_stats)],
     );
     wait_until("L lists S as the peer it dialled", LIMIT, || {
-        let n = stats_of(&l, &l_stats).neighbours;
+        let n = l.stats().neighbours;
         n.len() == 1 && n[0].addr == s_addr && n[0].dir == "out" && n[0].kind == "peer"
     });
     wait_until("S lists L's socket", LIMIT, || {
-        let n = stats_of(&origin, &s_stats).neighbours;
+        let n = origin.stats().neighbours;
         n.len() == 1 && n[0].dir == "in" && n[0].addr != s_addr
     });
     l.terminate(LIMIT).unwrap();
     wait_until("S no longer lists L", LIMIT, || {
-        stats_of(&origin, &s_stats).neighbours.is_empty()
+        origin.stats().neighbours.is_empty()
     });
-    assert_eq!(stats_of(&origin, &s_stats).neighbours_seen.len(), 1);
+    assert_eq!(origin.stats().neighbours_seen.len(), 1);
 }
 
 /// Two leechers draining one `--upload-rate` seeder share its cap: when the first finishes, the
@@ -380,7 +380,7 @@ fn an_upload_cap_is_shared_by_the_leechers() {
     let src = dir.path().join("src");
     let origin = seeder(s(&t), s(&src), &["--upload-rate", "512k"]);
     let s_addr = origin.addr().to_string();
-    let leechers: Vec<(Daemon, PathBuf, PathBuf)> = ["a", "b"]
+    let leechers: Vec<(Daemon, PathBuf)> = ["a", "b"]
         .iter()
         .map(|n| {
             let (out, st) = (dir.path().join(n), dir.path().join(format!("{n}.json")));
@@ -390,7 +390,7 @@ fn an_upload_cap_is_shared_by_the_leechers() {
                 &s_addr,
                 &["--seed", "--no-trackers", "--stats-file", s(&st)],
             );
-            (d, out.join("shared.bin"), st)
+            (d, out.join("shared.bin"))
         })
         .collect();
     let mut first = None;
@@ -400,8 +400,8 @@ fn an_upload_cap_is_shared_by_the_leechers() {
             .position(|l| std::fs::read(&l.1).ok().as_deref() == Some(&data[..]));
         first.is_some()
     });
-    let (other, _, st) = &leechers[1 - first.unwrap()];
-    let got = stats_of(other, st).transfers.download_bytes;
+    let (other, _) = &leechers[1 - first.unwrap()];
+    let got = other.stats().transfers.download_bytes;
     eprintln!("when one leecher finished, the other had {got} of {LEN} bytes");
     assert!(
         got >= LEN as u64 / 4,

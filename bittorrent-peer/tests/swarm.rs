@@ -92,7 +92,7 @@ fn multi_file_torrent_from_our_seeder_to_our_leecher() {
     let end = Instant::now() + LIMIT;
     let seed_side = loop {
         // The figures are refreshed once a second: wait for the departed leecher's totals.
-        let st = stats_of(&seed, &seed_stats);
+        let st = seed.stats();
         let up: Vec<u64> = st.extra["peers"]
             .as_object()
             .map(|m| m.values().filter_map(|r| r["bytes_up"].as_u64()).collect())
@@ -303,7 +303,7 @@ fn a_peer_sending_corrupt_data_is_banned_by_ip_and_the_download_completes() {
     // repeated failures: a sole sender's second bad piece.
     let end = Instant::now() + LIMIT;
     loop {
-        let s = stats_of(&leech, &stats);
+        let s = leech.stats();
         if s.errors.contains_key("banned_peer") {
             assert!(s.errors["hash_mismatch"] >= 2, "{:?}", s.errors);
             break;
@@ -353,7 +353,7 @@ fn a_peer_sending_corrupt_data_is_banned_by_ip_and_the_download_completes() {
         before,
         "the banned host was dialled again"
     );
-    let s = stats_of(&leech, &stats);
+    let s = leech.stats();
     assert_eq!(
         s.errors.get("banned_peer").copied(),
         Some(1),
@@ -455,7 +455,8 @@ fn a_partial_download_killed_and_restarted_fetches_only_the_missing_pieces() {
     );
     let mut had = 0;
     let ok = integration::eventually(LIMIT, || {
-        had = stats_of(&first, &stats)
+        had = first
+            .stats()
             .gauges
             .get("pieces_have")
             .copied()

@@ -10,7 +10,6 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::stats::StatsSnapshot;
 pub use integration::payload;
 use integration::Daemon;
 
@@ -194,24 +193,5 @@ pub fn wait_for_file(path: &Path, want: &[u8], limit: Duration, what: &str) {
             );
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Asks the daemon for its stats (SIGUSR1) and reads them.
-pub fn stats_of(d: &Daemon, path: &Path) -> StatsSnapshot {
-    let _ = std::fs::remove_file(path);
-    d.signal(libc::SIGUSR1).expect("SIGUSR1");
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        // A read racing the write fails to parse: try again.
-        if let Ok(s) = StatsSnapshot::read_json(path) {
-            return s;
-        }
-        assert!(
-            Instant::now() < end,
-            "no stats written to {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
