@@ -31,8 +31,9 @@ use tracker::protocol::swarm::Config;
     after_help = "Signals: SIGTERM/Ctrl-C stop cleanly (stats and state files written), SIGUSR1 writes the \
                   stats file, SIGHUP re-reads --allow-list.\n\
                   No file transfers here, so no --upload-rate/--download-rate.\n\
-                  Not done: BEP 41 UDP extensions are ignored; no BEP 31 `retry in`; the goal of peak \
-                  memory no higher than opentracker's is not met (1.4-1.7x, see the README)."
+                  Not done: BEP 41 UDP extensions are ignored; no BEP 31 `retry in`.\n\
+                  Linked as a static PIE with its hot code first (README: \"Why the binary is static and \
+                  ordered\")."
 )]
 struct Cli {
     #[command(flatten)]
