@@ -37,7 +37,7 @@ use napster_server::node::client::{Client, ClientConfig, SearchHit, PING_TIE, PI
 #[command(
     name = "napster-client",
     version,
-    about,
+    about = "A Napster client (OpenNap protocol): share a folder, search, browse, download",
     long_about = None,
     after_help = "Shares of .mp3 files announce the bitrate, sample rate and duration read from their \
                   frame headers (Xing/Info for VBR); other files announce 128 kbit/s, 44.1 kHz. \
