@@ -571,15 +571,11 @@ fn stats_list_the_links_held_and_drop_a_neighbour_that_left() {
         None,
         &["--peer", &a_addr, "--stats-file", sb.to_str().unwrap()],
     );
-    // SIGUSR1 asks for a fresh file; the condition is polled until it holds.
-    let now = |d: &Daemon, p: &Path| {
-        d.signal(10).unwrap();
-        common::stats::StatsSnapshot::read_json(p).ok()
-    };
+    // A fresh snapshot each poll (SIGUSR1, then the file it writes) until the condition holds.
     let limit = Duration::from_secs(20);
     let mut last = None;
     let b_holds_a = integration::eventually(limit, || {
-        last = now(&b, &sb);
+        last = Some(b.stats());
         last.as_ref().is_some_and(|s| {
             s.neighbours.len() == 1
                 && s.neighbours[0].addr == a_addr
@@ -593,7 +589,7 @@ fn stats_list_the_links_held_and_drop_a_neighbour_that_left() {
         last.as_ref().map(|s| &s.neighbours)
     );
     let a_holds_b = integration::eventually(limit, || {
-        last = now(&a, &sa);
+        last = Some(a.stats());
         last.as_ref().is_some_and(|s| {
             s.neighbours.len() == 1
                 && s.neighbours[0].dir == "in"
@@ -608,7 +604,7 @@ fn stats_list_the_links_held_and_drop_a_neighbour_that_left() {
     );
     b.terminate(limit).unwrap();
     let gone = integration::eventually(limit, || {
-        last = now(&a, &sa);
+        last = Some(a.stats());
         last.as_ref().is_some_and(|s| s.neighbours.is_empty())
     });
     assert!(

@@ -561,8 +561,7 @@ fn keepalive_detects_a_silent_supernode_and_fails_over() {
     assert_eq!(msgs[4], Message::NetworkName("KaZaA".into()));
     // On the live SN, pings are answered: several rounds later the child is still registered there.
     eventually("three pongs from the live SN", || {
-        child.signal(10).unwrap(); // SIGUSR1: write the stats file now
-        let snap = common::stats::StatsSnapshot::read_json(&stats).ok()?;
+        let snap = child.stats();
         (snap.messages.get("pong")?.in_count >= 3).then_some(())
     });
     assert_eq!(
@@ -593,10 +592,6 @@ fn stats_list_the_links_each_node_holds() {
         }
         Daemon::builder_path(BIN).args(args).spawn().unwrap()
     };
-    let now = |d: &Daemon, name: &str| {
-        d.signal(10).unwrap(); // SIGUSR1: write the stats file now
-        common::stats::StatsSnapshot::read_json(&stats(name)).ok()
-    };
     let links = |s: &common::stats::StatsSnapshot| {
         let mut l: Vec<(String, String)> = s
             .neighbours
@@ -620,26 +615,26 @@ fn stats_list_the_links_each_node_holds() {
         &["--stats-file", on_stats.to_str().unwrap()],
     );
     eventually("the ON's link to A", || {
-        let s = now(&child, "on")?;
+        let s = child.stats();
         let n = s.neighbours.first()?;
         (s.neighbours.len() == 1 && n.addr == a_addr && n.dir == "out" && n.kind == "supernode")
             .then_some(())
     });
     let b = sn_with_stats("b", &[&a_addr]);
     eventually("B's link to A", || {
-        let s = now(&b, "b")?;
+        let s = b.stats();
         let n = s.neighbours.first()?;
         (s.neighbours.len() == 1 && n.addr == a_addr && n.dir == "out" && n.kind == "supernode")
             .then_some(())
     });
     let pair = |d: &str, k: &str| (d.to_owned(), k.to_owned());
     eventually("A holding B and its child", || {
-        let s = now(&a, "a")?;
+        let s = a.stats();
         (links(&s) == [pair("in", "ordinary"), pair("in", "supernode")]).then_some(())
     });
     child.terminate(DEADLINE).unwrap();
     let s = eventually("the child gone from A", || {
-        let s = now(&a, "a")?;
+        let s = a.stats();
         (links(&s) == [pair("in", "supernode")]).then_some(s)
     });
     assert!(
