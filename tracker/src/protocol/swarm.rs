@@ -1798,6 +1798,70 @@ mod tests {
         assert_eq!(t.expire(now + Duration::from_secs(100_050)), 1);
     }
 
+    /// Heap bytes of the store as glibc's malloc lays them out (16-byte chunks with an 8-byte header, 32
+    /// at least): the torrent chunks and index, every peer list, box and id array.
+    fn heap_bytes(t: &Tracker) -> usize {
+        fn chunk(n: usize) -> usize {
+            if n == 0 {
+                0
+            } else {
+                (n + 8).div_ceil(16).max(2) * 16
+            }
+        }
+        let table = &t.torrents;
+        let mut total = table.chunks.iter().map(|c| chunk(c.capacity() * size_of::<Torrent>())).sum::<usize>()
+            + chunk(table.chunks.capacity() * size_of::<Vec<Torrent>>())
+            // hashbrown: a u32 and a control byte per bucket.
+            + chunk(table.index.capacity() * 8 / 7 * 5);
+        for tor in table.iter() {
+            total += chunk(tor.v4.peers.len() * size_of::<Peer<V4>>());
+            if let Some(e) = &tor.extra {
+                total +=
+                    chunk(size_of::<Extra>()) + chunk(e.v6.peers.len() * size_of::<Peer<V6>>());
+                if let Some(ids) = &e.ids {
+                    total += ids
+                        .iter()
+                        .map(|v| chunk(v.capacity() * size_of::<Option<PeerId>>()))
+                        .sum::<usize>();
+                }
+            }
+        }
+        total
+    }
+
+    /// The bench's UDP load at a tenth of its size (1 000 torrents x 20 IPv4 peers, every peer of every
+    /// swarm announced once in order): bytes per peer and per torrent against opentracker's 8-byte peers.
+    #[test]
+    fn bytes_per_peer_and_torrent_at_the_bench_load() {
+        let (mut t, mut rng, now, mut out) = setup();
+        let (hashes, peers) = (1000u32, 20u16);
+        for p in 0..peers {
+            for h in 0..hashes {
+                let mut a = ann(0, 1, u64::from(p % 4), Event::Started);
+                a.info_hash.0[..4].copy_from_slice(&h.to_le_bytes());
+                a.addr = SocketAddr::from(([127, 0, 0, 1], 10_000 + p));
+                a.want_peer_ids = false;
+                a.numwant = Some(0);
+                t.announce(now, &mut rng, &a, &mut out).unwrap();
+            }
+        }
+        assert_eq!(t.peer_count(), (hashes * u32::from(peers)) as usize);
+        let total = heap_bytes(&t);
+        let lists: usize = t
+            .torrents
+            .iter()
+            .map(|x| (x.v4.peers.len() * 8 + 8).div_ceil(16) * 16)
+            .sum();
+        let per_peer = lists as f64 / t.peer_count() as f64;
+        let per_torrent = (total - lists) as f64 / f64::from(hashes);
+        println!(
+            "heap {total} B: {per_peer:.2} B per peer (lists), {per_torrent:.1} B per torrent"
+        );
+        // 8-byte entries, 21 of them in a 176-byte chunk; a 64-byte entry plus its index slot.
+        assert!(per_peer <= 9.0, "{per_peer}");
+        assert!(per_torrent <= 80.0, "{per_torrent}");
+    }
+
     /// The naive model of the store: one map of peers per torrent with exact times.
     #[derive(Clone, Debug)]
     struct MPeer {
