@@ -109,20 +109,16 @@ pub fn run(scn: &Scenario, opts: &RunOptions) -> Result<Results> {
     );
     corpus.write(&shares).context("writing the corpus")?;
     pb.finish_and_clear();
+    let lab = Lab {
+        corpus: &corpus,
+        shares: &shares,
+        tmp: tmp.path(),
+        opts,
+        epoch,
+    };
     let mut systems = Vec::new();
     for name in &scn.systems {
-        let sys_scn = scn.for_system(name);
-        let res = run_one(
-            name,
-            name,
-            sys_scn,
-            &corpus,
-            &shares,
-            tmp.path(),
-            opts,
-            epoch,
-        )?;
-        systems.push(res);
+        systems.push(run_one(&lab, name, name, scn.for_system(name))?);
         if name == "gnutella" && scn.gnutella_classic_contrast && !scn.gnutella_classic {
             // The classic 0.4 flood over the same peers, searches only: its messages per search
             // beside the ultrapeer figure is the contrast the tutorial draws.
@@ -136,17 +132,7 @@ pub fn run(scn: &Scenario, opts: &RunOptions) -> Result<Results> {
                 pollution_downloads: 0,
                 ..scn.for_system(name)
             };
-            let res = run_one(
-                name,
-                CLASSIC_CONTRAST,
-                classic,
-                &corpus,
-                &shares,
-                tmp.path(),
-                opts,
-                epoch,
-            )?;
-            systems.push(res);
+            systems.push(run_one(&lab, name, CLASSIC_CONTRAST, classic)?);
         }
     }
     let temp_dir = tmp.path().display().to_string();
@@ -163,18 +149,24 @@ pub fn run(scn: &Scenario, opts: &RunOptions) -> Result<Results> {
 /// The name under which the default demo reports Gnutella's classic flood (searches only).
 pub const CLASSIC_CONTRAST: &str = "gnutella classic";
 
-/// Runs one system (`name` picks the driver, `label` names its results and work folder).
-#[allow(clippy::too_many_arguments)]
-fn run_one(
-    name: &str,
-    label: &str,
-    sys_scn: Scenario,
-    corpus: &Corpus,
-    shares: &Path,
-    tmp: &Path,
-    opts: &RunOptions,
+/// What every system of one run shares: the corpus written once, the temp folder, the options, the clock.
+struct Lab<'a> {
+    corpus: &'a Corpus,
+    shares: &'a Path,
+    tmp: &'a Path,
+    opts: &'a RunOptions,
     epoch: Instant,
-) -> Result<SystemResult> {
+}
+
+/// Runs one system (`name` picks the driver, `label` names its results and work folder).
+fn run_one(lab: &Lab<'_>, name: &str, label: &str, sys_scn: Scenario) -> Result<SystemResult> {
+    let Lab {
+        corpus,
+        shares,
+        tmp,
+        opts,
+        epoch,
+    } = *lab;
     let res = match driver_for(name) {
         Ok(mut d) => match check_binaries(&opts.bins, d.binaries()) {
             Ok(()) => {
