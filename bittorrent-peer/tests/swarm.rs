@@ -16,7 +16,7 @@ use bittorrent_peer::metainfo::Metainfo;
 use bittorrent_peer::protocol::bitfield::Bitfield;
 use bittorrent_peer::types::PeerId;
 use common::stats::StatsSnapshot;
-use integration::run_program;
+use integration::{run_program, wait_for_file};
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -543,6 +543,20 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Waits until the file at `path` holds exactly `want` (a download compared byte for byte with the
+/// original), reading it every 100 ms; panics naming `what` when it does not within `limit`.
+pub fn wait_for_file(path: &Path, want: &[u8], limit: Duration, what: &str) {
+    let end = Instant::now() + limit;
+    while std::fs::read(path).ok().as_deref() != Some(want) {
+        assert!(
+            Instant::now() < end,
+            "{what}: {} never matched the original within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Deterministic pseudo-random test content (xorshift64 seeded from `seed`): the same `(len, seed)` always gives
 /// the same bytes, and different seeds give unrelated bytes (distinct hashes for distinct files).
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
@@ -748,6 +762,29 @@ mod tests {
         assert_eq!(of(&["--", "--stats-file", "c.json"], &[]), None);
         assert_eq!(of(&["--stats-file"], &[]), None);
         assert_eq!(of(&["--stats-filex", "d"], &[]), None);
+    }
+
+    #[test]
+    fn wait_for_file_waits_for_the_exact_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"partial").unwrap();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                std::fs::write(path, b"complete").unwrap();
+            })
+        };
+        wait_for_file(&path, b"complete", STATS_TIMEOUT, "the writer");
+        writer.join().unwrap();
+        let other = std::panic::catch_unwind(|| {
+            wait_for_file(&path, b"other", Duration::from_millis(200), "nobody")
+        });
+        assert!(
+            other.is_err(),
+            "a content never written is not waited for forever"
+        );
     }
 
     #[test]

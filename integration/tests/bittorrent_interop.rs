@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bittorrent_peer::metainfo::Metainfo;
 use integration::capture::Capture;
 use integration::netns::Netns;
-use integration::{free_port, payload, run_tool, Daemon};
+use integration::{free_port, payload, run_tool, wait_for_file, Daemon};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -234,18 +234,6 @@ fn libtorrent(mode: &str, t: &str, path: &Path, port: u16, peers: &[&str]) -> Da
     let mut a = vec!["-c", LIBTORRENT, mode, t, s(path), &port];
     a.extend_from_slice(peers);
     program("/usr/bin/python3", &a)
-}
-
-fn wait_for_file(path: &Path, want: &[u8], limit: Duration, what: &str) {
-    let end = Instant::now() + limit;
-    while std::fs::read(path).ok().as_deref() != Some(want) {
-        assert!(
-            Instant::now() < end,
-            "{what}: {} never matched the original within {limit:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The workspace's tracker on HTTP and UDP, with a short interval so late joiners meet.

@@ -8,10 +8,10 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub use integration::payload;
 use integration::Daemon;
+pub use integration::payload;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bittorrent-peer");
 
@@ -177,21 +177,4 @@ pub fn mini_tracker() -> (String, Announces) {
         }
     });
     (url, log)
-}
-
-/// Waits until `path` holds exactly `want`, or panics after `limit`.
-pub fn wait_for_file(path: &Path, want: &[u8], limit: Duration, what: &str) {
-    let end = Instant::now() + limit;
-    loop {
-        if std::fs::read(path).ok().as_deref() == Some(want) {
-            return;
-        }
-        if Instant::now() > end {
-            panic!(
-                "{what}: {} never matched the original within {limit:?}",
-                path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
