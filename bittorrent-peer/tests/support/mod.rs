@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use integration::Daemon;
 pub use integration::payload;
+use integration::Daemon;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bittorrent-peer");
 
