@@ -1,7 +1,9 @@
 //! The tokio shell around [`crate::protocol::Server`]: sockets, one task pair per connection, bounded output
 //! queues, flood throttling by pausing reads, the login-timeout timer and the metaserver redirect (notes §1).
 //!
-//! One [`Server`] sits behind a mutex that is never held across an `.await`. A connection's reader decodes
+//! One [`Server`] sits behind a read-write lock that is never held across an `.await`: searches (the
+//! bulk of a loaded server's work) run under the shared side, several at once
+//! ([`Server::search_shared`]); everything else takes it exclusively. A connection's reader decodes
 //! frames as a stream (split or packed frames both work; an oversized header closes only that connection),
 //! hands each to the server, then routes every queued [`Transmit`] to the connections' output queues. A
 //! queue that is full means its client stopped reading: that client is dropped as dead (OpenNap's
@@ -12,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -84,7 +86,7 @@ struct Shared {
 /// Handle on the running server state, shared by all connection tasks.
 #[derive(Clone)]
 pub struct Hub {
-    inner: Arc<Mutex<Shared>>,
+    inner: Arc<RwLock<Shared>>,
     /// The account store's disk side: only the one persist job out at a time uses it.
     log: Arc<Mutex<AccountLog>>,
     stats: Stats,
@@ -106,7 +108,7 @@ impl Hub {
     /// Wraps a protocol server; account records go to `log`.
     pub fn with_account_log(server: Server, log: AccountLog, stats: Stats) -> Self {
         Hub {
-            inner: Arc::new(Mutex::new(Shared {
+            inner: Arc::new(RwLock::new(Shared {
                 server,
                 conns: HashMap::new(),
                 next_id: 1,
@@ -116,9 +118,36 @@ impl Hub {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    fn lock(&self) -> RwLockWriteGuard<'_, Shared> {
         // A panic in one handler must not take the whole server down with a poisoned lock.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Shared> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers `frame` if it is a logged-in user's search, under the shared lock, and queues the reply;
+    /// returns the flood pause to apply, or `None` if the frame needs [`Hub::with`].
+    fn search(&self, id: ConnId, frame: &Frame) -> Option<Option<std::time::Instant>> {
+        let now = Instant::now().into_std();
+        let (full, pause) = {
+            let g = self.read();
+            let batch = g.server.search_shared(now, id, frame)?;
+            let full = g
+                .conns
+                .get(&id)
+                .is_some_and(|tx| tx.try_send(Out::Batch(batch)).is_err());
+            (full, g.server.read_pause(id, now))
+        };
+        if full {
+            // The client is not reading: drop it, as `route` does.
+            warn!(conn = id.0, "output queue full, dropping client");
+            self.stats.error("output_queue_full");
+            self.with(|s, now| s.on_disconnect(now, id));
+            self.lock().conns.remove(&id);
+        }
+        Some(pause)
     }
 
     /// Runs `f` on the protocol server, then routes what it queued and starts any password work it asked
@@ -184,7 +213,7 @@ impl Hub {
 
     /// Updates the gauges (users, files, connections) in the stats record.
     pub fn update_gauges(&self) {
-        let g = self.lock();
+        let g = self.read();
         self.stats.set_gauge("users", g.server.users() as i64);
         self.stats
             .set_gauge("shared_files", g.server.files() as i64);
@@ -263,7 +292,7 @@ pub async fn run(
         // While the index compacts the timer runs every few milliseconds; the gauges need not.
         let mut gauges_at = Instant::now();
         loop {
-            let next = timer_hub.lock().server.poll_timeout();
+            let next = timer_hub.read().server.poll_timeout();
             let one_sec = Instant::now() + Duration::from_secs(1);
             let at = next
                 .map(Instant::from_std)
@@ -393,10 +422,13 @@ async fn read_loop(rd: OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), ReadE
             buf.advance(used);
             hub.stats.msg_in(type_name(frame.ty), used);
             tracing::trace!(conn = id.0, ty = frame.ty, "frame in");
-            let pause = hub.with(|s, now| {
-                s.handle_frame(now, id, frame);
-                s.read_pause(id, now)
-            });
+            let pause = match hub.search(id, &frame) {
+                Some(pause) => pause,
+                None => hub.with(|s, now| {
+                    s.handle_frame(now, id, frame);
+                    s.read_pause(id, now)
+                }),
+            };
             if let Some(until) = pause {
                 // Flood control: stop reading (the kernel buffer then pushes back on the client).
                 hub.stats.error("flood_throttled");

@@ -268,9 +268,38 @@ struct Conn {
     /// Searches answered but whose 202 is not yet on the socket; shared with the node's writer, which
     /// counts deliveries down without taking the server's lock.
     pending_searches: Arc<AtomicU32>,
-    flood_start: Instant,
-    flood_count: u32,
+    /// Touched only by the connection's own frames, but behind its own (uncontended) mutex so that a
+    /// search can count itself while the server is shared read-only ([`Server::search_shared`]).
+    flood: std::sync::Mutex<Flood>,
+}
+
+#[derive(Debug)]
+struct Flood {
+    start: Instant,
+    count: u32,
     throttle_until: Option<Instant>,
+}
+
+impl Conn {
+    fn flood(&self) -> std::sync::MutexGuard<'_, Flood> {
+        self.flood.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one command against flood control (notes §6: reading is paused, nothing is dropped).
+    fn count_command(&self, now: Instant, t: u16, cfg: &Config) {
+        if FLOOD_EXEMPT_TYPES.contains(&t) {
+            return;
+        }
+        let mut f = self.flood();
+        if now.saturating_duration_since(f.start) >= cfg.flood_time {
+            f.start = now;
+            f.count = 0;
+        }
+        f.count += 1;
+        if f.count > cfg.flood_commands {
+            f.throttle_until = Some(f.start + cfg.flood_time);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -472,7 +501,11 @@ impl Server {
 
     /// If flood control wants reading from `conn` paused, until when.
     pub fn read_pause(&self, conn: ConnId, now: Instant) -> Option<Instant> {
-        self.conns.get(&conn)?.throttle_until.filter(|t| *t > now)
+        self.conns
+            .get(&conn)?
+            .flood()
+            .throttle_until
+            .filter(|t| *t > now)
     }
 
     /// The node wrote a 202 to `conn`'s socket: one pending search less. The node's writer does the same
@@ -542,9 +575,11 @@ impl Server {
                 user: None,
                 pending_login: None,
                 pending_searches: Arc::default(),
-                flood_start: now,
-                flood_count: 0,
-                throttle_until: None,
+                flood: std::sync::Mutex::new(Flood {
+                    start: now,
+                    count: 0,
+                    throttle_until: None,
+                }),
             },
         );
         self.login_deadlines
@@ -698,21 +733,10 @@ impl Server {
 
     /// One frame received from `conn`.
     pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame) {
-        let flood_time = self.cfg.flood_time;
-        let flood_commands = self.cfg.flood_commands;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if !FLOOD_EXEMPT_TYPES.contains(&frame.ty) {
-            if now.saturating_duration_since(c.flood_start) >= flood_time {
-                c.flood_start = now;
-                c.flood_count = 0;
-            }
-            c.flood_count += 1;
-            if c.flood_count > flood_commands {
-                c.throttle_until = Some(c.flood_start + flood_time);
-            }
-        }
+        c.count_command(now, frame.ty, &self.cfg);
         let logged_in = c.user.is_some();
         if !logged_in && !PRE_LOGIN_TYPES.contains(&frame.ty) {
             self.error_close(now, conn, "invalid command");
@@ -1386,26 +1410,51 @@ impl Server {
     }
 
     fn search(&mut self, conn: ConnId, payload: &str) {
-        let Some(c) = self.conns.get(&conn) else {
-            return;
+        if let Some(batch) = self.search_batch(conn, payload) {
+            self.out.push_back(Transmit::Batch(conn, batch));
+        }
+    }
+
+    /// A search 200 from a logged-in `conn`, answered with `&self` so the node can run searches under a
+    /// shared lock, several at once: returns the reply (results, any 404, and the closing 202, as one
+    /// batch for `conn`), or `None` when `frame` is not such a search and must go through
+    /// [`Server::handle_frame`] (which then does its flood accounting).
+    pub fn search_shared(&self, now: Instant, conn: ConnId, frame: &Frame) -> Option<FrameBatch> {
+        if frame.ty != ty::SEARCH {
+            return None;
+        }
+        let c = self.conns.get(&conn)?;
+        c.user.as_ref()?;
+        let Ok(ClientMsg::Search(payload)) = ClientMsg::decode(frame) else {
+            return None;
         };
-        let Some(me) = c.user.as_ref() else { return };
-        if c.pending_searches.load(Ordering::Relaxed) >= self.cfg.max_searches {
-            self.notice(conn, "search failed: too many pending searches");
-            self.send(conn, ty::SEARCH_END, "");
-            return;
+        c.count_command(now, frame.ty, &self.cfg);
+        self.search_batch(conn, &payload)
+    }
+
+    /// The whole reply to a search (see [`Server::search_shared`]); `None` if `conn` is not logged in.
+    fn search_batch(&self, conn: ConnId, payload: &str) -> Option<FrameBatch> {
+        let c = self.conns.get(&conn)?;
+        let me = c.user.as_ref()?;
+        let mut batch = FrameBatch::new();
+        // Counted pending now; the writer counts it down when the 202 is on the socket.
+        c.pending_searches.fetch_add(1, Ordering::Relaxed);
+        let refuse = |mut batch: FrameBatch, why: &dyn std::fmt::Display| {
+            if !why.to_string().is_empty() {
+                let _ = batch.push_fmt(ty::NOTICE, format_args!("{why}"));
+            }
+            let _ = batch.push_fmt(ty::SEARCH_END, format_args!(""));
+            Some(batch)
+        };
+        if c.pending_searches.load(Ordering::Relaxed) > self.cfg.max_searches {
+            return refuse(batch, &"search failed: too many pending searches");
         }
         if me.level == Level::Leech {
-            self.send(conn, ty::SEARCH_END, "");
-            return;
+            return refuse(batch, &"");
         }
         let q = match search::parse(payload, self.cfg.max_results) {
             Ok(q) => q,
-            Err(e) => {
-                self.notice(conn, &e.to_string());
-                self.send(conn, ty::SEARCH_END, "");
-                return;
-            }
+            Err(e) => return refuse(batch, &e),
         };
         let my_port = me.port;
         let conns = &self.conns;
@@ -1423,7 +1472,6 @@ impl Server {
         });
         // Results and the 202 go out as one encoded batch: one queue item and one socket write per search,
         // and no allocation per result.
-        let mut batch = FrameBatch::new();
         for (_, f) in &hits {
             let Some((c, u)) = owner(f) else { continue };
             let line = format_args!(
@@ -1443,10 +1491,7 @@ impl Server {
         }
         drop(hits);
         let _ = batch.push_fmt(ty::SEARCH_END, format_args!(""));
-        if let Some(c) = self.conns.get(&conn) {
-            c.pending_searches.fetch_add(1, Ordering::Relaxed);
-        }
-        self.out.push_back(Transmit::Batch(conn, batch));
+        Some(batch)
     }
 
     fn browse(&mut self, conn: ConnId, nick: &str) {
