@@ -19,6 +19,11 @@ const GLIBC_LIBS: [&str; 6] = ["c", "m", "rt", "pthread", "dl", "util"];
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CC");
+    // For comparisons (README): the binary linked the usual way, dynamic and in the compiler's order.
+    println!("cargo:rerun-if-env-changed=TRACKER_LINK_PLAIN");
+    if std::env::var_os("TRACKER_LINK_PLAIN").is_some() {
+        return;
+    }
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if os != "linux" || env != "gnu" {
