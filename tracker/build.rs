@@ -24,9 +24,10 @@ fn main() {
     if std::env::var_os("TRACKER_LINK_PLAIN").is_some() {
         return;
     }
-    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if os != "linux" || env != "gnu" {
+    // The link arguments below are lld's (and tested with it only): rustc >= 1.90 links this target with
+    // its bundled lld unless told otherwise; an older toolchain or another linker gets the plain link.
+    if let Err(why) = linker_is_lld() {
+        println!("cargo:warning=tracker linked the usual way (dynamic, unordered): {why}");
         return;
     }
     let out =
@@ -34,8 +35,11 @@ fn main() {
     match write_scripts(&out) {
         Ok(()) => {
             println!("cargo:rustc-link-arg-bin=tracker=-static-pie");
-            // Relative relocations packed (DT_RELR, glibc >= 2.36): the start-up reads ~4 KB, not ~120.
-            println!("cargo:rustc-link-arg-bin=tracker=-Wl,-z,pack-relative-relocs");
+            // Relative relocations packed (DT_RELR): the start-up reads ~1 KB, not ~120. The static
+            // start-up code of glibc before 2.36 would not apply them.
+            if glibc_at_least(2, 36) {
+                println!("cargo:rustc-link-arg-bin=tracker=-Wl,-z,pack-relative-relocs");
+            }
             println!("cargo:rustc-link-arg-bin=tracker=-L{}", out.display());
         }
         Err(why) => println!("cargo:warning=tracker linked dynamically: {why}"),
@@ -127,6 +131,49 @@ fn section_glob(name: &str) -> String {
         }
     }
     g
+}
+
+/// `Ok` when rustc links with lld: x86_64-unknown-linux-gnu, rustc 1.90 or later, no linker chosen in
+/// RUSTFLAGS other than lld.
+fn linker_is_lld() -> Result<(), String> {
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if target != "x86_64-unknown-linux-gnu" {
+        return Err(format!("target {target}"));
+    }
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if (flags.contains("linker") || flags.contains("fuse-ld")) && !flags.contains("lld") {
+        return Err("RUSTFLAGS choose the linker".into());
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = command_output(&rustc, "--version")?;
+    match version_pair(version.split_whitespace().nth(1).unwrap_or("")) {
+        Some((1, m)) if m >= 90 => Ok(()),
+        _ => Err(format!(
+            "{version} (lld is rustc's default linker from 1.90)"
+        )),
+    }
+}
+
+/// The glibc linked against (the build machine's: this target is only ever built natively here).
+fn glibc_at_least(major: u32, minor: u32) -> bool {
+    command_output("getconf", "GNU_LIBC_VERSION")
+        .ok()
+        .and_then(|v| version_pair(v.split_whitespace().nth(1)?))
+        .is_some_and(|v| v >= (major, minor))
+}
+
+fn command_output(program: &str, arg: &str) -> Result<String, String> {
+    let out = Command::new(program)
+        .arg(arg)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `"1.95.0"` → `(1, 95)`.
+fn version_pair(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// Writes `lib<name>.a` redirections for every library std links into `dir`.
