@@ -32,9 +32,7 @@ use common::stats::{LinkDir, Stats};
 use crate::codec::msg::ty;
 use crate::codec::{Frame, FrameBatch, HEADER_LEN, MAX_CLIENT_PAYLOAD};
 use crate::protocol::accounts::AccountLog;
-use crate::protocol::{
-    search_delivered, ConnId, PasswordJob, PasswordOutcome, PersistJob, Server, Transmit,
-};
+use crate::protocol::{search_delivered, ConnId, PasswordJob, PersistJob, Server, Transmit};
 
 pub mod client;
 
@@ -150,8 +148,9 @@ impl Hub {
         Some(pause)
     }
 
-    /// Runs `f` on the protocol server, then routes what it queued and starts any password work it asked
-    /// for on a blocking thread, so an Argon2 check never holds the lock other clients need.
+    /// Runs `f` on the protocol server, then routes what it queued and starts any password or persist
+    /// work it asked for on a blocking thread, so neither an Argon2 check nor an fsync holds the lock other
+    /// clients need.
     fn with<R>(&self, f: impl FnOnce(&mut Server, std::time::Instant) -> R) -> R {
         let now = Instant::now().into_std();
         let (r, jobs) = {
@@ -180,13 +179,7 @@ impl Hub {
                     hub.stats.error("account_store");
                 }
                 let job = Arc::try_unwrap(job).unwrap_or_else(|j| (*j).clone());
-                let now = Instant::now().into_std();
-                let jobs = {
-                    let mut g = hub.lock();
-                    g.server.persist_done(now, job, outcome);
-                    finish(&mut g, &hub.stats, now)
-                };
-                hub.spawn_jobs(jobs);
+                hub.with(|s, now| s.persist_done(now, job, outcome));
             });
         }
         for job in jobs.passwords {
@@ -194,21 +187,11 @@ impl Hub {
             tokio::spawn(async move {
                 let conn = job.conn();
                 match tokio::task::spawn_blocking(move || job.run()).await {
-                    Ok(outcome) => hub.password_done(conn, outcome),
+                    Ok(outcome) => hub.with(|s, now| s.password_done(now, conn, outcome)),
                     Err(e) => tracing::error!(cause = %e, "password job failed"),
                 }
             });
         }
-    }
-
-    fn password_done(&self, conn: ConnId, outcome: PasswordOutcome) {
-        let now = Instant::now().into_std();
-        let jobs = {
-            let mut g = self.lock();
-            g.server.password_done(now, conn, outcome);
-            finish(&mut g, &self.stats, now)
-        };
-        self.spawn_jobs(jobs);
     }
 
     /// Updates the gauges (users, files, connections) in the stats record.

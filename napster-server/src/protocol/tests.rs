@@ -769,6 +769,23 @@ fn held_jobs(sim: &mut Sim) -> Vec<PasswordJob> {
     std::iter::from_fn(|| sim.s.poll_password_job()).collect()
 }
 
+/// Opens `n` connections and sends each a registration of `reg<i>` with `email(i)`, handing nothing out.
+fn send_registrations(sim: &mut Sim, n: usize, email: impl Fn(usize) -> String) -> Vec<ConnId> {
+    let conns: Vec<ConnId> = (0..n).map(|_| sim.connect()).collect();
+    for (i, c) in conns.iter().enumerate() {
+        let payload = format!("reg{i} pw 0 \"x\" 2 {}", email(i));
+        sim.s.handle_frame(sim.now, *c, Frame::text(6, &payload));
+    }
+    conns
+}
+
+/// Runs the pending password jobs but not the account writes they lead to (the disk, paused).
+fn run_held_jobs(sim: &mut Sim) {
+    for job in held_jobs(sim) {
+        sim.s.password_done(sim.now, job.conn(), job.run());
+    }
+}
+
 #[test]
 fn password_jobs_are_capped_queued_and_refused_when_the_queue_is_full() {
     let mut sim = Sim::new(Config {
@@ -776,14 +793,7 @@ fn password_jobs_are_capped_queued_and_refused_when_the_queue_is_full() {
         password_queue: 1,
         ..Config::default()
     });
-    let conns: Vec<ConnId> = (0..4).map(|_| sim.connect()).collect();
-    for (i, c) in conns.iter().enumerate() {
-        sim.s.handle_frame(
-            sim.now,
-            *c,
-            Frame::text(6, &format!("reg{i} pw 0 \"x\" 2 r@x")),
-        );
-    }
+    let conns = send_registrations(&mut sim, 4, |_| "r@x".into());
     // One job runs, one waits, the other two are refused at once.
     let first = held_jobs(&mut sim);
     assert_eq!(first.len(), 1);
@@ -870,17 +880,8 @@ fn a_registration_is_acknowledged_only_once_durable_and_writes_coalesce() {
         max_password_jobs: 8,
         ..Config::default()
     });
-    let regs: Vec<ConnId> = (0..3).map(|_| sim.connect()).collect();
-    for (i, c) in regs.iter().enumerate() {
-        sim.s.handle_frame(
-            sim.now,
-            *c,
-            Frame::text(6, &format!("reg{i} pw 0 \"x\" 2 r{i}@x")),
-        );
-    }
-    for job in held_jobs(&mut sim) {
-        sim.s.password_done(sim.now, job.conn(), job.run());
-    }
+    let regs = send_registrations(&mut sim, 3, |i| format!("r{i}@x"));
+    run_held_jobs(&mut sim);
     // Hashed, but not durable: no ack yet, and the nicks are taken.
     let job = sim.s.poll_persist().expect("records to persist");
     assert_eq!(
@@ -910,9 +911,7 @@ fn a_registration_is_acknowledged_only_once_durable_and_writes_coalesce() {
     let late = sim.connect();
     sim.s
         .handle_frame(sim.now, late, Frame::text(6, "reg3 pw 0 \"x\" 2 r3@x"));
-    for job in held_jobs(&mut sim) {
-        sim.s.password_done(sim.now, job.conn(), job.run());
-    }
+    run_held_jobs(&mut sim);
     assert!(sim.s.poll_persist().is_none());
     sim.write(job);
     sim.pump();
@@ -947,9 +946,7 @@ fn a_failed_write_refuses_the_registration_and_frees_the_nick() {
     let gone = sim.connect();
     sim.s
         .handle_frame(sim.now, gone, Frame::text(6, "ann pw 0 \"x\" 2 a@x"));
-    for job in held_jobs(&mut sim) {
-        sim.s.password_done(sim.now, job.conn(), job.run());
-    }
+    run_held_jobs(&mut sim);
     sim.s.on_disconnect(sim.now, gone);
     sim.pump();
     assert!(sim.take(gone).is_empty());
@@ -977,9 +974,7 @@ fn restart_keeps_every_acknowledged_account_and_logout_time() {
     let c = sim.connect();
     sim.s
         .handle_frame(sim.now, c, Frame::text(6, "lost pw 0 \"x\" 2 l@x"));
-    for job in held_jobs(&mut sim) {
-        sim.s.password_done(sim.now, job.conn(), job.run());
-    }
+    run_held_jobs(&mut sim);
     drop(sim);
     let (log, acc) = AccountLog::open(dir.path(), false).unwrap();
     let mut sim = Sim::with_store(Config::default(), log, acc);
