@@ -34,10 +34,10 @@ use rand::rngs::StdRng;
 
 use crate::codec::fields::FieldError;
 use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
-use crate::codec::{ip, Frame, FrameBatch};
+use crate::codec::{ip, Frame, FrameBatch, HEADER_LEN};
 use accounts::{hash_password_with_salt, verify_password, Account, Accounts, Level, Record};
 use hashbrown::HashTable;
-use index::{FileId, FileView, Index, NewFile};
+use index::{FileId, FileView, Index, Md5Field, NewFile};
 use rand::RngCore;
 use search::Kind;
 
@@ -1471,23 +1471,53 @@ impl Server {
                     .is_none_or(|(cmp, n)| cmp.test(u.speed.into(), n))
         });
         // Results and the 202 go out as one encoded batch: one queue item and one socket write per search,
-        // and no allocation per result.
+        // and no allocation per result. The 201s are written byte by byte rather than through
+        // `format_args!` (the formatting machinery was a fifth of a loaded server's CPU), and a user's
+        // files sit together in the index, so the owner found for one result usually serves the next.
+        // ~120 bytes per 201 on the wire (path, md5, numbers, nick), + the 202's header.
+        batch.reserve(hits.len() * 128 + HEADER_LEN);
+        let mut last: Option<(ConnId, &Conn, &User)> = None;
         for (_, f) in &hits {
-            let Some((c, u)) = owner(f) else { continue };
-            let line = format_args!(
-                "\"{}\" {} {} {} {} {} {} {} {}",
-                f.path,
-                f.md5,
-                f.size,
-                f.bitrate,
-                f.freq,
-                f.secs,
-                u.nick,
-                ip::to_wire(c.ip),
-                u.speed
-            );
+            let (c, u) = match last {
+                Some((id, c, u)) if id == f.owner => (c, u),
+                _ => {
+                    let Some((c, u)) = owner(f) else { continue };
+                    last = Some((f.owner, c, u));
+                    (c, u)
+                }
+            };
             // A path is at most a client frame long, so a result always fits; skip one that would not.
-            let _ = batch.push_fmt(ty::SEARCH_RESULT, line);
+            let _ = batch.push_with(ty::SEARCH_RESULT, |w| {
+                w.byte(b'"').text(f.path).bytes(b"\" ");
+                match f.md5 {
+                    Md5Field::Hex(b) => {
+                        const HEX: &[u8; 16] = b"0123456789abcdef";
+                        let mut hex = [0u8; 32];
+                        for (i, x) in b.iter().enumerate() {
+                            hex[2 * i] = HEX[usize::from(x >> 4)];
+                            hex[2 * i + 1] = HEX[usize::from(x & 15)];
+                        }
+                        w.bytes(&hex);
+                    }
+                    Md5Field::Text(t) => {
+                        w.text(t);
+                    }
+                }
+                w.byte(b' ')
+                    .num(f.size)
+                    .byte(b' ')
+                    .num(f.bitrate.into())
+                    .byte(b' ')
+                    .num(f.freq.into())
+                    .byte(b' ')
+                    .num(f.secs.into())
+                    .byte(b' ')
+                    .text(&u.nick)
+                    .byte(b' ')
+                    .num(ip::to_wire(c.ip).into())
+                    .byte(b' ')
+                    .num(u.speed.into());
+            });
         }
         drop(hits);
         let _ = batch.push_fmt(ty::SEARCH_END, format_args!(""));
