@@ -191,7 +191,8 @@ fn announce_query(h: u8, p: u8, port: u16, left: u64, event: Event) -> String {
 
 #[test]
 fn http_announce_scrape_and_stats() {
-    let t = Tracker::start(false, &["--interval", "120"]);
+    // `always`: peers 1 and 2 announce compact, yet the first dictionary reply lists their ids.
+    let t = Tracker::start(false, &["--interval", "120", "--peer-ids", "always"]);
     let (code, body) = t.get(&announce_query(1, 1, 6001, 100, Event::Started));
     assert_eq!(code, 200);
     let d = bdecode(&body);
@@ -214,7 +215,27 @@ fn http_announce_scrape_and_stats() {
     let bendy::value::Value::List(peers) = &d[&b"peers"[..]] else {
         panic!("dictionary form expected")
     };
-    assert_eq!(peers.len(), 2);
+    let mut listed: Vec<_> = peers
+        .iter()
+        .map(|p| {
+            let bendy::value::Value::Dict(p) = p else {
+                panic!("peer entry is a dictionary")
+            };
+            (
+                bbytes(&p[&b"ip"[..]]),
+                bint(&p[&b"port"[..]]),
+                p.get(&b"peer id"[..]).map(bbytes),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            (b"127.0.0.1".to_vec(), 6001, Some(vec![1; 20])),
+            (b"127.0.0.1".to_vec(), 6002, Some(vec![2; 20])),
+        ]
+    );
     let q = format!("{q}&no_peer_id=1");
     let d = bdecode(&t.get(&q).1);
     let bendy::value::Value::List(peers) = &d[&b"peers"[..]] else {
@@ -270,6 +291,7 @@ fn bad_http_input_gets_failure_reason_and_tracker_survives() {
         "/announce?info_hash=short&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0",
         "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&numwant=999999999",
         "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=abc&left=0",
+        "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=0&left=0",
         "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=0&event=exploded",
         "/scrape?info_hash=%zz",
     ] {
@@ -550,18 +572,23 @@ fn options_through_the_binary_and_address_identity() {
         failure(&dict(2, "&ip=10.6.6.6&key=0BADF00D&event=stopped")),
         ""
     );
-    let d = dict(1, "&ip=10.1.2.3&numwant=2");
-    assert!(
-        dict_peers(&d).iter().all(|(_, ip)| ip == b"127.0.0.1"),
-        "peer 2 still at its own address: {d:?}"
-    );
-    // --no-scrape-all: a scrape without info_hash is refused, one with info_hash answered.
+    // --no-scrape-all: a scrape without info_hash is refused, one with info_hash answered. All four
+    // leechers are still held (3 if that `stopped` had evicted peer 2).
     assert!(failure(&bdecode(&t.get("/scrape").1)).contains("scrape"));
     let mut q = String::from("/scrape?info_hash=");
     pct_encode(&[1; 20], &mut q);
     let d = bdecode(&t.get(&q).1);
-    assert!(d.contains_key(&b"files"[..]), "{d:?}");
+    let bendy::value::Value::Dict(files) = &d[&b"files"[..]] else {
+        panic!("no files: {d:?}")
+    };
+    let bendy::value::Value::Dict(f) = &files[&[1u8; 20][..]] else {
+        panic!("torrent 1 missing: {d:?}")
+    };
+    assert_eq!(bint(&f[&b"incomplete"[..]]), 4, "{d:?}");
     let v: serde_json::Value = serde_json::from_slice(&t.get("/stats").1).unwrap();
+    assert_eq!(v["peers"], 4, "{v}");
+    // Peer 2 itself still re-announces although the tracker is full: it is the entry that is held.
+    assert_eq!(failure(&dict(2, "")), "");
     assert!(v["errors"].get("key_mismatch").is_none(), "{v}");
     assert_eq!(v["errors"]["full"], 2);
 }

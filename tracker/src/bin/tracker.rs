@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! tracker --listen 127.0.0.1:0 --udp 127.0.0.1:0 [--interval 1800] [--max-peers 50] [--allow-list FILE]
-//!         [--state-file FILE] [--stats-file FILE]
+//!         [--peer-ids on-demand|always] [--state-file FILE] [--stats-file FILE]
 //! ```
 
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use common::stats::Stats;
 use common::telemetry::{announce_listening, init_tracing_lean};
 use tracker::node::{self, files, NodeConfig, Shared};
 use tracker::protocol::service::{Service, ServiceOptions};
-use tracker::protocol::swarm::Config;
+use tracker::protocol::swarm::{Config, PeerIds};
 
 /// BitTorrent tracker: BEP 3 announce (`/announce`), BEP 48 scrape (`/scrape`), BEP 23 compact and BEP 7
 /// IPv6 peer lists, BEP 15 UDP, and a `/stats` page (JSON; HTML with `?format=html`).
@@ -63,10 +63,19 @@ struct Cli {
     #[arg(long, env = "P2PLAB_MAX_TORRENTS", default_value_t = 500_000)]
     max_torrents: usize,
 
-    /// Most peers held over all torrents (about 20-32 bytes each plus indexes); beyond it announces of
-    /// peers not held yet are refused with "tracker is full" until peers stop or expire (README).
+    /// Most peers held over all torrents (8 bytes each for IPv4, 20 for IPv6, plus 21 for a kept peer id,
+    /// see --peer-ids); beyond it announces of peers not held yet are refused with "tracker is full" until
+    /// peers stop or expire (README).
     #[arg(long, env = "P2PLAB_MAX_PEERS_TOTAL", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_peers_total: u64,
+
+    /// When torrents keep the 20-byte peer ids listed as `peer id` in the (non-compact) dictionary form.
+    /// on-demand: from a torrent's first dictionary request on, so compact-only swarms pay nothing, but
+    /// peers not heard from since then are listed without `peer id` for up to one interval. always: every
+    /// torrent from its first announce (complete dictionary replies; 21 bytes more per peer and about 96
+    /// per torrent), for trackers serving legacy non-compact clients.
+    #[arg(long, env = "P2PLAB_PEER_IDS", value_enum, default_value_t = PeerIdsArg::OnDemand)]
+    peer_ids: PeerIdsArg,
 
     /// Allow-list mode: only these info-hashes (one in hex per line, `#` comments), re-read on SIGHUP
     /// (a file that does not parse leaves the previous list in force). Default: open mode.
@@ -97,6 +106,13 @@ struct Cli {
     /// Seed of the random peer selection and connection-id key (default: from the clock).
     #[arg(long, env = "P2PLAB_SEED")]
     seed: Option<u64>,
+}
+
+/// `--peer-ids` (clap's side of [`PeerIds`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PeerIdsArg {
+    OnDemand,
+    Always,
 }
 
 fn main() -> std::process::ExitCode {
@@ -137,6 +153,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_peers_total: usize::try_from(cli.max_peers_total).unwrap_or(usize::MAX),
         allow_list,
         scrape_all: !cli.no_scrape_all,
+        peer_ids: match cli.peer_ids {
+            PeerIdsArg::OnDemand => PeerIds::OnDemand,
+            PeerIdsArg::Always => PeerIds::Always,
+        },
         ..Config::default()
     };
     let seed = cli.seed.unwrap_or_else(|| {

@@ -732,6 +732,10 @@ mod tests {
                 QueryError::OutOfRange("port"),
             ),
             (
+                "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=0&left=0",
+                QueryError::OutOfRange("port"),
+            ),
+            (
                 "info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1&left=-1",
                 QueryError::NotNumeric("left"),
             ),

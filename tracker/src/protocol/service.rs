@@ -651,6 +651,46 @@ mod tests {
     }
 
     #[test]
+    fn port_zero_is_refused_over_http_and_udp() {
+        let mut s = svc();
+        let now = Instant::now();
+        let t = 1_700_000_000;
+        let src: SocketAddr = "127.0.0.9:5000".parse().unwrap();
+        let mut out = Vec::new();
+        let q = b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=0&left=5&event=started";
+        let o = s.http_announce(now, src, q, &mut out);
+        assert_eq!(o, Outcome::err("announce", "bad_request"));
+        assert_eq!(out, b"d14:failure reason17:port out of rangee");
+        let mut pkt = Vec::new();
+        Request::Announce(udp::AnnounceRequest {
+            connection_id: s.ids.make(src.ip(), t),
+            transaction_id: 77,
+            info_hash: InfoHash([1; 20]),
+            peer_id: PeerId([1; 20]),
+            downloaded: 0,
+            left: 10,
+            uploaded: 0,
+            event: Event::Started,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            key: 0,
+            num_want: -1,
+            port: 0,
+        })
+        .encode(&mut pkt);
+        let o = s.udp(now, t, src, &pkt, &mut out);
+        assert_eq!(o, Outcome::err("announce", "bad_request"));
+        assert_eq!(
+            Response::decode(&out, false),
+            Some(Response::Error {
+                transaction_id: 77,
+                msg: "port out of range".into()
+            })
+        );
+        assert_eq!(s.tracker().peer_count(), 0, "nothing stored");
+        assert_eq!(s.tracker().torrent_count(), 0, "no torrent created");
+    }
+
+    #[test]
     fn unauthenticated_replies_never_exceed_request() {
         let mut s = svc();
         let now = Instant::now();

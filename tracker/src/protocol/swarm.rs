@@ -30,7 +30,8 @@
 //!   else's address can neither evict nor recount that peer.
 //!
 //! Identity: entries are keyed by (IP, port), like opentracker, so nobody can move or evict a peer without
-//! sending from its address (the BEP 15 connection id and TCP make the source address hard to forge; with
+//! sending from its IP (clients behind one NAT can stop each other's entries by naming the port, as with
+//! opentracker; the BEP 15 connection id and TCP make the source IP hard to forge; with
 //! `--trust-ip`, the `ip` parameter can name any address, which is why that option is off by default). The
 //! BEP 3 `key` is therefore not needed to protect an entry and is not kept. A client that changes its port
 //! (or IP) appears as a new peer, and its old entry is listed until it expires (one peer timeout), as in
@@ -46,11 +47,13 @@
 //!   once every 2^14 - 4096 units (three timeouts); [`Tracker::expire`] is that sweep, and if it was not
 //!   called for that long, the next call catches up from the latest time it saw (no peer outlives its
 //!   timeout because of the wrap).
-//! - Full 20-byte peer ids are only needed for the BEP 3 dictionary form with `peer id`, so a torrent keeps
-//!   them, in arrays parallel to its peer lists, from the first announce that asks for that form
-//!   ([`Announce::want_peer_ids`]) on; peers that have not announced since then are listed without
-//!   `peer id` (as with `no_peer_id=1`) until their next announce, at most one interval. Compact-only swarms
-//!   keep no ids. The table goes when the swarm is empty.
+//! - Full 20-byte peer ids are only needed for the BEP 3 dictionary form with `peer id`. With
+//!   [`PeerIds::OnDemand`] (the default) a torrent keeps them, in arrays parallel to its peer lists, from
+//!   the first announce that asks for that form ([`Announce::want_peer_ids`]) on; peers that have not
+//!   announced since then are listed without `peer id` (as with `no_peer_id=1`) until their next announce,
+//!   at most one interval. Compact-only swarms keep no ids. With [`PeerIds::Always`] every torrent keeps
+//!   them from its first announce, so every dictionary reply is complete, at 21 bytes more per peer and
+//!   the optional box (about 96 bytes) per torrent. The table goes when the swarm is empty.
 //! - A torrent entry is 64 bytes (info-hash, counters, the IPv4 list's pointer and length, one optional box
 //!   for the rarer parts: IPv6 list, alt counts, id table). Entries sit in 1024-entry chunks found through a
 //!   hash table of 4-byte positions.
@@ -90,6 +93,19 @@ pub struct Config {
     pub allow_list: Option<std::collections::HashSet<InfoHash>>,
     /// Allow a scrape without info-hashes to list every torrent.
     pub scrape_all: bool,
+    /// Which torrents keep full peer ids for the dictionary form (module doc, "Storage").
+    pub peer_ids: PeerIds,
+}
+
+/// When a torrent keeps the full 20-byte peer ids that the BEP 3 dictionary form lists as `peer id`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerIds {
+    /// From the first announce that asks for the dictionary form; peers not heard from since then are
+    /// listed without `peer id` for at most one interval. Compact-only swarms pay nothing.
+    #[default]
+    OnDemand,
+    /// For every torrent from its first announce: complete dictionary replies, 21 bytes more per peer.
+    Always,
 }
 
 impl Default for Config {
@@ -105,6 +121,7 @@ impl Default for Config {
             max_peers_total: 10_000_000,
             allow_list: None,
             scrape_all: true,
+            peer_ids: PeerIds::OnDemand,
         }
     }
 }
@@ -985,7 +1002,7 @@ impl Tracker {
         if a.event == Event::Completed && !t.get(addr).is_some_and(counted_seeder) {
             t.downloaded = t.downloaded.saturating_add(1);
         }
-        if a.want_peer_ids {
+        if a.want_peer_ids || self.cfg.peer_ids == PeerIds::Always {
             t.start_ids();
         }
         let mut added = t.upsert(cap, addr, stamp(units, seeder, false), a.peer_id);
@@ -1494,6 +1511,9 @@ mod tests {
         assert_eq!(size_of::<Peer<V4>>(), 8);
         assert_eq!(size_of::<Peer<V6>>(), 20);
         assert_eq!(size_of::<Torrent>(), 64);
+        // The cost of `PeerIds::Always` (module doc): 21 bytes per peer, an 80-byte box (96 with malloc's header).
+        assert_eq!(size_of::<Option<PeerId>>(), 21);
+        assert_eq!(size_of::<Extra>(), 80);
         // Addresses round-trip (mapped IPv4 as IPv4) and sort as (IP, port).
         for a in [
             "10.1.2.3:80",
@@ -1662,6 +1682,44 @@ mod tests {
         assert_eq!(t.peer_count(), 1, "the real peer stays");
         let s = t.scrape(&InfoHash([1; 20]));
         assert_eq!((s.complete, s.incomplete), (0, 1));
+    }
+
+    #[test]
+    fn peer_ids_always_gives_every_id_in_the_first_dictionary_reply() {
+        let mut t = Tracker::new(Config {
+            peer_ids: PeerIds::Always,
+            ..Config::default()
+        });
+        let (mut rng, now, mut out) = (StdRng::seed_from_u64(7), Instant::now(), Vec::new());
+        let compact = |p| Announce {
+            want_peer_ids: false,
+            ..ann(1, p, 5, Event::Started)
+        };
+        for p in 1..=3 {
+            t.announce(now, &mut rng, &compact(p), &mut out).unwrap();
+        }
+        assert_eq!(ids_len(&t, 1), Some(3), "ids kept although nobody asked");
+        // The first dictionary request of the swarm already lists every peer with its own id.
+        t.announce(now, &mut rng, &ann(1, 4, 5, Event::Started), &mut out)
+            .unwrap();
+        let got: HashSet<_> = out.iter().map(|p| (p.addr, p.peer_id)).collect();
+        let want: HashSet<_> = (1..=3)
+            .map(|p| (compact(p).addr, Some(PeerId([p; 20]))))
+            .collect();
+        assert_eq!(got, want);
+        // Emptied and refilled, the torrent keeps ids again from its first announce.
+        for p in 1..=4 {
+            t.announce(now, &mut rng, &ann(1, p, 5, Event::Stopped), &mut out)
+                .unwrap();
+        }
+        assert_eq!(ids_len(&t, 1), None);
+        t.announce(now, &mut rng, &compact(5), &mut out).unwrap();
+        t.announce(now, &mut rng, &ann(1, 6, 5, Event::Started), &mut out)
+            .unwrap();
+        assert_eq!(
+            out.iter().map(|p| p.peer_id).collect::<Vec<_>>(),
+            [Some(PeerId([5; 20]))]
+        );
     }
 
     #[test]
