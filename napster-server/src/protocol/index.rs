@@ -733,21 +733,9 @@ impl Index {
     /// step switched to the new generation: from then on new ids are handed out, and the caller must
     /// translate the ids it holds with [`Index::current_id`], then call [`Index::end_translation`].
     pub fn compact_step(&mut self, budget: usize) -> bool {
-        let t0 = std::time::Instant::now();
-        let in_b = budget;
-        let r = self.compact_step_x(budget);
-        let e = t0.elapsed();
-        if e > std::time::Duration::from_micros(300) && in_b < 100_000 {
-            eprintln!("NAPC step {:?} budget {in_b} switched {r} phase_after {:?} garbage {}", e, self.build.as_ref().map(|b| match b.phase { Phase::Records => "rec", Phase::Postings{next,..} => if next < 30000 {"post"} else {"post2"}, Phase::Tail => "tail"}), self.garbage.is_some());
-        }
-        r
-    }
-    fn compact_step_x(&mut self, budget: usize) -> bool {
         let mut budget = budget.max(1);
         if let Some(g) = self.garbage.as_mut() {
-            let t = std::time::Instant::now();
             budget = g.free_some(budget);
-            if t.elapsed() > std::time::Duration::from_micros(300) { eprintln!("NAPC garbage {:?}", t.elapsed()); }
             if g.is_empty() {
                 self.garbage = None;
             }
