@@ -13,6 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "link/linker_flags.rs"]
+mod linker_flags;
+
 /// The libraries std links on `*-linux-gnu` (rustc `--print link-args`), all present in libc6-dev.
 const GLIBC_LIBS: [&str; 6] = ["c", "m", "rt", "pthread", "dl", "util"];
 
@@ -21,6 +24,18 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CC");
     // For comparisons (README): the binary linked the usual way, dynamic and in the compiler's order.
     println!("cargo:rerun-if-env-changed=TRACKER_LINK_PLAIN");
+    // What this script did, for `tests/link.rs` (which checks the binary against it): `static` and
+    // `ordered`, each "1" or "0".
+    let (mut linked_static, mut ordered) = (false, false);
+    link(&mut linked_static, &mut ordered);
+    println!(
+        "cargo:rustc-env=TRACKER_LINK_STATIC={}",
+        u8::from(linked_static)
+    );
+    println!("cargo:rustc-env=TRACKER_LINK_ORDERED={}", u8::from(ordered));
+}
+
+fn link(linked_static: &mut bool, ordered: &mut bool) {
     if std::env::var_os("TRACKER_LINK_PLAIN").is_some() {
         return;
     }
@@ -34,6 +49,7 @@ fn main() {
         PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("static");
     match write_scripts(&out) {
         Ok(()) => {
+            *linked_static = true;
             println!("cargo:rustc-link-arg-bin=tracker=-static-pie");
             // Relative relocations packed (DT_RELR): the start-up reads ~1 KB, not ~120. The static
             // start-up code of glibc before 2.36 would not apply them.
@@ -44,7 +60,7 @@ fn main() {
         }
         Err(why) => println!("cargo:warning=tracker linked dynamically: {why}"),
     }
-    hot_code_first(&out);
+    *ordered = hot_code_first(&out);
 }
 
 /// Places the code the tracker runs (`link/hot-code.order`, written by `link/profile.sh`) together at the
@@ -56,12 +72,13 @@ fn main() {
 /// linker script added to lld's default layout (`INSERT BEFORE .text`): a stale profile moves less code,
 /// it never breaks the link. C symbols (libc) keep their names: lld's `--symbol-ordering-file`, which
 /// ignores names it does not find.
-fn hot_code_first(out: &Path) {
+/// Returns whether it did.
+fn hot_code_first(out: &Path) -> bool {
     let order = Path::new("link/hot-code.order");
     println!("cargo:rerun-if-changed={}", order.display());
     let Ok(list) = std::fs::read_to_string(order) else {
         println!("cargo:warning=no {}: code not ordered", order.display());
-        return;
+        return false;
     };
     let (mut globs, mut plain) = (Vec::new(), String::new());
     for name in list.lines().map(str::trim) {
@@ -92,6 +109,7 @@ fn hot_code_first(out: &Path) {
         sym.display()
     );
     println!("cargo:rustc-link-arg-bin=tracker=-Wl,--no-warn-symbol-ordering");
+    true
 }
 
 /// `name` with its build-dependent parts as `*`: legacy hashes (`17h` + 16 hex digits + `E`), LLVM
@@ -133,17 +151,18 @@ fn section_glob(name: &str) -> String {
     g
 }
 
-/// `Ok` when rustc links with lld: x86_64-unknown-linux-gnu, rustc 1.90 or later, no linker chosen in
-/// RUSTFLAGS other than lld.
+/// `Ok` when rustc links with its lld: x86_64-unknown-linux-gnu, rustc 1.90 or later, and neither
+/// RUSTFLAGS nor a configured `target.<triple>.linker` (cargo's `RUSTC_LINKER`) chooses something else.
 fn linker_is_lld() -> Result<(), String> {
     let target = std::env::var("TARGET").unwrap_or_default();
     if target != "x86_64-unknown-linux-gnu" {
         return Err(format!("target {target}"));
     }
-    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if (flags.contains("linker") || flags.contains("fuse-ld")) && !flags.contains("lld") {
-        return Err("RUSTFLAGS choose the linker".into());
+    if let Some(l) = std::env::var_os("RUSTC_LINKER") {
+        return Err(format!("linker {} configured", l.to_string_lossy()));
     }
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    linker_flags::other_linker(flags.split('\x1f'))?;
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = command_output(&rustc, "--version")?;
     match version_pair(version.split_whitespace().nth(1).unwrap_or("")) {
