@@ -372,6 +372,27 @@ mod tests {
         Service::new(Config::default(), ServiceOptions::default(), 42)
     }
 
+    /// A BEP 15 announce of peer id `[peer; 20]` on port `port` for torrent `[1; 20]`, transaction 1.
+    fn udp_announce(connection_id: u64, peer: u8, port: u16) -> Vec<u8> {
+        let mut pkt = Vec::new();
+        Request::Announce(udp::AnnounceRequest {
+            connection_id,
+            transaction_id: 1,
+            info_hash: InfoHash([1; 20]),
+            peer_id: PeerId([peer; 20]),
+            downloaded: 0,
+            left: 10,
+            uploaded: 0,
+            event: Event::Started,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            key: 0,
+            num_want: -1,
+            port,
+        })
+        .encode(&mut pkt);
+        pkt
+    }
+
     #[test]
     fn http_announce_compact_and_failure() {
         let mut s = svc();
@@ -585,30 +606,12 @@ mod tests {
         let Some(Response::Connect { connection_id, .. }) = Response::decode(&out, false) else {
             panic!("no connect reply");
         };
-        let mk = |cid, peer: u8, port| {
-            Request::Announce(udp::AnnounceRequest {
-                connection_id: cid,
-                transaction_id: 1,
-                info_hash: InfoHash([1; 20]),
-                peer_id: PeerId([peer; 20]),
-                downloaded: 0,
-                left: 10,
-                uploaded: 0,
-                event: Event::Started,
-                ip: std::net::Ipv4Addr::UNSPECIFIED,
-                key: 0,
-                num_want: -1,
-                port,
-            })
-        };
-        pkt.clear();
-        mk(connection_id, 1, 6881).encode(&mut pkt);
+        pkt = udp_announce(connection_id, 1, 6881);
         assert_eq!(s.udp(now, t, src, &pkt, &mut out), Outcome::ok("announce"));
         // A second peer, from another address with its own connection id.
         let src2: SocketAddr = "127.0.0.10:5000".parse().unwrap();
         let cid2 = s.ids.make(src2.ip(), t);
-        pkt.clear();
-        mk(cid2, 2, 7000).encode(&mut pkt);
+        pkt = udp_announce(cid2, 2, 7000);
         s.udp(now, t, src2, &pkt, &mut out);
         assert_eq!(
             Response::decode(&out, false),
@@ -621,15 +624,13 @@ mod tests {
             })
         );
         // Port 0 is refused, as over HTTP, and nothing is stored.
-        pkt.clear();
-        mk(cid2, 3, 0).encode(&mut pkt);
+        pkt = udp_announce(cid2, 3, 0);
         let o = s.udp(now, t, src2, &pkt, &mut out);
         assert_eq!(o.error, Some("bad_request"));
         assert_eq!(&out[..4], &3u32.to_be_bytes(), "an error packet");
         assert_eq!(s.tracker().peer_count(), 2);
         // The first peer's id is useless from the second address.
-        pkt.clear();
-        mk(connection_id, 2, 7000).encode(&mut pkt);
+        pkt = udp_announce(connection_id, 2, 7000);
         let o = s.udp(now, t, src2, &pkt, &mut out);
         assert_eq!(o.error, Some("bad_connection_id"));
         assert!(out.len() <= pkt.len(), "no amplification");
@@ -661,28 +662,13 @@ mod tests {
         let o = s.http_announce(now, src, q, &mut out);
         assert_eq!(o, Outcome::err("announce", "bad_request"));
         assert_eq!(out, b"d14:failure reason17:port out of rangee");
-        let mut pkt = Vec::new();
-        Request::Announce(udp::AnnounceRequest {
-            connection_id: s.ids.make(src.ip(), t),
-            transaction_id: 77,
-            info_hash: InfoHash([1; 20]),
-            peer_id: PeerId([1; 20]),
-            downloaded: 0,
-            left: 10,
-            uploaded: 0,
-            event: Event::Started,
-            ip: std::net::Ipv4Addr::UNSPECIFIED,
-            key: 0,
-            num_want: -1,
-            port: 0,
-        })
-        .encode(&mut pkt);
+        let pkt = udp_announce(s.ids.make(src.ip(), t), 1, 0);
         let o = s.udp(now, t, src, &pkt, &mut out);
         assert_eq!(o, Outcome::err("announce", "bad_request"));
         assert_eq!(
             Response::decode(&out, false),
             Some(Response::Error {
-                transaction_id: 77,
+                transaction_id: 1,
                 msg: "port out of range".into()
             })
         );
