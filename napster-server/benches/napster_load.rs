@@ -330,6 +330,23 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used so far, from `/proc/<pid>/stat`: searches per server
+/// CPU-second do not depend on what else the machine runs, unlike searches per wall second.
+#[allow(unsafe_code)]
+fn cpu_secs(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) as f64 / hz)
+        })
+        .unwrap_or(0.0)
+}
+
 struct Conn {
     s: TcpStream,
     buf: BytesMut,
@@ -522,8 +539,10 @@ fn main() {
         // Phase 3: searches for two random vocabulary words, from separate searcher connections.
         let per = searches / searchers;
         let t2 = Instant::now();
+        let cpu0 = cpu_secs(pid);
         let (lat, results) = run_searchers(addr, "searcher", searchers, per, f64::MAX).await;
         let search_secs = t2.elapsed().as_secs_f64();
+        let search_cpu = cpu_secs(pid) - cpu0;
 
         // Phase 4: churn. Every other user disconnects at once (half the index dies, which starts a
         // compaction) while the searchers go on for a bounded time: the latency of searches during it.
@@ -540,7 +559,7 @@ fn main() {
         (
             login_secs,
             share_secs,
-            search_secs,
+            (search_secs, search_cpu),
             lat,
             results,
             rss_logged_in,
@@ -548,8 +567,16 @@ fn main() {
             churn,
         )
     });
-    let (login_secs, share_secs, search_secs, mut lat, results, rss_logged_in, rss_shared, churn) =
-        result;
+    let (
+        login_secs,
+        share_secs,
+        (search_secs, search_cpu),
+        mut lat,
+        results,
+        rss_logged_in,
+        rss_shared,
+        churn,
+    ) = result;
     let _ = child.kill();
     let _ = child.wait();
     lat.sort();
@@ -573,6 +600,12 @@ fn main() {
         search_secs,
         lat.len() as f64 / search_secs,
         results as f64 / lat.len().max(1) as f64
+    );
+    println!(
+        "  server CPU:     {:.2} s during the searches ({:.0} searches per server CPU-second, {:.0} us CPU per search)",
+        search_cpu,
+        lat.len() as f64 / search_cpu.max(1e-9),
+        search_cpu * 1e6 / lat.len().max(1) as f64
     );
     println!(
         "  latency:        p50 {:?}  p99 {:?}  max {:?}",

@@ -449,7 +449,13 @@ async fn write_loop(
     let mut tally = OutTally::default();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
+        // A batch that is all there is to write (a search reply on an otherwise quiet connection, the
+        // usual case) is written from its own buffer, not copied into `bytes` first.
+        let mut lone: Option<FrameBatch> = None;
         while let Some(item) = next {
+            if let Some(l) = lone.take() {
+                bytes.extend_from_slice(l.as_bytes());
+            }
             match item {
                 Out::Frame(f) => {
                     let before = bytes.len();
@@ -460,18 +466,26 @@ async fn write_loop(
                     }
                 }
                 Out::Batch(b) => {
-                    bytes.extend_from_slice(b.as_bytes());
                     for (t, n) in b.headers() {
                         tally.add(t, n);
                     }
+                    if bytes.is_empty() {
+                        lone = Some(b);
+                    } else {
+                        bytes.extend_from_slice(b.as_bytes());
+                    }
                 }
             }
-            if bytes.len() >= WRITE_BATCH {
+            if bytes.len() + lone.as_ref().map_or(0, |l| l.as_bytes().len()) >= WRITE_BATCH {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        if out.write_all(&bytes).await.is_err() {
+        let wire = match &lone {
+            Some(l) => l.as_bytes(),
+            None => &bytes[..],
+        };
+        if out.write_all(wire).await.is_err() {
             break;
         }
         // The pending-search count is an atomic shared with the protocol: no second lock per search.
