@@ -220,19 +220,9 @@ impl FrameBatch {
     /// Appends a frame of type `ty` whose payload is the formatted `text`. A payload above
     /// [`MAX_PAYLOAD`] is refused and leaves the batch as it was.
     pub fn push_fmt(&mut self, ty: u16, text: std::fmt::Arguments<'_>) -> Result<(), EncodeError> {
-        let start = self.wire.len();
-        self.wire.extend_from_slice(&[0, 0]);
-        self.wire.extend_from_slice(&ty.to_le_bytes());
-        // Writing into a Vec cannot fail.
-        let _ = std::fmt::Write::write_fmt(&mut Latin1Sink(&mut self.wire), text);
-        let len = self.wire.len() - start - HEADER_LEN;
-        if len > MAX_PAYLOAD {
-            self.wire.truncate(start);
-            return Err(EncodeError::TooLong { len });
-        }
-        self.wire[start..start + 2].copy_from_slice(&(len as u16).to_le_bytes());
-        self.frames += 1;
-        Ok(())
+        self.push_with(ty, |w| {
+            w.fmt(text);
+        })
     }
 
     /// Appends a frame of type `ty` whose payload `write` puts in place through a [`PayloadWriter`]:
@@ -316,6 +306,13 @@ impl PayloadWriter<'_> {
     /// Raw bytes (already ASCII or Latin-1).
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.0.extend_from_slice(b);
+        self
+    }
+
+    /// Formatted text, Latin-1 mapped (for the rare fields that only have a `Display`).
+    pub fn fmt(&mut self, text: std::fmt::Arguments<'_>) -> &mut Self {
+        // Writing into a Vec cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut Latin1Sink(self.0), text);
         self
     }
 

@@ -37,7 +37,7 @@ use crate::codec::msg::{ty, ClientMsg, Login, ShareInfo};
 use crate::codec::{ip, Frame, FrameBatch, HEADER_LEN};
 use accounts::{hash_password_with_salt, verify_password, Account, Accounts, Level, Record};
 use hashbrown::HashTable;
-use index::{FileId, FileView, Index, Md5Field, NewFile};
+use index::{FileId, FileView, Index, NewFile};
 use rand::RngCore;
 use search::Kind;
 
@@ -1488,22 +1488,11 @@ impl Server {
             };
             // A path is at most a client frame long, so a result always fits; skip one that would not.
             let _ = batch.push_with(ty::SEARCH_RESULT, |w| {
-                w.byte(b'"').text(f.path).bytes(b"\" ");
-                match f.md5 {
-                    Md5Field::Hex(b) => {
-                        const HEX: &[u8; 16] = b"0123456789abcdef";
-                        let mut hex = [0u8; 32];
-                        for (i, x) in b.iter().enumerate() {
-                            hex[2 * i] = HEX[usize::from(x >> 4)];
-                            hex[2 * i + 1] = HEX[usize::from(x & 15)];
-                        }
-                        w.bytes(&hex);
-                    }
-                    Md5Field::Text(t) => {
-                        w.text(t);
-                    }
-                }
-                w.byte(b' ')
+                w.byte(b'"')
+                    .text(f.path)
+                    .bytes(b"\" ")
+                    .fmt(format_args!("{}", f.md5))
+                    .byte(b' ')
                     .num(f.size)
                     .byte(b' ')
                     .num(f.bitrate.into())
