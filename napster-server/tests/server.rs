@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use support::Raw;
@@ -246,18 +246,39 @@ fn metaserver_redirects() {
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
-    let d = support::server(dir.path(), &["--flood-commands", "1000000"]);
-    let mut bad = Raw::login(d.addr(), "bad", 6699);
+    let stats = dir.path().join("stats.json");
+    let d = support::server(
+        dir.path(),
+        &[
+            "--flood-commands",
+            "1000000",
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ],
+    );
+    // A small receive window keeps the kernel from absorbing what the server queued for this client.
+    let mut bad = Raw::connect_small_window(d.addr(), 4096).logged_in("bad", 6699, 4);
     let mut good = Raw::login(d.addr(), "good", 6699);
-    let long = "x".repeat(180);
-    let mut wire = support::frames(
+    let long = "x".repeat(1800);
+    let wire = support::frames(
         100,
         (0..500).map(|i| format!("\"C:\\mp3\\{long} {i}.mp3\" 0 1000 128 44100 60")),
     );
-    // Ask for far more browse output (about 25 MB) than socket buffers and the 2048-frame queue hold, and
-    // never read it.
-    wire.extend(support::frames(211, ["bad"; 100]));
     bad.s.write_all(&wire).unwrap();
+    // Ask for browse output (1 MB per browse, 100 MB in all) one request every 10 ms, and never read it:
+    // the socket buffers fill first and the writer blocks, then the 2048-item queue fills behind it. The
+    // ~3.9 MB queued at the drop cannot go anywhere, so the old writer stayed stuck on it for good. Once
+    // the server closed the connection these writes may fail; that is expected.
+    let browse = support::frames(211, ["bad"]);
+    let mut asker = bad.s.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if asker.write_all(&browse).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
     // The good client keeps getting prompt answers, and eventually sees the bad one gone.
     let deadline = std::time::Instant::now() + support::DEADLINE;
     loop {
@@ -275,6 +296,39 @@ fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
     }
     good.send(603, "bad");
     assert_eq!(good.recv().unwrap().0, 404);
+    // Dropped means closed, not only forgotten: the server lets go of the socket (its connection task
+    // and link end) although the bad client has still read nothing, ...
+    let links = || d.stats().neighbours.len();
+    assert!(
+        integration::eventually(support::DEADLINE, || links() == 1),
+        "the dropped client's connection is still held: {} links",
+        links()
+    );
+    // ... and the client sees the connection end (a reset, or EOF after what was in flight).
+    flood.join().unwrap();
+    bad.s.set_read_timeout(Some(support::DEADLINE)).unwrap();
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    let mut sink = vec![0u8; 1 << 16];
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped client's socket stayed open"
+        );
+        match bad.s.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert!(
+                    !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "the dropped client's socket stayed open"
+                );
+                break;
+            }
+        }
+    }
 }
 
 #[test]

@@ -78,7 +78,21 @@ enum Out {
 struct Shared {
     server: Server,
     conns: HashMap<ConnId, mpsc::Sender<Out>>,
+    /// Cancelled to end a connection dropped as dead: its socket is reset and its queue freed at once,
+    /// since a writer stuck on a client that stopped reading would otherwise hold both forever.
+    kills: HashMap<ConnId, CancellationToken>,
     next_id: u64,
+}
+
+/// Forgets a connection whose client stopped reading and ends its task (see [`Shared::kills`]).
+fn drop_dead(g: &mut Shared, stats: &Stats, now: std::time::Instant, c: ConnId) {
+    warn!(conn = c.0, "output queue full, dropping client");
+    stats.error("output_queue_full");
+    g.conns.remove(&c);
+    if let Some(kill) = g.kills.remove(&c) {
+        kill.cancel();
+    }
+    g.server.on_disconnect(now, c);
 }
 
 /// Handle on the running server state, shared by all connection tasks.
@@ -109,6 +123,7 @@ impl Hub {
             inner: Arc::new(RwLock::new(Shared {
                 server,
                 conns: HashMap::new(),
+                kills: HashMap::new(),
                 next_id: 1,
             })),
             log: Arc::new(Mutex::new(log)),
@@ -140,10 +155,13 @@ impl Hub {
         };
         if full {
             // The client is not reading: drop it, as `route` does.
-            warn!(conn = id.0, "output queue full, dropping client");
-            self.stats.error("output_queue_full");
-            self.with(|s, now| s.on_disconnect(now, id));
-            self.lock().conns.remove(&id);
+            let now = Instant::now().into_std();
+            let jobs = {
+                let mut g = self.lock();
+                drop_dead(&mut g, &self.stats, now, id);
+                finish(&mut g, &self.stats, now)
+            };
+            self.spawn_jobs(jobs);
         }
         Some(pause)
     }
@@ -252,10 +270,7 @@ fn route(g: &mut Shared, stats: &Stats, now: std::time::Instant) {
         let Some(tx) = g.conns.get(&c) else { continue };
         if tx.try_send(item).is_err() {
             // The client is not reading (or its writer is gone): drop it, as OpenNap does.
-            warn!(conn = c.0, "output queue full, dropping client");
-            stats.error("output_queue_full");
-            g.conns.remove(&c);
-            g.server.on_disconnect(now, c);
+            drop_dead(g, stats, now, c);
         }
     }
 }
@@ -344,12 +359,14 @@ async fn connection(hub: Hub, stream: TcpStream, addr: SocketAddr, shutdown: Can
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(OUTPUT_QUEUE_FRAMES);
     let done = CancellationToken::new();
+    let kill = CancellationToken::new();
     let (id, searches) = {
         let now = Instant::now().into_std();
         let mut g = hub.lock();
         let id = ConnId(g.next_id);
         g.next_id += 1;
         g.conns.insert(id, tx);
+        g.kills.insert(id, kill.clone());
         g.server.on_connect(now, id, ip);
         let searches = g.server.search_counter(id).unwrap_or_default();
         route(&mut g, &hub.stats, now);
@@ -364,13 +381,23 @@ async fn connection(hub: Hub, stream: TcpStream, addr: SocketAddr, shutdown: Can
             .instrument(tracing::Span::current()),
     );
     tokio::select! {
-        r = read_loop(rd, &hub, id) => if let Err(e) = r { debug!(conn = id.0, cause = %e, "read ended") },
+        r = read_loop(&rd, &hub, id) => if let Err(e) = r { debug!(conn = id.0, cause = %e, "read ended") },
         _ = done.cancelled() => {}
+        _ = kill.cancelled() => {}
         _ = shutdown.cancelled() => {}
     }
     hub.with(|s, now| s.on_disconnect(now, id));
-    hub.lock().conns.remove(&id);
-    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+    {
+        let mut g = hub.lock();
+        g.conns.remove(&id);
+        g.kills.remove(&id);
+    }
+    if kill.is_cancelled() {
+        // Dropped as dead: a reset, not a FIN queued behind data it will never read, and the queue goes
+        // with the writer now rather than after the grace period.
+        let _ = rd.as_ref().set_zero_linger();
+        writer.abort();
+    } else if tokio::time::timeout(WRITER_GRACE, &mut writer)
         .await
         .is_err()
     {
@@ -389,7 +416,7 @@ enum ReadEnd {
     Decode(#[from] crate::codec::DecodeError),
 }
 
-async fn read_loop(rd: OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), ReadEnd> {
+async fn read_loop(rd: &OwnedReadHalf, hub: &Hub, id: ConnId) -> Result<(), ReadEnd> {
     // The buffer exists only while bytes are pending: ten thousand idle users then hold no read buffer.
     let mut buf = BytesMut::new();
     loop {

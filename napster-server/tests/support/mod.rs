@@ -83,7 +83,30 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect");
+        Raw::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects with a receive buffer of `rcvbuf` bytes, set before the handshake so the window stays
+    /// that small: a client that does not read then holds almost nothing of what the server sends.
+    pub fn connect_small_window(addr: SocketAddr, rcvbuf: usize) -> Raw {
+        use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+        let fd = socket::socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        socket::setsockopt(&fd, sockopt::RcvBuf, &rcvbuf).expect("SO_RCVBUF");
+        let SocketAddr::V4(v4) = addr else {
+            panic!("IPv4 only")
+        };
+        socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4))
+            .expect("connect");
+        Raw::from_stream(TcpStream::from(fd))
+    }
+
+    fn from_stream(s: TcpStream) -> Raw {
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         s.set_nodelay(true).unwrap();
         Raw { s, buf: Vec::new() }
@@ -152,7 +175,12 @@ impl Raw {
 
     /// Logs in with link-speed code `speed` and consumes the greeting up to the 214.
     pub fn login_as(addr: SocketAddr, nick: &str, port: u16, speed: u8) -> Raw {
-        let mut r = Raw::connect(addr);
+        Raw::connect(addr).logged_in(nick, port, speed)
+    }
+
+    /// Logs this connection in (as [`Raw::login_as`]).
+    pub fn logged_in(self, nick: &str, port: u16, speed: u8) -> Raw {
+        let mut r = self;
         r.send(2, &format!("{nick} pw {port} \"raw-test\" {speed}"));
         let g = r.until(214);
         assert_eq!(g[0].0, 3, "{g:?}");
