@@ -93,7 +93,8 @@ struct Cli {
     #[arg(long, default_value_t = 2)]
     max_password_jobs: usize,
 
-    /// Logins that may wait for a password slot; beyond it a login gets "Server busy" at once.
+    /// Logins from one IP that may wait for a password slot (IPs take turns); one more from that IP
+    /// gets "Server busy" at once.
     #[arg(long, default_value_t = 64)]
     password_queue: usize,
 

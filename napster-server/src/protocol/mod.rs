@@ -17,6 +17,7 @@
 //! `404 "Unknown command code N"` and the connection stays).
 
 pub mod accounts;
+pub mod fair;
 pub mod index;
 pub mod postings;
 pub mod search;
@@ -207,7 +208,8 @@ pub struct Config {
     pub bans: Vec<String>,
     /// Password checks and hashes (Argon2id) handed to the node at once; more wait in a queue.
     pub max_password_jobs: usize,
-    /// Logins waiting for a password slot; a login beyond this is refused at once ("server busy").
+    /// Logins from one IP waiting for a password slot (IPs take turns, so a flooding IP only waits behind
+    /// itself); one more from that IP is refused at once ("server busy").
     pub password_queue: usize,
     /// Logged-in users one IP may have at a time (OpenNap `max_clones`); 0 = no limit.
     pub max_clones: usize,
@@ -334,8 +336,8 @@ pub struct Server {
     /// Password jobs handed out (to [`Server::poll_password_job`]) and not yet reported done.
     jobs: VecDeque<PasswordJob>,
     jobs_running: usize,
-    /// Password jobs waiting for a slot.
-    jobs_waiting: VecDeque<PasswordJob>,
+    /// Password jobs waiting for a slot, per source IP, served round-robin.
+    jobs_waiting: fair::FairQueue<Ipv4Addr, PasswordJob>,
     /// Logged-in users per IP (for `max_clones`).
     clones: HashMap<Ipv4Addr, usize>,
     /// Recent registration times per IP (for `max_registrations_per_ip`).
@@ -395,6 +397,7 @@ impl Server {
         for b in &mut cfg.bans {
             b.make_ascii_lowercase();
         }
+        let jobs_waiting = fair::FairQueue::new(cfg.password_queue);
         Server {
             cfg,
             conns: HashMap::new(),
@@ -412,7 +415,7 @@ impl Server {
             out: VecDeque::new(),
             jobs: VecDeque::new(),
             jobs_running: 0,
-            jobs_waiting: VecDeque::new(),
+            jobs_waiting,
             clones: HashMap::new(),
             registrations: HashMap::new(),
             login_deadlines: VecDeque::new(),
@@ -1054,9 +1057,11 @@ impl Server {
             }
         };
         let (job, level, email) = job;
-        if self.jobs_running >= self.cfg.max_password_jobs
-            && self.jobs_waiting.len() >= self.cfg.password_queue
-        {
+        let ip = self
+            .conns
+            .get(&conn)
+            .map_or(Ipv4Addr::UNSPECIFIED, |c| c.ip);
+        if self.jobs_running >= self.cfg.max_password_jobs && !self.jobs_waiting.has_room(ip) {
             // Fail fast: a login flood must not queue unbounded Argon2 work.
             self.error_close(now, conn, "Server busy, try again later");
             return;
@@ -1073,9 +1078,11 @@ impl Server {
         }
         if self.jobs_running < self.cfg.max_password_jobs {
             self.jobs_running += 1;
+            self.jobs_waiting.served(ip);
             self.jobs.push_back(job);
         } else {
-            self.jobs_waiting.push_back(job);
+            let queued = self.jobs_waiting.push(ip, job).is_ok();
+            debug_assert!(queued, "room was checked above");
         }
     }
 
@@ -1083,7 +1090,7 @@ impl Server {
     pub fn password_done(&mut self, now: Instant, conn: ConnId, outcome: PasswordOutcome) {
         self.jobs_running = self.jobs_running.saturating_sub(1);
         // Hand the slot to the next waiting login whose connection is still there.
-        while let Some(job) = self.jobs_waiting.pop_front() {
+        while let Some(job) = self.jobs_waiting.pop() {
             let waiting = self
                 .conns
                 .get(&job.conn())

@@ -833,6 +833,65 @@ fn password_jobs_are_capped_queued_and_refused_when_the_queue_is_full() {
 }
 
 #[test]
+fn a_flooding_ip_queues_only_behind_itself_and_a_login_from_another_ip_gets_the_next_slot() {
+    let mut sim = Sim::new(Config {
+        max_password_jobs: 2,
+        password_queue: 64,
+        ..Config::default()
+    });
+    let a = Ipv4Addr::new(10, 0, 0, 1);
+    let b = Ipv4Addr::new(10, 0, 0, 2);
+    let bob0 = sim.connect_from(b);
+    assert_eq!(
+        sim.send(bob0, 6, "bob pw 0 \"x\" 2 b@x")[0].0,
+        ty::LOGIN_ACK
+    );
+    sim.s.on_disconnect(sim.now, bob0);
+    sim.pump();
+    // IP A keeps 2 registrations running, 64 waiting and 2 more; then bob logs in from IP B.
+    let flood: Vec<ConnId> = (0..68).map(|_| sim.connect_from(a)).collect();
+    let bob = sim.connect_from(b);
+    for (i, c) in flood.iter().enumerate() {
+        let payload = format!("a{i} pw 0 \"x\" 2 a@x");
+        sim.s.handle_frame(sim.now, *c, Frame::text(6, &payload));
+    }
+    sim.s
+        .handle_frame(sim.now, bob, Frame::text(2, "bob pw 0 \"x\" 2"));
+    let running = held_jobs(&mut sim);
+    assert_eq!(
+        running.iter().map(|j| j.conn()).collect::<Vec<_>>(),
+        flood[..2]
+    );
+    for c in &flood[2..66] {
+        assert!(sim.s.conns.contains_key(c), "A's own 64 wait");
+    }
+    for c in &flood[66..] {
+        assert!(!sim.s.conns.contains_key(c), "A's excess is refused");
+    }
+    assert!(sim.s.conns.contains_key(&bob), "bob waits too");
+    // The first free slot goes to bob, not to the 64 that A queued before him.
+    sim.s
+        .password_done(sim.now, running[0].conn(), running[0].run());
+    let next = held_jobs(&mut sim);
+    assert_eq!(next.iter().map(|j| j.conn()).collect::<Vec<_>>(), vec![bob]);
+    sim.s.password_done(sim.now, bob, next[0].run());
+    // Leave A's waiting ones out of the rest (each would run a real Argon2 hash).
+    for c in &flood[2..66] {
+        sim.s.on_disconnect(sim.now, *c);
+    }
+    sim.s
+        .password_done(sim.now, running[1].conn(), running[1].run());
+    sim.pump();
+    assert_eq!(sim.take(bob)[0].0, ty::LOGIN_ACK);
+    for c in &flood[66..] {
+        assert_eq!(
+            sim.take(*c),
+            vec![(0, "Server busy, try again later".into())]
+        );
+    }
+}
+
+#[test]
 fn clones_and_registrations_are_limited_per_ip() {
     let mut sim = Sim::new(Config {
         max_clones: 2,
