@@ -564,6 +564,12 @@ impl Client {
         };
         let transfer_secs = started.elapsed().as_secs_f64();
         self.send(ClientMsg::DownloadEnd).await?;
+        // The 219 only sits in the writer task's queue here: a `get` that exits right away could lose it
+        // (the server's download count for us would stay up, our stats would not count it). A 214 round
+        // trip proves the server has it; a server that is gone by now does not fail the download.
+        if let Err(e) = self.settle().await {
+            warn!(cause = %e, "no reply from the server after the download");
+        }
         let (fetched, method) = match result {
             Ok(x) => x,
             Err(e) => {
