@@ -227,6 +227,24 @@ fn s8_15_flood_is_throttled_not_disconnected_and_big_share_is_fast() {
         start.elapsed() >= Duration::from_millis(900),
         "not throttled"
     );
+    // Searches (answered under the shared lock, not by `handle_frame`) count too: 45 of them cannot fit
+    // in two windows of 20, so at least one full pause comes between the first and the last answer.
+    let burst = support::frames(200, [r#"FILENAME CONTAINS "nomatch""#; 45]);
+    let start = std::time::Instant::now();
+    a.s.write_all(&burst).unwrap();
+    let mut ends = 0;
+    while ends < 45 {
+        // A search over the pending limit is refused (404) but still ends with its 202.
+        match a.recv().unwrap() {
+            (202, _) => ends += 1,
+            (404, text) => assert_eq!(text, "search failed: too many pending searches"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "searches not throttled"
+    );
 }
 
 #[test]

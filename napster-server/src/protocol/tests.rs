@@ -620,6 +620,40 @@ fn s8_15_flood_throttles_but_shares_are_exempt() {
     assert_eq!(sim.s.read_pause(a, sim.now), None);
 }
 
+/// Since searches run under the shared lock they never reach `handle_frame`: `search_shared` must count
+/// them against flood control itself.
+#[test]
+fn searches_on_the_shared_path_count_against_flood_control() {
+    let mut sim = Sim::new(Config {
+        flood_commands: 5,
+        ..Config::default()
+    });
+    let a = sim.login("alice", 6699);
+    // A fresh flood window, so only the searches count in it.
+    sim.now += Config::default().flood_time;
+    let search = Frame::text(200, "FILENAME CONTAINS \"x\"");
+    let one = |sim: &mut Sim| {
+        let batch = sim
+            .s
+            .search_shared(sim.now, a, &search)
+            .expect("a logged-in user's search takes the shared path");
+        assert_eq!(batch.frames().last().map(|f| f.ty), Some(ty::SEARCH_END));
+        sim.s.search_delivered(a);
+    };
+    for _ in 0..5 {
+        one(&mut sim);
+    }
+    assert_eq!(sim.s.read_pause(a, sim.now), None, "5 searches are allowed");
+    one(&mut sim);
+    let until = sim
+        .s
+        .read_pause(a, sim.now)
+        .expect("the sixth search throttles reading");
+    assert!(until > sim.now);
+    sim.now = until;
+    assert_eq!(sim.s.read_pause(a, sim.now), None);
+}
+
 #[test]
 fn hotlist_sign_on_and_off() {
     let mut sim = Sim::new(Config::default());
