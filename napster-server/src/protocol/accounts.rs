@@ -295,7 +295,10 @@ impl AccountLog {
                     return Err(StoreError::Missing { path, marker });
                 }
                 std::fs::create_dir_all(dir).map_err(io)?;
-                tracing::warn!(path = %path.display(), "new empty account store created");
+                // Accounts acknowledged since the last snapshot live only in the log: a lost snapshot
+                // must not take them with it.
+                let replayed = store.replay_log()?;
+                tracing::warn!(path = %path.display(), replayed, "new account store created");
             }
             Err(e) => return Err(io(e)),
         }
@@ -436,6 +439,11 @@ impl AccountLog {
         f.write_all(&json).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
+        // The rename must be durable before the log is emptied: after a power loss the directory could
+        // otherwise still name the old snapshot while the log is already empty.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         // Only once the snapshot holds everything may the log be emptied (a crash in between replays
         // records the snapshot already has, which changes nothing).
         let log_path = dir.join(LOG_FILE);
@@ -525,6 +533,26 @@ mod tests {
         let err = AccountLog::open(dir.path(), false).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("accounts.json"));
+    }
+
+    #[test]
+    fn a_lost_snapshot_still_replays_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (mut log, _) = AccountLog::open(dir.path(), false).unwrap();
+        log.write(&[Record::Register(account("a", "1", &mut rng))])
+            .unwrap();
+        drop(log);
+        std::fs::remove_file(dir.path().join(STORE_FILE)).unwrap();
+        // Without leave to start anew the lost snapshot is an error, as before the log existed.
+        assert!(matches!(
+            AccountLog::open(dir.path(), false),
+            Err(StoreError::Missing { .. })
+        ));
+        // With it, the acknowledged account in the log survives.
+        let (_, acc) = AccountLog::open(dir.path(), true).unwrap();
+        assert_eq!(acc.len(), 1);
+        assert!(acc.get("a").is_some());
     }
 
     #[test]
